@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make quickstart` and `make test`.
+# Both create .venv if missing and install the project (with its C++ ops) into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned to the releases this kind of machine keeps on local disk;
+# an unpinned torch would pull a multi-GB CUDA build. Override on other machines:
+#   make test TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# torch guesses CUDA_HOME from nvcc on PATH, which is wrong on some machines; the toolkit root is right.
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-*))
+export CUDA_HOME
+
+STAMP := $(VENV)/.distill-installed
+SOURCES := pyproject.toml setup.py $(wildcard distill/csrc/*.* distill/csrc/*/*.*)
+
+.PHONY: install quickstart test lint cuda-check clean
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64,<81" wheel ninja
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
+	@touch $(STAMP)
+
+quickstart: install
+	$(PY) tools/quickstart.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check distill tools tests benchmarks
+
+clean:
+	rm -rf build *.egg-info distill/*.so .pytest_cache

@@ -1,0 +1,191 @@
+"""Open-vocabulary box / mask evaluation on pycocotools (COCO protocol) and the lvis API (LVIS protocol).
+
+Overall numbers are exactly what COCOeval / LVISEval print. Base and novel numbers come from the same
+run's precision array, restricted to each group's categories and averaged the way `summarize` averages
+(mean over all entries > -1), so `AP_base` equals a COCOeval run with `catIds` set to the base ids.
+
+Metrics are flat, on a 0-100 scale; a metric with nothing to average (no novel category) is None.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.datasets import validate_instances_json
+from ..data.ov_splits import CategorySplit, split_from_categories
+from ..utils.errors import DistillInputError
+from ..utils.io import read_json
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("bbox", "segm")
+PROTOCOLS = ("coco", "lvis")
+LVIS_MAX_DETS = 300
+
+
+@contextlib.contextmanager
+def numpy_float_alias():
+    """Give numpy back `np.float` while the block runs (lvis 0.5.3 uses it; numpy >= 1.24 removed it).
+
+    The alias is removed again afterwards, so no other code comes to rely on it.
+    """
+    had = "float" in np.__dict__
+    if not had:
+        np.float = float  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if not had:
+            del np.float  # type: ignore[attr-defined]
+
+
+def _load_gt(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict, str]:
+    if isinstance(gt, dict):
+        data, path = gt, "<ground truth>"
+    else:
+        path = str(gt)
+        data = read_json(path, what="ground-truth file")
+    validate_instances_json(data, path, lvis=protocol == "lvis")
+    if not data["images"]:
+        raise DistillInputError("ground truth has no images", path)
+    return data, path
+
+
+def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dict]:
+    """Check a COCO-format result list against the ground truth; one clear error for the first problem."""
+    if not isinstance(preds, list):
+        raise DistillInputError("predictions must be a json list of detections", path)
+    if not preds:
+        raise DistillInputError("no predictions (empty list)", path)
+    image_ids = {im["id"] for im in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    need = ("image_id", "category_id", "score", "bbox" if task == "bbox" else "segmentation")
+    for i, p in enumerate(preds):
+        if not isinstance(p, dict):
+            raise DistillInputError(f"prediction {i} is not an object", path)
+        missing = [k for k in need if k not in p]
+        if missing:
+            raise DistillInputError(f"prediction {i} is missing field(s) {', '.join(map(repr, missing))}", path)
+        if p["image_id"] not in image_ids:
+            n = sum(q.get("image_id") not in image_ids for q in preds if isinstance(q, dict))
+            raise DistillInputError(f"prediction {i} names unknown image_id {p['image_id']!r} "
+                                    f"({n} prediction(s) name images not in the ground truth)", path)
+        if p["category_id"] not in cat_ids:
+            n = sum(q.get("category_id") not in cat_ids for q in preds if isinstance(q, dict))
+            raise DistillInputError(f"prediction {i} names unknown category_id {p['category_id']!r} "
+                                    f"({n} prediction(s) name categories not in the ground truth)", path)
+        if task == "bbox" and not (isinstance(p["bbox"], (list, tuple)) and len(p["bbox"]) == 4):
+            raise DistillInputError(f"prediction {i} has a bbox that is not [x, y, w, h]", path)
+        if task == "segm" and not (isinstance(p["segmentation"], dict) and "counts" in p["segmentation"]):
+            raise DistillInputError(f"prediction {i} has a segmentation that is not an RLE dict", path)
+    return preds
+
+
+def _group_mean(precision: np.ndarray, cat_index: Sequence[int]) -> float | None:
+    """Mean of precision entries > -1 over the given category axis indices (axis 2)."""
+    if len(cat_index) == 0:
+        return None
+    s = precision[:, :, list(cat_index)]
+    s = s[s > -1]
+    return float(np.mean(s)) * 100 if s.size else None
+
+
+def _split_metrics(precision: np.ndarray, cat_ids: Sequence[int], split: CategorySplit | None) -> dict:
+    """AP / AP50 / AP75 for each split group; precision is [T, R, K] (area all, last max-dets)."""
+    out: dict[str, float | None] = {}
+    if split is None:
+        return out
+    pos = {c: k for k, c in enumerate(cat_ids)}
+    for group, ids in split.groups().items():
+        idx = [pos[c] for c in ids if c in pos]
+        out[f"AP_{group}"] = _group_mean(precision, idx)
+        out[f"AP50_{group}"] = _group_mean(precision[:1], idx)
+        out[f"AP75_{group}"] = _group_mean(precision[5:6], idx)
+    return out
+
+
+def _pct(x: float) -> float | None:
+    return None if x is None or x < 0 else float(x) * 100
+
+
+def _coco_eval(gt: dict, preds: list[dict], task: str, split: CategorySplit | None) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()) as log:
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(preds)
+        ev = COCOeval(coco_gt, coco_dt, task)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.debug("COCOeval:\n%s", log.getvalue())
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    metrics = {k: _pct(v) for k, v in zip(names, ev.stats[:6])}
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # area "all", maxDets 100
+    metrics.update(_split_metrics(precision, ev.params.catIds, split))
+    return metrics
+
+
+def _lvis_eval(gt: dict, preds: list[dict], task: str, split: CategorySplit | None) -> dict:
+    from lvis import LVIS, LVISEval, LVISResults
+
+    lvis_gt = LVIS.__new__(LVIS)  # LVIS() only reads paths; fill it from the checked dict
+    lvis_gt.logger = logging.getLogger("lvis")
+    lvis_gt.dataset = copy.deepcopy(gt)
+    lvis_gt._create_index()
+    lvis_dt = LVISResults(lvis_gt, preds, max_dets=LVIS_MAX_DETS)
+    ev = LVISEval(lvis_gt, lvis_dt, task)
+    with numpy_float_alias():
+        ev.run()
+    res = ev.get_results()
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+    metrics = {k: _pct(res[k]) for k in names}
+    precision = ev.eval["precision"][:, :, :, 0]  # area "all"
+    metrics.update(_split_metrics(precision, ev.params.cat_ids, split))
+    return metrics
+
+
+def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.PathLike | list, task: str = "bbox",
+                        protocol: str = "coco", split: CategorySplit | None = None) -> dict:
+    """Evaluate COCO-format results against a COCO or LVIS ground truth.
+
+    Args:
+        gt: path to (or dict of) the ground-truth json; LVIS protocol needs LVIS fields.
+        predictions: path to (or list of) results: image_id, category_id, score, bbox [x, y, w, h] and, for
+            "segm", an RLE `segmentation`.
+        task: "bbox" or "segm". For "segm" the boxes are dropped first, so areas come from the masks.
+        protocol: "coco" (COCOeval, 100 detections per image) or "lvis" (LVISEval, 300, federated).
+        split: base / novel groups; by default the ground truth's own (see `split_from_categories`).
+    Returns:
+        flat dict: AP, AP50, AP75, APs, APm, APl (+ APr, APc, APf for LVIS), and AP*_base / AP*_novel.
+    """
+    if task not in TASKS:
+        raise DistillInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if protocol not in PROTOCOLS:
+        raise DistillInputError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    gt_data, _ = _load_gt(gt, protocol)
+    if isinstance(predictions, list):
+        preds, ppath = predictions, "<predictions>"
+    else:
+        ppath = str(predictions)
+        preds = read_json(ppath, what="predictions file")
+    preds = copy.deepcopy(validate_predictions(preds, gt_data, task, ppath))
+    if task == "segm":
+        for p in preds:  # otherwise the evaluators take the box area as the instance area
+            p.pop("bbox", None)
+    if split is None:
+        split = split_from_categories(gt_data["categories"])
+    run = _coco_eval if protocol == "coco" else _lvis_eval
+    metrics = run(gt_data, preds, task, split)
+    metrics["num_images"] = len(gt_data["images"])
+    metrics["num_predictions"] = len(preds)
+    return metrics

@@ -1,0 +1,31 @@
+"""One exception type for bad user input, and the command-line wrapper that turns it into one line."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class DistillInputError(Exception):
+    """Bad input from the user (file, json, argument). Tools print it as one line and exit 2."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a tool's main: input errors become `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return int(main(*args, **kwargs) or 0)
+        except DistillInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Evaluate COCO-format predictions open-vocabulary: overall, base and novel AP (LVIS: APr / APc / APf).
+
+    python tools/evaluate.py --gt GT.json --predictions PRED.json --task bbox|segm \
+        [--protocol coco|lvis] --output metrics.json
+
+Writes a flat json of metrics on a 0-100 scale (AP, AP50, AP75, APs, APm, APl, AP50_novel, AP50_base,
+..., APr, APc, APf for LVIS). Bad input: one line on stderr, exit code 2, nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _common  # noqa: F401  (puts the checkout on sys.path)
+
+from distill.evaluation import evaluate_detections
+from distill.utils import atomic_write_json, cli_entry, dumps_json
+
+
+def format_table(metrics: dict) -> str:
+    keys = [k for k in ("AP", "AP50", "AP75", "APr", "APc", "APf", "AP50_base", "AP50_novel", "AP_base",
+                        "AP_novel") if k in metrics]
+    cell = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| " + \
+        " | ".join(cell(metrics[k]) for k in keys) + " |"
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--gt", required=True, help="ground-truth json (COCO or LVIS format)")
+    p.add_argument("--predictions", required=True, help="COCO-format result list (json)")
+    p.add_argument("--task", choices=("bbox", "segm"), default="bbox")
+    p.add_argument("--protocol", choices=("coco", "lvis"), default="coco")
+    p.add_argument("--output", help="metrics json to write (atomically)")
+    args = p.parse_args(argv)
+    metrics = evaluate_detections(args.gt, args.predictions, task=args.task, protocol=args.protocol)
+    metrics = {"task": args.task, "protocol": args.protocol, **metrics}
+    if args.output:
+        atomic_write_json(args.output, metrics, indent=2)
+    print(format_table(metrics))
+    print(dumps_json(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
