@@ -1,0 +1,276 @@
+"""The open_clip teacher: text, region and dense pixel embeddings, all L2-normalised."""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..utils.errors import DistillInputError
+from .crops import crop_resize_normalize, scale_boxes
+from .prompts import build_prompts
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_registered = False
+
+
+def _register_model_configs() -> None:
+    """Make the project's open_clip model configs (e.g. the tiny teacher) known to open_clip, once."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _registered = True
+
+
+def _resolve_arch(arch: str) -> str:
+    import open_clip
+
+    models = open_clip.list_models()
+    if arch not in models:
+        close = difflib.get_close_matches(arch, models, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DistillInputError(f"unknown teacher architecture {arch!r}{hint} (see open_clip.list_models())")
+    return arch
+
+
+def _resolve_pretrained(arch: str, pretrained: str | None) -> tuple[str | None, str | None]:
+    """(open_clip `pretrained` argument, model-zoo name if it came from the zoo)."""
+    import open_clip
+
+    if pretrained is None or pretrained == "":
+        return None, None
+    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        if not os.path.isfile(pretrained):
+            raise DistillInputError("teacher checkpoint not found", pretrained)
+        return pretrained, None
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained in tags:
+        return pretrained, None
+    from ..model_zoo import get_checkpoint, has_entry
+
+    name = pretrained.removeprefix("distill://")
+    if has_entry(name):
+        return str(get_checkpoint(name)), name
+    raise DistillInputError(f"unknown pretrained tag {pretrained!r} for {arch}; open_clip knows "
+                            f"{', '.join(tags) or 'none'}; also accepted: a checkpoint path or a model-zoo name")
+
+
+def create_teacher(arch: str, pretrained: str | None = None, device: str | torch.device = "cpu",
+                   precision: str = "fp32") -> "Teacher":
+    """An open_clip teacher.
+
+    Args:
+        arch: an open_clip architecture (``ViT-B-32``, ``RN50``, the project's ``distill-tiny-vit``), or a
+            model-zoo teacher name (then `pretrained` defaults to that entry's weights).
+        pretrained: an open_clip pretrained tag (``openai``; downloaded by open_clip where there is network),
+            a local checkpoint path, or a model-zoo name (``distill://<name>`` or the bare name).
+        precision: "fp32", "fp16" or "bf16".
+    """
+    import open_clip
+
+    _register_model_configs()
+    from ..model_zoo import get_entry, has_entry
+
+    zoo_name = None
+    if has_entry(arch.removeprefix("distill://")):
+        entry = get_entry(arch.removeprefix("distill://"))
+        if entry.get("kind") != "teacher":
+            raise DistillInputError(f"model-zoo entry {arch!r} is a {entry.get('kind')}, not a teacher")
+        zoo_name, arch = entry["name"], entry["arch"]
+        pretrained = pretrained or zoo_name
+    arch = _resolve_arch(arch)
+    weights, zoo = _resolve_pretrained(arch, pretrained)
+    zoo_name = zoo or zoo_name
+    if weights is None:
+        logger.warning("teacher %s has random weights (no pretrained tag or checkpoint given)", arch)
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, precision=precision,
+                                                                 device=device)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    return Teacher(model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained,
+                   precision=precision)
+
+
+class Teacher:
+    """A frozen open_clip model with the three encoders the students learn from."""
+
+    def __init__(self, model, tokenizer, preprocess, arch: str, pretrained: str | None, precision: str = "fp32"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess  # open_clip's PIL preprocessing (the per-box reference path)
+        self.arch = arch
+        self.pretrained = pretrained
+        self.precision = precision
+        for p in model.parameters():
+            p.requires_grad_(False)
+        visual = model.visual
+        size = getattr(visual, "image_size", 224)
+        self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(float(x) for x in getattr(visual, "image_mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(float(x) for x in getattr(visual, "image_std", (0.26862954, 0.26130258, 0.27577711)))
+        self.dim = int(model.text_projection.shape[1] if model.text_projection is not None
+                       else model.visual.output_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.visual.parameters()).dtype
+
+    def provenance(self) -> dict:
+        return {"teacher": {"arch": self.arch, "pretrained": self.pretrained, "precision": self.precision,
+                            "input_size": self.input_size}}
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, class_names: Sequence[str], templates: str | Sequence[str] = "vild",
+                    batch_size: int = 512) -> torch.Tensor:
+        """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised."""
+        names = list(class_names)
+        if not names:
+            raise DistillInputError("empty vocabulary: no class names")
+        prompts = [build_prompts(n, templates) for n in names]
+        flat = [p for ps in prompts for p in ps]
+        embs = []
+        for i in range(0, len(flat), batch_size):
+            tokens = self.tokenizer(flat[i:i + batch_size]).to(self.device)
+            embs.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        per_prompt = torch.cat(embs).view(len(names), len(prompts[0]), -1)
+        return F.normalize(per_prompt.mean(1), dim=-1)
+
+    # ------------------------------------------------------------------ images
+    @torch.no_grad()
+    def encode_image(self, crops: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """(N, 3, S, S) normalised crops at the input size → (N, D) L2-normalised."""
+        out = []
+        for i in range(0, crops.shape[0], batch_size):
+            x = crops[i:i + batch_size].to(self.device, self.dtype)
+            out.append(F.normalize(self.model.encode_image(x).float(), dim=-1))
+        if not out:
+            return torch.zeros(0, self.dim)
+        return torch.cat(out)
+
+    def crop_regions(self, image: torch.Tensor, boxes: torch.Tensor, scale: float = 1.0,
+                     geometry: str = "center") -> torch.Tensor:
+        """(3, H, W) image and (N, 4) XYXY boxes → (N, 3, S, S) normalised crops of the boxes grown by `scale`."""
+        return crop_resize_normalize(image, scale_boxes(boxes.float(), scale), self.input_size, self.mean,
+                                     self.std, geometry=geometry)
+
+    @torch.no_grad()
+    def encode_regions(self, images: Sequence[torch.Tensor] | torch.Tensor, boxes: Sequence[torch.Tensor],
+                       scales: Sequence[float] = (1.0, 1.5), geometry: str = "center",
+                       batch_size: int = 256) -> torch.Tensor:
+        """Region embeddings, ViLD-style.
+
+        Args:
+            images: B images, each (3, H, W) RGB, uint8 or float in [0, 1].
+            boxes: B tensors (N_i, 4) XYXY in pixels; boxes are checked by the caller (see `check_boxes`).
+            scales: crop scales; each box's per-scale embeddings are normalised, summed and re-normalised.
+        Returns:
+            (sum N_i, D) L2-normalised.
+        """
+        if len(images) != len(boxes):
+            raise DistillInputError(f"{len(images)} images but {len(boxes)} box lists")
+        total = None
+        for s in scales:
+            crops = [self.crop_regions(img.to(self.device), b.to(self.device), s, geometry)
+                     for img, b in zip(images, boxes)]
+            emb = self.encode_image(torch.cat(crops), batch_size) if crops else torch.zeros(0, self.dim)
+            total = emb if total is None else total + emb
+        return F.normalize(total, dim=-1)
+
+    # ------------------------------------------------------------------ dense
+    @torch.no_grad()
+    def encode_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """MaskCLIP-style dense embeddings.
+
+        ViT: the last block's value path (ln_1 → value projection → out_proj), without the query-key
+        attention and the MLP, through ln_post and the projection, for every patch token.
+        ResNet (ModifiedResNet): the attention pool's value and output projections on each position.
+
+        Args:
+            images: (B, 3, H, W) float in [0, 1] (or uint8); resized to multiples of the patch size.
+        Returns:
+            (B, D, h, w) L2-normalised over D (h = H / patch for ViT, H / 32 for ResNet).
+        """
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        x = ((images - mean) / std).to(self.device, self.dtype)
+        visual = self.model.visual
+        if hasattr(visual, "transformer") and hasattr(visual, "conv1"):
+            dense = self._dense_vit(visual, x)
+        elif hasattr(visual, "attnpool") and hasattr(visual, "stem"):
+            dense = self._dense_resnet(visual, x)
+        else:
+            raise DistillInputError(f"encode_pixels supports open_clip ViT and ModifiedResNet teachers, "
+                                    f"not {type(visual).__name__} ({self.arch})")
+        return F.normalize(dense.float(), dim=1)
+
+    def _dense_vit(self, visual, x: torch.Tensor) -> torch.Tensor:
+        if getattr(visual, "attn_pool", None) is not None:
+            raise DistillInputError(f"encode_pixels does not support attention-pooled ViTs ({self.arch})")
+        p = visual.patch_size[0] if isinstance(visual.patch_size, (tuple, list)) else visual.patch_size
+        h, w = max(1, round(x.shape[2] / p)), max(1, round(x.shape[3] / p))
+        if (h * p, w * p) != tuple(x.shape[2:]):
+            x = F.interpolate(x, size=(h * p, w * p), mode="bilinear", align_corners=False)
+        tokens = visual.conv1(x).flatten(2).transpose(1, 2)  # (B, h*w, width)
+        cls = visual.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
+        x = torch.cat([cls, tokens], 1) + self._vit_pos_embed(visual, h, w).to(tokens.dtype)
+        x = visual.ln_pre(x)
+        blocks = visual.transformer.resblocks
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        x = x if batch_first else x.transpose(0, 1)
+        for blk in blocks[:-1]:
+            x = blk(x)
+        x = x if batch_first else x.transpose(0, 1)
+        last = blocks[-1]
+        attn = last.attn
+        width = x.shape[-1]
+        v = F.linear(last.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
+        v = last.ls_1(attn.out_proj(v))
+        v = visual.ln_post(v[:, 1:]) @ visual.proj  # (B, h*w, D)
+        return v.transpose(1, 2).reshape(v.shape[0], -1, h, w)
+
+    @staticmethod
+    def _vit_pos_embed(visual, h: int, w: int) -> torch.Tensor:
+        """Positional embedding for an (h, w) token grid: the trained grid resized bicubically."""
+        pos = visual.positional_embedding
+        g = int(round((pos.shape[0] - 1) ** 0.5))
+        if (h, w) == (g, g):
+            return pos
+        grid = pos[1:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:1].float(), grid.permute(0, 2, 3, 1).reshape(h * w, -1)], 0)
+
+    @staticmethod
+    def _dense_resnet(visual, x: torch.Tensor) -> torch.Tensor:
+        f = visual.stem(x)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            f = layer(f)
+        b, c, h, w = f.shape
+        pool = visual.attnpool
+        v = pool.c_proj(pool.v_proj(f.flatten(2).transpose(1, 2)))  # (B, h*w, D)
+        return v.transpose(1, 2).reshape(b, -1, h, w)
+
+
+def check_boxes(boxes: torch.Tensor, height: int, width: int, min_size: float = 1.0) -> torch.Tensor:
+    """(N, 4) XYXY → bool (N,) of usable boxes: finite, at least `min_size` wide and high, overlapping the image."""
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise DistillInputError(f"boxes must be (N, 4) XYXY, got shape {tuple(boxes.shape)}")
+    finite = torch.isfinite(boxes).all(1)
+    b = torch.nan_to_num(boxes)
+    big = ((b[:, 2] - b[:, 0]) >= min_size) & ((b[:, 3] - b[:, 1]) >= min_size)
+    inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
+    return finite & big & inside

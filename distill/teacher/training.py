@@ -1,0 +1,202 @@
+"""Contrastive training of a small open_clip teacher on synthetic captions, and its zero-shot check.
+
+The teacher sees every category, base and novel, through captions ("a red star", "a photo of a star."),
+the way CLIP saw the world; its corpus is a synthetic world of its own (another seed), never the
+benchmark's validation images. Positives are caption-compatible pairs: same category, and the same colour
+when the caption names one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
+from ..utils.io import atomic_path, read_json
+from .crops import crop_resize_normalize, scale_boxes
+from .prompts import article, build_prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherTrainConfig:
+    arch: str = "distill-tiny-vit"
+    corpus_seed: int = 1000
+    corpus_images: int = 3000
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 150
+    seed: int = 0
+    checkpoint_every: int = 500
+
+
+def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
+    """Images (uint8 (3, H, W)) and per-object records (image index, XYXY box, category, colour)."""
+    caps = read_json(root / "annotations" / "captions_train.json")
+    index = {im["id"]: i for i, im in enumerate(caps["images"])}
+    images = []
+    for im in caps["images"]:
+        bgr = cv2.imread(str(root / "images" / "train" / im["file_name"]), cv2.IMREAD_COLOR)
+        images.append(torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous())
+    objects = []
+    for a in caps["annotations"]:
+        x, y, w, h = a["bbox"]
+        colour = a["caption"].split()[1]
+        objects.append({"image": index[a["image_id"]], "box": [x, y, x + w, y + h], "category_id": a["category_id"],
+                        "colour": colour})
+    return images, objects
+
+
+def _caption(rng: random.Random, name: str, colour: str) -> tuple[str, bool]:
+    """A caption of one object and whether it names the colour."""
+    r = rng.random()
+    if r < 0.35:
+        return f"{article(colour)} {colour} {name}", True
+    if r < 0.55:
+        return rng.choice(build_prompts(f"{colour} {name}", "vild")), True
+    if r < 0.9:
+        return rng.choice(build_prompts(name, "vild")), False
+    return rng.choice([f"a {name}", name, f"a photo of a {name}."]), False
+
+
+def _batch(rng: random.Random, images, objects, teacher_size, mean, std, batch_size, tokenizer):
+    """Augmented crops (B, 3, S, S), tokens (B, L), category ids (B,), colours, colour-named flags."""
+    names = {c["id"]: c["name"] for c in SYNTHETIC_CATEGORIES}
+    picks = [objects[rng.randrange(len(objects))] for _ in range(batch_size)]
+    crops, texts, named = [], [], []
+    for o in picks:
+        box = torch.tensor([o["box"]], dtype=torch.float32)
+        w, h = box[0, 2] - box[0, 0], box[0, 3] - box[0, 1]
+        shift = torch.tensor([rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h] * 2)
+        box = scale_boxes(box + shift, rng.uniform(1.0, 1.7))
+        geometry = "center" if rng.random() < 0.7 else "stretch"
+        crop = crop_resize_normalize(images[o["image"]], box, teacher_size, mean, std, geometry, mode="bilinear")
+        crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
+        text, has_colour = _caption(rng, names[o["category_id"]], o["colour"])
+        texts.append(text)
+        named.append(has_colour)
+    cats = torch.tensor([o["category_id"] for o in picks])
+    colours = [o["colour"] for o in picks]
+    return torch.cat(crops), tokenizer(texts), cats, colours, torch.tensor(named)
+
+
+def _positives(cats: torch.Tensor, colours: list[str], named: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: image i matches text j if same category and (text j names no colour or the same one)."""
+    index = {c: i for i, c in enumerate(sorted(set(colours)))}
+    col = torch.tensor([index[c] for c in colours])
+    same_cat = cats[:, None] == cats[None, :]
+    same_col = col[:, None] == col[None, :]
+    return same_cat & (same_col | ~named[None, :])
+
+
+def multi_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor):
+    """CLIP loss with several positives per row: -log of the softmax mass on the positives, both ways."""
+    logits = scale * img @ txt.t()
+    neg_inf = torch.finfo(logits.dtype).min
+    i2t = torch.logsumexp(logits.masked_fill(~pos, neg_inf), 1) - torch.logsumexp(logits, 1)
+    t2i = torch.logsumexp(logits.t().masked_fill(~pos.t(), neg_inf), 1) - torch.logsumexp(logits.t(), 1)
+    return -(i2t.mean() + t2i.mean()) / 2
+
+
+def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = True, progress: bool = True) -> Path:
+    """Train and return the path of the fp16 weights (`out_dir/teacher_fp16.pt`)."""
+    import open_clip
+    from tqdm import tqdm
+
+    from .teacher import _register_model_configs
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    corpus = generate(out / "corpus", SyntheticConfig(seed=cfg.corpus_seed, num_train=cfg.corpus_images, num_val=0),
+                      progress=progress)
+    images, objects = load_corpus(corpus)
+    _register_model_configs()
+    model, _, _ = open_clip.create_model_and_transforms(cfg.arch)
+    tokenizer = open_clip.get_tokenizer(cfg.arch)
+    visual = model.visual
+    size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+    mean, std = visual.image_mean, visual.image_std
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
+                                              (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    start = 0
+    ckpt = out / "last.pt"
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+        logger.info("resumed teacher training at step %d", start)
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="teacher", disable=not progress)
+    for step in bar:
+        crops, tokens, cats, colours, named = _batch(rng, images, objects, size, mean, std, cfg.batch_size, tokenizer)
+        img = F.normalize(model.encode_image(crops), dim=-1)
+        txt = F.normalize(model.encode_text(tokens), dim=-1)
+        loss = multi_positive_clip_loss(img, txt, _positives(cats, colours, named), model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "rng": rng.getstate(),
+                            "torch_rng": torch.get_rng_state(), "step": step + 1, "config": asdict(cfg)}, tmp)
+    weights = out / "teacher_fp16.pt"
+    with atomic_path(weights) as tmp:
+        torch.save({k: v.detach().half() for k, v in model.state_dict().items()}, tmp)
+    return weights
+
+
+@torch.no_grad()
+def zero_shot_accuracy(teacher, benchmark_root: str | Path, split: str = "val", templates: str = "vild",
+                       scales=(1.0, 1.5), geometry: str = "center") -> dict:
+    """Classify every annotated object's region embedding against the class text embeddings."""
+    from ..data.datasets import synthetic_dataset
+
+    dicts, meta = synthetic_dataset(benchmark_root, split)
+    text = teacher.encode_text(meta.thing_classes, templates)
+    novel = set(meta.contiguous_ids("novel"))
+    correct, labels = [], []
+    for d in dicts:
+        if not d["annotations"]:
+            continue
+        bgr = cv2.imread(d["file_name"], cv2.IMREAD_COLOR)
+        img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                              for a in d["annotations"]], dtype=torch.float32)
+        emb = teacher.encode_regions([img], [boxes], scales=scales, geometry=geometry)
+        pred = (emb @ text.t()).argmax(1)
+        lab = torch.tensor([a["category_id"] for a in d["annotations"]])
+        correct.append(pred == lab)
+        labels.append(lab)
+    correct_t, labels_t = torch.cat(correct), torch.cat(labels)
+    is_novel = torch.tensor([int(c) in novel for c in labels_t])
+    per_class = {meta.thing_classes[c]: 100 * correct_t[labels_t == c].float().mean().item()
+                 for c in range(len(meta.thing_classes)) if (labels_t == c).any()}
+    return {"acc_all": 100 * correct_t.float().mean().item(),
+            "acc_novel": 100 * correct_t[is_novel].float().mean().item(),
+            "acc_base": 100 * correct_t[~is_novel].float().mean().item(),
+            "num_objects": int(labels_t.numel()), "per_class": per_class}

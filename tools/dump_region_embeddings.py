@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Teacher region embeddings of every proposal of a dataset → a sharded, resumable region-embedding store.
+
+    python tools/dump_region_embeddings.py --teacher synthetic-tiny-vit --dataset-json D.json --image-root IMG \
+        --proposals P.json --output STORE [--scales 1.0 1.5] [--geometry center] [--chunk-size 64]
+    torchrun --nproc-per-node 8 tools/dump_region_embeddings.py ...      # one rank per GPU (or process)
+
+Killed and restarted with the same arguments, it skips finished shards; the final store equals an
+uninterrupted run's. Unreadable images and unusable boxes are skipped, counted and listed in index.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import _common  # noqa: F401  (puts the checkout on sys.path)
+import torch
+
+from distill.data import load_coco_json, load_lvis_json
+from distill.teacher import create_teacher
+from distill.teacher.regions import dump_region_embeddings, load_proposals
+from distill.utils import cli_entry, dumps_json
+
+
+def _dist_setup(args) -> tuple[int, int, str]:
+    rank = int(os.environ.get("RANK", args.rank))
+    world = int(os.environ.get("WORLD_SIZE", args.world_size))
+    device = args.device
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    if world > 1 and "RANK" in os.environ and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return rank, world, device
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--pretrained", default=None)
+    p.add_argument("--dataset-json", required=True)
+    p.add_argument("--image-root", required=True)
+    p.add_argument("--format", choices=("coco", "lvis"), default="coco")
+    p.add_argument("--proposals", required=True, help="json list of {image_id, bbox [x, y, w, h], score}")
+    p.add_argument("--output", required=True)
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5])
+    p.add_argument("--geometry", choices=("center", "stretch"), default="center")
+    p.add_argument("--max-per-image", type=int, default=300)
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--rank", type=int, default=0, help="without torchrun: this process's rank")
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    rank, world, device = _dist_setup(args)
+    loader = load_coco_json if args.format == "coco" else load_lvis_json
+    dicts, _ = loader(args.dataset_json, args.image_root)
+    proposals = load_proposals(args.proposals, [d["image_id"] for d in dicts], args.max_per_image)
+    teacher = create_teacher(args.teacher, args.pretrained, device=device)
+    writer = dump_region_embeddings(teacher, dicts, proposals, args.output, args.scales, args.geometry,
+                                    args.chunk_size, rank, world, args.batch_size, progress=not args.no_progress)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if rank == 0:
+        if writer.pending(0, 1):
+            print(f"{len(writer.pending(0, 1))} shard(s) of other ranks still missing; rerun to finish",
+                  file=sys.stderr)
+            return 1
+        index = writer.finalize()
+        summary = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
+        summary["skipped_images"] = len(index["skipped_images"])
+        for s in index["skipped_images"]:
+            print(f"skipped image {s['image_id']}: {s['reason']}", file=sys.stderr)
+        print(dumps_json(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Class names → a ClassEmbeddings file (C, D) with its json sidecar (teacher, prompt set, class list hash).
+
+    python tools/dump_text_embeddings.py --teacher synthetic-tiny-vit \
+        --vocabulary datasets/coco/annotations/ov_coco/instances_val2017_ov.json --output coco.npy
+    python tools/dump_text_embeddings.py --teacher ViT-B-32 --pretrained openai --vocabulary "cat,dog" --output pets.npy
+
+--vocabulary: a dataset json (its categories, sorted by id), a text file (one name per line), or a comma list.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the checkout on sys.path)
+
+from distill.teacher import ClassEmbeddings, create_teacher
+from distill.teacher.prompts import TEMPLATE_SETS
+from distill.utils import DistillInputError, cli_entry, read_json
+
+
+def read_vocabulary(spec: str) -> tuple[list[str], dict]:
+    """(class names, provenance) from a dataset json, a names file or a comma-separated list."""
+    path = Path(spec)
+    if path.suffix.lower() in (".json", ".txt") or path.is_file():
+        if not path.is_file():
+            raise DistillInputError("vocabulary file not found", path)
+        if path.suffix.lower() == ".json":
+            data = read_json(path, what="dataset json")
+            cats = data.get("categories") if isinstance(data, dict) else None
+            if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
+                raise DistillInputError("json has no 'categories' list with id and name", path)
+            cats = sorted(cats, key=lambda c: c["id"])
+            return [c["name"] for c in cats], {"vocabulary": str(path), "category_ids": [c["id"] for c in cats]}
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not names:
+            raise DistillInputError("names file is empty", path)
+        return names, {"vocabulary": str(path)}
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise DistillInputError("empty vocabulary")
+    return names, {"vocabulary": "list"}
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--vocabulary", required=True)
+    p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS))
+    p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    names, prov = read_vocabulary(args.vocabulary)
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")
+    teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
+    emb = teacher.encode_text(names, args.templates)
+    prov = {**teacher.provenance(), "templates": args.templates,
+            "num_templates": len(TEMPLATE_SETS[args.templates]["templates"]), **prov}
+    out = ClassEmbeddings(emb.cpu(), names, prov).save(args.output)
+    print(f"{out}: {len(names)} classes x {emb.shape[1]} dims ({teacher.arch}, templates {args.templates})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
