@@ -79,12 +79,15 @@ def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, m
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
     level = torch.floor(torch.log2(side / size)).clamp(min=0).long() if antialias else torch.zeros_like(side).long()
     _, height, width = image.shape
+    pyramid = [image]  # level k: the image halved k times (each level from the one above: cheap)
     for lvl in torch.unique(level).tolist():
         idx = torch.nonzero(level == lvl).flatten()
-        src, f = image, 2 ** lvl
-        if lvl > 0:
-            h, w = max(1, math.ceil(height / f)), max(1, math.ceil(width / f))
-            src = F.interpolate(image[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+        while len(pyramid) <= lvl:
+            prev = pyramid[-1]
+            h, w = max(1, math.ceil(prev.shape[1] / 2)), max(1, math.ceil(prev.shape[2] / 2))
+            pyramid.append(F.interpolate(prev[None], size=(h, w), mode="bilinear", antialias=True,
+                                         align_corners=False)[0])
+        src = pyramid[lvl]
         sh, sw = src.shape[1:]
         # sample in the mip level's pixel units (its pixels are (W / sw) input pixels wide)
         b = boxes[idx] * torch.tensor([sw / width, sh / height, sw / width, sh / height], dtype=boxes.dtype)

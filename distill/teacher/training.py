@@ -79,7 +79,7 @@ def _batch(rng: random.Random, images, objects, teacher_size, mean, std, batch_s
         w, h = box[0, 2] - box[0, 0], box[0, 3] - box[0, 1]
         shift = torch.tensor([rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h] * 2)
         box = scale_boxes(box + shift, rng.uniform(1.0, 1.7))
-        geometry = "center" if rng.random() < 0.7 else "stretch"
+        geometry = "center" if rng.random() < 0.85 else "stretch"
         crop = crop_resize_normalize(images[o["image"]], box, teacher_size, mean, std, geometry, mode="bilinear")
         crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
         text, has_colour = _caption(rng, names[o["category_id"]], o["colour"])

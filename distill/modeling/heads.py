@@ -1,0 +1,150 @@
+"""ViLD heads, framework-free: region embeddings, a text classifier with a learned background, the
+class-agnostic box regressor and mask head.
+
+Conventions: C classes in the vocabulary; classifier logits are (N, C + 1) with background in the LAST
+column (detectron2's order; backends with background first permute at their boundary).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..teacher.embeddings import ClassEmbeddings
+from ..utils.errors import DistillInputError
+
+
+class RegionEmbeddingHead(nn.Module):
+    """Box-head features (N, in_dim) → region embeddings (N, D), L2-normalised (ViLD: 1024 → 512)."""
+
+    def __init__(self, in_dim: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, embed_dim)
+        nn.init.normal_(self.proj.weight, std=0.01)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(x.flatten(1)), dim=-1)
+
+
+class TextClassifier(nn.Module):
+    """Cosine similarity to frozen class embeddings and a learned background embedding, over a temperature.
+
+    Args:
+        class_embeddings: (C, D) L2-normalised text embeddings (the training vocabulary).
+        temperature: logits = cos / temperature (ViLD: 0.01).
+        bg_init_std: the background embedding starts as N(0, std) (ViLD: 0.01); it is normalised in use.
+    """
+
+    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 0.01, bg_init_std: float = 0.01):
+        super().__init__()
+        if class_embeddings.ndim != 2:
+            raise DistillInputError(f"class embeddings must be (C, D), got {tuple(class_embeddings.shape)}")
+        self.temperature = float(temperature)
+        self.register_buffer("class_embeddings", F.normalize(class_embeddings.float(), dim=-1), persistent=False)
+        self.bg_embedding = nn.Parameter(torch.randn(class_embeddings.shape[1]) * bg_init_std)
+        self.class_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_embeddings.shape[0])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.class_embeddings.shape[1])
+
+    def set_vocabulary(self, vocabulary: ClassEmbeddings | torch.Tensor) -> None:
+        """Swap the classes scored (e.g. base for training, base + novel or a custom list at inference)."""
+        emb = vocabulary.embeddings if isinstance(vocabulary, ClassEmbeddings) else vocabulary
+        if emb.ndim != 2 or emb.shape[1] != self.embed_dim:
+            raise DistillInputError(f"vocabulary embeddings have shape {tuple(emb.shape)}; this model needs "
+                                    f"(C, {self.embed_dim})")
+        if emb.shape[0] == 0:
+            raise DistillInputError("empty vocabulary")
+        self.class_embeddings = F.normalize(emb.float(), dim=-1).to(self.bg_embedding.device)
+        self.class_names = list(vocabulary.class_names) if isinstance(vocabulary, ClassEmbeddings) else None
+
+    def forward(self, region_embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised region embeddings → (N, C + 1) logits, background last."""
+        cls = region_embeddings @ self.class_embeddings.to(region_embeddings.dtype).t()
+        bg = region_embeddings @ F.normalize(self.bg_embedding, dim=0).to(region_embeddings.dtype)
+        return torch.cat([cls, bg[:, None]], 1) / self.temperature
+
+
+class FastRCNNConvFCHead(nn.Module):
+    """Pooled RoI features (N, C, h, w) → (N, fc_dim) with `num_fc` fully connected layers (detectron2's 2fc)."""
+
+    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+        super().__init__()
+        layers, d = [], in_channels * resolution * resolution
+        for _ in range(num_fc):
+            fc = nn.Linear(d, fc_dim)
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
+            layers += [fc, nn.ReLU(inplace=True)]
+            d = fc_dim
+        self.fcs = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fcs(x.flatten(1))
+
+
+class ClassAgnosticBoxRegressor(nn.Module):
+    """(N, fc_dim) → (N, 4) box deltas shared by all classes: boxes for classes never seen in training."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.bbox_pred = nn.Linear(in_dim, 4)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bbox_pred(x)
+
+
+class ClassAgnosticMaskHead(nn.Module):
+    """Mask R-CNN's 4-conv head with one output mask for any class: (N, C, 14, 14) → (N, 1, 28, 28) logits."""
+
+    def __init__(self, in_channels: int, conv_dim: int = 256, num_conv: int = 4):
+        super().__init__()
+        layers, c = [], in_channels
+        for _ in range(num_conv):
+            conv = nn.Conv2d(c, conv_dim, 3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            c = conv_dim
+        self.convs = nn.Sequential(*layers)
+        self.deconv = nn.ConvTranspose2d(c, conv_dim, 2, stride=2)
+        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.deconv.bias)
+        self.predictor = nn.Conv2d(conv_dim, 1, 1)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(F.relu(self.deconv(self.convs(x))))
+
+
+def ensemble_scores(text_logits: torch.Tensor, image_embeddings: torch.Tensor, class_embeddings: torch.Tensor,
+                    novel_mask: torch.Tensor, temperature: float = 0.01, base_text_weight: float = 2 / 3,
+                    novel_text_weight: float = 1 / 3) -> torch.Tensor:
+    """ViLD-ensemble class scores: per-class geometric mean of text-branch and image-branch probabilities.
+
+    Args:
+        text_logits: (N, C + 1) text-branch logits, background last.
+        image_embeddings: (N, D) normalised image-branch region embeddings (the ones distilled from the teacher).
+        class_embeddings: (C, D) normalised.
+        novel_mask: (C,) bool, True for novel classes.
+        base_text_weight / novel_text_weight: exponent of p_text (ViLD: 2/3 base, 1/3 novel); p_image gets
+            the rest.
+    Returns:
+        (N, C + 1) scores; the background column is p_text's.
+    """
+    p_text = text_logits.softmax(-1)
+    p_image = (image_embeddings @ class_embeddings.t() / temperature).softmax(-1)  # no background: the teacher has none
+    w = torch.where(novel_mask.to(p_text.device), novel_text_weight, base_text_weight).to(p_text.dtype)
+    cls = p_text[:, :-1].clamp_min(1e-12) ** w * p_image.clamp_min(1e-12) ** (1 - w)
+    return torch.cat([cls, p_text[:, -1:]], 1)
+
