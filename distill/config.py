@@ -1,0 +1,138 @@
+"""One source of defaults. `DistillConfig` (dataclasses) holds the ViLD settings; `add_distill_config(cfg)`
+puts them under `cfg.MODEL.DISTILL` of any yacs / fvcore / detectron2 CfgNode, and `get_cfg()` builds the
+torchvision backend's full config with detectron2's key names, so one yaml serves both backends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from fvcore.common.config import CfgNode
+
+from .utils.errors import DistillInputError
+
+
+@dataclass
+class EnsembleConfig:
+    ENABLED: bool = False
+    # exponent of p_text in the geometric mean (ViLD: 2/3 base, 1/3 novel); p_image gets the rest
+    BASE_TEXT_WEIGHT: float = 2 / 3
+    NOVEL_TEXT_WEIGHT: float = 1 / 3
+
+
+@dataclass
+class TeacherConfig:
+    ARCH: str = "ViT-B-32"
+    PRETRAINED: str = "openai"
+    TEMPLATES: str = "vild"
+
+
+@dataclass
+class DistillConfig:
+    """cfg.MODEL.DISTILL: ViLD settings (see VILD_FACTS: temperature 0.01, bg N(0, 0.01), image weight 0.5)."""
+
+    TEACHER: TeacherConfig = field(default_factory=TeacherConfig)
+    # class embeddings files (C, D) with sidecars: training vocabulary (base) and test vocabulary (all)
+    TRAIN_CLASS_EMBEDDINGS: str = ""
+    TEST_CLASS_EMBEDDINGS: str = ""
+    TEMPERATURE: float = 0.01
+    BG_INIT_STD: float = 0.01
+    TEXT_LOSS_WEIGHT: float = 1.0
+    IMAGE_LOSS_WEIGHT: float = 0.5
+    # "zero" (ViLD: novel logits × 0, kept in the softmax) or "neg_inf" (DetPro), when training classes include novel
+    NOVEL_LOGIT_MODE: str = "zero"
+    REGION_STORE: str = ""  # region-embedding store of the training set ("" = no ViLD-image loss)
+    NUM_DISTILL_PROPOSALS: int = 300  # per image, padded and masked
+    ENSEMBLE: EnsembleConfig = field(default_factory=EnsembleConfig)
+    # pixel distillation (segmenter)
+    PIXEL_LOSS_WEIGHT: float = 1.0
+    PIXEL_LOSS: str = "l1"
+
+
+def _to_cfg(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return CfgNode({f.name: _to_cfg(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    if isinstance(obj, list):
+        return tuple(obj)
+    return obj
+
+
+def add_distill_config(cfg: CfgNode) -> CfgNode:
+    """Add MODEL.DISTILL (and nothing else) to an existing config, e.g. detectron2's get_cfg()."""
+    cfg.MODEL.DISTILL = _to_cfg(DistillConfig())
+    return cfg
+
+
+def get_cfg() -> CfgNode:
+    """Full default config of the torchvision backend; key names and meanings follow detectron2."""
+    c = CfgNode()
+    c.MODEL = CfgNode()
+    c.MODEL.META_ARCHITECTURE = "ViLD"
+    c.MODEL.DEVICE = "cpu"
+    c.MODEL.WEIGHTS = ""
+    c.MODEL.MASK_ON = True
+    c.MODEL.PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 (torchvision ImageNet weights)
+    c.MODEL.PIXEL_STD = (58.395, 57.12, 57.375)
+    c.MODEL.BACKBONE = CfgNode({"DEPTH": 50, "WEIGHTS": "imagenet", "TRAINABLE_LAYERS": 3, "FPN_CHANNELS": 256})
+    c.MODEL.RPN = CfgNode({
+        "ANCHOR_SIZES": ((32,), (64,), (128,), (256,), (512,)), "ASPECT_RATIOS": (0.5, 1.0, 2.0),
+        "PRE_NMS_TOPK_TRAIN": 2000, "PRE_NMS_TOPK_TEST": 1000, "POST_NMS_TOPK_TRAIN": 1000,
+        "POST_NMS_TOPK_TEST": 1000, "NMS_THRESH": 0.7, "BATCH_SIZE_PER_IMAGE": 256, "POSITIVE_FRACTION": 0.5,
+    })
+    c.MODEL.ROI_HEADS = CfgNode({
+        "BATCH_SIZE_PER_IMAGE": 512, "POSITIVE_FRACTION": 0.25, "IOU_THRESHOLD": 0.5,
+        "SCORE_THRESH_TEST": 0.05, "NMS_THRESH_TEST": 0.5, "DETECTIONS_PER_IMAGE": 100,
+    })
+    c.MODEL.ROI_BOX_HEAD = CfgNode({"POOLER_RESOLUTION": 7, "POOLER_SAMPLING_RATIO": 0, "FC_DIM": 1024,
+                                    "NUM_FC": 2, "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0)})
+    c.MODEL.ROI_MASK_HEAD = CfgNode({"POOLER_RESOLUTION": 14, "POOLER_SAMPLING_RATIO": 0, "CONV_DIM": 256,
+                                     "NUM_CONV": 4})
+    add_distill_config(c)
+    c.DATASETS = CfgNode({"TRAIN": (), "TEST": (), "ROOT": ""})
+    c.DATALOADER = CfgNode({"NUM_WORKERS": 2, "FILTER_EMPTY_ANNOTATIONS": True})
+    c.INPUT = CfgNode({"MIN_SIZE_TRAIN": (800,), "MAX_SIZE_TRAIN": 1333, "MIN_SIZE_TEST": 800,
+                       "MAX_SIZE_TEST": 1333, "RANDOM_FLIP": "horizontal"})
+    c.SOLVER = CfgNode({
+        "OPTIMIZER": "SGD", "BASE_LR": 0.02, "MOMENTUM": 0.9, "WEIGHT_DECAY": 1e-4, "IMS_PER_BATCH": 16,
+        "MAX_ITER": 90000, "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (60000, 80000), "GAMMA": 0.1,
+        "WARMUP_ITERS": 1000, "WARMUP_FACTOR": 0.001, "CHECKPOINT_PERIOD": 5000,
+        "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_VALUE": 1.0}), "AMP": CfgNode({"ENABLED": False}),
+    })
+    c.TEST = CfgNode({"EVAL_PERIOD": 0})
+    c.OUTPUT_DIR = "./output"
+    c.SEED = -1
+    return c
+
+
+def load_config(config_file: str | None = None, overrides: Sequence[str] = (), base: CfgNode | None = None) -> CfgNode:
+    """Defaults ← yaml (with `_BASE_` chains) ← KEY VALUE overrides; unknown keys are one clear error."""
+    cfg = (base or get_cfg()).clone()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise DistillInputError("config file not found", config_file)
+        try:
+            cfg.merge_from_file(config_file, allow_unsafe=False)
+        except KeyError as e:
+            raise DistillInputError(f"unknown config key {_key(e)}", config_file) from None
+        except (ValueError, TypeError) as e:
+            raise DistillInputError(f"bad config value ({e})", config_file) from None
+    if overrides:
+        if len(overrides) % 2:
+            raise DistillInputError(f"overrides come in KEY VALUE pairs; got {len(overrides)} items")
+        try:
+            cfg.merge_from_list(list(overrides))
+        except (KeyError, AssertionError) as e:
+            raise DistillInputError(f"unknown config key {_key(e)} on the command line") from None
+        except (ValueError, TypeError) as e:
+            raise DistillInputError(f"bad command-line config value ({e})") from None
+    cfg.freeze()
+    return cfg
+
+
+def _key(e: BaseException) -> str:
+    msg = str(e.args[0]) if e.args else str(e)
+    for prefix in ("Non-existent config key: ", "Non-existent key: "):
+        msg = msg.replace(prefix, "")
+    return msg.strip("'\"")
