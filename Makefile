@@ -29,8 +29,12 @@ $(STAMP): $(SOURCES)
 quickstart: install
 	$(PY) tools/quickstart.py
 
-test: install
+test: install cuda-check
 	$(PY) -m pytest -q tests
+
+# Compiles the CUDA kernels with nvcc (nothing runs them here); skipped with a notice without nvcc.
+cuda-check: install
+	$(PY) -m distill.ops.build cuda-check
 
 lint: install
 	$(PY) -m ruff check distill tools tests benchmarks

@@ -1,0 +1,1 @@
+from .poolers import MultiScaleRoIPooler, boxes_to_rois  # noqa: F401

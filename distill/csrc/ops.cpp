@@ -1,0 +1,36 @@
+// The one place the `distill` op schemas are declared; kernels live in cpu/ and cuda/, the autograd
+// formula and fake (meta) kernels are registered from Python (distill/ops/_registrations.py).
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(distill, m) {
+  // features: L tensors (B, C, H_l, W_l) of one dtype; rois: (K, 5) [batch, x0, y0, x1, y1] in image
+  // pixels, in the features' accumulation dtype. Returns (K, C, output_h, output_w).
+  m.def(
+      "multilevel_roi_align(Tensor[] features, Tensor rois, int output_h, int output_w, "
+      "int sampling_ratio, bool aligned, int min_level, float canonical_box_size, "
+      "int canonical_level) -> Tensor");
+  // grad: (K, C, output_h, output_w). Returns the gradients of all levels in one flat buffer
+  // (level after level, each (B, C, H_l, W_l) contiguous), in grad's dtype.
+  m.def(
+      "multilevel_roi_align_backward(Tensor grad, Tensor rois, SymInt batch_size, SymInt channels, "
+      "SymInt[] heights, SymInt[] widths, int sampling_ratio, bool aligned, int min_level, "
+      "float canonical_box_size, int canonical_level) -> Tensor");
+}
+
+// Importing distill._C runs the static registrations above; the module itself is empty apart from
+// WITH_CUDA, which says whether the CUDA kernels were compiled in.
+static struct PyModuleDef distill_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* module = PyModule_Create(&distill_module);
+  if (module == nullptr) {
+    return nullptr;
+  }
+#ifdef WITH_CUDA
+  PyModule_AddIntConstant(module, "WITH_CUDA", 1);
+#else
+  PyModule_AddIntConstant(module, "WITH_CUDA", 0);
+#endif
+  return module;
+}
