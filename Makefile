@@ -21,7 +21,7 @@ install: $(STAMP)
 
 $(STAMP): $(SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64,<81" wheel ninja
+	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=77,<81" wheel ninja
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	@touch $(STAMP)
