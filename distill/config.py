@@ -75,7 +75,8 @@ def get_cfg() -> CfgNode:
     c.MODEL.MASK_ON = True
     c.MODEL.PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 (torchvision ImageNet weights)
     c.MODEL.PIXEL_STD = (58.395, 57.12, 57.375)
-    c.MODEL.BACKBONE = CfgNode({"DEPTH": 50, "WEIGHTS": "imagenet", "TRAINABLE_LAYERS": 3, "FPN_CHANNELS": 256})
+    c.MODEL.BACKBONE = CfgNode({"DEPTH": 50, "WEIGHTS": "imagenet", "NORM": "FrozenBN", "TRAINABLE_LAYERS": 3,
+                                  "FPN_CHANNELS": 256})
     c.MODEL.RPN = CfgNode({
         "ANCHOR_SIZES": ((32,), (64,), (128,), (256,), (512,)), "ASPECT_RATIOS": (0.5, 1.0, 2.0),
         "PRE_NMS_TOPK_TRAIN": 2000, "PRE_NMS_TOPK_TEST": 1000, "POST_NMS_TOPK_TRAIN": 1000,

@@ -1,6 +1,6 @@
 """Open-vocabulary evaluators: COCO / LVIS box and mask AP split into base and novel, and mIoU."""
-from .detection import evaluate_detections, numpy_float_alias, validate_predictions
+from .detection import evaluate_detections, format_ov_table, numpy_float_alias, validate_predictions
 from .sem_seg import SemSegEvaluator, read_sem_seg_png
 
-__all__ = ["evaluate_detections", "numpy_float_alias", "validate_predictions", "SemSegEvaluator",
+__all__ = ["evaluate_detections", "format_ov_table", "numpy_float_alias", "validate_predictions", "SemSegEvaluator",
            "read_sem_seg_png"]

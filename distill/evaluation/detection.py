@@ -189,3 +189,17 @@ def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.Path
     metrics["num_images"] = len(gt_data["images"])
     metrics["num_predictions"] = len(preds)
     return metrics
+
+
+def format_ov_table(metrics: dict, prefixes: tuple[str, ...] = ("box_", "mask_")) -> str:
+    """Markdown table of AP / AP50 for base, novel and all (plus APr/c/f when present), one row per task."""
+    cols = [("AP50_novel", "AP50 novel"), ("AP50_base", "AP50 base"), ("AP50", "AP50 all"),
+            ("AP_novel", "AP novel"), ("AP_base", "AP base"), ("AP", "AP all")]
+    if any(p + "APr" in metrics for p in prefixes):
+        cols += [("APr", "APr"), ("APc", "APc"), ("APf", "APf")]
+    rows = [p for p in prefixes if p + "AP" in metrics]
+    cell = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = ["| task | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for p in rows:
+        lines.append(f"| {p.rstrip('_')} | " + " | ".join(cell(metrics.get(p + c[0])) for c in cols) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""cfg → ViLD detector on torchvision (ResNet-FPN of any depth, torchvision RPN, core ViLD heads)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ...modeling.heads import (
+    ClassAgnosticBoxRegressor,
+    ClassAgnosticMaskHead,
+    FastRCNNConvFCHead,
+    RegionEmbeddingHead,
+    TextClassifier,
+)
+from ...modeling.poolers import MultiScaleRoIPooler
+from ...teacher.embeddings import ClassEmbeddings
+from ...utils.errors import DistillInputError
+from .meta_arch import ViLDDetector
+from .roi_heads import ViLDRoIHeads
+
+logger = logging.getLogger(__name__)
+_DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+STRIDES = (4, 8, 16, 32)
+
+
+def _norm_layer(name: str):
+    if name == "FrozenBN":
+        return FrozenBatchNorm2d
+    if name == "BN":
+        return nn.BatchNorm2d
+    if name == "GN":
+        return lambda c: nn.GroupNorm(32, c)
+    raise DistillInputError(f"MODEL.BACKBONE.NORM must be FrozenBN, BN or GN, got {name!r}")
+
+
+def build_backbone(cfg) -> BackboneWithFPN:
+    """ResNet-FPN: P2-P5 from layer1-4 plus a max-pooled P6 for the RPN; `out_channels` per level."""
+    b = cfg.MODEL.BACKBONE
+    if b.DEPTH not in _DEPTHS:
+        raise DistillInputError(f"MODEL.BACKBONE.DEPTH must be one of {sorted(_DEPTHS)}, got {b.DEPTH}")
+    net = getattr(resnet, _DEPTHS[b.DEPTH])(weights=None, norm_layer=_norm_layer(b.NORM))
+    if b.WEIGHTS:
+        _load_backbone_weights(net, b.WEIGHTS, b.DEPTH)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: b.TRAINABLE_LAYERS]
+    if b.TRAINABLE_LAYERS >= 5:
+        trainable.append("bn1")
+    for name, p in net.named_parameters():  # torchvision's rule: freeze the stem and early stages
+        if all(not name.startswith(t) for t in trainable):
+            p.requires_grad_(False)
+    c = 64 if b.DEPTH < 50 else 256
+    return BackboneWithFPN(net, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                           [c, 2 * c, 4 * c, 8 * c], b.FPN_CHANNELS, extra_blocks=LastLevelMaxPool())
+
+
+def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
+    """"imagenet": torchvision's ImageNet weights (downloaded where there is network); else a file path."""
+    if spec == "imagenet":
+        enum = getattr(resnet, f"ResNet{depth}_Weights").DEFAULT
+        try:
+            state = enum.get_state_dict(progress=True)
+        except Exception as e:  # noqa: BLE001 - no network, proxy, ...: one clear message
+            raise DistillInputError(f"cannot fetch torchvision's ImageNet ResNet-{depth} weights ({e}); set "
+                                    "MODEL.BACKBONE.WEIGHTS to a local file or to \"\" to train from scratch") from None
+    else:
+        if not os.path.isfile(spec):
+            raise DistillInputError("backbone weights not found", spec)
+        state = torch.load(spec, map_location="cpu", weights_only=True)
+        state = state.get("model", state.get("state_dict", state))
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
+                                              strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing:
+        raise DistillInputError(f"backbone weights miss {len(missing)} tensors (e.g. {missing[0]}): "
+                                f"not a ResNet-{depth}?", spec if spec != "imagenet" else None)
+
+
+def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
+    """The full detector; `vocabulary` is the training vocabulary (base classes for OV training)."""
+    m, d = cfg.MODEL, cfg.MODEL.DISTILL
+    backbone = build_backbone(cfg)
+    ch = backbone.out_channels
+    anchors = AnchorGenerator(tuple(tuple(s) for s in m.RPN.ANCHOR_SIZES),
+                              (tuple(m.RPN.ASPECT_RATIOS),) * len(m.RPN.ANCHOR_SIZES))
+    rpn = RegionProposalNetwork(
+        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), 0.7, 0.3, m.RPN.BATCH_SIZE_PER_IMAGE,
+        m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
+        {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST}, m.RPN.NMS_THRESH)
+    bh = m.ROI_BOX_HEAD
+    box_head = FastRCNNConvFCHead(ch, bh.POOLER_RESOLUTION, bh.FC_DIM, bh.NUM_FC)
+    mh = m.ROI_MASK_HEAD
+    roi_heads = ViLDRoIHeads(
+        MultiScaleRoIPooler(bh.POOLER_RESOLUTION, STRIDES, sampling_ratio=bh.POOLER_SAMPLING_RATIO),
+        box_head, RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
+        TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD),
+        ClassAgnosticBoxRegressor(box_head.out_dim),
+        MultiScaleRoIPooler(mh.POOLER_RESOLUTION, STRIDES, sampling_ratio=mh.POOLER_SAMPLING_RATIO)
+        if m.MASK_ON else None,
+        ClassAgnosticMaskHead(ch, mh.CONV_DIM, mh.NUM_CONV) if m.MASK_ON else None,
+        image_embed_head=RegionEmbeddingHead(box_head.out_dim, vocabulary.dim) if d.ENSEMBLE.ENABLED else None,
+        text_loss_weight=d.TEXT_LOSS_WEIGHT, image_loss_weight=d.IMAGE_LOSS_WEIGHT,
+        novel_logit_mode=d.NOVEL_LOGIT_MODE, ensemble=d.ENSEMBLE.ENABLED,
+        base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT, novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
+        fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLD, bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLD,
+        batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE, positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
+        bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
+        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=m.ROI_HEADS.DETECTIONS_PER_IMAGE)
+    roi_heads.classifier.class_names = list(vocabulary.class_names)
+    return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

@@ -1,0 +1,108 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.config import load_config
+from distill.data import synthetic_dataset
+from distill.data.mapper import DatasetMapper, MapperConfig
+from distill.data.synthetic import SYNTHETIC_CATEGORIES
+from distill.integrations.torchvision.builders import build_vild_model
+from distill.integrations.torchvision.trainer import lr_at
+from distill.teacher import ClassEmbeddings
+from tests.conftest import REPO
+
+SMALL_MODEL = ["MODEL.BACKBONE.FPN_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
+               "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)",
+               "INPUT.MIN_SIZE_TEST", "96", "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", "20"]
+CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
+
+
+@pytest.fixture(scope="module")
+def vocab_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vocab")
+    g = torch.Generator().manual_seed(0)
+    names = [c["name"] for c in SYNTHETIC_CATEGORIES]
+    emb = F.normalize(torch.randn(len(names), 32, generator=g), dim=1)
+    base = [i for i, c in enumerate(SYNTHETIC_CATEGORIES) if c["split"] == "base"]
+    ClassEmbeddings(emb, names).save(d / "all.npy")
+    ClassEmbeddings(emb[base], [names[i] for i in base]).save(d / "base.npy")
+    return d / "base.npy", d / "all.npy"
+
+
+def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vocab_files):
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG, SMALL_MODEL)
+    base = ClassEmbeddings.load(vocab_files[0])
+    model = build_vild_model(cfg, base)
+    dicts, _ = synthetic_dataset(synthetic_root, "train")
+    mapper = DatasetMapper(MapperConfig(min_sizes=(96,), max_size=200), seed=0)
+    batch = [mapper(d) for d in dicts[:2]]
+    for b in batch:
+        b["distill_boxes"] = b["boxes"][:3].clone()
+        b["distill_embeddings"] = F.normalize(torch.randn(b["distill_boxes"].shape[0], 32), dim=1).half()
+    model.train()
+    losses = model(batch)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_vild_text", "loss_box_reg",
+                           "loss_vild_image", "loss_mask"}
+    sum(losses.values()).backward()
+    assert model.roi_heads.classifier.bg_embedding.grad is not None
+    assert model.roi_heads.embed_head.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    allv = ClassEmbeddings.load(vocab_files[1])
+    model.roi_heads.set_vocabulary(allv, torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES]))
+    with torch.no_grad():
+        out = model([DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False))(dicts[0])])[0]
+    assert out["labels"].max() < len(allv) and out["masks"].shape[1:] == (dicts[0]["height"], dicts[0]["width"])
+    assert (out["boxes"][:, 2:] <= torch.tensor([dicts[0]["width"], dicts[0]["height"]]) + 1e-3).all()
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "10", "SOLVER.BASE_LR", "1.0",
+                               "SOLVER.WARMUP_FACTOR", "0.1"])
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 10) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(0.1 * torch.pi))).item(), rel=1e-3)
+    assert lr_at(cfg, 99) < 0.01
+    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "1.0",
+                               "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "(50, 80)"])
+    assert [round(lr_at(cfg, i), 6) for i in (0, 49, 50, 80)] == [1.0, 1.0, 0.1, 0.01]
+
+
+def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=True):
+    args = [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", CONFIG, "--no-progress",
+            "--backend", "torchvision", *flags, *SMALL_MODEL,
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0]),
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]), "MODEL.DISTILL.REGION_STORE", "",
+            "DATASETS.ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(tmp_path / "out"), *opts]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_files):
+    bench = synthetic_root.parent / "synthetic"
+    if not bench.exists():
+        bench.symlink_to(synthetic_root)
+    train_net(tmp_path, synthetic_root, vocab_files, opts=["SOLVER.MAX_ITER", "4"])
+    out = tmp_path / "out"
+    lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 4 and "loss_vild_text" in lines[-1]
+    assert (out / "model_final.pth").exists() and (out / "config.yaml").exists()
+    # resume from the last checkpoint (iteration 4) to 6: only two more iterations are run
+    r = train_net(tmp_path, synthetic_root, vocab_files, ["--resume"], ["SOLVER.MAX_ITER", "6"])
+    lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 6 and len(lines) == 2
+    r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"], ["MODEL.WEIGHTS", str(out / "model_final.pth")])
+    assert "| box |" in r.stdout and "box_AP50_novel" in r.stdout.splitlines()[-1]
+    # a key that does not exist; a checkpoint of another architecture
+    r = train_net(tmp_path, synthetic_root, vocab_files, opts=["MODEL.NOPE", "1"], check=False)
+    assert r.returncode == 2 and "unknown config key MODEL.NOPE" in r.stderr and "Traceback" not in r.stderr
+    r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"],
+                  ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.BACKBONE.DEPTH", "34"], check=False)
+    assert r.returncode == 2 and "does not fit this model" in r.stderr
