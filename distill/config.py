@@ -49,6 +49,12 @@ class DistillConfig:
     # pixel distillation (segmenter)
     PIXEL_LOSS_WEIGHT: float = 1.0
     PIXEL_LOSS: str = "l1"
+    # settings detectron2's config has no key for, used by both backends where they apply
+    OPTIMIZER: str = "SGD"  # or "AdamW"
+    DATASETS_ROOT: str = ""  # default: $DISTILL_DATASETS, else ./datasets
+    FUSED_POOLER: bool = True  # RoI pooling on distill.ops (detectron2 backend: FusedROIPooler)
+    # torchvision backend: backbone initialisation, "imagenet" (torchvision's weights), a file, or "" (scratch)
+    BACKBONE_WEIGHTS: str = "imagenet"
 
 
 def _to_cfg(obj: Any) -> Any:
@@ -66,42 +72,53 @@ def add_distill_config(cfg: CfgNode) -> CfgNode:
 
 
 def get_cfg() -> CfgNode:
-    """Full default config of the torchvision backend; key names and meanings follow detectron2."""
+    """Full default config of the torchvision backend. Every key is detectron2's (same name, same meaning),
+    so a yaml written for one backend loads in the other; backend-specific settings live in MODEL.DISTILL."""
     c = CfgNode()
     c.MODEL = CfgNode()
-    c.MODEL.META_ARCHITECTURE = "ViLD"
+    c.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     c.MODEL.DEVICE = "cpu"
     c.MODEL.WEIGHTS = ""
     c.MODEL.MASK_ON = True
-    c.MODEL.PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 (torchvision ImageNet weights)
+    c.MODEL.PIXEL_MEAN = (123.675, 116.28, 103.53)  # in INPUT.FORMAT channel order, 0-255
     c.MODEL.PIXEL_STD = (58.395, 57.12, 57.375)
-    c.MODEL.BACKBONE = CfgNode({"DEPTH": 50, "WEIGHTS": "imagenet", "NORM": "FrozenBN", "TRAINABLE_LAYERS": 3,
-                                  "FPN_CHANNELS": 256})
+    c.MODEL.BACKBONE = CfgNode({"NAME": "build_resnet_fpn_backbone", "FREEZE_AT": 2})
+    c.MODEL.RESNETS = CfgNode({"DEPTH": 50, "NORM": "FrozenBN", "OUT_FEATURES": ("res2", "res3", "res4", "res5"),
+                               "RES2_OUT_CHANNELS": 256, "STRIDE_IN_1X1": True})
+    c.MODEL.FPN = CfgNode({"IN_FEATURES": ("res2", "res3", "res4", "res5"), "OUT_CHANNELS": 256, "NORM": ""})
+    c.MODEL.ANCHOR_GENERATOR = CfgNode({"SIZES": ((32,), (64,), (128,), (256,), (512,)),
+                                        "ASPECT_RATIOS": ((0.5, 1.0, 2.0),)})
+    c.MODEL.PROPOSAL_GENERATOR = CfgNode({"NAME": "RPN"})
     c.MODEL.RPN = CfgNode({
-        "ANCHOR_SIZES": ((32,), (64,), (128,), (256,), (512,)), "ASPECT_RATIOS": (0.5, 1.0, 2.0),
-        "PRE_NMS_TOPK_TRAIN": 2000, "PRE_NMS_TOPK_TEST": 1000, "POST_NMS_TOPK_TRAIN": 1000,
-        "POST_NMS_TOPK_TEST": 1000, "NMS_THRESH": 0.7, "BATCH_SIZE_PER_IMAGE": 256, "POSITIVE_FRACTION": 0.5,
+        "IN_FEATURES": ("p2", "p3", "p4", "p5", "p6"), "PRE_NMS_TOPK_TRAIN": 2000, "PRE_NMS_TOPK_TEST": 1000,
+        "POST_NMS_TOPK_TRAIN": 1000, "POST_NMS_TOPK_TEST": 1000, "NMS_THRESH": 0.7, "BATCH_SIZE_PER_IMAGE": 256,
+        "POSITIVE_FRACTION": 0.5,
     })
     c.MODEL.ROI_HEADS = CfgNode({
-        "BATCH_SIZE_PER_IMAGE": 512, "POSITIVE_FRACTION": 0.25, "IOU_THRESHOLD": 0.5,
-        "SCORE_THRESH_TEST": 0.05, "NMS_THRESH_TEST": 0.5, "DETECTIONS_PER_IMAGE": 100,
+        "NAME": "ViLDRoIHeads", "NUM_CLASSES": 80, "IN_FEATURES": ("p2", "p3", "p4", "p5"),
+        "BATCH_SIZE_PER_IMAGE": 512, "POSITIVE_FRACTION": 0.25, "IOU_THRESHOLDS": (0.5,),
+        "SCORE_THRESH_TEST": 0.05, "NMS_THRESH_TEST": 0.5,
     })
-    c.MODEL.ROI_BOX_HEAD = CfgNode({"POOLER_RESOLUTION": 7, "POOLER_SAMPLING_RATIO": 0, "FC_DIM": 1024,
-                                    "NUM_FC": 2, "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0)})
-    c.MODEL.ROI_MASK_HEAD = CfgNode({"POOLER_RESOLUTION": 14, "POOLER_SAMPLING_RATIO": 0, "CONV_DIM": 256,
-                                     "NUM_CONV": 4})
+    c.MODEL.ROI_BOX_HEAD = CfgNode({"NAME": "FastRCNNConvFCHead", "POOLER_TYPE": "ROIAlignV2",
+                                    "POOLER_RESOLUTION": 7, "POOLER_SAMPLING_RATIO": 0, "FC_DIM": 1024,
+                                    "NUM_FC": 2, "CLS_AGNOSTIC_BBOX_REG": True,
+                                    "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0)})
+    c.MODEL.ROI_MASK_HEAD = CfgNode({"NAME": "MaskRCNNConvUpsampleHead", "POOLER_TYPE": "ROIAlignV2",
+                                     "POOLER_RESOLUTION": 14, "POOLER_SAMPLING_RATIO": 0, "CONV_DIM": 256,
+                                     "NUM_CONV": 4, "CLS_AGNOSTIC_MASK": True})
     add_distill_config(c)
-    c.DATASETS = CfgNode({"TRAIN": (), "TEST": (), "ROOT": ""})
+    c.DATASETS = CfgNode({"TRAIN": (), "TEST": ()})
     c.DATALOADER = CfgNode({"NUM_WORKERS": 2, "FILTER_EMPTY_ANNOTATIONS": True})
     c.INPUT = CfgNode({"MIN_SIZE_TRAIN": (800,), "MAX_SIZE_TRAIN": 1333, "MIN_SIZE_TEST": 800,
-                       "MAX_SIZE_TEST": 1333, "RANDOM_FLIP": "horizontal"})
+                       "MAX_SIZE_TEST": 1333, "RANDOM_FLIP": "horizontal", "FORMAT": "RGB"})
     c.SOLVER = CfgNode({
-        "OPTIMIZER": "SGD", "BASE_LR": 0.02, "MOMENTUM": 0.9, "WEIGHT_DECAY": 1e-4, "IMS_PER_BATCH": 16,
-        "MAX_ITER": 90000, "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (60000, 80000), "GAMMA": 0.1,
-        "WARMUP_ITERS": 1000, "WARMUP_FACTOR": 0.001, "CHECKPOINT_PERIOD": 5000,
-        "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_VALUE": 1.0}), "AMP": CfgNode({"ENABLED": False}),
+        "BASE_LR": 0.02, "MOMENTUM": 0.9, "WEIGHT_DECAY": 1e-4, "IMS_PER_BATCH": 16, "MAX_ITER": 90000,
+        "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (60000, 80000), "GAMMA": 0.1, "WARMUP_ITERS": 1000,
+        "WARMUP_FACTOR": 0.001, "CHECKPOINT_PERIOD": 5000,
+        "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_TYPE": "norm", "CLIP_VALUE": 1.0, "NORM_TYPE": 2.0}),
+        "AMP": CfgNode({"ENABLED": False}),
     })
-    c.TEST = CfgNode({"EVAL_PERIOD": 0})
+    c.TEST = CfgNode({"EVAL_PERIOD": 0, "DETECTIONS_PER_IMAGE": 100})
     c.OUTPUT_DIR = "./output"
     c.SEED = -1
     return c

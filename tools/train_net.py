@@ -6,7 +6,7 @@
     torchrun --nproc-per-node 8 tools/train_net.py --config-file ...      # multi-GPU / multi-node
 
 `--num-gpus N` without torchrun starts N local processes (gloo on CPU). The resolved config is saved to
-OUTPUT_DIR/config.yaml. Datasets are looked up under DATASETS.ROOT (default $DISTILL_DATASETS or ./datasets).
+OUTPUT_DIR/config.yaml. Datasets are looked up under MODEL.DISTILL.DATASETS_ROOT (default $DISTILL_DATASETS or ./datasets).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def setup(args):
     from distill.data.catalog import register_ov_coco, register_ov_lvis, register_synthetic
 
     cfg = load_config(args.config_file or None, args.opts)
-    root = cfg.DATASETS.ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
+    root = cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
     register_synthetic(os.path.join(root, "synthetic"))
     register_ov_coco(root)
     register_ov_lvis(root)

@@ -43,21 +43,21 @@ def _norm_layer(name: str):
 
 def build_backbone(cfg) -> BackboneWithFPN:
     """ResNet-FPN: P2-P5 from layer1-4 plus a max-pooled P6 for the RPN; `out_channels` per level."""
-    b = cfg.MODEL.BACKBONE
-    if b.DEPTH not in _DEPTHS:
-        raise DistillInputError(f"MODEL.BACKBONE.DEPTH must be one of {sorted(_DEPTHS)}, got {b.DEPTH}")
-    net = getattr(resnet, _DEPTHS[b.DEPTH])(weights=None, norm_layer=_norm_layer(b.NORM))
-    if b.WEIGHTS:
-        _load_backbone_weights(net, b.WEIGHTS, b.DEPTH)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: b.TRAINABLE_LAYERS]
-    if b.TRAINABLE_LAYERS >= 5:
-        trainable.append("bn1")
-    for name, p in net.named_parameters():  # torchvision's rule: freeze the stem and early stages
-        if all(not name.startswith(t) for t in trainable):
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in _DEPTHS:
+        raise DistillInputError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {r.DEPTH}")
+    net = getattr(resnet, _DEPTHS[r.DEPTH])(weights=None, norm_layer=_norm_layer(r.NORM))
+    if cfg.MODEL.DISTILL.BACKBONE_WEIGHTS:
+        _load_backbone_weights(net, cfg.MODEL.DISTILL.BACKBONE_WEIGHTS, r.DEPTH)
+    # detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem, k freezes the stem and res2..res{k}
+    stages = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+    frozen = [n for stage in stages[: cfg.MODEL.BACKBONE.FREEZE_AT] for n in stage]
+    for name, p in net.named_parameters():
+        if any(name.startswith(f) for f in frozen):
             p.requires_grad_(False)
-    c = 64 if b.DEPTH < 50 else 256
+    c = 64 if r.DEPTH < 50 else 256
     return BackboneWithFPN(net, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                           [c, 2 * c, 4 * c, 8 * c], b.FPN_CHANNELS, extra_blocks=LastLevelMaxPool())
+                           [c, 2 * c, 4 * c, 8 * c], cfg.MODEL.FPN.OUT_CHANNELS, extra_blocks=LastLevelMaxPool())
 
 
 def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
@@ -68,7 +68,8 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
             state = enum.get_state_dict(progress=True)
         except Exception as e:  # noqa: BLE001 - no network, proxy, ...: one clear message
             raise DistillInputError(f"cannot fetch torchvision's ImageNet ResNet-{depth} weights ({e}); set "
-                                    "MODEL.BACKBONE.WEIGHTS to a local file or to \"\" to train from scratch") from None
+                                    "MODEL.DISTILL.BACKBONE_WEIGHTS to a local file or to \"\" to train from scratch"
+                                    ) from None
     else:
         if not os.path.isfile(spec):
             raise DistillInputError("backbone weights not found", spec)
@@ -82,13 +83,29 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
                                 f"not a ResNet-{depth}?", spec if spec != "imagenet" else None)
 
 
+def _check_supported(cfg) -> None:
+    """Settings of the shared yaml this backend does not implement: say so rather than ignore them."""
+    m = cfg.MODEL
+    if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME != "ViLDRoIHeads":
+        raise DistillInputError("the torchvision backend builds ResNet-FPN + ViLDRoIHeads only; got "
+                                f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}")
+    if m.ROI_BOX_HEAD.POOLER_TYPE != "ROIAlignV2" or (m.MASK_ON and m.ROI_MASK_HEAD.POOLER_TYPE != "ROIAlignV2"):
+        raise DistillInputError("the torchvision backend pools with ROIAlignV2 only")
+    if not m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG or not m.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
+        raise DistillInputError("ViLD needs class-agnostic box regression and masks (novel classes)")
+    if cfg.INPUT.FORMAT != "RGB":
+        raise DistillInputError("the torchvision backend reads RGB images: set INPUT.FORMAT RGB")
+
+
 def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     """The full detector; `vocabulary` is the training vocabulary (base classes for OV training)."""
     m, d = cfg.MODEL, cfg.MODEL.DISTILL
     backbone = build_backbone(cfg)
+    _check_supported(cfg)
     ch = backbone.out_channels
-    anchors = AnchorGenerator(tuple(tuple(s) for s in m.RPN.ANCHOR_SIZES),
-                              (tuple(m.RPN.ASPECT_RATIOS),) * len(m.RPN.ANCHOR_SIZES))
+    sizes = tuple(tuple(s) for s in m.ANCHOR_GENERATOR.SIZES)
+    ratios = tuple(tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS)
+    anchors = AnchorGenerator(sizes, ratios * len(sizes) if len(ratios) == 1 else ratios)
     rpn = RegionProposalNetwork(
         anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), 0.7, 0.3, m.RPN.BATCH_SIZE_PER_IMAGE,
         m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
@@ -108,9 +125,9 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
         text_loss_weight=d.TEXT_LOSS_WEIGHT, image_loss_weight=d.IMAGE_LOSS_WEIGHT,
         novel_logit_mode=d.NOVEL_LOGIT_MODE, ensemble=d.ENSEMBLE.ENABLED,
         base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT, novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
-        fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLD, bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLD,
+        fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0], bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
         batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE, positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
         bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
-        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=m.ROI_HEADS.DETECTIONS_PER_IMAGE)
+        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE)
     roi_heads.classifier.class_names = list(vocabulary.class_names)
     return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

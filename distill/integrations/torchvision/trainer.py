@@ -97,11 +97,12 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or "bg_embedding" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.SOLVER.OPTIMIZER == "SGD":
+    name = cfg.MODEL.DISTILL.OPTIMIZER
+    if name == "SGD":
         return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
-    if cfg.SOLVER.OPTIMIZER == "AdamW":
+    if name == "AdamW":
         return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR)
-    raise DistillInputError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {cfg.SOLVER.OPTIMIZER!r}")
+    raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
 
 
 def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:

@@ -15,9 +15,9 @@ from distill.integrations.torchvision.trainer import lr_at
 from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO
 
-SMALL_MODEL = ["MODEL.BACKBONE.FPN_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
+SMALL_MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
                "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-               "INPUT.MIN_SIZE_TEST", "96", "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", "20"]
+               "INPUT.MIN_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "20"]
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 
 
@@ -76,7 +76,7 @@ def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=Tr
             "--backend", "torchvision", *flags, *SMALL_MODEL,
             "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0]),
             "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]), "MODEL.DISTILL.REGION_STORE", "",
-            "DATASETS.ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
+            "MODEL.DISTILL.DATASETS_ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(tmp_path / "out"), *opts]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
@@ -104,5 +104,5 @@ def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_fi
     r = train_net(tmp_path, synthetic_root, vocab_files, opts=["MODEL.NOPE", "1"], check=False)
     assert r.returncode == 2 and "unknown config key MODEL.NOPE" in r.stderr and "Traceback" not in r.stderr
     r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"],
-                  ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.BACKBONE.DEPTH", "34"], check=False)
+                  ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"], check=False)
     assert r.returncode == 2 and "does not fit this model" in r.stderr

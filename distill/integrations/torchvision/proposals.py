@@ -1,0 +1,46 @@
+"""RPN proposals of a trained detector over a dataset, as the json list the region dump reads."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+from ...data.mapper import DatasetMapper, MapperConfig
+
+
+@torch.no_grad()
+def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image: (boxes (K, 4) XYXY in original pixels, objectness probabilities (K,)), best first."""
+    images = model.preprocess(batch)
+    features = model.backbone(images.tensors)
+    feats = list((features if isinstance(features, OrderedDict) else OrderedDict(features)).values())
+    rpn = model.rpn
+    objectness, deltas = rpn.head(feats)
+    anchors = rpn.anchor_generator(images, feats)
+    per_level = [o[0].numel() for o in objectness]
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    props = rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
+    boxes, scores = rpn.filter_proposals(props, objectness, images.image_sizes, per_level)
+    out = []
+    for b, s, item in zip(boxes, scores, batch):
+        sy, sx = item["scale"]
+        out.append((b[:top_k] / torch.tensor([sx, sy, sx, sy], device=b.device), s[:top_k]))
+    return out
+
+
+def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                      progress: bool = True) -> list[dict]:
+    """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
+    from tqdm import tqdm
+
+    model.eval()
+    mapper = DatasetMapper(MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False))
+    results = []
+    for d in tqdm(dicts, desc="proposals", unit="img", disable=not progress):
+        (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
+        for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist()):
+            results.append({"image_id": d["image_id"], "bbox": [round(b[0], 2), round(b[1], 2),
+                                                                round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+                            "score": round(s, 5)})
+    return results

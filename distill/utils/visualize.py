@@ -1,0 +1,40 @@
+"""Drawing detections with OpenCV: boxes, translucent masks and "name score" labels."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def _color(i: int) -> tuple[int, int, int]:
+    """A stable, distinct RGB colour per class index (golden-ratio hues)."""
+    hue = int((i * 0.618033988749895 % 1.0) * 179)
+    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[2]), int(bgr[1]), int(bgr[0])
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores: Sequence[float],
+                    class_names: Sequence[str], masks: np.ndarray | None = None,
+                    novel: Sequence[bool] | None = None, scale: int = 1) -> np.ndarray:
+    """image (H, W, 3) uint8 RGB; boxes (N, 4) XYXY; masks (N, H, W) bool or None → a new RGB image,
+    `scale` times larger. Novel classes are labelled with a trailing "*"."""
+    out = image.astype(np.float32).copy()
+    if masks is not None:
+        for m, lab in zip(masks, labels):
+            out[m] = 0.55 * out[m] + 0.45 * np.array(_color(lab), np.float32)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if scale != 1:
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    out = np.ascontiguousarray(out)
+    for b, lab, s in zip(boxes, labels, scores):
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in b)
+        c = _color(lab)
+        cv2.rectangle(out, (x0, y0), (x1, y1), c, 1 if scale < 3 else 2)
+        name = class_names[lab] + ("*" if novel is not None and novel[lab] else "")
+        text = f"{name} {s:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        cv2.rectangle(out, (x0, max(0, y0 - th - 3)), (x0 + tw + 2, y0), c, -1)
+        cv2.putText(out, text, (x0 + 1, max(th, y0 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
