@@ -57,9 +57,9 @@ class DistillConfig:
     BACKBONE_WEIGHTS: str = "imagenet"
 
 
-def _to_cfg(obj: Any) -> Any:
+def _to_cfg(obj: Any, node_cls: type = CfgNode) -> Any:
     if dataclasses.is_dataclass(obj):
-        return CfgNode({f.name: _to_cfg(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+        return node_cls({f.name: _to_cfg(getattr(obj, f.name), node_cls) for f in dataclasses.fields(obj)})
     if isinstance(obj, list):
         return tuple(obj)
     return obj
@@ -67,7 +67,7 @@ def _to_cfg(obj: Any) -> Any:
 
 def add_distill_config(cfg: CfgNode) -> CfgNode:
     """Add MODEL.DISTILL (and nothing else) to an existing config, e.g. detectron2's get_cfg()."""
-    cfg.MODEL.DISTILL = _to_cfg(DistillConfig())
+    cfg.MODEL.DISTILL = _to_cfg(DistillConfig(), type(cfg))  # detectron2's CfgNode is a subclass: keep its type
     return cfg
 
 
@@ -102,7 +102,7 @@ def get_cfg() -> CfgNode:
     c.MODEL.ROI_BOX_HEAD = CfgNode({"NAME": "FastRCNNConvFCHead", "POOLER_TYPE": "ROIAlignV2",
                                     "POOLER_RESOLUTION": 7, "POOLER_SAMPLING_RATIO": 0, "FC_DIM": 1024,
                                     "NUM_FC": 2, "CLS_AGNOSTIC_BBOX_REG": True,
-                                    "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0)})
+                                    "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0), "SMOOTH_L1_BETA": 0.0})
     c.MODEL.ROI_MASK_HEAD = CfgNode({"NAME": "MaskRCNNConvUpsampleHead", "POOLER_TYPE": "ROIAlignV2",
                                      "POOLER_RESOLUTION": 14, "POOLER_SAMPLING_RATIO": 0, "CONV_DIM": 256,
                                      "NUM_CONV": 4, "CLS_AGNOSTIC_MASK": True})

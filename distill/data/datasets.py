@@ -148,6 +148,22 @@ def load_lvis_json(json_file: str | os.PathLike, image_root: str | os.PathLike,
     return _load(json_file, image_root, sem_seg_root, lvis=True)
 
 
+def remap_to_vocabulary(dicts: list[dict], meta: DatasetMetadata, names: list[str]) -> list[dict]:
+    """Dataset contiguous ids → indices of the training vocabulary (by class name)."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for d in dicts:
+        anns = []
+        for a in d["annotations"]:
+            name = meta.thing_classes[a["category_id"]]
+            if name not in index:
+                raise DistillInputError(f"training annotations hold class {name!r}, which the training vocabulary "
+                                        "lacks (is the training file base-only?)")
+            anns.append({**a, "category_id": index[name]})
+        out.append({**d, "annotations": anns})
+    return out
+
+
 def filter_empty(dicts: list[dict]) -> list[dict]:
     """Drop images without non-crowd annotations (detectron2's DATALOADER.FILTER_EMPTY_ANNOTATIONS)."""
     return [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]

@@ -86,6 +86,8 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
 def _check_supported(cfg) -> None:
     """Settings of the shared yaml this backend does not implement: say so rather than ignore them."""
     m = cfg.MODEL
+    if m.META_ARCHITECTURE not in ("GeneralizedRCNN", "ViLDRCNN"):
+        raise DistillInputError(f"MODEL.META_ARCHITECTURE {m.META_ARCHITECTURE!r} is not a ViLD detector")
     if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME != "ViLDRoIHeads":
         raise DistillInputError("the torchvision backend builds ResNet-FPN + ViLDRoIHeads only; got "
                                 f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}")
@@ -128,6 +130,7 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
         fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0], bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
         batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE, positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
         bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
-        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE)
+        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        smooth_l1_beta=bh.SMOOTH_L1_BETA)
     roi_heads.classifier.class_names = list(vocabulary.class_names)
     return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

@@ -46,7 +46,8 @@ class ViLDRoIHeads(RoIHeads):
                  ensemble: bool = False, base_text_weight: float = 2 / 3, novel_text_weight: float = 1 / 3,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100):
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
+                 smooth_l1_beta: float = 0.0):
         super().__init__(None, box_head, None, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
                          positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img)
         self.box_pooler = box_pooler
@@ -56,6 +57,7 @@ class ViLDRoIHeads(RoIHeads):
         self.box_regressor = box_regressor
         self.mask_pooler = mask_pooler
         self.vild_mask_head = mask_head
+        self.smooth_l1_beta = smooth_l1_beta
         self.text_loss_weight = text_loss_weight
         self.image_loss_weight = image_loss_weight
         self.novel_logit_mode = novel_logit_mode
@@ -112,9 +114,9 @@ class ViLDRoIHeads(RoIHeads):
         return losses
 
     def _box_loss(self, deltas: torch.Tensor, regression_targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Smooth L1 on foreground RoIs, normalised by all sampled RoIs (torchvision's fastrcnn_loss)."""
+        """Smooth L1 (beta 0: L1, detectron2's default) on foreground RoIs, normalised by all sampled RoIs."""
         fg = labels < self.classifier.num_classes
-        loss = F.smooth_l1_loss(deltas[fg], regression_targets[fg], beta=1 / 9, reduction="sum")
+        loss = F.smooth_l1_loss(deltas[fg], regression_targets[fg], beta=self.smooth_l1_beta, reduction="sum")
         return loss / max(labels.numel(), 1)
 
     def _mask_loss(self, feats, proposals, matched_idxs, tv_labels, targets) -> torch.Tensor:

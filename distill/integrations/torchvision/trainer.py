@@ -27,7 +27,7 @@ from fvcore.common.param_scheduler import (
 )
 
 from ...data.catalog import get_dataset
-from ...data.datasets import DatasetMetadata, filter_empty
+from ...data.datasets import filter_empty, remap_to_vocabulary
 from ...data.mapper import DatasetMapper, MapperConfig
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import evaluate_detections
@@ -157,27 +157,11 @@ class _TrainStream(torch.utils.data.IterableDataset):
             epoch += 1
 
 
-def _remap_to_vocabulary(dicts: list[dict], meta: DatasetMetadata, names: list[str]) -> list[dict]:
-    """Dataset contiguous ids → indices of the training vocabulary (by class name)."""
-    index = {n: i for i, n in enumerate(names)}
-    out = []
-    for d in dicts:
-        anns = []
-        for a in d["annotations"]:
-            name = meta.thing_classes[a["category_id"]]
-            if name not in index:
-                raise DistillInputError(f"training annotations hold class {name!r}, which the training vocabulary "
-                                        "lacks (is the training file base-only?)")
-            anns.append({**a, "category_id": index[name]})
-        out.append({**d, "annotations": anns})
-    return out
-
-
 def load_train_set(cfg, vocab: ClassEmbeddings) -> list[dict]:
     dicts = []
     for name in cfg.DATASETS.TRAIN:
         ds, meta = get_dataset(name)
-        dicts += _remap_to_vocabulary(ds, meta, vocab.class_names)
+        dicts += remap_to_vocabulary(ds, meta, vocab.class_names)
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         dicts = filter_empty(dicts)
     if not dicts:

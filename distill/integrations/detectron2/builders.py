@@ -1,0 +1,75 @@
+"""cfg → ViLD detector on detectron2 (any registered backbone, detectron2's RPN, `ViLDRoIHeads`).
+
+Configs: detectron2's `get_cfg()` plus `MODEL.DISTILL` (`distill.config.add_distill_config`). The shared
+yaml files under configs/ load here unchanged, and a torchvision-backend config converts with
+`to_detectron2_cfg` (its keys are detectron2's).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.config import get_cfg as d2_get_cfg
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+
+from ...config import add_distill_config as _add_distill_config
+from ...config import load_config
+from ...utils.errors import DistillInputError
+from . import meta_arch, roi_heads  # noqa: F401  (registers ViLDRCNN and ViLDRoIHeads)
+
+logger = logging.getLogger(__name__)
+
+
+def add_distill_config(cfg: CfgNode) -> CfgNode:
+    """`distill.config.add_distill_config` with MODEL.DISTILL made of `type(cfg)` nodes: yacs merges a yaml
+    only into nodes of the loaded file's own CfgNode class (detectron2's, not fvcore's)."""
+    _add_distill_config(cfg)
+    cfg.MODEL.DISTILL = type(cfg)(dict(cfg.MODEL.DISTILL))
+    return cfg
+
+
+def get_detectron2_cfg() -> CfgNode:
+    """detectron2's defaults + MODEL.DISTILL; MODEL.DEVICE defaults to "cpu" where there is no GPU."""
+    cfg = d2_get_cfg()
+    add_distill_config(cfg)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def load_detectron2_config(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Defaults ← yaml (with `_BASE_`) ← KEY VALUE overrides, frozen; unknown keys are one clear error."""
+    return load_config(config_file, overrides, base=get_detectron2_cfg())
+
+
+def is_detectron2_cfg(cfg) -> bool:
+    return "VERSION" in cfg  # detectron2's config carries its version; the torchvision backend's has none
+
+
+def to_detectron2_cfg(cfg) -> CfgNode:
+    """A torchvision-backend config (detectron2 key names) → the same settings on detectron2's defaults."""
+    if is_detectron2_cfg(cfg):
+        return cfg
+    out = get_detectron2_cfg()
+    try:
+        out.merge_from_other_cfg(cfg)
+    except KeyError as e:
+        raise DistillInputError(f"config key {e.args[0] if e.args else e} has no detectron2 counterpart") from None
+    out.freeze()
+    return out
+
+
+def build_vild_model(cfg) -> torch.nn.Module:
+    """detectron2's `build_model`; a GeneralizedRCNN with ViLDRoIHeads is built as `ViLDRCNN`, the same
+    model that also feeds the distillation proposals to the RoI heads (same parameters, same checkpoints)."""
+    cfg = to_detectron2_cfg(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.ROI_HEADS.NAME == "ViLDRoIHeads":
+        model = META_ARCH_REGISTRY.get("ViLDRCNN")(cfg)
+        model.to(torch.device(cfg.MODEL.DEVICE))
+    else:
+        model = build_model(cfg)
+    logger.info("ViLD model: %s + %s, %.1fM parameters", type(model).__name__, cfg.MODEL.ROI_HEADS.NAME,
+                sum(p.numel() for p in model.parameters()) / 1e6)
+    return model

@@ -1,0 +1,122 @@
+"""Datasets in detectron2's catalogs, and the mapper that attaches the distillation proposals.
+
+    register_synthetic(root)        distill_synthetic_{train,val}, distill_synthetic_lvis_{train,val}
+    register_ov_coco(datasets_root) distill_ov_coco_{train,val}
+    register_ov_lvis(datasets_root) distill_ov_lvis_{train,val}
+
+Explicit calls only (never at import); the `distill_` prefix cannot clash with detectron2's built-in names.
+Each name is registered in the core catalog (`distill.data.catalog`) and in detectron2's DatasetCatalog;
+MetadataCatalog gets thing_classes, the id mapping, json_file, evaluator_type and the base / novel split
+when the dataset is first loaded (the files may not exist when it is registered).
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.structures import Boxes
+
+from ...data import catalog as core_catalog
+from ...data.datasets import DatasetMetadata
+from ...data.region_store import RegionEmbeddingStore
+
+logger = logging.getLogger(__name__)
+
+
+def load_ov_dataset(name: str) -> tuple[list[dict], DatasetMetadata]:
+    """Dataset dicts and the core metadata of a registered name; fills detectron2's MetadataCatalog."""
+    dicts, meta = core_catalog.get_dataset(name)
+    m = MetadataCatalog.get(name)
+    if not hasattr(m, "thing_classes"):
+        m.set(thing_classes=list(meta.thing_classes),
+              thing_dataset_id_to_contiguous_id=dict(meta.thing_dataset_id_to_contiguous_id),
+              json_file=meta.json_file, image_root=meta.image_root, evaluator_type=meta.evaluator_type,
+              base_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("base")],
+              novel_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("novel")])
+    return dicts, meta
+
+
+def _register_d2(names: list[str]) -> list[str]:
+    for name in names:
+        if name in DatasetCatalog.list():  # re-registering replaces, as in the core catalog
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda n=name: load_ov_dataset(n)[0])
+    return names
+
+
+def register_synthetic(root: str | os.PathLike, prefix: str = "distill_synthetic") -> list[str]:
+    return _register_d2(core_catalog.register_synthetic(root, prefix))
+
+
+def register_ov_coco(datasets_root: str | os.PathLike, prefix: str = "distill_ov_coco") -> list[str]:
+    return _register_d2(core_catalog.register_ov_coco(datasets_root, prefix))
+
+
+def register_ov_lvis(datasets_root: str | os.PathLike, prefix: str = "distill_ov_lvis") -> list[str]:
+    return _register_d2(core_catalog.register_ov_lvis(datasets_root, prefix))
+
+
+class ViLDDatasetMapper(DatasetMapper):
+    """detectron2's DatasetMapper; in training it also attaches, per image, the first NUM_DISTILL_PROPOSALS
+    boxes of the region-embedding store moved by the image's own transforms (resize, flip) and clipped to it::
+
+        "distill_boxes": (M, 4) float32 XYXY in the input image, "distill_embeddings": (M, D) float16
+
+    RLE masks (synthetic, LVIS-style files) are read as bitmasks when INPUT.MASK_FORMAT is "polygon".
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, region_store: str | None = None, num_distill: int = 300, **kwargs):
+        super().__init__(is_train, **kwargs)
+        self.region_store_path = region_store or None
+        self.num_distill = num_distill
+        self._store: RegionEmbeddingStore | None = None
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        d = cfg.MODEL.DISTILL
+        ret["region_store"] = d.REGION_STORE if (is_train and d.IMAGE_LOSS_WEIGHT > 0) else None
+        ret["num_distill"] = d.NUM_DISTILL_PROPOSALS
+        return ret
+
+    @property
+    def store(self) -> RegionEmbeddingStore | None:
+        if self._store is None and self.region_store_path:  # opened lazily: once per data-loader worker
+            self._store = RegionEmbeddingStore(self.region_store_path)
+        return self._store
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        # semantic masks are not used by the detector: do not read them
+        return super().__call__({k: v for k, v in dataset_dict.items() if k != "sem_seg_file_name"})
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        fmt = self.instance_mask_format
+        if self.use_instance_mask and fmt == "polygon" and any(
+                isinstance(a.get("segmentation"), dict) for a in dataset_dict["annotations"]):
+            self.instance_mask_format = "bitmask"
+        try:
+            super()._transform_annotations(dataset_dict, transforms, image_shape)
+        finally:
+            self.instance_mask_format = fmt
+        if self.store is not None:
+            self._attach_distill(dataset_dict, transforms, image_shape)
+
+    def _attach_distill(self, dataset_dict, transforms, image_shape) -> None:
+        store, image_id = self.store, dataset_dict["image_id"]
+        if image_id in store:
+            boxes, emb = store[image_id]
+            boxes, emb = boxes[: self.num_distill], emb[: self.num_distill]
+        else:
+            boxes, emb = torch.zeros(0, 4), torch.zeros(0, store.dim, dtype=torch.float16)
+        if len(boxes):
+            boxes = torch.as_tensor(transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32)
+        b = Boxes(boxes.float().reshape(-1, 4))
+        b.clip(image_shape)
+        dataset_dict["distill_boxes"] = b.tensor
+        dataset_dict["distill_embeddings"] = emb

@@ -1,0 +1,38 @@
+"""RPN proposals of a trained detector over a dataset, as the json list the region dump reads (the
+detectron2 counterpart of the torchvision backend's proposals.py)."""
+from __future__ import annotations
+
+import torch
+from detectron2.data import DatasetMapper
+from detectron2.data import transforms as T
+from detectron2.modeling.postprocessing import detector_postprocess
+
+
+@torch.no_grad()
+def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image: (boxes (K, 4) XYXY in original pixels, objectness probabilities (K,)), best first."""
+    images = model.preprocess_image(batch)
+    proposals, _ = model.proposal_generator(images, model.backbone(images.tensor), None)
+    out = []
+    for p, item in zip(proposals, batch):
+        p = detector_postprocess(p[:top_k], item["height"], item["width"])
+        out.append((p.proposal_boxes.tensor, p.objectness_logits.sigmoid()))
+    return out
+
+
+def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                      progress: bool = True) -> list[dict]:
+    """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
+    from tqdm import tqdm
+
+    model.eval()
+    mapper = DatasetMapper(is_train=False, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+                           image_format=model.input_format)
+    results = []
+    for d in tqdm(dicts, desc="proposals", unit="img", disable=not progress):
+        (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
+        for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist()):
+            results.append({"image_id": d["image_id"], "bbox": [round(b[0], 2), round(b[1], 2),
+                                                                round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+                            "score": round(s, 5)})
+    return results

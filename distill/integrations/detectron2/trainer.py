@@ -1,0 +1,232 @@
+"""Training and evaluation on detectron2's `DefaultTrainer`, and the entry point of
+`tools/train_net.py --backend detectron2` (detectron2's setup → main with `--eval-only` → launch).
+
+What differs from DefaultTrainer: the model (`build_vild_model`), the training set (class ids remapped to the
+training vocabulary by class name; RepeatFactorTrainingSampler on LVIS-protocol data), the mapper (distillation
+proposals from MODEL.DISTILL.REGION_STORE), the optimizer (MODEL.DISTILL.OPTIMIZER: SGD or AdamW, no weight decay
+on the background embedding), the open-vocabulary evaluators and the test vocabulary switched in while testing.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+import torch.distributed as dist
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+
+from ...data.datasets import filter_empty
+from ...data.region_store import RegionEmbeddingStore
+from ...evaluation import format_ov_table
+from ...teacher.embeddings import ClassEmbeddings
+from ...utils.errors import DistillInputError
+from ...utils.io import dumps_json
+from .builders import build_vild_model, load_detectron2_config
+from .datasets import (
+    ViLDDatasetMapper,
+    load_ov_dataset,
+    register_ov_coco,
+    register_ov_lvis,
+    register_synthetic,
+)
+from .evaluation import OVEvaluator, flatten_ov_results, test_vocabulary
+from .roi_heads import load_train_vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+def load_train_set(cfg, vocab: ClassEmbeddings) -> tuple[list[dict], bool]:
+    """Training dicts with category ids remapped to the vocabulary; True when any dataset is LVIS-protocol."""
+    # framework-free, shared with the torchvision backend
+    from ...data.datasets import remap_to_vocabulary
+
+    dicts, lvis = [], False
+    for name in cfg.DATASETS.TRAIN:
+        ds, meta = load_ov_dataset(name)
+        dicts += remap_to_vocabulary(ds, meta, vocab.class_names)
+        lvis |= meta.evaluator_type == "lvis"
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        dicts = filter_empty(dicts)
+    if not dicts:
+        raise DistillInputError(f"no training images with annotations in {list(cfg.DATASETS.TRAIN)}")
+    return dicts, lvis
+
+
+@contextlib.contextmanager
+def _cpu_ddp():
+    """DefaultTrainer wraps the model in DDP with device_ids=[local rank], which DDP refuses for CPU modules;
+    on CPU (gloo) the wrap must pass device_ids=None. Scoped to DefaultTrainer.__init__."""
+    import detectron2.engine.defaults as d2_defaults
+
+    original = d2_defaults.create_ddp_model
+    d2_defaults.create_ddp_model = functools.partial(original, device_ids=None)
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
+class StrictCheckpointer(DetectionCheckpointer):
+    """For evaluation and inference: a checkpoint of another architecture is one clear error, not a half-loaded
+    model (training keeps DetectionCheckpointer's partial loading, e.g. of backbone-only weights)."""
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
+        bad += [f"{k} missing" for k in incompatible.missing_keys]
+        if bad:
+            raise DistillInputError(f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
+                                    "another architecture or config?")
+        return incompatible
+
+
+class ViLDTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        cpu_group = comm.get_world_size() > 1 and torch.device(cfg.MODEL.DEVICE).type == "cpu"
+        with _cpu_ddp() if cpu_group else contextlib.nullcontext():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_model(cls, cfg):
+        return build_vild_model(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        params = get_default_optimizer_params(
+            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            overrides={"bg_embedding": {"weight_decay": 0.0}})  # normalised in use: decay only shrinks its scale
+        name = cfg.MODEL.DISTILL.OPTIMIZER
+        if name == "SGD":
+            opt = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                                  nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        elif name == "AdamW":
+            opt = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        else:
+            raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
+        return maybe_add_gradient_clipping(cfg, opt)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        vocab = load_train_vocabulary(cfg)
+        dicts, lvis = load_train_set(cfg, vocab)
+        d = cfg.MODEL.DISTILL
+        if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
+            RegionEmbeddingStore(d.REGION_STORE, expected_dim=vocab.dim)  # fail early, clearly
+        if lvis and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            logger.info("LVIS-protocol training data: using RepeatFactorTrainingSampler (threshold %s)",
+                        cfg.DATALOADER.REPEAT_THRESHOLD)
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+        return build_detection_train_loader(cfg, mapper=ViLDDatasetMapper(cfg, True), dataset=dicts)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=ViLDDatasetMapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return OVEvaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test, one dataset at a time, each with its own test vocabulary; like DefaultTrainer,
+        the results of a single dataset come back without the dataset level."""
+        if evaluators is not None and not isinstance(evaluators, (list, tuple)):
+            evaluators = [evaluators]
+        results = OrderedDict()
+        for i, name in enumerate(cfg.DATASETS.TEST):
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            with test_vocabulary(model, cfg, name):
+                results[name] = super().test(one, model, None if evaluators is None else [evaluators[i]])
+        return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
+
+    def build_writers(self):
+        writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+        try:
+            from detectron2.utils.events import TensorboardXWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:  # tensorboard is optional, as in the torchvision backend
+            return writers
+        return writers + [TensorboardXWriter(self.cfg.OUTPUT_DIR)]
+
+
+# ---------------------------------------------------------------- tools/train_net.py --backend detectron2
+def setup(args):
+    """Config (detectron2 defaults + MODEL.DISTILL ← yaml ← overrides), datasets, detectron2's default_setup."""
+    from ... import model_zoo
+
+    cfg = load_detectron2_config(args.config_file or None, args.opts)
+    root = cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
+    register_synthetic(os.path.join(root, "synthetic"))
+    register_ov_coco(root)
+    register_ov_lvis(root)
+    if cfg.MODEL.WEIGHTS:
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = model_zoo.resolve_weights(cfg.MODEL.WEIGHTS)
+        cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def print_results(results: dict) -> None:
+    for name, res in results.items():
+        flat = flatten_ov_results(res)
+        print(f"\n{name}:\n{format_ov_table(flat)}")
+        print(dumps_json({"dataset": name, **flat}), flush=True)
+
+
+def main(args) -> dict:
+    cfg = setup(args)
+    if args.eval_only:
+        if not cfg.MODEL.WEIGHTS:
+            raise DistillInputError("--eval-only needs MODEL.WEIGHTS (a checkpoint path or model-zoo name)")
+        if "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
+            raise DistillInputError("MODEL.WEIGHTS not found", cfg.MODEL.WEIGHTS)
+        model = ViLDTrainer.build_model(cfg)
+        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = ViLDTrainer.test(cfg, model)
+    else:
+        trainer = ViLDTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = getattr(trainer, "_last_eval_results", None) or {}
+    if len(cfg.DATASETS.TEST) == 1 and results:
+        results = {cfg.DATASETS.TEST[0]: results}
+    if comm.is_main_process():
+        print_results(results)
+    return results
+
+
+def _main_in_env_group(args) -> None:
+    """Processes started by torchrun or by tools/train_net.py (RANK / WORLD_SIZE / LOCAL_RANK in the environment)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", init_method="env://")
+    comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", args.num_gpus)))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    comm.synchronize()
+    main(args)
+
+
+def train_main(args) -> int:
+    """`tools/train_net.py --backend detectron2`: one process, or detectron2's `launch` for --num-gpus /
+    --num-machines (gloo on CPU), or join the process group a launcher already describes in the environment."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _main_in_env_group(args)
+    else:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    return 0
