@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Teacher region embeddings of every proposal of a dataset → a sharded, resumable region-embedding store.
 
-    python tools/dump_region_embeddings.py --teacher synthetic-tiny-vit --dataset-json D.json --image-root IMG \
+    python tools/dump_region_embeddings.py --teacher synthetic-tiny-teacher --dataset-json D.json --image-root IMG \
         --proposals P.json --output STORE [--scales 1.0 1.5] [--geometry center] [--chunk-size 64]
     torchrun --nproc-per-node 8 tools/dump_region_embeddings.py ...      # one rank per GPU (or process)
 

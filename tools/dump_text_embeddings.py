@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Class names → a ClassEmbeddings file (C, D) with its json sidecar (teacher, prompt set, class list hash).
 
-    python tools/dump_text_embeddings.py --teacher synthetic-tiny-vit \
+    python tools/dump_text_embeddings.py --teacher synthetic-tiny-teacher \
         --vocabulary datasets/coco/annotations/ov_coco/instances_val2017_ov.json --output coco.npy
     python tools/dump_text_embeddings.py --teacher ViT-B-32 --pretrained openai --vocabulary "cat,dog" --output pets.npy
 

@@ -29,7 +29,7 @@ from distill.data.synthetic import SyntheticConfig, generate
 from distill.utils import atomic_write_json, cli_entry, dumps_json, read_json
 
 QUICKSTART_DATA = SyntheticConfig(seed=0, num_train=500, num_val=100, image_size=128)
-TEACHER = "synthetic-tiny-vit"
+TEACHER = "synthetic-tiny-teacher"
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs/synthetic/vild_r18_fpn_quick.yaml")
 PROPOSALS_PER_IMAGE = 32
 

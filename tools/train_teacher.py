@@ -2,7 +2,7 @@
 """Train the tiny open_clip teacher of the synthetic benchmark, or check a teacher's zero-shot accuracy.
 
     python tools/train_teacher.py --output-dir output/teacher            # train (resumes after a kill)
-    python tools/train_teacher.py --eval-only --teacher synthetic-tiny-vit   # zero-shot accuracy on val crops
+    python tools/train_teacher.py --eval-only --teacher synthetic-tiny-teacher   # zero-shot accuracy on val crops
 
 Accuracy: every annotated object of the benchmark's validation images, its region embedding (crops at 1x and
 1.5x, centre geometry) classified against the ViLD prompt ensemble of all class names.

@@ -5,7 +5,7 @@ Manifest format (``manifest.json`` here; a lab's own manifests have the same for
     {"format": 1,
      "base_url": "https://host/zoo",          # optional: relative "url"s hang off it
      "models": [
-       {"name": "synthetic-tiny-vit",          # [a-z0-9][a-z0-9._-]*, unique over all manifests
+       {"name": "synthetic-tiny-teacher",          # [a-z0-9][a-z0-9._-]*, unique over all manifests
         "kind": "teacher",                     # "teacher" | "student"
         "description": "...",                  # optional, like "license"
         "arch": "distill-tiny-vit",            # teacher: open_clip architecture ...
@@ -17,7 +17,7 @@ Manifest format (``manifest.json`` here; a lab's own manifests have the same for
                     "values": {"zero_shot_acc": 91.2}}},
        {"name": "synthetic-vild-r18-fpn-quick", "kind": "student",
         "backend": "torchvision",              # student: "torchvision" | "detectron2"
-        "teacher": "synthetic-tiny-vit",       # student: a zoo name or "ARCH/TAG" (optional)
+        "teacher": "synthetic-tiny-teacher",       # student: a zoo name or "ARCH/TAG" (optional)
         "config": "configs/synthetic/vild_r18_fpn_quick.yaml",   # repository-relative (optional)
         "recipe": "make quickstart",           # no file: the command that makes it
         "status": "planned"}]}                 # recipe entries only: the config is not written yet

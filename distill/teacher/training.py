@@ -28,14 +28,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TeacherTrainConfig:
-    arch: str = "distill-tiny-vit"
+    # the shipped teacher's recipe: a tiny open_clip ModifiedResNet (a tiny ViT learned shapes far slower)
+    arch: str = "distill-tiny-rn"
     corpus_seed: int = 1000
-    corpus_images: int = 3000
+    corpus_images: int = 4000
     steps: int = 3000
-    batch_size: int = 256
-    lr: float = 5e-4
+    batch_size: int = 128
+    lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup: int = 150
+    warmup: int = 100
     seed: int = 0
     checkpoint_every: int = 500
 

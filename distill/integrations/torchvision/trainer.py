@@ -264,7 +264,9 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
                               scheduler=scheduler)
     start = _load_start(ckpt, cfg, resume)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        # only ViLD-ensemble's separate image head can sit out a step (a batch without distillation boxes)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=bool(cfg.MODEL.DISTILL.ENSEMBLE.ENABLED))
     per_rank = max(1, cfg.SOLVER.IMS_PER_BATCH // world)
     stream = _TrainStream(dicts, _mapper_cfg(cfg, True), cfg.MODEL.DISTILL.REGION_STORE
                           if cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT > 0 else "", seed + start, rank, world)

@@ -106,3 +106,13 @@ def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_fi
     r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"],
                   ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"], check=False)
     assert r.returncode == 2 and "does not fit this model" in r.stderr
+
+
+def test_two_process_gloo_training(tmp_path, synthetic_root, vocab_files):
+    bench = synthetic_root.parent / "synthetic"
+    if not bench.exists():
+        bench.symlink_to(synthetic_root)
+    r = train_net(tmp_path, synthetic_root, vocab_files, ["--num-gpus", "2"], ["SOLVER.MAX_ITER", "2"])
+    lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.json").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 2 and "| box |" in r.stdout
+    assert (tmp_path / "out" / "model_final.pth").exists()
