@@ -100,6 +100,23 @@ def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_fi
     assert lines[-1]["iteration"] == 6 and len(lines) == 2
     r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"], ["MODEL.WEIGHTS", str(out / "model_final.pth")])
     assert "| box |" in r.stdout and "box_AP50_novel" in r.stdout.splitlines()[-1]
+    demo = [sys.executable, str(REPO / "tools/demo.py"), "--config-file", CONFIG, "--backend", "torchvision",
+            "--weights", str(out / "model_final.pth"), "--output", str(tmp_path / "demo"), "--score-thresh", "0.0"]
+    opts = [*SMALL_MODEL, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]),
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0])]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(demo + ["--input", str(synthetic_root / "images/val/000001.png"), *opts],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pred = json.loads((tmp_path / "demo" / "predictions.json").read_text())
+    assert len(pred["categories"]) == len(SYNTHETIC_CATEGORIES) and (tmp_path / "demo" / "000001.png").is_file()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    r = subprocess.run(demo + ["--input", str(bad), *opts], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "cannot decode image" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(demo + ["--input", str(bad), "--vocabulary", "custom", "--custom-vocabulary", " , ", *opts],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "empty vocabulary" in r.stderr
     # a key that does not exist; a checkpoint of another architecture
     r = train_net(tmp_path, synthetic_root, vocab_files, opts=["MODEL.NOPE", "1"], check=False)
     assert r.returncode == 2 and "unknown config key MODEL.NOPE" in r.stderr and "Traceback" not in r.stderr
