@@ -3,7 +3,7 @@ in one sampling call on the image tensor (no Python loop over boxes, no PIL).
 
 Geometries:
 - "center": what CLIP's preprocessing does to a PIL crop of the box (shortest side resized to the input
-  size, then a centre crop): the central square of side min(w, h) of the box.
+  size, then a centre crop): about the central square of side min(w, h), with that path's rounding.
 - "stretch": the whole box warped to a square.
 Parts of a (grown) box outside the image are black, as a PIL crop pads them.
 """
@@ -39,6 +39,26 @@ def center_square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - half, cy - half, cx + half, cy + half], 1)
 
 
+def pil_center_boxes(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 4) XYXY → the source rectangle that a PIL crop + Resize(size) + CenterCrop(size) samples.
+
+    Reproduces the rounding of that path: PIL rounds the crop box to integers, torchvision's Resize makes the
+    long side int(size * long / short), and CenterCrop offsets by round((side - size) / 2).
+    """
+    b = torch.round(boxes)  # PIL's Image.crop rounds (half to even, like torch.round)
+    w = (b[:, 2] - b[:, 0]).clamp(min=1)
+    h = (b[:, 3] - b[:, 1]).clamp(min=1)
+    short, long = torch.minimum(w, h), torch.maximum(w, h)
+    new_long = torch.floor(size * long / short)
+    new_w = torch.where(w <= h, torch.full_like(w, size), new_long)
+    new_h = torch.where(w <= h, new_long, torch.full_like(h, size))
+    left = torch.round((new_w - size) / 2)
+    top = torch.round((new_h - size) / 2)
+    sx, sy = w / new_w, h / new_h
+    return torch.stack([b[:, 0] + left * sx, b[:, 1] + top * sy, b[:, 0] + (left + size) * sx,
+                        b[:, 1] + (top + size) * sy], 1)
+
+
 def _sampling_grid(boxes: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
     """(N, S, S, 2) grid_sample coordinates (align_corners=False) of pixel centres inside each box."""
     t = (torch.arange(size, dtype=boxes.dtype, device=boxes.device) + 0.5) / size  # (S,)
@@ -69,7 +89,7 @@ def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, m
         image = image.float() / 255.0
     boxes = boxes.to(image.dtype)
     if geometry == "center":
-        boxes = center_square(boxes)
+        boxes = pil_center_boxes(boxes, size)
     n = boxes.shape[0]
     mean_t = torch.tensor(mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
