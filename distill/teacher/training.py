@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
 from ..utils.io import atomic_path, read_json
-from .crops import crop_resize_normalize, scale_boxes
+from .crops import GEOMETRIES, center_square, scale_boxes
 from .prompts import article, build_prompts
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,66 @@ def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
     return images, objects
 
 
+def _sampling_grid(boxes: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """(N, S, S, 2) grid_sample coordinates (align_corners=False) of pixel centres inside each box."""
+    t = (torch.arange(size, dtype=boxes.dtype, device=boxes.device) + 0.5) / size  # (S,)
+    xs = boxes[:, 0:1] + t[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (N, S) continuous x of each column
+    ys = boxes[:, 1:2] + t[None] * (boxes[:, 3:4] - boxes[:, 1:2])
+    gx = (2 * xs / width - 1)[:, None, :].expand(-1, size, -1)
+    gy = (2 * ys / height - 1)[:, :, None].expand(-1, -1, size)
+    return torch.stack([gx, gy], -1)
+
+
+def _augment_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, mean, std, geometry: str = "center",
+                   mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+    """Training-time crops (continuous boxes, bilinear, mip levels for large boxes): the augmentation the
+    shipped teacher was trained with, kept as is so its recorded command still reproduces it. Inference uses
+    the PIL-exact `crop_resize_normalize`.
+
+    Args:
+        image: (3, H, W) float in [0, 1] (or uint8, divided by 255).
+        boxes: (N, 4) XYXY in pixels of `image`; may extend past the image (black there).
+        geometry: "center" or "stretch" (see module doc).
+        antialias: boxes larger than `size` sample a 2^k-downscaled copy of the image (a mip level made with
+            an antialiased resize), so large boxes do not alias; the rest of the scale is interpolated.
+    Returns:
+        (N, 3, size, size) float, normalised with mean / std.
+    """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown crop geometry {geometry!r}; expected one of {GEOMETRIES}")
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    boxes = boxes.to(image.dtype)
+    if geometry == "center":
+        boxes = center_square(boxes)
+    n = boxes.shape[0]
+    mean_t = torch.tensor(mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    out = image.new_empty((n, 3, size, size))
+    if n == 0:
+        return out
+    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
+    level = torch.floor(torch.log2(side / size)).clamp(min=0).long() if antialias else torch.zeros_like(side).long()
+    _, height, width = image.shape
+    pyramid = [image]  # level k: the image halved k times (each level from the one above: cheap)
+    for lvl in torch.unique(level).tolist():
+        idx = torch.nonzero(level == lvl).flatten()
+        while len(pyramid) <= lvl:
+            prev = pyramid[-1]
+            h, w = max(1, math.ceil(prev.shape[1] / 2)), max(1, math.ceil(prev.shape[2] / 2))
+            pyramid.append(F.interpolate(prev[None], size=(h, w), mode="bilinear", antialias=True,
+                                         align_corners=False)[0])
+        src = pyramid[lvl]
+        sh, sw = src.shape[1:]
+        # sample in the mip level's pixel units (its pixels are (W / sw) input pixels wide)
+        b = boxes[idx] * torch.tensor([sw / width, sh / height, sw / width, sh / height], dtype=boxes.dtype)
+        grid = _sampling_grid(b, size, sh, sw).reshape(1, len(idx) * size, size, 2)
+        crops = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=False)
+        out[idx] = crops.view(3, len(idx), size, size).transpose(0, 1)
+    if mode == "bicubic":
+        out.clamp_(0.0, 1.0)  # bicubic overshoots; a PIL crop is uint8, so it cannot
+    return (out - mean_t) / std_t
+
 def _caption(rng: random.Random, name: str, colour: str) -> tuple[str, bool]:
     """A caption of one object and whether it names the colour."""
     r = rng.random()
@@ -81,7 +141,7 @@ def _batch(rng: random.Random, images, objects, teacher_size, mean, std, batch_s
         shift = torch.tensor([rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h] * 2)
         box = scale_boxes(box + shift, rng.uniform(1.0, 1.7))
         geometry = "center" if rng.random() < 0.85 else "stretch"
-        crop = crop_resize_normalize(images[o["image"]], box, teacher_size, mean, std, geometry, mode="bilinear")
+        crop = _augment_crops(images[o["image"]], box, teacher_size, mean, std, geometry)
         crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
         text, has_colour = _caption(rng, names[o["category_id"]], o["colour"])
         texts.append(text)

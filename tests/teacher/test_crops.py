@@ -46,18 +46,19 @@ def test_center_crops_match_pil_preprocessing(smooth_image, size):
     ref = torch.stack([pre(pil.crop(tuple(b.tolist()))) for b in boxes])
     out = crop_resize_normalize(torch.from_numpy(smooth_image).permute(2, 0, 1), boxes, size, MEAN, STD, "center")
     cos = torch.nn.functional.cosine_similarity(out.flatten(1), ref.flatten(1))
-    assert cos.min() > 0.98
-    assert (out - ref).abs().mean() < 0.03
+    assert cos.min() > 0.999
+    # PIL rounds between its two passes; we round once: at most a few 8-bit levels apart
+    raw_diff = ((out - ref) * torch.tensor(STD).view(1, 3, 1, 1)).abs()
+    assert raw_diff.mean() < 1 / 255 and raw_diff.max() < 8 / 255
 
 
 def test_stretch_and_black_padding():
     img = torch.full((3, 40, 40), 0.5)
     # box half outside on the left: that half is black (0 before normalisation), the rest grey
-    out = crop_resize_normalize(img, torch.tensor([[-20.0, 0.0, 20.0, 40.0]]), 32, MEAN, STD, "stretch",
-                                mode="bilinear")
+    out = crop_resize_normalize(img, torch.tensor([[-20.0, 0.0, 20.0, 40.0]]), 32, MEAN, STD, "stretch")
     raw = out * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     assert torch.allclose(raw[0, :, :, :14], torch.zeros(3, 32, 14), atol=1e-5)
-    assert torch.allclose(raw[0, :, :, 18:], torch.full((3, 32, 14), 0.5), atol=1e-5)
+    assert torch.allclose(raw[0, :, :, 18:], torch.full((3, 32, 14), 0.5), atol=1 / 255)
     assert crop_resize_normalize(img, torch.zeros(0, 4), 32, MEAN, STD).shape == (0, 3, 32, 32)
     with pytest.raises(ValueError, match="geometry"):
         crop_resize_normalize(img, torch.zeros(1, 4), 32, MEAN, STD, "square")
