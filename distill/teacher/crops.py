@@ -86,14 +86,15 @@ def _geometry(boxes: torch.Tensor, size: int, geometry: str):
 
 
 def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, mean: Sequence[float],
-                          std: Sequence[float], geometry: str = "center", chunk: int = 32) -> torch.Tensor:
+                          std: Sequence[float], geometry: str = "center", chunk: int | None = None) -> torch.Tensor:
     """Crop every box of one image, resize to (size, size) and normalise, as the PIL path would.
 
     Args:
         image: (3, H, W) uint8 or float in [0, 1].
         boxes: (N, 4) XYXY in pixels of `image`; may extend past the image (black there).
         geometry: "center" or "stretch" (see module doc).
-        chunk: crops resampled together (bounds the (3, chunk, size, W) intermediate).
+        chunk: crops resampled together; default keeps the (3, chunk, size, W) intermediate near 1M values
+            (the vertical pass runs over the union of the chunk's columns, so big chunks waste work).
     Returns:
         (N, 3, size, size) float, normalised with mean / std.
     """
@@ -104,6 +105,7 @@ def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, m
     n = boxes.shape[0]
     out = img.new_empty((n, 3, size, size))
     b, w, h, new_w, new_h, left, top = _geometry(boxes.to(img.device, torch.float64), size, geometry)
+    chunk = chunk or max(1, 1_000_000 // (3 * size * width))
     for s in range(0, n, chunk):
         e = slice(s, min(n, s + chunk))
         iy, wy = _taps(b[e, 1], h[e], new_h[e], top[e], size, height)
