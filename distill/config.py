@@ -30,6 +30,34 @@ class TeacherConfig:
 
 
 @dataclass
+class SemSegConfig:
+    """cfg.MODEL.DISTILL.SEM_SEG: the open-vocabulary semantic segmenter (both backends read these keys)."""
+
+    # Panoptic FPN semantic branch on P2-P5 → a D-dim embedding per pixel at 1 / COMMON_STRIDE
+    CONVS_DIM: int = 64
+    COMMON_STRIDE: int = 4
+    NORM: str = "GN"
+    IGNORE_VALUE: int = 255
+    LOSS_WEIGHT: float = 1.0  # cross entropy on base-class pixels (pixel distillation: MODEL.DISTILL.PIXEL_*)
+    # pixel value of each class of the training / test vocabulary, in vocabulary order (() = 0..C-1), and of
+    # the background (-1: the dataset has no background class, no background embedding is scored)
+    TRAIN_LABEL_VALUES: tuple = ()
+    TEST_LABEL_VALUES: tuple = ()
+    BACKGROUND_VALUE: int = 0
+    # dense teacher targets: "windows" (sliding-window crops painted back), "pixels" (MaskCLIP encode_pixels) or
+    # "regions" (crops of the class-agnostic boxes in PROPOSALS, COCO-results json, painted back)
+    DENSE_TARGETS: str = "pixels"
+    DENSE_TARGET_STRIDE: int = 8
+    PIXELS_INPUT_SCALE: float = 2.0
+    WINDOW_SIZES: tuple = (32, 48, 64)
+    WINDOW_STRIDE: int = 16
+    DENSE_TARGET_CACHE: str = ""  # folder of cached targets ("" = computed online from the frozen teacher)
+    # distill cells labelled background too (off: the teacher's targets there drag a class onto the background)
+    DISTILL_BACKGROUND: bool = False
+    PROPOSALS: str = ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+
+
+@dataclass
 class DistillConfig:
     """cfg.MODEL.DISTILL: ViLD settings (see VILD_FACTS: temperature 0.01, bg N(0, 0.01), image weight 0.5)."""
 
@@ -49,6 +77,7 @@ class DistillConfig:
     # pixel distillation (segmenter)
     PIXEL_LOSS_WEIGHT: float = 1.0
     PIXEL_LOSS: str = "l1"
+    SEM_SEG: SemSegConfig = field(default_factory=SemSegConfig)
     # settings detectron2's config has no key for, used by both backends where they apply
     OPTIMIZER: str = "SGD"  # or "AdamW"
     DATASETS_ROOT: str = ""  # default: $DISTILL_DATASETS, else ./datasets

@@ -31,6 +31,7 @@ if _IMPORT_ERROR is None:
     from .meta_arch import ViLDRCNN
     from .poolers import FusedROIPooler
     from .roi_heads import ViLDPredictor, ViLDRoIHeads
+    from .sem_seg import OpenVocabSemanticSegmentor, OpenVocabSemSegHead  # noqa: F401  (registers both)
     from .trainer import ViLDTrainer, train_main
 
     __all__ = ["add_distill_config", "build_vild_model", "get_detectron2_cfg", "load_detectron2_config",

@@ -1,0 +1,72 @@
+"""Drawing semantic segmentations with OpenCV: the image under translucent class colours, and a legend of the
+vocabulary (the colours are `visualize`'s, so a class looks the same in detections and segmentations)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .visualize import _color
+
+_SWATCH, _ROW = 10, 14
+
+
+def semseg_colors(num_classes: int, background: int | None = 0) -> np.ndarray:
+    """(num_classes, 3) uint8 RGB; the background (if any) is dark grey."""
+    out = np.array([_color(i) for i in range(num_classes)], np.uint8).reshape(-1, 3)
+    if background is not None and 0 <= background < num_classes:
+        out[background] = (40, 40, 40)
+    return out
+
+
+def render_semseg(image_rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.55,
+                  scale: int = 1, background: int | None = 0, ignore_value: int = 255,
+                  legend_on: bool = True, present_only: bool = False) -> np.ndarray:
+    """Colour a segmentation over its image and add a legend of the vocabulary on the right.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB.
+        labels: (H, W) ints indexing `class_names`; `ignore_value` pixels are left uncoloured.
+        class_names: the vocabulary (label i is class_names[i]); empty names are left out of the legend.
+        background: label drawn dark grey and left uncoloured over the image (None: no background).
+        present_only: list only the classes that occur; otherwise all, the absent ones in grey text.
+    Returns:
+        (H * scale, W * scale + legend width, 3) uint8 RGB.
+    """
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image_rgb.shape}")
+    if labels.shape != image_rgb.shape[:2]:
+        raise ValueError(f"labels {labels.shape} and image {image_rgb.shape[:2]} differ in size")
+    labels = np.asarray(labels).astype(np.int64)
+    n = len(class_names)
+    known = (labels >= 0) & (labels < n) & (labels != ignore_value)
+    if background is not None:
+        known &= labels != background
+    colors = semseg_colors(n, background).astype(np.float32)
+    out = image_rgb.astype(np.float32).copy()
+    out[known] = (1 - alpha) * out[known] + alpha * colors[labels[known]]
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if scale != 1:
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    if not legend_on:
+        return np.ascontiguousarray(out)
+    return np.concatenate([out, _legend(class_names, colors.astype(np.uint8), set(np.unique(labels).tolist()),
+                                        out.shape[0], present_only)], 1)
+
+
+def _legend(names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool) -> np.ndarray:
+    items = [(i, nm) for i, nm in enumerate(names) if nm and (i in present or not present_only)]
+    width = 8 + _SWATCH + 6 + max([cv2.getTextSize(nm, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] for _, nm in items]
+                                  or [0]) + 6
+    rows_per_col = max(1, (height - 4) // _ROW)
+    ncol = max(1, -(-len(items) // rows_per_col))
+    panel = np.full((max(height, 4 + _ROW * min(len(items), rows_per_col)), width * ncol, 3), 255, np.uint8)
+    for k, (i, nm) in enumerate(items):
+        x, y = 8 + (k // rows_per_col) * width, 4 + (k % rows_per_col) * _ROW
+        cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), tuple(int(c) for c in colors[i]), -1)
+        cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), (0, 0, 0), 1)
+        ink = (0, 0, 0) if i in present else (150, 150, 150)
+        cv2.putText(panel, nm, (x + _SWATCH + 6, y + _SWATCH - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.35, ink, 1,
+                    cv2.LINE_AA)
+    return panel[:height] if panel.shape[0] > height else panel

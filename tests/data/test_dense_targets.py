@@ -1,0 +1,126 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.data.dense_targets import (
+    DenseTargetCache,
+    DenseTargetConfig,
+    compute_dense_targets,
+    regions_to_dense,
+    target_hw,
+    window_boxes,
+)
+from distill.utils import DistillInputError
+
+D = 6
+
+
+class FakeTeacher:
+    """Counts calls; region embeddings encode the box centre, pixel embeddings are constant."""
+
+    dim = D
+
+    def __init__(self, arch="fake"):
+        self.arch, self.calls = arch, 0
+
+    def provenance(self):
+        return {"teacher": {"arch": self.arch, "pretrained": None}}
+
+    def encode_regions(self, images, boxes, scales=(1.0,), geometry="stretch"):
+        self.calls += 1
+        b = boxes[0]
+        e = torch.zeros(b.shape[0], D)
+        e[:, 0] = (b[:, 0] + b[:, 2]) / 2
+        e[:, 1] = (b[:, 1] + b[:, 3]) / 2
+        e[:, 2] = 1.0
+        return F.normalize(e, dim=-1)
+
+    def encode_pixels(self, images):
+        self.calls += 1
+        b, _, h, w = images.shape
+        return F.normalize(torch.ones(b, D, h // 32, w // 32), dim=1)
+
+
+def test_window_boxes_cover_the_image_flush_with_edges():
+    b = window_boxes(96, 80, (32, 48), 16)
+    assert ((b[:, 2] - b[:, 0]) == (b[:, 3] - b[:, 1])).all()
+    assert b[:, 0].min() == 0 and b[:, 1].min() == 0 and b[:, 2].max() == 80 and b[:, 3].max() == 96
+    n32 = len(range(0, 96 - 32 + 1, 16)) * len(range(0, 80 - 32 + 1, 16))
+    n48 = len(range(0, 96 - 48 + 1, 16)) * (len(range(0, 80 - 48 + 1, 16)) + 0)
+    assert len(b) == n32 + n48
+    assert window_boxes(20, 20, (32,), 16).tolist() == [[0, 0, 20, 20]]  # window larger than the image
+
+
+def test_regions_paint_inside_their_boxes_centres_dominate():
+    e = torch.eye(D)[:2]
+    boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0], [16.0, 0.0, 64.0, 32.0]])
+    dense = regions_to_dense(e, boxes, 64, 64, 8)
+    assert dense.shape == (D, 8, 8)
+    assert dense[:, 4:].abs().sum() == 0  # rows below y = 32: no box
+    norms = dense.norm(dim=0)[:4]
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert dense[0, 1, 0] > 0.99 and dense[1, 1, 0] == 0  # only box 0 reaches x = 4
+    assert dense[1, 1, 5] > dense[0, 1, 5]  # x = 44: box 1's centre (40) is closer
+    assert target_hw(65, 64, 8) == (9, 8)
+
+
+@pytest.mark.parametrize("kind", ["pixels", "windows"])
+def test_compute_shapes(kind):
+    t = FakeTeacher()
+    img = torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8)
+    out = compute_dense_targets(t, img, DenseTargetConfig(kind=kind, stride=8, window_sizes=(32,)))
+    assert out.shape == (D, 8, 6)
+    assert torch.allclose(out.norm(dim=0), torch.ones(8, 6), atol=1e-4)
+
+
+def test_real_tiny_teacher_both_kinds():
+    from distill.teacher import create_teacher
+
+    teacher = create_teacher("distill-tiny-rn", None)  # random weights: shapes only
+    img = torch.rand(3, 64, 64)
+    for kind in ("pixels", "windows"):
+        out = compute_dense_targets(teacher, img, DenseTargetConfig(kind=kind, window_sizes=(32,), window_stride=32))
+        assert out.shape == (teacher.dim, 8, 8) and torch.isfinite(out).all()
+
+
+def test_cache_computes_once_and_checks(tmp_path):
+    t = FakeTeacher()
+    cfg = DenseTargetConfig(kind="windows", window_sizes=(32,))
+    img = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    cache = DenseTargetCache(tmp_path, t, cfg)
+    a = cache.get(7, img)
+    assert t.calls == 1 and a.dtype == torch.float16 and cache.path(7).is_file()
+    assert not list(cache.dir.glob("*.partial"))
+    again = DenseTargetCache(tmp_path, t, cfg)  # another run with the same settings shares the files
+    assert torch.equal(again.get(7), a) and t.calls == 1
+    other = DenseTargetCache(tmp_path, t, DenseTargetConfig(kind="pixels"))
+    assert other.dir != cache.dir
+    with pytest.raises(DistillInputError, match="no cached dense targets for image 8"):
+        again.get(8)
+    (cache.dir / "meta.json").write_text('{"format": "x"}')
+    with pytest.raises(DistillInputError, match="other settings or another teacher"):
+        DenseTargetCache(tmp_path, t, cfg)
+    cache.path(9).write_bytes(b"garbage")
+    with pytest.raises(DistillInputError, match=r"9\.pt: unreadable dense target cache entry"):
+        cache.get(9)
+
+
+def test_bad_settings():
+    with pytest.raises(DistillInputError, match="kind"):
+        DenseTargetConfig(kind="maskclip")
+    with pytest.raises(DistillInputError, match=r"must be \(3, H, W\)"):
+        compute_dense_targets(FakeTeacher(), torch.zeros(64, 64), DenseTargetConfig())
+
+
+def test_regions_kind_needs_boxes_and_paints_only_them():
+    t = FakeTeacher()
+    img = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    cfg = DenseTargetConfig(kind="regions")
+    with pytest.raises(DistillInputError, match="need boxes"):
+        compute_dense_targets(t, img, cfg)
+    boxes = torch.tensor([[0.0, 0.0, 24.0, 24.0], [100.0, 100.0, 120.0, 120.0]])  # the second is outside
+    out = compute_dense_targets(t, img, cfg, boxes)
+    assert out.shape == (D, 8, 8)
+    covered = out.norm(dim=0) > 0
+    assert covered[:3, :3].all() and not covered[3:].any() and not covered[:, 3:].any()
+    assert compute_dense_targets(t, img, cfg, torch.zeros(0, 4)).abs().sum() == 0
