@@ -30,8 +30,13 @@ def predict(model, cfg, d: dict) -> dict:
     return model([mapper(d)])[0]
 
 
-def render(image_rgb: np.ndarray, det: dict, names, novel=None, score_thresh: float = 0.3, scale: int = 3):
-    keep = det["scores"] >= score_thresh
+def render(image_rgb: np.ndarray, det: dict, names, novel=None, score_thresh: float = 0.3, scale: int = 3,
+           max_shown: int = 12):
+    """Draw the best detections: above `score_thresh`, one box per object (class-agnostic NMS at 0.5)."""
+    from torchvision.ops import nms
+
+    keep = torch.where(det["scores"] >= score_thresh)[0]
+    keep = keep[nms(det["boxes"][keep], det["scores"][keep], 0.5)][:max_shown]
     masks = (det["masks"][keep] > 0.5).cpu().numpy() if "masks" in det else None
     return draw_detections(image_rgb, det["boxes"][keep].cpu().numpy(), det["labels"][keep].tolist(),
                            det["scores"][keep].tolist(), names, masks, novel, scale)
