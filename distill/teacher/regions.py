@@ -30,6 +30,13 @@ def read_image_rgb(path: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous()
 
 
+def proposal_records(image_id: int, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict]:
+    """(K, 4) XYXY boxes and (K,) scores → the json records `load_proposals` reads (bbox XYWH)."""
+    return [{"image_id": image_id, "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2),
+                                           round(b[3] - b[1], 2)], "score": round(s, 5)}
+            for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist())]
+
+
 def load_proposals(path: str | os.PathLike, image_ids: Sequence[int], max_per_image: int = 300) -> dict:
     """COCO-result-style proposals (json list of image_id, bbox XYWH, score) → {image_id: (N, 4) XYXY},
     the `max_per_image` best first."""

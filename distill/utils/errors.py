@@ -29,3 +29,12 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             return 130
 
     return wrapper
+
+
+def check_checkpoint_fits(incompatible) -> None:
+    """fvcore/detectron2 `_load_model` result → one clear error when shapes differ or tensors are missing."""
+    bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
+    bad += [f"{k} missing" for k in incompatible.missing_keys]
+    if bad:
+        raise DistillInputError(f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
+                                "another architecture or config?")

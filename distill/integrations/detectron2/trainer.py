@@ -27,7 +27,7 @@ from ...data.datasets import filter_empty
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import format_ov_table
 from ...teacher.embeddings import ClassEmbeddings
-from ...utils.errors import DistillInputError
+from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
 from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
@@ -80,11 +80,7 @@ class StrictCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
-        bad += [f"{k} missing" for k in incompatible.missing_keys]
-        if bad:
-            raise DistillInputError(f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
-                                    "another architecture or config?")
+        check_checkpoint_fits(incompatible)
         return incompatible
 
 

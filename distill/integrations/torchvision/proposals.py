@@ -7,6 +7,7 @@ import torch
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ...data.mapper import DatasetMapper, MapperConfig
+from ...teacher.regions import proposal_records
 
 
 @torch.no_grad()
@@ -39,8 +40,5 @@ def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, to
     results = []
     for d in tqdm(dicts, desc="proposals", unit="img", disable=not progress):
         (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
-        for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist()):
-            results.append({"image_id": d["image_id"], "bbox": [round(b[0], 2), round(b[1], 2),
-                                                                round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                            "score": round(s, 5)})
+        results += proposal_records(d["image_id"], boxes, scores)
     return results

@@ -32,7 +32,7 @@ from ...data.mapper import DatasetMapper, MapperConfig
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import evaluate_detections
 from ...teacher.embeddings import ClassEmbeddings
-from ...utils.errors import DistillInputError
+from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import atomic_write_bytes, atomic_write_json
 from .builders import build_vild_model
 from .meta_arch import detections_to_coco
@@ -82,11 +82,7 @@ class AtomicCheckpointer(Checkpointer):
     def _load_model(self, checkpoint):
         """Strict: a checkpoint of another architecture is one clear error, not a half-loaded model."""
         incompatible = super()._load_model(checkpoint)
-        bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
-        bad += [f"{k} missing" for k in incompatible.missing_keys]
-        if bad:
-            raise DistillInputError(f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
-                                    "another architecture or config?")
+        check_checkpoint_fits(incompatible)
         return incompatible
 
 

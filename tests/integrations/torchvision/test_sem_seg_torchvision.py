@@ -158,7 +158,9 @@ def test_regions_kind_reads_proposals(tmp_path):
         load_semseg_config,
     )
 
-    cfg = load_semseg_config(["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "regions"])
+    # the yaml's default proposals file may exist in a working tree after `make quickstart`: point elsewhere
+    cfg = load_semseg_config(["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "regions", "MODEL.DISTILL.SEM_SEG.PROPOSALS",
+                              str(tmp_path / "missing.json")])
     with pytest.raises(DistillInputError, match="need MODEL.DISTILL.SEM_SEG.PROPOSALS"):
         dense_target_config(cfg)
     props = tmp_path / "p.json"
