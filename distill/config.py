@@ -141,7 +141,8 @@ def get_cfg() -> CfgNode:
     c.INPUT = CfgNode({"MIN_SIZE_TRAIN": (800,), "MAX_SIZE_TRAIN": 1333, "MIN_SIZE_TEST": 800,
                        "MAX_SIZE_TEST": 1333, "RANDOM_FLIP": "horizontal", "FORMAT": "RGB"})
     c.SOLVER = CfgNode({
-        "BASE_LR": 0.02, "MOMENTUM": 0.9, "WEIGHT_DECAY": 1e-4, "IMS_PER_BATCH": 16, "MAX_ITER": 90000,
+        "BASE_LR": 0.02, "MOMENTUM": 0.9, "NESTEROV": False, "WEIGHT_DECAY": 1e-4, "WEIGHT_DECAY_NORM": 0.0,
+        "WEIGHT_DECAY_BIAS": None, "IMS_PER_BATCH": 16, "MAX_ITER": 90000,
         "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (60000, 80000), "GAMMA": 0.1, "WARMUP_ITERS": 1000,
         "WARMUP_FACTOR": 0.001, "CHECKPOINT_PERIOD": 5000,
         "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_TYPE": "norm", "CLIP_VALUE": 1.0, "NORM_TYPE": 2.0}),

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The main job: the whole open-vocabulary pipeline on the synthetic benchmark, on CPU, stage by stage.
 
-    python tools/quickstart.py [--output-dir output/quickstart] [--force] [KEY VALUE ...]
+    python tools/quickstart.py [--output-dir output/quickstart] [--force] [--backend torchvision|detectron2]
+                               [KEY VALUE ...]
 
 Stages (each cached under the output folder; a rerun skips finished ones):
   data       the synthetic benchmark (base boxes only in training)
@@ -12,6 +13,8 @@ Stages (each cached under the output folder; a rerun skips finished ones):
   eval       box and mask AP for base, novel and all classes, for ViLD-text and ViLD
   demo       a picture of ViLD's detections on validation images, novel classes named
 Ends with the table and one line of JSON (box_AP50_novel, ...). KEY VALUE pairs override the config.
+`--backend detectron2` trains, proposes, evaluates and draws through detectron2 (its DefaultTrainer, RPN and
+evaluators) with the same config, data, teacher and schedule.
 """
 from __future__ import annotations
 
@@ -26,36 +29,140 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the checkout on sys.path)
 
 from distill.data.synthetic import SyntheticConfig, generate
-from distill.utils import atomic_write_json, cli_entry, dumps_json, read_json
+from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 
 QUICKSTART_DATA = SyntheticConfig(seed=0, num_train=500, num_val=100, image_size=128)
 TEACHER = "synthetic-tiny-teacher"
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs/synthetic/vild_r18_fpn_quick.yaml")
 PROPOSALS_PER_IMAGE = 32
+# Iterations of the two trainings (the config's SOLVER.MAX_ITER is the from-scratch schedule of
+# benchmarks/ablation.py): the proposal network (= the ViLD-text row), then ViLD fine-tuned from it.
+PROPOSAL_NET_ITERS = 500
+VILD_ITERS = 400
+
+
+class TorchvisionBackend:
+    name = "torchvision"
+
+    def config(self, config_file, opts):
+        from distill.config import load_config
+
+        return load_config(config_file, opts)
+
+    def register(self, root):
+        from distill.data.catalog import register_synthetic
+
+        register_synthetic(root)
+
+    def train(self, cfg, progress):
+        from distill.integrations.torchvision.trainer import train
+
+        train(cfg, resume=True, progress=progress)
+
+    def load(self, cfg, weights):
+        from distill.integrations.torchvision.trainer import AtomicCheckpointer, build_model_for
+
+        model, _ = build_model_for(cfg, "cpu")
+        AtomicCheckpointer(model, save_to_disk=False).load(weights, checkpointables=[])
+        return model
+
+    def proposals(self):
+        from distill.integrations.torchvision import proposals
+
+        return proposals.dataset_proposals
+
+    def evaluate(self, cfg, model, dataset):
+        from distill.integrations.torchvision.trainer import evaluate
+
+        return evaluate(cfg, model, dataset)
+
+    def demo(self):
+        from distill.integrations.torchvision import demo
+
+        return demo
+
+
+class Detectron2Backend(TorchvisionBackend):
+    name = "detectron2"
+
+    def config(self, config_file, opts):
+        from distill.integrations.detectron2 import load_detectron2_config
+
+        return load_detectron2_config(config_file, opts)
+
+    def register(self, root):
+        from distill.integrations.detectron2 import register_synthetic
+
+        register_synthetic(root)
+
+    def train(self, cfg, progress):
+        from detectron2.utils.env import seed_all_rng
+        from detectron2.utils.logger import setup_logger
+
+        from distill.integrations.detectron2 import ViLDTrainer
+
+        if progress:
+            setup_logger(name="detectron2")  # the trainer's progress lines (iteration, ETA, losses)
+        seed_all_rng(cfg.SEED)
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATASETS.TEST = ()  # the eval stage evaluates; no evaluation at the end of training
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        trainer = ViLDTrainer(cfg)
+        trainer.resume_or_load(resume=True)
+        trainer.train()
+
+    def load(self, cfg, weights):
+        from distill.integrations.detectron2 import build_vild_model
+        from distill.integrations.detectron2.trainer import StrictCheckpointer
+
+        model = build_vild_model(cfg)
+        StrictCheckpointer(model).load(weights)
+        return model
+
+    def proposals(self):
+        from distill.integrations.detectron2 import proposals
+
+        return proposals.dataset_proposals
+
+    def evaluate(self, cfg, model, dataset):
+        from distill.integrations.detectron2 import ViLDTrainer
+        from distill.integrations.detectron2.evaluation import flatten_ov_results
+
+        one = cfg.clone()
+        one.defrost()
+        one.DATASETS.TEST = (dataset,)
+        return flatten_ov_results(ViLDTrainer.test(one, model))
+
+    def demo(self):
+        from distill.integrations.detectron2 import demo
+
+        return demo
+
+
+BACKENDS = {"torchvision": TorchvisionBackend, "detectron2": Detectron2Backend}
 
 
 class Pipeline:
     def __init__(self, out: Path, overrides: list[str], progress: bool = True, teacher: str = TEACHER,
-                 teacher_weights: str | None = None):
-        self.out, self.overrides, self.progress = out, overrides, progress
+                 teacher_weights: str | None = None, backend: str = "torchvision",
+                 iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS)):
+        self.out, self.overrides, self.progress, self.iters = out, overrides, progress, iters
         self.teacher_spec = (teacher, teacher_weights)
         self.text_dir, self.regions = out / "text", out / "regions"
+        self.backend = BACKENDS[backend]()
 
     def cfg(self, output: str, extra: list[str] = ()):
-        from distill.config import load_config
-
         opts = ["MODEL.DISTILL.DATASETS_ROOT", str(self.out), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
                 str(self.text_dir / "synthetic_base.npy"), "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
                 str(self.text_dir / "synthetic_all.npy"), "MODEL.DISTILL.REGION_STORE", str(self.regions),
                 "OUTPUT_DIR", str(self.out / output), *extra, *self.overrides]
-        return load_config(CONFIG, opts)
+        return self.backend.config(CONFIG, opts)
 
     def data(self) -> dict:
-        from distill.data.catalog import register_synthetic
-
         root = generate(self.out / "synthetic", QUICKSTART_DATA, progress=self.progress)
-        register_synthetic(root)
-        return {"root": str(root)}
+        self.backend.register(root)
+        return {"root": str(root), "backend": self.backend.name}
 
     def text(self) -> dict:
         from distill.data import synthetic_dataset
@@ -72,26 +179,22 @@ class Pipeline:
         return {"classes": len(meta.thing_classes), "base": len(base), "dim": int(emb.shape[1])}
 
     def _train(self, output: str, extra: list[str], init: str = "") -> str:
-        from distill.integrations.torchvision.trainer import train
-
         cfg = self.cfg(output, extra + (["MODEL.WEIGHTS", init] if init else []))
         final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
         if not final.is_file():
-            train(cfg, resume=True, progress=self.progress)
+            self.backend.train(cfg, self.progress)
         return str(final)
 
     def proposals(self) -> dict:
         from distill.data import synthetic_dataset
-        from distill.integrations.torchvision.proposals import dataset_proposals
-        from distill.integrations.torchvision.trainer import AtomicCheckpointer, build_model_for
 
-        weights = self._train("vild_text", ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0"])
-        cfg = self.cfg("vild_text", ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0"])
-        model, _ = build_model_for(cfg, "cpu")
-        AtomicCheckpointer(model, save_to_disk=False).load(weights, checkpointables=[])
+        text_only = ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0", "SOLVER.MAX_ITER", str(self.iters[0])]
+        weights = self._train("vild_text", text_only)
+        cfg = self.cfg("vild_text", text_only)
+        model = self.backend.load(cfg, weights)
         dicts, _ = synthetic_dataset(self.out / "synthetic", "train")
-        props = dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                                  PROPOSALS_PER_IMAGE, self.progress)
+        props = self.backend.proposals()(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                                         PROPOSALS_PER_IMAGE, self.progress)
         atomic_write_json(self.out / "proposals_train.json", props)
         return {"weights": weights, "proposals": len(props)}
 
@@ -110,29 +213,22 @@ class Pipeline:
 
     def vild(self) -> dict:
         init = str(self.out / "vild_text" / "model_final.pth")
-        return {"weights": self._train("vild", ["SOLVER.MAX_ITER", str(self.cfg("vild").SOLVER.MAX_ITER // 2)],
-                                       init)}
+        return {"weights": self._train("vild", ["SOLVER.MAX_ITER", str(self.iters[1])], init)}
 
     def eval(self) -> dict:
         import torch
 
-        from distill.integrations.torchvision.trainer import AtomicCheckpointer, build_model_for, evaluate
-
         results = {}
         for name in ("vild_text", "vild"):
             cfg = self.cfg(name)
-            model, _ = build_model_for(cfg, "cpu")
-            AtomicCheckpointer(model, save_to_disk=False).load(str(self.out / name / "model_final.pth"),
-                                                              checkpointables=[])
+            model = self.backend.load(cfg, str(self.out / name / "model_final.pth"))
             with torch.no_grad():
-                results[name] = evaluate(cfg, model, "distill_synthetic_val")
+                results[name] = self.backend.evaluate(cfg, model, "distill_synthetic_val")
         return results
 
     def demo(self) -> dict:
-        from distill.integrations.torchvision.demo import draw_predictions_grid
-
-        path = draw_predictions_grid(self.cfg("vild"), str(self.out / "vild" / "model_final.pth"),
-                                     self.out / "synthetic", self.out / "detections.png")
+        path = self.backend.demo().draw_predictions_grid(self.cfg("vild"), str(self.out / "vild" / "model_final.pth"),
+                                                         self.out / "synthetic", self.out / "detections.png")
         return {"picture": str(path)}
 
 
@@ -158,20 +254,32 @@ def print_table(ev: dict) -> dict:
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output-dir", default="output/quickstart")
+    p.add_argument("--output-dir", default=None, help="default: output/quickstart (torchvision), "
+                   "output/quickstart_detectron2 (detectron2)")
     p.add_argument("--force", action="store_true", help="rerun every stage from scratch")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--teacher", default=TEACHER, help="model-zoo teacher or open_clip arch")
     p.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
+    p.add_argument("--proposal-iters", type=int, default=PROPOSAL_NET_ITERS,
+                   help="iterations of the proposal network (ViLD-text on base classes)")
+    p.add_argument("--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="torchvision",
+                   help="training / inference framework (detectron2 must be installed, see README)")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
-    out = Path(args.output_dir)
+    out = Path(args.output_dir or ("output/quickstart" if args.backend == "torchvision"
+                                   else f"output/quickstart_{args.backend}"))
     if args.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights)
+    pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights, args.backend,
+                    (args.proposal_iters, args.vild_iters))
     done_file = out / "stages.json"
     done = read_json(done_file) if done_file.is_file() else {}
+    ran = done.get("data", {}).get("backend", args.backend if not done else "torchvision")
+    if ran != args.backend:
+        raise DistillInputError(f"{out} holds a quickstart run of the {ran} backend; use another --output-dir "
+                                "or --force")
     t0 = time.time()
     for name in STAGES:
         if name in done and name != "data":

@@ -44,6 +44,7 @@ def _register_d2(names: list[str]) -> list[str]:
     for name in names:
         if name in DatasetCatalog.list():  # re-registering replaces, as in the core catalog
             DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():  # filled on first load only
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, lambda n=name: load_ov_dataset(n)[0])
     return names

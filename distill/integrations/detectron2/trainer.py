@@ -74,6 +74,23 @@ def _cpu_ddp():
         d2_defaults.create_ddp_model = original
 
 
+def add_gradient_clipping(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """detectron2's SOLVER.CLIP_GRADIENTS ("value", "norm": each parameter on its own) plus "full_model": one
+    norm over all gradients (as Mask2Former adds it; the torchvision backend reads the same three types)."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    if not (c.ENABLED and c.CLIP_TYPE == "full_model"):
+        return maybe_add_gradient_clipping(cfg, optimizer)
+    base = type(optimizer)
+
+    def step(self, closure=None):
+        params = [p for g in self.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
+        return base.step(self, closure)
+
+    optimizer.__class__ = type(base.__name__ + "WithFullModelGradientClip", (base,), {"step": step})
+    return optimizer
+
+
 class StrictCheckpointer(DetectionCheckpointer):
     """For evaluation and inference: a checkpoint of another architecture is one clear error, not a half-loaded
     model (training keeps DetectionCheckpointer's partial loading, e.g. of backbone-only weights)."""
@@ -108,7 +125,7 @@ class ViLDTrainer(DefaultTrainer):
             opt = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         else:
             raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
-        return maybe_add_gradient_clipping(cfg, opt)
+        return add_gradient_clipping(cfg, opt)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -87,18 +87,60 @@ class AtomicCheckpointer(Checkpointer):
 
 
 # ---------------------------------------------------------------- optimisation
+_NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm,
+               torch.nn.LocalResponseNorm)
+
+
+def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict]:
+    """detectron2's weight-decay rules (get_default_optimizer_params): biases decay with SOLVER.WEIGHT_DECAY_BIAS
+    when it is set, other normalisation parameters with SOLVER.WEIGHT_DECAY_NORM, the rest with WEIGHT_DECAY;
+    the background embedding never decays (it is normalised in use: decay only shrinks it)."""
+    s = cfg.SOLVER
+    groups: dict[float, list] = {}
+    seen = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if "bg_embedding" in name:
+                wd = 0.0
+            elif name == "bias" and s.WEIGHT_DECAY_BIAS is not None:
+                wd = s.WEIGHT_DECAY_BIAS
+            elif isinstance(module, _NORM_TYPES):
+                wd = s.WEIGHT_DECAY_NORM
+            else:
+                wd = s.WEIGHT_DECAY
+            groups.setdefault(float(wd), []).append(p)
+    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()]
+
+
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or "bg_embedding" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = optimizer_param_groups(cfg, model)
     name = cfg.MODEL.DISTILL.OPTIMIZER
     if name == "SGD":
-        return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+        return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                               nesterov=cfg.SOLVER.NESTEROV)
     if name == "AdamW":
         return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR)
     raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
+
+
+def clip_gradients(cfg, model: torch.nn.Module) -> None:
+    """SOLVER.CLIP_GRADIENTS as detectron2 reads it: "value" clips each element, "norm" the norm of each
+    parameter on its own, "full_model" the norm of all gradients together."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    params = [p for p in model.parameters() if p.grad is not None]
+    if c.CLIP_TYPE == "value":
+        torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
+    elif c.CLIP_TYPE == "norm":
+        for p in params:
+            torch.nn.utils.clip_grad_norm_(p, c.CLIP_VALUE, c.NORM_TYPE)
+    elif c.CLIP_TYPE == "full_model":
+        torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
+    else:
+        raise DistillInputError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value, norm or full_model, "
+                                f"got {c.CLIP_TYPE!r}")
 
 
 def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
@@ -289,7 +331,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
         scaler.scale(total).backward()
         if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE)
+            clip_gradients(cfg, model)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()

@@ -261,3 +261,68 @@ def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_
     dicts, meta = synthetic_dataset(synthetic_root, "val")
     det = demo.predict(model, cfg, {k: dicts[0][k] for k in ("file_name", "height", "width", "image_id")})
     assert det["boxes"].shape[1] == 4 and (det["labels"] < len(meta.thing_classes)).all()
+
+
+class _Toy(torch.nn.Module):
+    """Every parameter kind the weight-decay rules tell apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.gn = torch.nn.GroupNorm(2, 4)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 2)
+        self.bg_embedding = torch.nn.Parameter(torch.randn(1, 4))
+
+
+def _decay_by_name(model, groups):
+    by_id = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    return {n: by_id[id(p)] for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("bias_decay", [None, 0.0, 5e-3])
+def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
+    from detectron2.solver.build import get_default_optimizer_params
+
+    from distill.integrations.torchvision.trainer import optimizer_param_groups
+
+    cfg = tv_get_cfg()
+    cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.WEIGHT_DECAY_BIAS = 1e-2, 1e-3, bias_decay
+    model = _Toy()
+    ours = _decay_by_name(model, optimizer_param_groups(cfg, model))
+    theirs = _decay_by_name(model, get_default_optimizer_params(
+        model, weight_decay=1e-2, weight_decay_norm=1e-3, weight_decay_bias=bias_decay,
+        overrides={"bg_embedding": {"weight_decay": 0.0}}))
+    assert ours == theirs
+    assert ours["conv.weight"] == 1e-2 and ours["gn.weight"] == 1e-3 and ours["bg_embedding"] == 0.0
+
+
+@pytest.mark.parametrize("clip_type", ["value", "norm", "full_model"])
+def test_torchvision_gradient_clipping_matches_detectron2(clip_type):
+    from distill.integrations.detectron2.trainer import add_gradient_clipping
+    from distill.integrations.torchvision.trainer import clip_gradients
+
+    cfg = tv_get_cfg()
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    c.ENABLED, c.CLIP_TYPE, c.CLIP_VALUE = True, clip_type, 0.05
+    d2cfg = d2_distill.get_detectron2_cfg()
+    d2cfg.SOLVER.CLIP_GRADIENTS.ENABLED, d2cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = True, clip_type
+    d2cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.05
+    torch.manual_seed(0)
+    a = _Toy()
+    b = _Toy()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 6, 6)
+    for m in (a, b):
+        m.fc(m.bn(m.gn(m.conv(x))).mean((2, 3))).pow(2).sum().mul(10).backward()
+        m.bg_embedding.grad = torch.ones_like(m.bg_embedding)
+    clip_gradients(cfg, a)
+    # detectron2 clips inside the optimizer's step: a zero-lr SGD leaves the clipped gradients to compare
+    opt = add_gradient_clipping(d2cfg, torch.optim.SGD(b.parameters(), lr=0.0))
+    opt.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    norms = torch.stack([p.grad.norm() for p in a.parameters()])
+    limit = {"value": max(p.grad.abs().max() for p in a.parameters()), "norm": norms.max(),
+             "full_model": norms.norm()}[clip_type]
+    assert abs(limit.item() - 0.05) < 1e-6  # the gradients were large: clipping took effect
