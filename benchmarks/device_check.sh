@@ -19,7 +19,7 @@ time "$PY" -m pip install --no-build-isolation --no-deps -q -e .
 # setup.py tolerates a failed build (reference fallback); here it must not have happened.
 "$PY" -c "from distill.ops import _loader; import sys; sys.exit(0 if _loader.cuda_compiled() else 'CUDA kernels not built: ' + _loader.missing_reason())"
 echo "== CUDA tests"
-DISTILL_REQUIRE_OPS=1 "$PY" -m pytest -q -rs -m gpu tests/ops
+DISTILL_REQUIRE_OPS=1 "$PY" -m pytest -q -rs -m gpu tests/ops tests/teacher/test_crops_op.py
 echo "== CPU tests of the ops (same build)"
 DISTILL_REQUIRE_OPS=1 "$PY" -m pytest -q -x tests/ops tests/modeling
 echo "== benchmark"

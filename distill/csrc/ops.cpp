@@ -16,6 +16,19 @@ TORCH_LIBRARY(distill, m) {
       "multilevel_roi_align_backward(Tensor grad, Tensor rois, SymInt batch_size, SymInt channels, "
       "SymInt[] heights, SymInt[] widths, int sampling_ratio, bool aligned, int min_level, "
       "float canonical_box_size, int canonical_level) -> Tensor");
+  // Fused crop resampling: image (C, H, W) uint8 (read as value / 255) or float32; y_index / y_weight
+  // (N, S_y, K_y) int64 / float32 taps of each output row, x_index / x_weight (N, S_x, K_x) of each
+  // output column; mean, std: C values. Returns (N, C, S_y, S_x) float32: the vertical then horizontal
+  // weighted sums, clamped to [0, 1], rounded to 8 bits, normalised with mean / std.
+  m.def(
+      "resample_crops(Tensor image, Tensor y_index, Tensor y_weight, Tensor x_index, Tensor x_weight, "
+      "float[] mean, float[] std) -> Tensor");
+  // PIL bicubic taps of N crops along one axis (CPU only; distill.teacher.crops._taps is the definition):
+  // start, length, resized, offset: (N,) float64. Returns index (N, size, K) int64 in [0, limit) and
+  // weight (N, size, K) float32.
+  m.def(
+      "crop_taps(Tensor start, Tensor length, Tensor resized, Tensor offset, int size, int limit) "
+      "-> (Tensor, Tensor)");
 }
 
 // Importing distill._C runs the static registrations above; the module itself is empty apart from

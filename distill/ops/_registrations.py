@@ -6,6 +6,8 @@ import torch
 
 _FORWARD = "distill::multilevel_roi_align"
 _BACKWARD = "distill::multilevel_roi_align_backward"
+_RESAMPLE_CROPS = "distill::resample_crops"
+_CROP_TAPS = "distill::crop_taps"
 
 
 def _fake_forward(features, rois, output_h, output_w, sampling_ratio, aligned, min_level,
@@ -20,6 +22,19 @@ def _fake_backward(grad, rois, batch_size, channels, heights, widths, sampling_r
     """Flat (sum_l B * C * H_l * W_l,) buffer in grad's dtype."""
     numel = sum(batch_size * channels * h * w for h, w in zip(heights, widths))
     return grad.new_empty((numel,))
+
+
+def _fake_resample_crops(image, y_index, y_weight, x_index, x_weight, mean, std):
+    """(N, C, S_y, S_x) float32."""
+    return image.new_empty((y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1]),
+                           dtype=torch.float32)
+
+
+def _fake_crop_taps(start, length, resized, offset, size, limit):
+    """(N, size, K) int64 and float32; K depends on the data."""
+    k = torch.library.get_ctx().new_dynamic_size()
+    shape = (start.shape[0], size, k)
+    return start.new_empty(shape, dtype=torch.int64), start.new_empty(shape, dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
@@ -54,4 +69,6 @@ def _backward(ctx, grad):
 def register() -> None:
     torch.library.register_fake(_FORWARD)(_fake_forward)
     torch.library.register_fake(_BACKWARD)(_fake_backward)
+    torch.library.register_fake(_RESAMPLE_CROPS)(_fake_resample_crops)
+    torch.library.register_fake(_CROP_TAPS)(_fake_crop_taps)
     torch.library.register_autograd(_FORWARD, _backward, setup_context=_setup_context)

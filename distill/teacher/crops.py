@@ -16,6 +16,10 @@ from typing import Sequence
 
 import torch
 
+from distill.ops import _loader, has_compiled_ops
+from distill.ops.resample_crops import compiled_for as resample_crops_compiled
+from distill.ops.resample_crops import resample_crops, resample_crops_reference
+
 GEOMETRIES = ("center", "stretch")
 
 
@@ -85,21 +89,61 @@ def _geometry(boxes: torch.Tensor, size: int, geometry: str):
     return b, w, h, new_w, new_h, torch.round((new_w - size) / 2), torch.round((new_h - size) / 2)
 
 
+def crop_taps(image: torch.Tensor, boxes: torch.Tensor, size: int, geometry: str = "center"):
+    """PIL-exact taps of every box's crop, for `distill.ops.resample_crops`.
+
+    Args: image (3, H, W); boxes (N, 4) XYXY in pixels of `image` (float64 keeps PIL's rounding exact).
+    Returns: y_index, y_weight (N, size, K_y) and x_index, x_weight (N, size, K_x): int64 image rows /
+        columns and float32 weights.
+    """
+    _, height, width = image.shape
+    b, w, h, new_w, new_h, left, top = _geometry(boxes.to(image.device, torch.float64), size, geometry)
+    if image.device.type == "cpu" and has_compiled_ops():  # the same taps, without ~40 small tensor ops
+        iy, wy = torch.ops.distill.crop_taps(b[:, 1].contiguous(), h, new_h, top, size, height)
+        ix, wx = torch.ops.distill.crop_taps(b[:, 0].contiguous(), w, new_w, left, size, width)
+        return iy, wy, ix, wx
+    iy, wy = _taps(b[:, 1], h, new_h, top, size, height)
+    ix, wx = _taps(b[:, 0], w, new_w, left, size, width)
+    return iy, wy.float(), ix, wx.float()
+
+
 def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, mean: Sequence[float],
                           std: Sequence[float], geometry: str = "center", chunk: int | None = None) -> torch.Tensor:
     """Crop every box of one image, resize to (size, size) and normalise, as the PIL path would.
+
+    Runs the fused `distill.ops.resample_crops` kernel where it is compiled for the image's device, else
+    `crop_resize_normalize_reference`; both give the same values.
 
     Args:
         image: (3, H, W) uint8 or float in [0, 1].
         boxes: (N, 4) XYXY in pixels of `image`; may extend past the image (black there).
         geometry: "center" or "stretch" (see module doc).
-        chunk: crops resampled together; default keeps the (3, chunk, size, W) intermediate near 1M values
-            (the vertical pass runs over the union of the chunk's columns, so big chunks waste work).
+        chunk: crops resampled together (bounds the (N, size, K) taps here, the intermediates on the
+            reference path; default depends on the path).
     Returns:
-        (N, 3, size, size) float, normalised with mean / std.
+        (N, 3, size, size) float32, normalised with mean / std.
     """
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"unknown crop geometry {geometry!r}; expected one of {GEOMETRIES}")
+    _check_inputs(image, boxes, geometry)
+    if not resample_crops_compiled(image.device):
+        if image.device.type == "cpu":
+            _loader.require_or_warn()
+        return crop_resize_normalize_reference(image, boxes, size, mean, std, geometry, chunk)
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty((0, image.shape[0], size, size), device=image.device)
+    chunk = chunk or 256
+    parts = [resample_crops(image, *crop_taps(image, boxes[s:s + chunk], size, geometry), mean, std)
+             for s in range(0, n, chunk)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def crop_resize_normalize_reference(image: torch.Tensor, boxes: torch.Tensor, size: int,
+                                    mean: Sequence[float], std: Sequence[float], geometry: str = "center",
+                                    chunk: int | None = None) -> torch.Tensor:
+    """Pure-PyTorch `crop_resize_normalize` (same arguments and result), the definition the fused kernel
+    reproduces. `chunk` default keeps the (3, chunk, size, W) intermediate near 1M values (the vertical
+    pass runs over the union of the chunk's columns, so big chunks waste work)."""
+    _check_inputs(image, boxes, geometry)
     img = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     _, height, width = img.shape
     n = boxes.shape[0]
@@ -110,17 +154,22 @@ def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, m
         e = slice(s, min(n, s + chunk))
         iy, wy = _taps(b[e, 1], h[e], new_h[e], top[e], size, height)
         ix, wx = _taps(b[e, 0], w[e], new_w[e], left[e], size, width)
-        x0, x1 = int(ix.min()), int(ix.max()) + 1  # only the columns these crops touch
-        cols = img[:, :, x0:x1]
-        rows = torch.zeros(3, iy.shape[0], size, x1 - x0, dtype=img.dtype, device=img.device)
-        for k in range(iy.shape[-1]):  # vertical pass: a few taps, each a row gather
-            rows += wy[None, :, :, k, None].to(img.dtype) * cols[:, iy[:, :, k]]
-        acc = torch.zeros(3, iy.shape[0], size, size, dtype=img.dtype, device=img.device)
-        for k in range(ix.shape[-1]):  # horizontal pass
-            idx = (ix[:, :, k] - x0)[None, :, None, :].expand(3, -1, size, -1)
-            acc += wx[None, :, None, :, k].to(img.dtype) * torch.gather(rows, 3, idx)
-        out[e] = acc.transpose(0, 1)
-    out = torch.round(out.clamp_(0.0, 1.0) * 255) / 255  # PIL's output is 8-bit
-    mean_t = torch.tensor(mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
-    return (out - mean_t) / std_t
+        out[e] = resample_crops_reference(img, iy, wy.float(), ix, wx.float(), mean, std)
+    return out
+
+
+def _check_inputs(image: torch.Tensor, boxes: torch.Tensor, geometry: str) -> None:
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown crop geometry {geometry!r}; expected one of {GEOMETRIES}")
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a (3, H, W) tensor, got {_shape(image)}")
+    if image.dtype != torch.uint8 and not image.is_floating_point():
+        raise TypeError(f"image must be uint8 or floating, got {image.dtype}")
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be an (N, 4) XYXY tensor, got {_shape(boxes)}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"boxes must be floating (pixels), got {boxes.dtype}")
+
+
+def _shape(x) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
