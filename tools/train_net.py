@@ -51,13 +51,10 @@ def pick_backend(name: str) -> str:
 
 def setup(args):
     from distill.config import load_config
-    from distill.data.catalog import register_ov_coco, register_ov_lvis, register_synthetic
+    from distill.data.catalog import datasets_root, register_all
 
     cfg = load_config(args.config_file or None, args.opts)
-    root = cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
-    register_synthetic(os.path.join(root, "synthetic"))
-    register_ov_coco(root)
-    register_ov_lvis(root)
+    register_all(datasets_root(cfg))
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         atomic_write_bytes(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode())

@@ -62,3 +62,13 @@ def register_ov_lvis(datasets_root: str | os.PathLike, prefix: str = "distill_ov
         # LVIS names images by coco_url (.../train2017/x.jpg) under the COCO folder
         register(f"{prefix}_{split}", lambda a=ann: load_lvis_json(root / "lvis" / "ov_lvis" / a, root / "coco"))
     return [f"{prefix}_{s}" for s in files]
+
+
+def datasets_root(cfg) -> str:
+    """MODEL.DISTILL.DATASETS_ROOT, else $DISTILL_DATASETS, else ./datasets."""
+    return cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
+
+
+def register_all(root: str | os.PathLike) -> list[str]:
+    """The synthetic benchmark (root/synthetic), OV-COCO and OV-LVIS under one datasets root."""
+    return register_synthetic(os.path.join(root, "synthetic")) + register_ov_coco(root) + register_ov_lvis(root)

@@ -54,6 +54,10 @@ def register_synthetic(root: str | os.PathLike, prefix: str = "distill_synthetic
     return _register_d2(core_catalog.register_synthetic(root, prefix))
 
 
+def register_all(root: str | os.PathLike) -> list[str]:
+    return _register_d2(core_catalog.register_all(root))
+
+
 def register_ov_coco(datasets_root: str | os.PathLike, prefix: str = "distill_ov_coco") -> list[str]:
     return _register_d2(core_catalog.register_ov_coco(datasets_root, prefix))
 

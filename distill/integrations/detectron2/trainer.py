@@ -33,9 +33,7 @@ from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
     ViLDDatasetMapper,
     load_ov_dataset,
-    register_ov_coco,
-    register_ov_lvis,
-    register_synthetic,
+    register_all,
 )
 from .evaluation import OVEvaluator, flatten_ov_results, test_vocabulary
 from .roi_heads import load_train_vocabulary
@@ -179,12 +177,10 @@ class ViLDTrainer(DefaultTrainer):
 def setup(args):
     """Config (detectron2 defaults + MODEL.DISTILL ← yaml ← overrides), datasets, detectron2's default_setup."""
     from ... import model_zoo
+    from ...data.catalog import datasets_root
 
     cfg = load_detectron2_config(args.config_file or None, args.opts)
-    root = cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
-    register_synthetic(os.path.join(root, "synthetic"))
-    register_ov_coco(root)
-    register_ov_lvis(root)
+    register_all(datasets_root(cfg))
     if cfg.MODEL.WEIGHTS:
         cfg.defrost()
         cfg.MODEL.WEIGHTS = model_zoo.resolve_weights(cfg.MODEL.WEIGHTS)
