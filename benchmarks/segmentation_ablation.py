@@ -4,10 +4,12 @@ pixel distillation, one schedule, one seed.
 
     python benchmarks/segmentation_ablation.py [--output-dir output/segmentation_ablation]
         [--quickstart-dir output/quickstart] [--teacher ARCH_OR_ZOO_NAME] [--teacher-weights PATH]
-        [--dense-targets regions|windows|pixels] [--proposals FILE] [--max-iter N] [KEY VALUE ...]
+        [--dense-targets regions|windows|pixels] [--proposals FILE] [--weights FILE] [--max-iter N]
+        [KEY VALUE ...]
 
-Uses (or writes) the quickstart's synthetic benchmark, trains both variants from scratch on the base classes
-(novel pixels ignored), evaluates all classes on the validation images, prints the table (mIoU of base and
+Uses (or writes) the quickstart's synthetic benchmark, trains both variants on the base classes (novel pixels
+ignored) from the same start (MODEL.WEIGHTS: the quickstart's ViLD student's backbone and FPN; --weights ""
+trains from scratch), evaluates all classes on the validation images, prints the table (mIoU of base and
 novel classes, their harmonic mean, mIoU and pixel accuracy), then one line of JSON. Dense teacher targets
 are cached under the output folder, so both rows (and reruns) share them.
 """
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     )
     from distill.teacher import create_teacher
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--output-dir", default="output/segmentation_ablation")
     p.add_argument("--quickstart-dir", default="output/quickstart")
     p.add_argument("--teacher", default=quickstart.TEACHER)
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--dense-targets", choices=("regions", "windows", "pixels"), default=None,
                    help="override MODEL.DISTILL.SEM_SEG.DENSE_TARGETS")
     p.add_argument("--proposals", default=None, help="override MODEL.DISTILL.SEM_SEG.PROPOSALS (regions)")
+    p.add_argument("--weights", default=None,
+                   help='override MODEL.WEIGHTS, the detector checkpoint whose backbone both rows start from ("": scratch)')
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs=argparse.REMAINDER)
@@ -56,14 +60,18 @@ def main(argv=None) -> int:
         overrides += ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", args.dense_targets]
     if args.proposals:
         overrides += ["MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals]
+    if args.weights is not None:
+        overrides += ["MODEL.WEIGHTS", args.weights]
     cfg = load_semseg_config(overrides)
     teacher = create_teacher(args.teacher, args.teacher_weights)
     t0 = time.perf_counter()
     result = train_and_evaluate_segmenter(root, args.output_dir, teacher, cfg, max_iter=args.max_iter,
                                           progress=not args.quiet)
+    trained = ", ".join(f"{k} {v:.0f} s" for k, v in result["train_seconds"].items())
     print(f"\nsemantic segmentation, synthetic benchmark ({result['num_train']} train / {result['num_val']} val "
-          f"images, {result['max_iter']} iterations, dense targets: {result['dense_targets']}, "
-          f"{time.perf_counter() - t0:.0f} s)\n")
+          f"images, {result['max_iter']} iterations of {cfg.SOLVER.IMS_PER_BATCH}, dense targets: "
+          f"{result['dense_targets']} ({result['dense_target_seconds']:.0f} s), backbone: {result['init']}, "
+          f"training: {trained}, {time.perf_counter() - t0:.0f} s in all)\n")
     print(format_table(result["rows"]))
     print(write_metrics_line(result))
     return 0

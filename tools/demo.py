@@ -5,6 +5,13 @@
         --weights output/quickstart/vild/model_final.pth --input IMG_OR_DIR --output OUT \
         [--vocabulary synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
 
+`--task semseg` segments instead, with a segmenter checkpoint of the torchvision backend (the config gives the
+teacher that encodes the vocabulary): per image OUT/<name>.png (coloured segmentation with a legend) and
+OUT/<name>_labels.png (0 background, i + 1 the i-th vocabulary class):
+
+    python tools/demo.py --task semseg --config-file configs/synthetic/semseg_r18_fpn_quick.yaml \
+        --weights output/quickstart/semseg/ce_pixel_distillation/model_final.pth --input IMG_OR_DIR --output OUT
+
 A custom vocabulary is encoded by the config's teacher (MODEL.DISTILL.TEACHER) on the fly and cached under
 $DISTILL_CACHE/text_embeddings. "lvis" reads the class names from $DISTILL_DATASETS/lvis/lvis_v1_val.json.
 """
@@ -80,10 +87,41 @@ def list_images(spec: str) -> list[Path]:
     return [p]
 
 
+def semseg_main(args) -> int:
+    """--task semseg: one drawn picture and one label PNG per image."""
+    from distill.config import load_config
+    from distill.integrations.torchvision.sem_seg import draw_semseg, segment_images
+    from distill.model_zoo import resolve_weights
+    from distill.teacher import create_teacher
+    from distill.teacher.regions import read_image_rgb
+
+    images = list_images(args.input)
+    cfg = load_config(args.config_file, args.opts)
+    names = vocabulary_names(args.vocabulary, args.custom_vocabulary)
+    weights = resolve_weights(args.weights)
+    t = cfg.MODEL.DISTILL.TEACHER
+    teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
+    rgb = [read_image_rgb(str(p)) for p in images]
+    preds, legend = segment_images(weights, rgb, names, teacher, t.TEMPLATES)
+    out = Path(args.output)
+    for path, img, pred in zip(images, rgb, preds):
+        draw_semseg([img], [pred], legend, out / f"{path.stem}.png", scale=max(1, 384 // max(img.shape[1:])))
+        ok, buf = cv2.imencode(".png", pred.numpy().astype(np.uint8 if len(legend) <= 256 else np.uint16))
+        if not ok:
+            raise DistillInputError("cannot encode the label map", out / f"{path.stem}_labels.png")
+        atomic_write_bytes(out / f"{path.stem}_labels.png", buf.tobytes())
+        found = [legend[v] for v in pred.unique().tolist() if v > 0]
+        print(f"{path}: {', '.join(found) or 'background only'}")
+    print(f"wrote {len(images)} segmentation picture(s) and label map(s) to {out}")
+    return 0
+
+
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", required=True)
+    p.add_argument("--task", choices=("detect", "semseg"), default="detect",
+                   help="semseg: a segmenter checkpoint (torchvision backend), coloured segmentation + legend")
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
@@ -94,6 +132,8 @@ def main(argv=None) -> int:
                    help="auto: detectron2 when installed")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
+    if args.task == "semseg":
+        return semseg_main(args)
     from train_net import pick_backend
 
     from distill.config import load_config

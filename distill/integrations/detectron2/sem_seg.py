@@ -8,7 +8,9 @@ SemanticSegmentor that also hands each image's dense teacher targets ("pixel_tar
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
 
 Settings come from MODEL.DISTILL (vocabulary file, temperature, pixel loss) and MODEL.DISTILL.SEM_SEG (the
-same keys the torchvision backend reads); of MODEL.SEM_SEG_HEAD only NAME and IN_FEATURES are used.
+same keys the torchvision backend reads); of MODEL.SEM_SEG_HEAD only NAME and IN_FEATURES are used. The
+synthetic yaml starts from the ViLD student (MODEL.WEIGHTS, loaded by detectron2's checkpointer: a checkpoint
+of this backend) with its ResNet frozen (FREEZE_AT 5).
 """
 from __future__ import annotations
 

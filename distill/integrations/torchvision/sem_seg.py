@@ -105,6 +105,32 @@ def build_sem_seg_model(cfg, vocabulary: ClassEmbeddings, class_values: Sequence
     return OpenVocabSegmenter(backbone, predictor, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 
 
+_NO_STUDENT = ("MODEL.WEIGHTS (the detector whose backbone the segmenter starts from) not found: run the "
+               'quickstart\'s vild stage first, or set MODEL.WEIGHTS "" to train from scratch')
+
+
+def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) -> int:
+    """Start the segmenter's ResNet-FPN from a detector checkpoint of this backend (the ViLD student: a semantic
+    branch on the student's FPN), i.e. its `backbone.*` tensors; the rest of the checkpoint is not used.
+
+    Returns the number of tensors loaded; a missing file or a backbone that does not fit is one clear error.
+    """
+    if not os.path.isfile(path):
+        raise DistillInputError(_NO_STUDENT, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else {}
+    src = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = model.backbone.state_dict()
+    bad = [f"{k} missing" for k in own if k not in src]
+    bad += [f"{k} {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+            if k in src and src[k].shape != v.shape]
+    if bad:
+        raise DistillInputError(f"MODEL.WEIGHTS does not fit the segmenter's backbone ({len(bad)} problem(s), e.g. "
+                                f"{bad[0]}): another backbone config or not a detector checkpoint?", path)
+    model.backbone.load_state_dict({k: src[k] for k in own})
+    return len(own)
+
+
 def dense_target_config(cfg) -> DenseTargetConfig:
     s = cfg.MODEL.DISTILL.SEM_SEG
     sha = ""
@@ -295,8 +321,9 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
                                  progress: bool = True) -> dict:
     """The quickstart's segmentation stage: the pixel-distillation ablation on the synthetic benchmark.
 
-    Trains each variant from scratch with the same schedule and seed on the base classes (novel pixels
-    ignored), evaluates on the validation images with all classes, and saves each model and the metrics.
+    Trains each variant with the same schedule, seed and start (MODEL.WEIGHTS: the detector's backbone, else
+    from scratch) on the base classes (novel pixels ignored), evaluates on the validation images with all
+    classes, and saves each model and the metrics.
 
     Args:
         root: the synthetic benchmark folder.
@@ -308,11 +335,13 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
         num_train / num_val: use the first images only (tests, quick looks).
     Returns:
         {"rows": {variant: metrics}, "dense_targets": kind, "dense_target_seconds", "train_seconds": {...},
-         "time_per_iter", "max_iter"}.
+         "time_per_iter", "max_iter", "num_train", "num_val", "init" (MODEL.WEIGHTS or "scratch")}.
     """
     from ...data import synthetic_dataset
 
     cfg = cfg if cfg is not None else load_semseg_config()
+    if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):  # fail before the dense targets
+        raise DistillInputError(_NO_STUDENT, cfg.MODEL.WEIGHTS)
     out = Path(out_dir)
     variants = variants or VARIANTS
     meta, all_vocab, base_vocab, all_ids, base_ids = _synthetic_vocab(root, teacher)
@@ -340,6 +369,8 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
         seed = cfg.SEED if cfg.SEED >= 0 else 0
         torch.manual_seed(seed)
         model = build_sem_seg_model(vcfg, base_vocab, base_ids)
+        if vcfg.MODEL.WEIGHTS:
+            load_student_backbone(model, vcfg.MODEL.WEIGHTS)
         stats = train_segmenter(vcfg, model, train, targets, max_iter, seed, progress)
         save_segmenter(model, out / _slug(name) / "model_final.pth", vcfg)
         model.predictor.set_vocabulary(all_vocab, all_ids)
@@ -348,7 +379,7 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
         logger.info("%s: %s", name, {k: rows[name][k] for k in ("mIoU_base", "mIoU_novel", "hIoU", "pACC")})
     result = {"rows": rows, "dense_targets": tcfg.kind, "dense_target_seconds": t_targets, "train_seconds": seconds,
               "time_per_iter": per_iter, "max_iter": int(max_iter or cfg.SOLVER.MAX_ITER),
-              "num_train": len(train), "num_val": len(val)}
+              "num_train": len(train), "num_val": len(val), "init": cfg.MODEL.WEIGHTS or "scratch"}
     atomic_write_json(out / "metrics.json", result, indent=1)
     return result
 
@@ -380,15 +411,23 @@ def save_segmenter(model: OpenVocabSegmenter, path: str | os.PathLike, cfg) -> N
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmenter:
-    """A saved segmenter (its config travels with it); the vocabulary is set by the caller."""
+def _read_segmenter(path: str | os.PathLike) -> tuple[dict, object]:
+    """A segmenter checkpoint and the config saved with it."""
     from ...config import get_cfg
 
     if not os.path.isfile(path):
         raise DistillInputError("segmenter checkpoint not found", path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or not {"model", "config", "class_values"} <= set(ckpt):
+        raise DistillInputError("not a segmenter checkpoint (no model / config / class_values): a detector's?", path)
     cfg = get_cfg()
     cfg.merge_from_other_cfg(type(cfg).load_cfg(ckpt["config"]))
+    return ckpt, cfg
+
+
+def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmenter:
+    """A saved segmenter (its config travels with it); the vocabulary is set by the caller."""
+    ckpt, cfg = _read_segmenter(path)
     n = len(ckpt["class_values"])
     dummy = ClassEmbeddings(F.normalize(torch.ones(n, embed_dim), dim=-1), [f"c{i}" for i in range(n)])
     model = build_sem_seg_model(cfg, dummy, ckpt["class_values"])
@@ -399,25 +438,27 @@ def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmente
     return model.eval()
 
 
-def semseg_demo(weights: str | os.PathLike, image_paths: Sequence[str], class_names: Sequence[str], teacher,
-                out_path: str | os.PathLike, templates: str = "vild", scale: int = 3) -> Path:
-    """`tools/demo.py --task semseg`: segment each image with any vocabulary and write one picture (the
-    images side by side with their coloured segmentations and a legend of the vocabulary).
+def segment_images(weights: str | os.PathLike, images: Sequence[torch.Tensor], class_names: Sequence[str], teacher,
+                   templates: str = "vild") -> tuple[list[torch.Tensor], list[str]]:
+    """Segment (3, H, W) RGB images with any vocabulary (encoded by `teacher`).
 
-    Pixels are labelled 0..C-1 by vocabulary order, C = background.
+    Returns (H, W) int64 maps, 0 the background and i + 1 class_names[i], and the legend (label → name).
     """
-    import cv2
-
-    from ...teacher.regions import read_image_rgb
-    from ...utils.visualize_semseg import render_semseg
-
     names = list(class_names)
     model = load_segmenter(weights, teacher.dim)
     vocab = ClassEmbeddings(teacher.encode_text(names, templates), names)
     model.predictor.set_vocabulary(vocab, list(range(1, len(names) + 1)))  # 0 stays the background
-    images = [read_image_rgb(p) for p in image_paths]
-    preds = predict_sem_seg(model, images)
     legend = ["background"] + names if model.predictor.background else [""] + names
+    return predict_sem_seg(model, images), legend
+
+
+def draw_semseg(images: Sequence[torch.Tensor], preds: Sequence[torch.Tensor], legend: Sequence[str],
+                out_path: str | os.PathLike, scale: int = 3) -> Path:
+    """One picture: the (3, H, W) images side by side under their coloured (H, W) label maps, and the legend."""
+    import cv2
+
+    from ...utils.visualize_semseg import render_semseg
+
     tiles = [render_semseg(img.permute(1, 2, 0).numpy(), p.numpy(), legend, scale=scale, legend_on=k == len(images) - 1)
              for k, (img, p) in enumerate(zip(images, preds))]
     h = max(t.shape[0] for t in tiles)
@@ -430,6 +471,17 @@ def semseg_demo(weights: str | os.PathLike, image_paths: Sequence[str], class_na
         raise DistillInputError("cannot encode the picture", out)
     atomic_write_bytes(out, buf.tobytes())
     return out
+
+
+def semseg_demo(weights: str | os.PathLike, image_paths: Sequence[str], class_names: Sequence[str], teacher,
+                out_path: str | os.PathLike, templates: str = "vild", scale: int = 3) -> Path:
+    """Segment each image with any vocabulary and write one picture (`draw_semseg`): label 0 is the background,
+    i + 1 is class_names[i]."""
+    from ...teacher.regions import read_image_rgb
+
+    images = [read_image_rgb(p) for p in image_paths]
+    preds, legend = segment_images(weights, images, class_names, teacher, templates)
+    return draw_semseg(images, preds, legend, out_path, scale)
 
 
 def write_metrics_line(result: dict) -> str:

@@ -84,4 +84,5 @@ def test_same_core_as_torchvision(cfg):
     pred = build_model(cfg).sem_seg_head.predictor
     assert type(pred) is OpenVocabSemSegPredictor
     assert pred.label_map.class_values == [1, 2] and pred.label_map.background_value == 0
-    assert pred.embed_head.in_strides == [4, 8, 16, 32] and pred.pixel_loss == "l1"
+    assert pred.embed_head.in_strides == [4, 8, 16, 32] and pred.pixel_loss == cfg.MODEL.DISTILL.PIXEL_LOSS
+    assert pred.classifier.temperature == cfg.MODEL.DISTILL.TEMPERATURE

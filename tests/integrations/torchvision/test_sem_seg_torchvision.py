@@ -8,8 +8,9 @@ import torch
 from distill.evaluation import SemSegEvaluator
 from distill.utils import DistillInputError
 
+# from scratch: the yaml's MODEL.WEIGHTS (the quickstart's ViLD student) need not exist in a working tree
 SMALL = ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "windows", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "32", "SOLVER.IMS_PER_BATCH", "4",
-         "MODEL.DISTILL.SEM_SEG.WINDOW_SIZES", "[48]", "MODEL.DISTILL.SEM_SEG.WINDOW_STRIDE", "24"]
+         "MODEL.DISTILL.SEM_SEG.WINDOW_SIZES", "[48]", "MODEL.DISTILL.SEM_SEG.WINDOW_STRIDE", "24", "MODEL.WEIGHTS", ""]
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +170,125 @@ def test_regions_kind_reads_proposals(tmp_path):
                               str(props)])
     assert len(dense_target_config(cfg).proposals_sha256) == 64
     assert load_region_boxes(cfg, [1, 2])[1].tolist() == [[2.0, 3.0, 12.0, 23.0]]
+
+
+def _detector_checkpoint(path, cfg, seed):
+    """A torchvision-backend detector checkpoint as the trainer writes it: {"model": state} with backbone.* keys."""
+    from distill.integrations.torchvision.builders import build_backbone
+
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg)
+    for p in backbone.parameters():
+        p.data.normal_()
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state["rpn.head.conv.0.0.weight"] = torch.zeros(3)  # the rest of a detector is not used
+    torch.save({"model": state, "iteration": 7}, path)
+    return state
+
+
+def test_student_backbone_init_loads_backbone_and_names_bad_files(tmp_path):
+    from distill.integrations.torchvision.sem_seg import (
+        build_sem_seg_model,
+        load_semseg_config,
+        load_student_backbone,
+    )
+    from distill.teacher import ClassEmbeddings
+
+    cfg = load_semseg_config(SMALL)
+    vocab = ClassEmbeddings(torch.nn.functional.normalize(torch.randn(2, 16), dim=-1), ["circle", "square"])
+    model = build_sem_seg_model(cfg, vocab, [1, 2])
+    state = _detector_checkpoint(tmp_path / "det.pth", cfg, 1)
+    head_before = {k: v.clone() for k, v in model.predictor.state_dict().items()}
+    assert load_student_backbone(model, tmp_path / "det.pth") == len(model.backbone.state_dict())
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, state[f"backbone.{k}"]), k
+    for k, v in model.predictor.state_dict().items():
+        assert torch.equal(v, head_before[k]), k  # the semantic branch starts fresh
+    with pytest.raises(DistillInputError, match=r"MODEL.WEIGHTS .* not found"):
+        load_student_backbone(model, tmp_path / "missing.pth")
+    other = load_semseg_config(SMALL + ["MODEL.FPN.OUT_CHANNELS", "16"])
+    _detector_checkpoint(tmp_path / "narrow.pth", other, 2)
+    with pytest.raises(DistillInputError, match=r"narrow\.pth: MODEL.WEIGHTS does not fit .* vs"):
+        load_student_backbone(model, tmp_path / "narrow.pth")
+    torch.save({"model": {"roi_heads.x": torch.zeros(1)}}, tmp_path / "nobackbone.pth")
+    with pytest.raises(DistillInputError, match="missing"):
+        load_student_backbone(model, tmp_path / "nobackbone.pth")
+
+
+def test_rows_start_from_the_student_backbone_body_frozen(synthetic_root, rn_teacher, tmp_path):
+    from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
+
+    cfg = load_semseg_config(SMALL)
+    state = _detector_checkpoint(tmp_path / "det.pth", cfg, 3)
+    cfg = load_semseg_config(SMALL + ["MODEL.WEIGHTS", str(tmp_path / "det.pth"), "MODEL.BACKBONE.FREEZE_AT", "5"])
+    result = train_and_evaluate_segmenter(synthetic_root, tmp_path / "out", rn_teacher, cfg, {"CE only": 0.0},
+                                          max_iter=2, num_train=4, num_val=2, progress=False)
+    assert result["init"] == str(tmp_path / "det.pth")
+    saved = torch.load(tmp_path / "out" / "ce_only" / "model_final.pth", weights_only=True)["model"]
+    body = [k for k in state if k.startswith("backbone.body.")]
+    assert body and all(torch.equal(saved[k], state[k]) for k in body)  # FREEZE_AT 5: the ResNet as loaded
+    fpn = [k for k in state if k.startswith("backbone.fpn.") and k.endswith("weight")]
+    assert any(not torch.equal(saved[k], state[k]) for k in fpn)  # the FPN is trained
+
+
+def test_missing_student_weights_fail_before_dense_targets(synthetic_root, rn_teacher, tmp_path):
+    from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
+
+    cfg = load_semseg_config(SMALL + ["MODEL.WEIGHTS", str(tmp_path / "vild" / "model_final.pth")])
+    with pytest.raises(DistillInputError, match=r"model_final\.pth: MODEL.WEIGHTS .* not found: run the quickstart"):
+        train_and_evaluate_segmenter(synthetic_root, tmp_path / "out", rn_teacher, cfg, max_iter=1, num_train=2,
+                                     num_val=1, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_semseg_config_defaults_are_the_measured_ones():
+    """The yaml's comment documents these (benchmarks/segmentation_ablation.py); change both together."""
+    from distill.integrations.torchvision.sem_seg import load_semseg_config
+
+    cfg = load_semseg_config()
+    d = cfg.MODEL.DISTILL
+    assert d.SEM_SEG.DENSE_TARGETS == "regions" and d.SEM_SEG.PROPOSALS.endswith("proposals_train.json")
+    assert (d.PIXEL_LOSS, d.PIXEL_LOSS_WEIGHT, d.TEMPERATURE) == ("cosine", 1.0, 0.05)
+    assert cfg.MODEL.WEIGHTS.endswith("vild/model_final.pth") and cfg.MODEL.BACKBONE.FREEZE_AT == 5
+    assert not d.SEM_SEG.DISTILL_BACKGROUND
+
+
+def test_synthetic_evaluator_novel_classes_and_present_classes_only(synthetic_root):
+    from distill.data import synthetic_dataset
+    from distill.integrations.torchvision.sem_seg import synthetic_evaluator
+
+    _, meta = synthetic_dataset(synthetic_root, "val")
+    ev = synthetic_evaluator(meta)
+    assert ev.novel == [4, 7, 10, 13, 15]
+    assert ev.base == [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14]  # background counts as a base class
+    gt = torch.tensor([[0, 0, 4, 4], [1, 1, 7, 255]])
+    pred = torch.tensor([[0, 0, 4, 1], [1, 1, 4, 3]])
+    ev.update(pred, gt)
+    m = ev.compute()
+    # novel: 4 (IoU 1/3), 7 (0); 10, 13, 15 are absent and never predicted, so they do not count
+    assert m["mIoU_novel"] == pytest.approx(100 * (1 / 3 + 0) / 2)
+    # base: 0 (1), 1 (2/3); 3 is predicted where the label is ignored, so it is not scored either
+    assert m["mIoU_base"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+
+
+def test_demo_semseg_task_end_to_end(ablation, synthetic_root, tmp_path):
+    import subprocess
+    import sys
+
+    from distill.integrations.torchvision.sem_seg import SEMSEG_CONFIG
+    from tests.conftest import REPO
+
+    out_dir, _ = ablation
+    image = synthetic_root / "images" / "val" / "000001.png"
+    cmd = [sys.executable, str(REPO / "tools/demo.py"), "--task", "semseg", "--config-file", SEMSEG_CONFIG,
+           "--weights", str(out_dir / "ce_pixel_distillation" / "model_final.pth"), "--input", str(image),
+           "--output", str(tmp_path / "demo")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "000001.png:" in r.stdout and "wrote 1 segmentation picture" in r.stdout
+    drawn = cv2.imread(str(tmp_path / "demo" / "000001.png"))
+    labels = cv2.imread(str(tmp_path / "demo" / "000001_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (96, 96) and labels.max() <= 15
+    assert drawn.shape[0] == 96 * 4 and drawn.shape[1] > 96 * 4  # scaled to 384 px, legend on the right
+    r = subprocess.run(cmd[:6] + ["--weights", str(tmp_path / "nope.pth")] + cmd[8:], capture_output=True, text=True)
+    assert r.returncode == 2 and "nope.pth" in r.stderr
