@@ -12,7 +12,11 @@ Stages (each cached under the output folder; a rerun skips finished ones):
   vild       the ViLD detector (ViLD-text + ViLD-image), fine-tuned from the ViLD-text detector
   eval       box and mask AP for base, novel and all classes, for ViLD-text and ViLD
   demo       a picture of ViLD's detections on validation images, novel classes named
-Ends with the table and one line of JSON (box_AP50_novel, ...). KEY VALUE pairs override the config.
+  semseg     an open-vocabulary semantic segmenter on the ViLD student's backbone (cross entropy on base
+             pixels + pixel distillation to the teacher's region targets), mIoU of base and novel classes
+             (torchvision backend; benchmarks/segmentation_ablation.py compares with cross entropy alone)
+Ends with the tables and one line of JSON (box_AP50_novel, ..., semseg_mIoU_novel, ...). KEY VALUE pairs
+override the configs (detector and segmenter).
 `--backend detectron2` trains, proposes, evaluates and draws through detectron2 (its DefaultTrainer, RPN and
 evaluators) with the same config, data, teacher and schedule.
 """
@@ -37,8 +41,8 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "configs/synthetic/vild_r18_f
 PROPOSALS_PER_IMAGE = 32
 # Iterations of the two trainings (the config's SOLVER.MAX_ITER is the from-scratch schedule of
 # benchmarks/ablation.py): the proposal network (= the ViLD-text row), then ViLD fine-tuned from it.
-PROPOSAL_NET_ITERS = 500
-VILD_ITERS = 400
+PROPOSAL_NET_ITERS = 400
+VILD_ITERS = 500
 
 
 class TorchvisionBackend:
@@ -151,6 +155,7 @@ class Pipeline:
         self.teacher_spec = (teacher, teacher_weights)
         self.text_dir, self.regions = out / "text", out / "regions"
         self.backend = BACKENDS[backend]()
+        self.semseg_iters: int | None = None  # default: the segmenter config's SOLVER.MAX_ITER
 
     def cfg(self, output: str, extra: list[str] = ()):
         opts = ["MODEL.DISTILL.DATASETS_ROOT", str(self.out), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
@@ -232,7 +237,24 @@ class Pipeline:
         return {"picture": str(path)}
 
 
-STAGES = ("data", "text", "proposals", "regions", "vild", "eval", "demo")
+    def semseg(self) -> dict:
+        from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
+        from distill.teacher import create_teacher
+
+        if self.backend.name != "torchvision":
+            return {"skipped": f"the segmenter trains on the torchvision backend, not {self.backend.name}"}
+        cfg = load_semseg_config(["MODEL.WEIGHTS", str(self.out / "vild" / "model_final.pth"),
+                                  "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(self.out / "proposals_train.json"),
+                                  "OUTPUT_DIR", str(self.out / "semseg"), *self.overrides])
+        result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
+                                              create_teacher(*self.teacher_spec), cfg,
+                                              variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
+                                              progress=self.progress)
+        return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}
+
+
+STAGES = ("data", "text", "proposals", "regions", "vild", "eval", "demo", "semseg")
+SEMSEG_ROW = "CE + pixel distillation"
 
 
 def print_table(ev: dict) -> dict:
@@ -263,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--proposal-iters", type=int, default=PROPOSAL_NET_ITERS,
                    help="iterations of the proposal network (ViLD-text on base classes)")
     p.add_argument("--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it")
+    p.add_argument("--semseg-iters", type=int, default=None,
+                   help="iterations of the segmenter (default: its config, configs/synthetic/semseg_r18_fpn_quick.yaml)")
     p.add_argument("--backend", choices=sorted(BACKENDS), default="torchvision",
                    help="training / inference framework (detectron2 must be installed, see README)")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -274,6 +298,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights, args.backend,
                     (args.proposal_iters, args.vild_iters))
+    pipe.semseg_iters = args.semseg_iters
     done_file = out / "stages.json"
     done = read_json(done_file) if done_file.is_file() else {}
     ran = done.get("data", {}).get("backend", args.backend if not done else "torchvision")
@@ -290,7 +315,16 @@ def main(argv=None) -> int:
         done[name] = {**result, "seconds": round(time.time() - t, 1)}
         atomic_write_json(done_file, done, indent=1)
         print(f"[quickstart] stage {name}: done in {time.time() - t:.1f}s", flush=True)
+    print(f"\nViLD-text: the proposal network ({pipe.iters[0]} iterations, base classes); ViLD: fine-tuned from it "
+          f"({pipe.iters[1]} iterations). benchmarks/ablation.py compares the variants on one schedule.")
     summary = print_table(done["eval"])
+    seg = done["semseg"].get("mIoU")
+    if seg:
+        from distill.integrations.torchvision.sem_seg import format_table
+
+        print(f"\nsemantic segmentation ({done['semseg']['max_iter']} iterations on the ViLD student's backbone):\n")
+        print(format_table({SEMSEG_ROW: seg}))
+        summary |= {f"semseg_{k}": seg.get(k) for k in ("mIoU_novel", "mIoU_base", "hIoU", "mIoU", "pACC")}
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["stage_seconds"] = {k: v["seconds"] for k, v in done.items()}
     print(f"\npicture of detections: {done['demo']['picture']}")

@@ -25,12 +25,15 @@ def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monk
                                                                        image_size=96))
     out = tmp_path / "qs"
     args = ["--output-dir", str(out), "--no-progress", "--backend", backend, "--proposal-iters", "3",
-            "--vild-iters", "2", *TINY]
+            "--vild-iters", "2", "--semseg-iters", "2", *TINY]
     assert quickstart.main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads(printed.strip().splitlines()[-1])
     assert {"box_AP50_novel", "box_AP50_base", "mask_AP50_novel", "vild_text_box_AP50_novel"} <= set(summary)
     assert "| ViLD | box |" in printed and "| ViLD-text | mask |" in printed
+    if backend == "torchvision":
+        assert 0 <= summary["semseg_mIoU_novel"] <= 100 and "| CE + pixel distillation |" in printed
+        assert (out / "semseg" / "ce_pixel_distillation" / "model_final.pth").is_file()
     stages = json.loads((out / "stages.json").read_text())
     assert sorted(stages) == sorted(quickstart.STAGES) and stages["data"]["backend"] == backend
     assert stages["regions"]["num_images"] == 12 and stages["regions"]["num_regions"] > 0
