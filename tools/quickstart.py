@@ -287,6 +287,7 @@ def main(argv=None) -> int:
     p.add_argument("--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it")
     p.add_argument("--semseg-iters", type=int, default=None,
                    help="iterations of the segmenter (default: its config, configs/synthetic/semseg_r18_fpn_quick.yaml)")
+    p.add_argument("--skip-semseg", action="store_true", help="detection only: leave out the semseg stage")
     p.add_argument("--backend", choices=sorted(BACKENDS), default="torchvision",
                    help="training / inference framework (detectron2 must be installed, see README)")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -307,6 +308,8 @@ def main(argv=None) -> int:
                                 "or --force")
     t0 = time.time()
     for name in STAGES:
+        if name == "semseg" and args.skip_semseg:
+            continue
         if name in done and name != "data":
             print(f"[quickstart] stage {name}: cached", flush=True)
             continue
@@ -318,7 +321,7 @@ def main(argv=None) -> int:
     print(f"\nViLD-text: the proposal network ({pipe.iters[0]} iterations, base classes); ViLD: fine-tuned from it "
           f"({pipe.iters[1]} iterations). benchmarks/ablation.py compares the variants on one schedule.")
     summary = print_table(done["eval"])
-    seg = done["semseg"].get("mIoU")
+    seg = done.get("semseg", {}).get("mIoU")
     if seg:
         from distill.integrations.torchvision.sem_seg import format_table
 
