@@ -167,7 +167,7 @@ class Pipeline:
     def data(self) -> dict:
         root = generate(self.out / "synthetic", QUICKSTART_DATA, progress=self.progress)
         self.backend.register(root)
-        return {"root": str(root), "backend": self.backend.name}
+        return {"root": str(root), "backend": self.backend.name, "iters": list(self.iters)}
 
     def text(self) -> dict:
         from distill.data import synthetic_dataset
@@ -306,6 +306,10 @@ def main(argv=None) -> int:
     if ran != args.backend:
         raise DistillInputError(f"{out} holds a quickstart run of the {ran} backend; use another --output-dir "
                                 "or --force")
+    was = done.get("data", {}).get("iters")
+    if was and "proposals" in done and list(was) != list(pipe.iters):
+        raise DistillInputError(f"{out} holds stages trained with --proposal-iters {was[0]} --vild-iters {was[1]}; "
+                                "use the same, another --output-dir, or --force")
     t0 = time.time()
     for name in STAGES:
         if name == "semseg" and args.skip_semseg:

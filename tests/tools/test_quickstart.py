@@ -45,6 +45,9 @@ def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monk
     assert again.count(": cached") == len(quickstart.STAGES) - 1
     assert json.loads(again.strip().splitlines()[-1])["box_AP50_novel"] == summary["box_AP50_novel"]
 
+    assert quickstart.main([a if a != "2" else "5" for a in args]) == 2  # cached stages of another schedule
+    assert "--vild-iters 2" in capsys.readouterr().err
+
     other = "detectron2" if backend == "torchvision" else "torchvision"
     assert quickstart.main([a if a != backend else other for a in args]) == 2
     assert f"run of the {backend} backend" in capsys.readouterr().err
