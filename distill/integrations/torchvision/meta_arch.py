@@ -13,6 +13,20 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 
+def normalize_and_pad(images, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size_divisible: int
+                      ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(3, h_i, w_i) 0-255 RGB images → ((B, 3, H, W) float32 normalised, zero past each image, H and W rounded
+    up to `size_divisible`; [(h_i, w_i)]), on the device of `pixel_mean` (3, 1, 1)."""
+    imgs = [(i.to(pixel_mean.device).float() - pixel_mean) / pixel_std for i in images]
+    d = size_divisible
+    hmax = -(-max(i.shape[1] for i in imgs) // d) * d
+    wmax = -(-max(i.shape[2] for i in imgs) // d) * d
+    out = imgs[0].new_zeros(len(imgs), 3, hmax, wmax)
+    for o, i in zip(out, imgs):
+        o[:, : i.shape[1], : i.shape[2]].copy_(i)
+    return out, [tuple(i.shape[1:]) for i in imgs]
+
+
 class ViLDDetector(nn.Module):
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, pixel_mean, pixel_std,
                  size_divisible: int = 32):
@@ -30,14 +44,9 @@ class ViLDDetector(nn.Module):
 
     def preprocess(self, batch: list[dict]) -> ImageList:
         """Normalise and zero-pad the (3, h, w) 0-255 RGB images into one (B, 3, H, W) batch."""
-        imgs = [(b["image"].to(self.device) - self.pixel_mean) / self.pixel_std for b in batch]
-        d = self.size_divisible
-        hmax = -(-max(i.shape[1] for i in imgs) // d) * d
-        wmax = -(-max(i.shape[2] for i in imgs) // d) * d
-        out = imgs[0].new_zeros(len(imgs), 3, hmax, wmax)
-        for o, i in zip(out, imgs):
-            o[:, : i.shape[1], : i.shape[2]].copy_(i)
-        return ImageList(out, [tuple(i.shape[1:]) for i in imgs])
+        out, sizes = normalize_and_pad([b["image"] for b in batch], self.pixel_mean, self.pixel_std,
+                                       self.size_divisible)
+        return ImageList(out, sizes)
 
     def _targets(self, batch: list[dict]) -> list[dict]:
         targets = []

@@ -35,6 +35,7 @@ from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from ...utils.io import atomic_write_bytes, atomic_write_json
 from .builders import STRIDES, build_backbone
+from .meta_arch import normalize_and_pad
 
 logger = logging.getLogger(__name__)
 SEMSEG_CONFIG = str(Path(__file__).resolve().parents[3] / "configs/synthetic/semseg_r18_fpn_quick.yaml")
@@ -62,18 +63,12 @@ class OpenVocabSegmenter(nn.Module):
         return self.pixel_mean.device
 
     def _batch(self, images, labels):
-        imgs = list(images)
-        sizes = [tuple(i.shape[-2:]) for i in imgs]
-        d = self.size_divisible
-        hp = -(-max(s[0] for s in sizes) // d) * d
-        wp = -(-max(s[1] for s in sizes) // d) * d
-        x = imgs[0].new_zeros(len(imgs), 3, hp, wp, dtype=torch.float32, device=self.device)
+        x, sizes = normalize_and_pad(list(images), self.pixel_mean, self.pixel_std, self.size_divisible)
         lab = None
         if labels is not None:
-            lab = torch.full((len(imgs), hp, wp), self.predictor.ignore_value, dtype=torch.long, device=self.device)
-        for k, (img, (h, w)) in enumerate(zip(imgs, sizes)):
-            x[k, :, :h, :w] = (img.to(self.device).float() - self.pixel_mean) / self.pixel_std
-            if lab is not None:
+            lab = torch.full((x.shape[0], *x.shape[-2:]), self.predictor.ignore_value, dtype=torch.long,
+                             device=self.device)
+            for k, (h, w) in enumerate(sizes):
                 lab[k, :h, :w] = labels[k][:h, :w].to(self.device)
         return x, lab, sizes
 
