@@ -29,7 +29,7 @@ VARIANTS = {
 def main(argv=None) -> int:
     import torch
 
-    from distill.integrations.torchvision.trainer import AtomicCheckpointer, build_model_for, evaluate, train
+    from distill.integrations.torchvision.trainer import evaluate, load_trained_model, train
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="output/ablation")
@@ -51,8 +51,7 @@ def main(argv=None) -> int:
         final = out / "model_final.pth"
         if not final.is_file():
             train(cfg, resume=True)
-        model, _ = build_model_for(cfg, "cpu")
-        AtomicCheckpointer(model, save_to_disk=False).load(str(final), checkpointables=[])
+        model = load_trained_model(cfg, final)
         with torch.no_grad():
             rows[name] = evaluate(cfg, model, "distill_synthetic_val")
     keys = [("box_AP50_novel", "box AP50 novel"), ("box_AP50_base", "box AP50 base"), ("box_AP50", "box AP50 all"),

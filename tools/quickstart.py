@@ -64,11 +64,9 @@ class TorchvisionBackend:
         train(cfg, resume=True, progress=progress)
 
     def load(self, cfg, weights):
-        from distill.integrations.torchvision.trainer import AtomicCheckpointer, build_model_for
+        from distill.integrations.torchvision.trainer import load_trained_model
 
-        model, _ = build_model_for(cfg, "cpu")
-        AtomicCheckpointer(model, save_to_disk=False).load(weights, checkpointables=[])
-        return model
+        return load_trained_model(cfg, weights)
 
     def proposals(self):
         from distill.integrations.torchvision import proposals

@@ -66,11 +66,10 @@ def main_torchvision(args) -> dict:
 
     from distill.evaluation import format_ov_table
     from distill.integrations.torchvision.trainer import (
-        AtomicCheckpointer,
         _resolve_weights,
-        build_model_for,
         dist_info,
         evaluate,
+        load_trained_model,
         setup_distributed,
         train,
     )
@@ -78,13 +77,12 @@ def main_torchvision(args) -> dict:
     cfg = setup(args)
     if args.eval_only:
         device = setup_distributed(cfg.MODEL.DEVICE)
-        model, _ = build_model_for(cfg, device)
         if not cfg.MODEL.WEIGHTS:
             raise DistillInputError("--eval-only needs MODEL.WEIGHTS (a checkpoint path or model-zoo name)")
         path = _resolve_weights(cfg.MODEL.WEIGHTS)
         if not os.path.isfile(path):
             raise DistillInputError("MODEL.WEIGHTS not found", path)
-        AtomicCheckpointer(model, save_to_disk=False).load(path, checkpointables=[])
+        model = load_trained_model(cfg, path, device)
     else:
         model = train(cfg, resume=args.resume, progress=not args.no_progress)
     results = {}

@@ -9,12 +9,11 @@ from ...data.mapper import DatasetMapper, MapperConfig
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
 from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
-from .trainer import AtomicCheckpointer, build_model_for
+from .trainer import load_trained_model
 
 
 def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None):
-    model, _ = build_model_for(cfg, cfg.MODEL.DEVICE)
-    AtomicCheckpointer(model, save_to_disk=False).load(weights, checkpointables=[])
+    model = load_trained_model(cfg, weights, cfg.MODEL.DEVICE)
     model.roi_heads.set_vocabulary(vocabulary, novel)
     return model.eval()
 

@@ -283,6 +283,13 @@ def build_model_for(cfg, device: str) -> tuple[torch.nn.Module, ClassEmbeddings]
     return build_vild_model(cfg, vocab).to(device), vocab
 
 
+def load_trained_model(cfg, weights: str, device: str = "cpu") -> torch.nn.Module:
+    """The model of `cfg` with a checkpoint's weights (strict: another architecture is one clear error)."""
+    model, _ = build_model_for(cfg, device)
+    AtomicCheckpointer(model, save_to_disk=False).load(str(weights), checkpointables=[])
+    return model
+
+
 def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     """Train for SOLVER.MAX_ITER iterations (from the last checkpoint when `resume`); returns the model."""
     from tqdm import tqdm
