@@ -4,7 +4,8 @@ pixel distillation, one schedule, one seed.
 
     python benchmarks/segmentation_ablation.py [--output-dir output/segmentation_ablation]
         [--quickstart-dir output/quickstart] [--teacher ARCH_OR_ZOO_NAME] [--teacher-weights PATH]
-        [--dense-targets regions|windows|pixels] [--proposals FILE] [--weights FILE] [--max-iter N]
+        [--dense-targets regions|windows|pixels] [--proposals FILE] [--region-store DIR] [--weights FILE]
+        [--max-iter N]
         [KEY VALUE ...]
 
 Uses (or writes) the quickstart's synthetic benchmark, trains both variants on the base classes (novel pixels
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--dense-targets", choices=("regions", "windows", "pixels"), default=None,
                    help="override MODEL.DISTILL.SEM_SEG.DENSE_TARGETS")
     p.add_argument("--proposals", default=None, help="override MODEL.DISTILL.SEM_SEG.PROPOSALS (regions)")
+    p.add_argument("--region-store", default=None,
+                   help='override MODEL.DISTILL.SEM_SEG.REGION_STORE (regions painted from it; "": crop again)')
     p.add_argument("--weights", default=None,
                    help='override MODEL.WEIGHTS, the detector checkpoint whose backbone both rows start from ("": scratch)')
     p.add_argument("--max-iter", type=int, default=None)
@@ -60,6 +63,8 @@ def main(argv=None) -> int:
         overrides += ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", args.dense_targets]
     if args.proposals:
         overrides += ["MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals]
+    if args.region_store is not None:
+        overrides += ["MODEL.DISTILL.SEM_SEG.REGION_STORE", args.region_store]
     if args.weights is not None:
         overrides += ["MODEL.WEIGHTS", args.weights]
     cfg = load_semseg_config(overrides)

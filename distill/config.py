@@ -55,6 +55,9 @@ class SemSegConfig:
     # distill cells labelled background too (off: the teacher's targets there drag a class onto the background)
     DISTILL_BACKGROUND: bool = False
     PROPOSALS: str = ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+    # "regions": paint from this region-embedding store (the ViLD step's, same teacher, scales and geometry)
+    # instead of cropping again; its boxes replace PROPOSALS for the images it holds
+    REGION_STORE: str = ""
 
 
 @dataclass

@@ -243,6 +243,7 @@ class Pipeline:
             return {"skipped": f"the segmenter trains on the torchvision backend, not {self.backend.name}"}
         cfg = load_semseg_config(["MODEL.WEIGHTS", str(self.out / "vild" / "model_final.pth"),
                                   "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(self.out / "proposals_train.json"),
+                                  "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(self.regions),
                                   "OUTPUT_DIR", str(self.out / "semseg"), *self.overrides])
         result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
                                               create_teacher(*self.teacher_spec), cfg,

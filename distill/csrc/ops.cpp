@@ -29,6 +29,9 @@ TORCH_LIBRARY(distill, m) {
   m.def(
       "crop_taps(Tensor start, Tensor length, Tensor resized, Tensor offset, int size, int limit) "
       "-> (Tensor, Tensor)");
+  // Greedy NMS (CPU only), torchvision.ops.nms's contract: boxes (N, 4) XYXY and scores (N,) of one
+  // floating dtype. Returns the kept indices (int64), by decreasing score.
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
 }
 
 // Importing distill._C runs the static registrations above; the module itself is empty apart from

@@ -9,7 +9,8 @@ Two kinds:
   re-normalised.
 - "regions": the same painting for given boxes per image (class-agnostic proposals, e.g. the ViLD RPN's
   `proposals_train.json` of the quickstart), cropped ViLD-style (1x and 1.5x, centre squares); cells no
-  box reaches are zero and get no distillation.
+  box reaches are zero and get no distillation. The ViLD step's region-embedding store already holds these
+  crops' embeddings: `open_region_store` + `dense_targets_from_store` paint from it without cropping again.
 
 Targets are (D, ceil(H / stride), ceil(W / stride)) L2-normalised over D; the cache stores them as fp16.
 
@@ -172,6 +173,30 @@ def compute_dense_targets(teacher, image: torch.Tensor, cfg: DenseTargetConfig,
         out = dense_targets_regions(teacher, image, boxes, cfg.stride, cfg.region_scales, cfg.sigma_frac,
                                     cfg.region_geometry)
     return out.cpu()
+
+
+def open_region_store(root: str | os.PathLike, teacher, cfg: DenseTargetConfig):
+    """The region-embedding store at `root` for "regions" targets; one clear error unless `teacher` made it with
+    cfg's crop scales and geometry (then its embeddings are the targets' crops, already computed)."""
+    from .region_store import RegionEmbeddingStore
+
+    store = RegionEmbeddingStore(root, expected_dim=teacher.dim)
+    want = {"teacher": teacher.provenance()["teacher"], "scales": list(cfg.region_scales),
+            "geometry": cfg.region_geometry}
+    bad = [k for k, v in want.items() if store.meta.get(k) != v]
+    if bad:
+        raise DistillInputError(f"the region store was made with another {', '.join(bad)} than the dense targets "
+                                f"ask for ({ {k: store.meta.get(k) for k in bad} } vs { {k: want[k] for k in bad} })",
+                                root)
+    return store
+
+
+def dense_targets_from_store(store, image_id, height: int, width: int, cfg: DenseTargetConfig) -> torch.Tensor:
+    """"regions" targets (D, ceil(H/stride), ceil(W/stride)) of one image from a store's boxes and embeddings."""
+    boxes, emb = store[image_id]
+    if boxes.shape[0] == 0:
+        return torch.zeros(store.dim, *target_hw(height, width, cfg.stride))
+    return regions_to_dense(emb, boxes, height, width, cfg.stride, cfg.sigma_frac)
 
 
 def _cache_key(provenance: dict, cfg: DenseTargetConfig) -> str:

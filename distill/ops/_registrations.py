@@ -8,6 +8,7 @@ _FORWARD = "distill::multilevel_roi_align"
 _BACKWARD = "distill::multilevel_roi_align_backward"
 _RESAMPLE_CROPS = "distill::resample_crops"
 _CROP_TAPS = "distill::crop_taps"
+_NMS = "distill::nms"
 
 
 def _fake_forward(features, rois, output_h, output_w, sampling_ratio, aligned, min_level,
@@ -35,6 +36,11 @@ def _fake_crop_taps(start, length, resized, offset, size, limit):
     k = torch.library.get_ctx().new_dynamic_size()
     shape = (start.shape[0], size, k)
     return start.new_empty(shape, dtype=torch.int64), start.new_empty(shape, dtype=torch.float32)
+
+
+def _fake_nms(boxes, scores, iou_threshold):
+    """(K,) int64; K depends on the data."""
+    return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
 
 
 def _setup_context(ctx, inputs, output):
@@ -71,4 +77,5 @@ def register() -> None:
     torch.library.register_fake(_BACKWARD)(_fake_backward)
     torch.library.register_fake(_RESAMPLE_CROPS)(_fake_resample_crops)
     torch.library.register_fake(_CROP_TAPS)(_fake_crop_taps)
+    torch.library.register_fake(_NMS)(_fake_nms)
     torch.library.register_autograd(_FORWARD, _backward, setup_context=_setup_context)

@@ -124,3 +124,54 @@ def test_regions_kind_needs_boxes_and_paints_only_them():
     covered = out.norm(dim=0) > 0
     assert covered[:3, :3].all() and not covered[3:].any() and not covered[:, 3:].any()
     assert compute_dense_targets(t, img, cfg, torch.zeros(0, 4)).abs().sum() == 0
+
+
+class StoreTeacher(FakeTeacher):
+    """FakeTeacher with the batched signature `dump_region_embeddings` calls."""
+
+    def encode_regions(self, images, boxes, scales=(1.0,), geometry="stretch", batch_size=256):
+        return torch.cat([super(StoreTeacher, self).encode_regions([im], [b]) for im, b in zip(images, boxes)])
+
+
+def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
+    import cv2
+    import numpy as np
+
+    from distill.data.dense_targets import dense_targets_from_store, open_region_store
+    from distill.integrations.torchvision.sem_seg import dense_targets_for
+    from distill.teacher.regions import dump_region_embeddings
+
+    t = StoreTeacher()
+    rng = np.random.default_rng(0)
+    dicts, boxes = [], {}
+    for i in (3, 4, 5):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        dicts.append({"image_id": i, "file_name": str(path)})
+        boxes[i] = torch.tensor([[2.0, 3.0, 30.0, 40.0], [20.0 + i, 8.0, 60.0, 47.0], [70.0, 0.0, 90.0, 9.0]])
+    boxes[5] = torch.zeros(0, 4)
+    dump_region_embeddings(t, dicts, boxes, tmp_path / "store", progress=False).finalize()
+    cfg = DenseTargetConfig(kind="regions")
+    store = open_region_store(tmp_path / "store", t, cfg)
+    from distill.teacher.regions import read_image_rgb
+
+    for d in dicts:
+        img = read_image_rgb(d["file_name"])
+        want = compute_dense_targets(t, img, cfg, boxes[d["image_id"]])  # the box outside is dropped alike
+        got = dense_targets_from_store(store, d["image_id"], 48, 64, cfg)
+        assert got.shape == want.shape == (D, 6, 8)
+        assert torch.allclose(got, want, atol=2e-3), d["image_id"]  # the store keeps fp16 embeddings
+    assert dense_targets_from_store(store, 5, 48, 64, cfg).abs().sum() == 0
+
+    samples = [{"image_id": d["image_id"], "file_name": d["file_name"], "image": read_image_rgb(d["file_name"])}
+               for d in dicts]
+    calls = t.calls
+    out = dense_targets_for(samples, t, cfg, None, None, store=store)
+    assert t.calls == calls and sorted(out) == [3, 4, 5] and out[3].dtype == torch.float16  # no crop again
+    missing = dict(samples[0], image_id=9)
+    with pytest.raises(DistillInputError, match="image 9 is not in .*REGION_STORE"):
+        dense_targets_for([missing], t, cfg, None, None, store=store)
+    with pytest.raises(DistillInputError, match="another scales"):
+        open_region_store(tmp_path / "store", t, DenseTargetConfig(kind="regions", region_scales=(1.0,)))
+    with pytest.raises(DistillInputError, match="another teacher"):
+        open_region_store(tmp_path / "store", StoreTeacher("other"), cfg)

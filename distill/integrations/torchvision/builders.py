@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -25,6 +25,7 @@ from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from .meta_arch import ViLDDetector
 from .roi_heads import ViLDRoIHeads
+from .rpn import RPN
 
 logger = logging.getLogger(__name__)
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
@@ -108,7 +109,7 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     sizes = tuple(tuple(s) for s in m.ANCHOR_GENERATOR.SIZES)
     ratios = tuple(tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS)
     anchors = AnchorGenerator(sizes, ratios * len(sizes) if len(ratios) == 1 else ratios)
-    rpn = RegionProposalNetwork(
+    rpn = RPN(
         anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), 0.7, 0.3, m.RPN.BATCH_SIZE_PER_IMAGE,
         m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
         {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST}, m.RPN.NMS_THRESH)

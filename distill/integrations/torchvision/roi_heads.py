@@ -17,6 +17,7 @@ from torchvision.ops import boxes as box_ops
 from ...modeling.heads import ensemble_scores
 from ...modeling.losses import vild_image_loss, vild_text_loss
 from ...modeling.poolers import MultiScaleRoIPooler
+from ...ops.nms import batched_nms
 
 FPN_LEVELS = ("0", "1", "2", "3")  # P2-P5 of torchvision's BackboneWithFPN
 
@@ -168,7 +169,7 @@ class ViLDRoIHeads(RoIHeads):
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+        keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
     def forward(self, features, proposals, image_shapes, targets=None, batch=None):

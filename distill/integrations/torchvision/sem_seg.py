@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.dense_targets import DenseTargetCache, DenseTargetConfig, compute_dense_targets
+from ...data.dense_targets import (
+    DenseTargetCache,
+    DenseTargetConfig,
+    compute_dense_targets,
+    dense_targets_from_store,
+    open_region_store,
+)
 from ...evaluation.sem_seg import SemSegEvaluator, read_sem_seg_png
 from ...modeling.heads import TextClassifier
 from ...modeling.sem_seg import (
@@ -72,9 +78,11 @@ class OpenVocabSegmenter(nn.Module):
                 lab[k, :h, :w] = labels[k][:h, :w].to(self.device)
         return x, lab, sizes
 
-    def forward(self, images, labels=None, pixel_targets=None):
+    def forward(self, images, labels=None, pixel_targets=None, body_features=None):
+        """body_features: the ResNet's outputs of this padded batch ({"0".."3": (B, C_l, H / s_l, W / s_l)}),
+        precomputed while it is frozen (`body_feature_cache`); None runs it."""
         x, lab, sizes = self._batch(images, labels)
-        feats = self.backbone(x)
+        feats = self.backbone(x) if body_features is None else self.backbone.fpn(body_features)
         features = [feats[k] for k in ("0", "1", "2", "3")]
         logits, losses = self.predictor(features, sizes, lab, pixel_targets)
         return losses if self.training else logits
@@ -129,10 +137,11 @@ def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) ->
 def dense_target_config(cfg) -> DenseTargetConfig:
     s = cfg.MODEL.DISTILL.SEM_SEG
     sha = ""
-    if s.DENSE_TARGETS == "regions":
+    if s.DENSE_TARGETS == "regions" and (s.PROPOSALS or not s.REGION_STORE):
         if not s.PROPOSALS or not os.path.isfile(s.PROPOSALS):
             raise DistillInputError('dense targets "regions" need MODEL.DISTILL.SEM_SEG.PROPOSALS (a proposals json, '
-                                    "e.g. the quickstart's proposals_train.json)", s.PROPOSALS or None)
+                                    "e.g. the quickstart's proposals_train.json) or SEM_SEG.REGION_STORE",
+                                    s.PROPOSALS or None)
         sha = hashlib.sha256(Path(s.PROPOSALS).read_bytes()).hexdigest()
     return DenseTargetConfig(kind=s.DENSE_TARGETS, stride=s.DENSE_TARGET_STRIDE, input_scale=s.PIXELS_INPUT_SCALE,
                              window_sizes=tuple(s.WINDOW_SIZES), window_stride=s.WINDOW_STRIDE, proposals_sha256=sha)
@@ -143,7 +152,7 @@ def load_region_boxes(cfg, image_ids: Sequence[int]) -> dict | None:
     from ...teacher.regions import load_proposals
 
     s = cfg.MODEL.DISTILL.SEM_SEG
-    if s.DENSE_TARGETS != "regions":
+    if s.DENSE_TARGETS != "regions" or not s.PROPOSALS:
         return None
     return load_proposals(s.PROPOSALS, list(image_ids), cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS)
 
@@ -171,14 +180,21 @@ def load_sem_seg_samples(dataset_dicts: Sequence[dict], num_values: int, ignore_
 
 
 def dense_targets_for(samples: Sequence[dict], teacher, tcfg: DenseTargetConfig, cache_root: str | None,
-                      boxes: dict | None = None, progress: bool = False) -> dict:
-    """{image_id: (D, h, w)} for every sample: from the cache (filled on first use) or computed online;
-    `boxes` {image_id: (N, 4)} for the "regions" kind."""
+                      boxes: dict | None = None, progress: bool = False, store=None) -> dict:
+    """{image_id: (D, h, w) fp16} for every sample: painted from `store` (a region store, "regions" kind) where
+    it holds the image, else from the cache (filled on first use) or computed online; `boxes` {image_id: (N, 4)}
+    for the "regions" kind."""
     from tqdm import tqdm
 
     cache = DenseTargetCache(cache_root, teacher, tcfg) if cache_root else None
     out = {}
     for s in tqdm(samples, desc=f"dense targets ({tcfg.kind})", disable=not progress, unit="img"):
+        if store is not None and s["image_id"] in store:
+            out[s["image_id"]] = dense_targets_from_store(store, s["image_id"], *s["image"].shape[1:], tcfg).half()
+            continue
+        if tcfg.kind == "regions" and boxes is None:
+            raise DistillInputError(f"image {s['image_id']} is not in MODEL.DISTILL.SEM_SEG.REGION_STORE and no "
+                                    "SEM_SEG.PROPOSALS give its boxes", s["file_name"])
         b = None if boxes is None else boxes.get(s["image_id"], torch.zeros(0, 4))
         out[s["image_id"]] = (cache.get(s["image_id"], s["image"], s["file_name"], b) if cache is not None
                               else compute_dense_targets(teacher, s["image"], tcfg, b).half())
@@ -197,12 +213,15 @@ def _batches(n: int, batch_size: int, seed: int):
 
 # ---------------------------------------------------------------- training / evaluation
 def train_segmenter(cfg, model: OpenVocabSegmenter, samples: Sequence[dict], targets: dict | None = None,
-                    max_iter: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+                    max_iter: int | None = None, seed: int = 0, progress: bool = True,
+                    cache_body: bool = True) -> dict:
     """SOLVER.* schedule (optimizer, warmup + cosine / multistep, clipping) with random horizontal flips
-    (labels and teacher targets flipped alike). Returns {"seconds", "time_per_iter", "last_losses"}."""
+    (labels and teacher targets flipped alike). A frozen ResNet runs once per image and flip, not per step
+    (`body_feature_cache`; `cache_body=False` runs it every step). Returns {"seconds" (the caching included),
+    "time_per_iter", "last_losses"}."""
     from tqdm import tqdm
 
-    from .trainer import build_lr_scheduler, build_optimizer
+    from .trainer import build_lr_scheduler, build_optimizer, clip_gradients
 
     max_iter = int(max_iter or cfg.SOLVER.MAX_ITER)
     cfg = cfg.clone()
@@ -215,9 +234,10 @@ def train_segmenter(cfg, model: OpenVocabSegmenter, samples: Sequence[dict], tar
     distill = model.predictor.pixel_loss_weight > 0
     if distill and targets is None:
         raise DistillInputError("pixel distillation needs dense teacher targets")
+    t0, last = time.perf_counter(), {}
+    cache = body_feature_cache(model, samples) if cache_body else None
     model.train()
     batch_iter = _batches(len(samples), min(cfg.SOLVER.IMS_PER_BATCH, len(samples)), seed)
-    t0, last = time.perf_counter(), {}
     for _ in tqdm(range(max_iter), desc="semseg", disable=not progress, dynamic_ncols=True):
         idx = next(batch_iter)
         flips = rng.random(len(idx)) < 0.5
@@ -227,19 +247,58 @@ def train_segmenter(cfg, model: OpenVocabSegmenter, samples: Sequence[dict], tar
         if distill:
             tg = [targets[samples[i]["image_id"]] for i in idx]
             tg = [t.flip(-1) if f else t for t, f in zip(tg, flips)]
-        losses = model(imgs, _pad_labels(labs, model.predictor.ignore_value), tg)
+        body = None
+        if cache is not None:
+            picked = [cache[i][int(f)] for i, f in zip(idx, flips)]
+            body = {k: torch.stack([p[k] for p in picked]) for k in picked[0]}
+        losses = model(imgs, _pad_labels(labs, model.predictor.ignore_value), tg, body_features=body)
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise FloatingPointError(f"semantic segmentation loss became {total.item()}")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE)
+            clip_gradients(cfg, model)  # CLIP_TYPE as the detector reads it
         optimizer.step()
         scheduler.step()
         last = {k: round(v.item(), 4) for k, v in losses.items()}
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "time_per_iter": seconds / max(max_iter, 1), "last_losses": last}
+
+
+BODY_CACHE_MAX_BYTES = 2 << 30
+
+
+@torch.no_grad()
+def body_feature_cache(model: OpenVocabSegmenter, samples: Sequence[dict], batch_size: int = 16,
+                       max_bytes: int = BODY_CACHE_MAX_BYTES) -> list | None:
+    """The frozen ResNet's outputs for every sample as is and flipped, so training steps run only the FPN and the
+    branch: [(as-is, flipped)] per sample, each {"0".."3": (C_l, H / s_l, W / s_l)}.
+
+    None (each step runs the ResNet) when any of its weights trains, it has BatchNorm (running statistics move
+    in training), the images differ in size (a batch pads them), or the cache would exceed `max_bytes`.
+    """
+    body = model.backbone.body
+    if any(p.requires_grad for p in body.parameters()) or any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in body.modules()):
+        return None
+    if not samples or len({tuple(s["image"].shape) for s in samples}) != 1:
+        return None
+    pad = model.size_divisible
+    h, w = (-(-n // pad) * pad for n in samples[0]["image"].shape[1:])
+    probe = body(torch.zeros(1, 3, h, w, device=model.device))
+    if 2 * len(samples) * sum(v.numel() * v.element_size() for v in probe.values()) > max_bytes:
+        return None
+    out: list = [[None, None] for _ in samples]
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        for flip in (0, 1):
+            imgs = [s["image"].flip(-1) if flip else s["image"] for s in chunk]
+            x, _ = normalize_and_pad(imgs, model.pixel_mean, model.pixel_std, pad)
+            feats = body(x)
+            for k in range(len(chunk)):
+                out[i + k][flip] = {name: f[k].clone() for name, f in feats.items()}
+    return out
 
 
 def _pad_labels(labels: Sequence[torch.Tensor], ignore_value: int) -> torch.Tensor:
@@ -351,8 +410,10 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
     if any(w is None or w > 0 for w in variants.values()):
         t0 = time.perf_counter()
         boxes = load_region_boxes(cfg, [d["image_id"] for d in train_dicts])
+        store = open_region_store(s.REGION_STORE, teacher, tcfg) if tcfg.kind == "regions" and s.REGION_STORE \
+            else None
         targets = dense_targets_for(train, teacher, tcfg, s.DENSE_TARGET_CACHE or str(out / "dense_targets"),
-                                    boxes, progress)
+                                    boxes, progress, store)
         t_targets = time.perf_counter() - t0
     evaluator = synthetic_evaluator(meta)
     rows, seconds, per_iter = {}, {}, {}

@@ -292,3 +292,44 @@ def test_demo_semseg_task_end_to_end(ablation, synthetic_root, tmp_path):
     assert drawn.shape[0] == 96 * 4 and drawn.shape[1] > 96 * 4  # scaled to 384 px, legend on the right
     r = subprocess.run(cmd[:6] + ["--weights", str(tmp_path / "nope.pth")] + cmd[8:], capture_output=True, text=True)
     assert r.returncode == 2 and "nope.pth" in r.stderr
+
+
+def test_frozen_resnet_runs_once_per_image_and_flip_with_the_same_training(synthetic_root):
+    from distill.data import synthetic_dataset
+    from distill.integrations.torchvision.sem_seg import (
+        body_feature_cache,
+        build_sem_seg_model,
+        load_semseg_config,
+        load_sem_seg_samples,
+        train_segmenter,
+    )
+    from distill.teacher import ClassEmbeddings
+
+    dicts, meta = synthetic_dataset(synthetic_root, "train")
+    samples = load_sem_seg_samples(dicts[:6], max(meta.category_ids) + 1)
+    vocab = ClassEmbeddings(torch.nn.functional.normalize(torch.randn(len(meta.category_ids), 16), dim=-1),
+                            list(meta.thing_classes))
+    cfg = load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "5", "MODEL.DISTILL.PIXEL_LOSS_WEIGHT", "0.0",
+                                      "SOLVER.WARMUP_ITERS", "0"])
+    states = []
+    for cached in (True, False):
+        torch.manual_seed(0)
+        model = build_sem_seg_model(cfg, vocab, list(meta.category_ids))
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        stats = train_segmenter(cfg, model, samples, max_iter=4, progress=False, cache_body=cached)
+        states.append((stats["last_losses"], model.state_dict()))
+    (loss_a, a), (loss_b, b) = states
+    assert loss_a["loss_sem_seg"] == pytest.approx(loss_b["loss_sem_seg"], rel=1e-4)
+    trained = [k for k in a if k.startswith("predictor.") and a[k].is_floating_point()]
+    assert trained and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a if a[k].is_floating_point())
+    assert any(not torch.equal(a[k], init[k]) for k in trained)  # the branch did train
+    assert all(torch.equal(a[k], init[k]) for k in a if k.startswith("backbone.body."))
+
+    cache = body_feature_cache(model, samples)
+    assert len(cache) == 6 and cache[0][0]["0"].shape[0] == 64 and not torch.equal(cache[0][0]["3"], cache[0][1]["3"])
+    assert body_feature_cache(model, samples, max_bytes=1) is None
+    other = [dict(samples[0], image=samples[0]["image"][:, :64])] + samples[1:]
+    assert body_feature_cache(model, other) is None  # sizes differ: a batch would pad
+    unfrozen = build_sem_seg_model(load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "4"]), vocab,
+                                   list(meta.category_ids))
+    assert body_feature_cache(unfrozen, samples) is None
