@@ -13,6 +13,8 @@ CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-
 export CUDA_HOME
 
 STAMP := $(VENV)/.distill-installed
+# --no-compile: Python byte-compiles on first import only what is imported (torch alone has thousands of modules,
+# ~30 s of an install here)
 SOURCES := pyproject.toml setup.py $(wildcard distill/csrc/*.* distill/csrc/*/*.*)
 
 .PHONY: install quickstart test lint cuda-check clean
@@ -21,9 +23,9 @@ install: $(STAMP)
 
 $(STAMP): $(SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=77,<81" wheel ninja
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
+	$(PY) -m pip install -q --no-compile --upgrade "pip>=23" "setuptools>=77,<81" wheel ninja
+	$(PY) -m pip install -q --no-compile $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-compile --no-build-isolation -e ".[dev]"
 	@touch $(STAMP)
 
 quickstart: install

@@ -31,14 +31,18 @@ def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tens
 
 
 def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                      progress: bool = True) -> list[dict]:
-    """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
+                      progress: bool = True, batch_size: int = 8) -> list[dict]:
+    """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style), `batch_size`
+    images per forward pass (padded to one size, as in training)."""
     from tqdm import tqdm
 
     model.eval()
     mapper = DatasetMapper(MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False))
     results = []
-    for d in tqdm(dicts, desc="proposals", unit="img", disable=not progress):
-        (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
-        results += proposal_records(d["image_id"], boxes, scores)
+    with tqdm(total=len(dicts), desc="proposals", unit="img", disable=not progress) as bar:
+        for i in range(0, len(dicts), batch_size):
+            chunk = dicts[i:i + batch_size]
+            for d, (boxes, scores) in zip(chunk, rpn_proposals(model, [mapper(d) for d in chunk], top_k)):
+                results += proposal_records(d["image_id"], boxes, scores)
+            bar.update(len(chunk))
     return results

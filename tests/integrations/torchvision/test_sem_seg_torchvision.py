@@ -251,6 +251,8 @@ def test_semseg_config_defaults_are_the_measured_ones():
     assert (d.PIXEL_LOSS, d.PIXEL_LOSS_WEIGHT, d.TEMPERATURE) == ("cosine", 1.0, 0.05)
     assert cfg.MODEL.WEIGHTS.endswith("vild/model_final.pth") and cfg.MODEL.BACKBONE.FREEZE_AT == 5
     assert not d.SEM_SEG.DISTILL_BACKGROUND
+    assert (d.SEM_SEG.CONVS_DIM, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH) == (128, 800, 4)
+    assert d.SEM_SEG.REGION_STORE.endswith("regions")
 
 
 def test_synthetic_evaluator_novel_classes_and_present_classes_only(synthetic_root):
@@ -299,8 +301,8 @@ def test_frozen_resnet_runs_once_per_image_and_flip_with_the_same_training(synth
     from distill.integrations.torchvision.sem_seg import (
         body_feature_cache,
         build_sem_seg_model,
-        load_semseg_config,
         load_sem_seg_samples,
+        load_semseg_config,
         train_segmenter,
     )
     from distill.teacher import ClassEmbeddings

@@ -60,6 +60,19 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
     assert (out["boxes"][:, 2:] <= torch.tensor([dicts[0]["width"], dicts[0]["height"]]) + 1e-3).all()
 
 
+def test_dataset_proposals_batched_equal_one_by_one(synthetic_root, vocab_files):
+    from distill.integrations.torchvision.proposals import dataset_proposals
+
+    torch.manual_seed(0)
+    model = build_vild_model(load_config(CONFIG, SMALL_MODEL), ClassEmbeddings.load(vocab_files[0]))
+    dicts, _ = synthetic_dataset(synthetic_root, "train")  # one image size: a batch pads nothing
+    one = dataset_proposals(model, dicts[:5], 96, 200, top_k=7, progress=False, batch_size=1)
+    batched = dataset_proposals(model, dicts[:5], 96, 200, top_k=7, progress=False, batch_size=3)
+    assert len(one) == 35 and [r["image_id"] for r in one] == [r["image_id"] for r in batched]
+    for a, b in zip(one, batched):
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
 def test_lr_schedule_warmup_then_cosine():
     cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "10", "SOLVER.BASE_LR", "1.0",
                                "SOLVER.WARMUP_FACTOR", "0.1"])
