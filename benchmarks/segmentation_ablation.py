@@ -5,14 +5,14 @@ pixel distillation, one schedule, one seed.
     python benchmarks/segmentation_ablation.py [--output-dir output/segmentation_ablation]
         [--quickstart-dir output/quickstart] [--teacher ARCH_OR_ZOO_NAME] [--teacher-weights PATH]
         [--dense-targets regions|windows|pixels] [--proposals FILE] [--region-store DIR] [--weights FILE]
-        [--max-iter N]
-        [KEY VALUE ...]
+        [--max-iter N] [KEY VALUE ...]
 
 Uses (or writes) the quickstart's synthetic benchmark, trains both variants on the base classes (novel pixels
-ignored) from the same start (MODEL.WEIGHTS: the quickstart's ViLD student's backbone and FPN; --weights ""
-trains from scratch), evaluates all classes on the validation images, prints the table (mIoU of base and
-novel classes, their harmonic mean, mIoU and pixel accuracy), then one line of JSON. Dense teacher targets
-are cached under the output folder, so both rows (and reruns) share them.
+ignored) from the same start (the quickstart's ViLD student's backbone and FPN, with that run's proposals and
+region store; --weights "" trains from scratch), evaluates all classes on the validation images, prints the
+table (mIoU of base and novel classes, their harmonic mean, mIoU and pixel accuracy), then one line of JSON.
+Dense teacher targets not painted from the region store are cached under the output folder, so both rows (and
+reruns) share them.
 """
 from __future__ import annotations
 
@@ -47,11 +47,14 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-weights", default=None)
     p.add_argument("--dense-targets", choices=("regions", "windows", "pixels"), default=None,
                    help="override MODEL.DISTILL.SEM_SEG.DENSE_TARGETS")
-    p.add_argument("--proposals", default=None, help="override MODEL.DISTILL.SEM_SEG.PROPOSALS (regions)")
+    p.add_argument("--proposals", default=None,
+                   help="MODEL.DISTILL.SEM_SEG.PROPOSALS (regions; default QUICKSTART_DIR/proposals_train.json)")
     p.add_argument("--region-store", default=None,
-                   help='override MODEL.DISTILL.SEM_SEG.REGION_STORE (regions painted from it; "": crop again)')
+                   help='MODEL.DISTILL.SEM_SEG.REGION_STORE (regions painted from it; default QUICKSTART_DIR/regions; '
+                        '"": crop again)')
     p.add_argument("--weights", default=None,
-                   help='override MODEL.WEIGHTS, the detector checkpoint whose backbone both rows start from ("": scratch)')
+                   help="MODEL.WEIGHTS, the detector checkpoint whose backbone both rows start from (default "
+                        'QUICKSTART_DIR/vild/model_final.pth; "": scratch)')
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs=argparse.REMAINDER)
@@ -61,12 +64,11 @@ def main(argv=None) -> int:
     overrides = list(args.overrides)
     if args.dense_targets:
         overrides += ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", args.dense_targets]
-    if args.proposals:
-        overrides += ["MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals]
-    if args.region_store is not None:
-        overrides += ["MODEL.DISTILL.SEM_SEG.REGION_STORE", args.region_store]
-    if args.weights is not None:
-        overrides += ["MODEL.WEIGHTS", args.weights]
+    qs = Path(args.quickstart_dir)  # the student, its proposals and region store come from the same run
+    overrides = ["MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals or str(qs / "proposals_train.json"),
+                 "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(qs / "regions") if args.region_store is None
+                 else args.region_store, "MODEL.WEIGHTS", str(qs / "vild" / "model_final.pth")
+                 if args.weights is None else args.weights, *overrides]
     cfg = load_semseg_config(overrides)
     teacher = create_teacher(args.teacher, args.teacher_weights)
     t0 = time.perf_counter()
