@@ -151,7 +151,11 @@ def get_cfg() -> CfgNode:
         "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_TYPE": "norm", "CLIP_VALUE": 1.0, "NORM_TYPE": 2.0}),
         "AMP": CfgNode({"ENABLED": False}),
     })
-    c.TEST = CfgNode({"EVAL_PERIOD": 0, "DETECTIONS_PER_IMAGE": 100})
+    # TEST.AUG: detectron2's test-time augmentation keys; the segmenter reads ENABLED and FLIP (average of the
+    # image's and its mirror's class probabilities), the torchvision detector has no TTA
+    c.TEST = CfgNode({"EVAL_PERIOD": 0, "DETECTIONS_PER_IMAGE": 100,
+                      "AUG": CfgNode({"ENABLED": False, "MIN_SIZES": (400, 500, 600, 700, 800, 900, 1000, 1100, 1200),
+                                      "MAX_SIZE": 4000, "FLIP": True})})
     c.OUTPUT_DIR = "./output"
     c.SEED = -1
     return c

@@ -96,6 +96,8 @@ def _check_supported(cfg) -> None:
         raise DistillInputError("the torchvision backend pools with ROIAlignV2 only")
     if not m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG or not m.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
         raise DistillInputError("ViLD needs class-agnostic box regression and masks (novel classes)")
+    if cfg.TEST.AUG.ENABLED:
+        raise DistillInputError("TEST.AUG (test-time augmentation) is not implemented by the torchvision detector")
     if cfg.INPUT.FORMAT != "RGB":
         raise DistillInputError("the torchvision backend reads RGB images: set INPUT.FORMAT RGB")
 

@@ -56,10 +56,11 @@ class OpenVocabSegmenter(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, predictor: OpenVocabSemSegPredictor, pixel_mean, pixel_std,
-                 size_divisible: int = 32):
+                 size_divisible: int = 32, flip_test: bool = False):
         super().__init__()
         self.backbone = backbone
         self.predictor = predictor
+        self.flip_test = flip_test  # predict_sem_seg averages the image's and its mirror's probabilities
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
         self.size_divisible = size_divisible
@@ -105,7 +106,8 @@ def build_sem_seg_model(cfg, vocabulary: ClassEmbeddings, class_values: Sequence
     classifier.class_names = list(vocabulary.class_names)
     predictor = OpenVocabSemSegPredictor(head, classifier, label_map, s.LOSS_WEIGHT, d.PIXEL_LOSS_WEIGHT,
                                          d.PIXEL_LOSS, s.DISTILL_BACKGROUND)
-    return OpenVocabSegmenter(backbone, predictor, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+    return OpenVocabSegmenter(backbone, predictor, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
+                              flip_test=bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP))
 
 
 _NO_STUDENT = ("MODEL.WEIGHTS (the detector whose backbone the segmenter starts from) not found: run the "
@@ -313,7 +315,8 @@ def _pad_labels(labels: Sequence[torch.Tensor], ignore_value: int) -> torch.Tens
 @torch.no_grad()
 def predict_sem_seg(model: OpenVocabSegmenter, images: Sequence[torch.Tensor], batch_size: int = 16
                     ) -> list[torch.Tensor]:
-    """(3, H, W) RGB images → (H, W) pixel values of the model's current vocabulary, one per image."""
+    """(3, H, W) RGB images → (H, W) pixel values of the model's current vocabulary, one per image (with
+    `model.flip_test`: the class of the highest mean probability over the image and its mirror)."""
     was = model.training
     model.eval()
     out = []
@@ -321,6 +324,14 @@ def predict_sem_seg(model: OpenVocabSegmenter, images: Sequence[torch.Tensor], b
         for i in range(0, len(images), batch_size):
             chunk = list(images[i:i + batch_size])
             logits = model(chunk)
+            if model.flip_test:
+                # the padded batch is mirrored whole, so a padded image's mirror must be shifted back
+                mirrored = model([im.flip(-1) for im in chunk]).softmax(1)
+                probs = logits.softmax(1)
+                for k, im in enumerate(chunk):
+                    w = im.shape[2]
+                    probs[k, :, :, :w] += mirrored[k, :, :, :w].flip(-1)
+                logits = probs
             pred = model.predictor.predict(logits)
             out += [p[: im.shape[1], : im.shape[2]].cpu() for p, im in zip(pred, chunk)]
     finally:

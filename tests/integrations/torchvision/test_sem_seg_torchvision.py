@@ -335,3 +335,29 @@ def test_frozen_resnet_runs_once_per_image_and_flip_with_the_same_training(synth
     unfrozen = build_sem_seg_model(load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "4"]), vocab,
                                    list(meta.category_ids))
     assert body_feature_cache(unfrozen, samples) is None
+
+
+def test_flip_test_averages_the_mirrors_probabilities():
+    from distill.integrations.torchvision.sem_seg import (
+        build_sem_seg_model,
+        load_semseg_config,
+        predict_sem_seg,
+    )
+    from distill.teacher import ClassEmbeddings
+
+    torch.manual_seed(0)
+    vocab = ClassEmbeddings(torch.nn.functional.normalize(torch.randn(3, 16), dim=-1), ["a", "b", "c"])
+    cfg = load_semseg_config(SMALL + ["TEST.AUG.ENABLED", "True"])
+    model = build_sem_seg_model(cfg, vocab, [1, 2, 3]).eval()
+    off = load_semseg_config(SMALL + ["TEST.AUG.ENABLED", "False"])
+    assert model.flip_test and not build_sem_seg_model(off, vocab, [1, 2, 3]).flip_test
+    images = [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8), torch.randint(0, 255, (3, 64, 40), dtype=torch.uint8)]
+    got = predict_sem_seg(model, images)
+    with torch.no_grad():
+        for im, pred in zip(images, got):
+            w = im.shape[2]
+            probs = model([im])[0].softmax(0)[:, :64, :w] + model([im.flip(-1)])[0].softmax(0)[:, :64, :w].flip(-1)
+            assert torch.equal(pred, model.predictor.label_map.to_value(probs.argmax(0)))
+    model.flip_test = False
+    plain = predict_sem_seg(model, images)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, got))
