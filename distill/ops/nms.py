@@ -18,12 +18,15 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """torchvision.ops.batched_nms (NMS within each value of idxs (N,)) with `nms` per group, which on CPU is
-    faster than torchvision's coordinate-offset trick as well as its per-group loop."""
-    if boxes.numel() == 0:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    """torchvision.ops.batched_nms (NMS within each value of idxs (N,)), with its two strategies on CPU (one `nms`
+    of boxes offset per group up to 1000 boxes, one `nms` per group above), so the result is torchvision's."""
     if boxes.device.type != "cpu":
         return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if boxes.numel() <= 4000:
+        offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+        return nms(boxes + offsets[:, None], scores, iou_threshold)
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for group in torch.unique(idxs):
         where = torch.where(idxs == group)[0]

@@ -30,7 +30,7 @@ def test_center_crops_agree_with_pil_reference(teacher, synthetic_root):
     val = json.loads((synthetic_root / "annotations/instances_val.json").read_text())
     cos = []
     for im in val["images"][:6]:
-        rgb = np.ascontiguousarray(np.asarray(Image.open(synthetic_root / "images/val" / im["file_name"]).convert("RGB")))
+        rgb = np.array(Image.open(synthetic_root / "images/val" / im["file_name"]).convert("RGB"))  # writable copy
         b = torch.tensor([a["bbox"] for a in val["annotations"] if a["image_id"] == im["id"]], dtype=torch.float32)
         boxes = torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
         ours = teacher.encode_regions([torch.from_numpy(rgb).permute(2, 0, 1)], [boxes], scales=(1.0, 1.5))
