@@ -478,8 +478,8 @@ def save_segmenter(model: OpenVocabSegmenter, path: str | os.PathLike, cfg) -> N
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read_segmenter(path: str | os.PathLike) -> tuple[dict, object]:
-    """A segmenter checkpoint and the config saved with it."""
+def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmenter:
+    """A saved segmenter (its config travels with it); the vocabulary is set by the caller."""
     from ...config import get_cfg
 
     if not os.path.isfile(path):
@@ -489,12 +489,6 @@ def _read_segmenter(path: str | os.PathLike) -> tuple[dict, object]:
         raise DistillInputError("not a segmenter checkpoint (no model / config / class_values): a detector's?", path)
     cfg = get_cfg()
     cfg.merge_from_other_cfg(type(cfg).load_cfg(ckpt["config"]))
-    return ckpt, cfg
-
-
-def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmenter:
-    """A saved segmenter (its config travels with it); the vocabulary is set by the caller."""
-    ckpt, cfg = _read_segmenter(path)
     n = len(ckpt["class_values"])
     dummy = ClassEmbeddings(F.normalize(torch.ones(n, embed_dim), dim=-1), [f"c{i}" for i in range(n)])
     model = build_sem_seg_model(cfg, dummy, ckpt["class_values"])
