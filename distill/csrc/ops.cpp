@@ -30,7 +30,7 @@ TORCH_LIBRARY(distill, m) {
       "crop_taps(Tensor start, Tensor length, Tensor resized, Tensor offset, int size, int limit) "
       "-> (Tensor, Tensor)");
   // Greedy NMS (CPU only), torchvision.ops.nms's contract: boxes (N, 4) XYXY and scores (N,) of one
-  // floating dtype. Returns the kept indices (int64), by decreasing score.
+  // dtype, float32 or float64. Returns the kept indices (int64), by decreasing score.
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
 }
 

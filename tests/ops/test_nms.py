@@ -51,6 +51,8 @@ def test_bad_input_is_a_clear_error():
         torch.ops.distill.nms(torch.zeros(3, 4), torch.zeros(4), 0.5)
     with pytest.raises(RuntimeError, match="scores are"):
         torch.ops.distill.nms(torch.zeros(3, 4), torch.zeros(3, dtype=torch.float64), 0.5)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        torch.ops.distill.nms(torch.zeros(3, 4).half(), torch.zeros(3).half(), 0.5)
 
 
 def test_without_the_extension_torchvision_runs(monkeypatch):

@@ -7,7 +7,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 namespace distill {
@@ -42,7 +41,9 @@ at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double iou_
               "distill::nms: scores must be (N,) for N = ", dets.size(0), " boxes, got ", scores.sizes());
   TORCH_CHECK(dets.scalar_type() == scores.scalar_type(), "distill::nms: boxes are ", dets.scalar_type(),
               " but scores are ", scores.scalar_type());
-  TORCH_CHECK(at::isFloatingType(dets.scalar_type()), "distill::nms: boxes must be floating point");
+  TORCH_CHECK(dets.scalar_type() == at::kFloat || dets.scalar_type() == at::kDouble,
+              "distill::nms: boxes must be float32 or float64 (as for torchvision's CPU kernel), got ",
+              dets.scalar_type());
   const int64_t n = dets.size(0);
   if (n == 0) return at::empty({0}, dets.options().dtype(at::kLong));
   const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
@@ -50,14 +51,11 @@ at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double iou_
   std::vector<uint8_t> suppressed(n, 0);
   at::Tensor keep = at::empty({n}, dets.options().dtype(at::kLong));
   int64_t kept = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dets.scalar_type(), "distill_nms", [&] {
-    // half / bfloat16 boxes are scored in float, as torchvision's CPU kernel does not accept them
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const at::Tensor s = sorted.to(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor a = (s[2] - s[0]) * (s[3] - s[1]);  // torchvision's areas, in the same dtype
-    const acc_t* p = s.data_ptr<acc_t>();
-    kept = nms_sorted<acc_t>(p, p + n, p + 2 * n, p + 3 * n, a.data_ptr<acc_t>(), n, iou_threshold,
-                             suppressed.data(), keep.data_ptr<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "distill_nms", [&] {
+    const at::Tensor area = (sorted[2] - sorted[0]) * (sorted[3] - sorted[1]);  // torchvision's areas
+    const scalar_t* p = sorted.data_ptr<scalar_t>();
+    kept = nms_sorted<scalar_t>(p, p + n, p + 2 * n, p + 3 * n, area.data_ptr<scalar_t>(), n, iou_threshold,
+                                suppressed.data(), keep.data_ptr<int64_t>());
   });
   return order.index_select(0, keep.narrow(0, 0, kept));
 }
