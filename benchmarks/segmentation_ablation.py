@@ -61,15 +61,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
     root = generate(Path(args.quickstart_dir) / "synthetic", quickstart.QUICKSTART_DATA, progress=not args.quiet)
-    overrides = list(args.overrides)
-    if args.dense_targets:
-        overrides += ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", args.dense_targets]
-    qs = Path(args.quickstart_dir)  # the student, its proposals and region store come from the same run
-    overrides = ["MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals or str(qs / "proposals_train.json"),
-                 "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(qs / "regions") if args.region_store is None
-                 else args.region_store, "MODEL.WEIGHTS", str(qs / "vild" / "model_final.pth")
-                 if args.weights is None else args.weights, *overrides]
-    cfg = load_semseg_config(overrides)
+    # the student, its proposals and region store of that quickstart run; flags and KEY VALUE pairs come later
+    overrides = quickstart.semseg_inputs(Path(args.quickstart_dir))
+    for key, value in (("MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", args.dense_targets),
+                       ("MODEL.DISTILL.SEM_SEG.PROPOSALS", args.proposals or None),
+                       ("MODEL.DISTILL.SEM_SEG.REGION_STORE", args.region_store), ("MODEL.WEIGHTS", args.weights)):
+        if value is not None:
+            overrides += [key, value]
+    cfg = load_semseg_config(overrides + list(args.overrides))
     teacher = create_teacher(args.teacher, args.teacher_weights)
     t0 = time.perf_counter()
     result = train_and_evaluate_segmenter(root, args.output_dir, teacher, cfg, max_iter=args.max_iter,

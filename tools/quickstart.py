@@ -148,12 +148,12 @@ BACKENDS = {"torchvision": TorchvisionBackend, "detectron2": Detectron2Backend}
 class Pipeline:
     def __init__(self, out: Path, overrides: list[str], progress: bool = True, teacher: str = TEACHER,
                  teacher_weights: str | None = None, backend: str = "torchvision",
-                 iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS)):
+                 iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS), semseg_iters: int | None = None):
         self.out, self.overrides, self.progress, self.iters = out, overrides, progress, iters
         self.teacher_spec = (teacher, teacher_weights)
         self.text_dir, self.regions = out / "text", out / "regions"
         self.backend = BACKENDS[backend]()
-        self.semseg_iters: int | None = None  # default: the segmenter config's SOLVER.MAX_ITER
+        self.semseg_iters = semseg_iters  # None: the segmenter config's SOLVER.MAX_ITER
 
     def cfg(self, output: str, extra: list[str] = ()):
         opts = ["MODEL.DISTILL.DATASETS_ROOT", str(self.out), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
@@ -241,15 +241,19 @@ class Pipeline:
 
         if self.backend.name != "torchvision":
             return {"skipped": f"the segmenter trains on the torchvision backend, not {self.backend.name}"}
-        cfg = load_semseg_config(["MODEL.WEIGHTS", str(self.out / "vild" / "model_final.pth"),
-                                  "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(self.out / "proposals_train.json"),
-                                  "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(self.regions),
-                                  "OUTPUT_DIR", str(self.out / "semseg"), *self.overrides])
+        cfg = load_semseg_config([*semseg_inputs(self.out), "OUTPUT_DIR", str(self.out / "semseg"), *self.overrides])
         result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
                                               create_teacher(*self.teacher_spec), cfg,
                                               variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
                                               progress=self.progress)
         return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}
+
+
+def semseg_inputs(out: Path) -> list[str]:
+    """Segmenter config overrides for the student, proposals and region store of the quickstart run in `out`."""
+    return ["MODEL.WEIGHTS", str(out / "vild" / "model_final.pth"),
+            "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(out / "proposals_train.json"),
+            "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(out / "regions")]
 
 
 STAGES = ("data", "text", "proposals", "regions", "vild", "eval", "demo", "semseg")
@@ -297,8 +301,7 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights, args.backend,
-                    (args.proposal_iters, args.vild_iters))
-    pipe.semseg_iters = args.semseg_iters
+                    (args.proposal_iters, args.vild_iters), args.semseg_iters)
     done_file = out / "stages.json"
     done = read_json(done_file) if done_file.is_file() else {}
     ran = done.get("data", {}).get("backend", args.backend if not done else "torchvision")
