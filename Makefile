@@ -32,6 +32,7 @@ quickstart: install
 	$(PY) tools/quickstart.py
 
 test: install cuda-check
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 # Compiles the CUDA kernels with nvcc (nothing runs them here); skipped with a notice without nvcc.
@@ -40,6 +41,7 @@ cuda-check: install
 
 lint: install
 	$(PY) -m ruff check distill tools tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf build *.egg-info distill/*.so .pytest_cache

@@ -90,10 +90,10 @@ def list_images(spec: str) -> list[Path]:
 def semseg_main(args) -> int:
     """--task semseg: one drawn picture and one label PNG per image."""
     from distill.config import load_config
+    from distill.data.images import read_image_rgb
     from distill.integrations.torchvision.sem_seg import draw_semseg, segment_images
     from distill.model_zoo import resolve_weights
     from distill.teacher import create_teacher
-    from distill.teacher.regions import read_image_rgb
 
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)

@@ -8,26 +8,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-import cv2
-import numpy as np
 import torch
 
+from ..data.images import read_image_rgb
 from ..data.region_store import RegionStoreWriter, ShardRecord
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
 from .teacher import Teacher, check_boxes
 
 logger = logging.getLogger(__name__)
-
-
-def read_image_rgb(path: str) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; DistillInputError naming the file when it is missing or cannot be decoded."""
-    if not os.path.isfile(path):
-        raise DistillInputError("image not found", path)
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DistillInputError("cannot decode image", path)
-    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous()
 
 
 def proposal_records(image_id: int, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict]:

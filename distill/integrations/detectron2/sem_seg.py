@@ -1,7 +1,7 @@
 """The open-vocabulary semantic head on detectron2: `OpenVocabSemSegHead` (SEM_SEG_HEADS_REGISTRY) wraps the
 core `OpenVocabSemSegPredictor`; `OpenVocabSemanticSegmentor` (META_ARCH_REGISTRY) is detectron2's
 SemanticSegmentor that also hands each image's dense teacher targets ("pixel_targets": (D, h, w), e.g. from
-`distill.data.dense_targets.DenseTargetCache`) and the unpadded image sizes to the head.
+`distill.teacher.dense_targets.DenseTargetCache`) and the unpadded image sizes to the head.
 
     cfg.MODEL.META_ARCHITECTURE = "OpenVocabSemanticSegmentor"   # or "SemanticSegmentor": CE only
     cfg.MODEL.SEM_SEG_HEAD.NAME = "OpenVocabSemSegHead"

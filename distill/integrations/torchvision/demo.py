@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from ...data.mapper import DatasetMapper, MapperConfig
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
 from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
+from .mapper import DatasetMapper, MapperConfig
 from .trainer import load_trained_model
 
 

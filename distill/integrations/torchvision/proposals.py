@@ -6,8 +6,8 @@ from collections import OrderedDict
 import torch
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from ...data.mapper import DatasetMapper, MapperConfig
 from ...teacher.regions import proposal_records
+from .mapper import DatasetMapper, MapperConfig
 
 
 @torch.no_grad()

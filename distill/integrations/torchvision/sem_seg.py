@@ -22,13 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.dense_targets import (
-    DenseTargetCache,
-    DenseTargetConfig,
-    compute_dense_targets,
-    dense_targets_from_store,
-    open_region_store,
-)
 from ...evaluation.sem_seg import SemSegEvaluator, read_sem_seg_png
 from ...modeling.heads import TextClassifier
 from ...modeling.sem_seg import (
@@ -36,6 +29,13 @@ from ...modeling.sem_seg import (
     SemSegEmbedHead,
     SemSegLabelMap,
     check_sem_seg_labels,
+)
+from ...teacher.dense_targets import (
+    DenseTargetCache,
+    DenseTargetConfig,
+    compute_dense_targets,
+    dense_targets_from_store,
+    open_region_store,
 )
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
@@ -165,7 +165,7 @@ def load_sem_seg_samples(dataset_dicts: Sequence[dict], num_values: int, ignore_
 
     Returns dicts {"image_id", "file_name", "image": (3, H, W) uint8, "labels": (H, W) int64 pixel values}.
     """
-    from ...teacher.regions import read_image_rgb
+    from ...data.images import read_image_rgb
 
     out = []
     for d in dataset_dicts:
@@ -538,7 +538,7 @@ def semseg_demo(weights: str | os.PathLike, image_paths: Sequence[str], class_na
                 out_path: str | os.PathLike, templates: str = "vild", scale: int = 3) -> Path:
     """Segment each image with any vocabulary and write one picture (`draw_semseg`): label 0 is the background,
     i + 1 is class_names[i]."""
-    from ...teacher.regions import read_image_rgb
+    from ...data.images import read_image_rgb
 
     images = [read_image_rgb(p) for p in image_paths]
     preds, legend = segment_images(weights, images, class_names, teacher, templates)

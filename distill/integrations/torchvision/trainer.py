@@ -28,13 +28,13 @@ from fvcore.common.param_scheduler import (
 
 from ...data.catalog import get_dataset
 from ...data.datasets import filter_empty, remap_to_vocabulary
-from ...data.mapper import DatasetMapper, MapperConfig
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import evaluate_detections
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import atomic_write_bytes, atomic_write_json
 from .builders import build_vild_model
+from .mapper import DatasetMapper, MapperConfig
 from .meta_arch import detections_to_coco
 
 logger = logging.getLogger(__name__)

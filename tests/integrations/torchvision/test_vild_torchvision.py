@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from distill.config import load_config
 from distill.data import synthetic_dataset
-from distill.data.mapper import DatasetMapper, MapperConfig
 from distill.data.synthetic import SYNTHETIC_CATEGORIES
 from distill.integrations.torchvision.builders import build_vild_model
+from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 from distill.integrations.torchvision.trainer import lr_at
 from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO

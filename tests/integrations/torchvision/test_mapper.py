@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from distill.data import synthetic_dataset
-from distill.data.mapper import DatasetMapper, MapperConfig, decode_segmentation, resized_hw
 from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord
+from distill.integrations.torchvision.mapper import (
+    DatasetMapper,
+    MapperConfig,
+    decode_segmentation,
+    resized_hw,
+)
 from distill.utils import DistillInputError
 
 

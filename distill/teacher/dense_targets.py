@@ -34,8 +34,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.images import read_image_rgb
+from ..data.region_store import RegionEmbeddingStore
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, atomic_write_json, dumps_json, read_json
+from .teacher import check_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +169,6 @@ def compute_dense_targets(teacher, image: torch.Tensor, cfg: DenseTargetConfig,
     else:
         if boxes is None:
             raise DistillInputError('dense targets of kind "regions" need boxes (proposals) for every image')
-        from ..teacher.teacher import check_boxes
-
         boxes = boxes.float().view(-1, 4)
         boxes = boxes[check_boxes(boxes, image.shape[1], image.shape[2])]
         out = dense_targets_regions(teacher, image, boxes, cfg.stride, cfg.region_scales, cfg.sigma_frac,
@@ -178,8 +179,6 @@ def compute_dense_targets(teacher, image: torch.Tensor, cfg: DenseTargetConfig,
 def open_region_store(root: str | os.PathLike, teacher, cfg: DenseTargetConfig):
     """The region-embedding store at `root` for "regions" targets; one clear error unless `teacher` made it with
     cfg's crop scales and geometry (then its embeddings are the targets' crops, already computed)."""
-    from .region_store import RegionEmbeddingStore
-
     store = RegionEmbeddingStore(root, expected_dim=teacher.dim)
     want = {"teacher": teacher.provenance()["teacher"], "scales": list(cfg.region_scales),
             "geometry": cfg.region_geometry}
@@ -242,8 +241,6 @@ class DenseTargetCache:
         if image is None:
             if file_name is None:
                 raise DistillInputError(f"no cached dense targets for image {image_id} and no image given")
-            from ..teacher.regions import read_image_rgb
-
             image = read_image_rgb(file_name)
         targets = compute_dense_targets(self.teacher, image, self.cfg, boxes).half()
         buf = io.BytesIO()

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.data.dense_targets import (
+from distill.teacher.dense_targets import (
     DenseTargetCache,
     DenseTargetConfig,
     compute_dense_targets,
@@ -137,8 +137,8 @@ def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
     import cv2
     import numpy as np
 
-    from distill.data.dense_targets import dense_targets_from_store, open_region_store
     from distill.integrations.torchvision.sem_seg import dense_targets_for
+    from distill.teacher.dense_targets import dense_targets_from_store, open_region_store
     from distill.teacher.regions import dump_region_embeddings
 
     t = StoreTeacher()
@@ -153,7 +153,7 @@ def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
     dump_region_embeddings(t, dicts, boxes, tmp_path / "store", progress=False).finalize()
     cfg = DenseTargetConfig(kind="regions")
     store = open_region_store(tmp_path / "store", t, cfg)
-    from distill.teacher.regions import read_image_rgb
+    from distill.data.images import read_image_rgb
 
     for d in dicts:
         img = read_image_rgb(d["file_name"])

@@ -19,8 +19,9 @@ import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
 
-from ..utils.errors import DistillInputError
-from .region_store import RegionEmbeddingStore
+from ...data.images import read_image_rgb
+from ...data.region_store import RegionEmbeddingStore
+from ...utils.errors import DistillInputError
 
 
 @dataclass
@@ -31,12 +32,6 @@ class MapperConfig:
     flip_prob: float = 0.5
     mask_on: bool = True
     num_distill: int = 300
-
-
-def read_image(path: str) -> torch.Tensor:
-    from ..teacher.regions import read_image_rgb
-
-    return read_image_rgb(path)
 
 
 def resized_hw(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
@@ -75,7 +70,7 @@ class DatasetMapper:
         self.rng = random.Random(seed)
 
     def __call__(self, d: dict) -> dict:
-        img = read_image(d["file_name"])
+        img = read_image_rgb(d["file_name"])
         h0, w0 = img.shape[1:]
         if (h0, w0) != (d["height"], d["width"]):
             raise DistillInputError(f"image is {w0}x{h0} but the annotations say {d['width']}x{d['height']}",

@@ -1,0 +1,20 @@
+"""Reading dataset images."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import torch
+
+from ..utils.errors import DistillInputError
+
+
+def read_image_rgb(path: str) -> torch.Tensor:
+    """(3, H, W) uint8 RGB; DistillInputError naming the file when it is missing or cannot be decoded."""
+    if not os.path.isfile(path):
+        raise DistillInputError("image not found", path)
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DistillInputError("cannot decode image", path)
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous()
