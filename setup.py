@@ -5,6 +5,7 @@ failed compile only warns. CUDA sources are compiled when FORCE_CUDA=1 or a GPU 
 """
 import glob
 import os
+import shutil
 import sys
 import warnings
 
@@ -92,5 +93,23 @@ def _warn_build_failed(exc):
     print(f"WARNING: {msg}", file=sys.stderr)
 
 
+def _ship_configs():
+    """configs/ inside the package as distill/model_zoo/configs (a link; a copy where links fail), so an
+    installed distill finds the configs its library functions default to (detectron2's model_zoo does so)."""
+    source = os.path.join(ROOT, "configs")
+    target = os.path.join(ROOT, "distill", "model_zoo", "configs")
+    if not os.path.isdir(source):  # building from an sdist: the copy is already inside the package
+        return
+    if os.path.islink(target):
+        os.unlink(target)
+    elif os.path.isdir(target):
+        shutil.rmtree(target)
+    try:
+        os.symlink(os.path.join("..", "..", "configs"), target)
+    except OSError:
+        shutil.copytree(source, target)
+
+
+_ship_configs()
 ext_modules, cmdclass = _extensions()
 setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -15,9 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-import quickstart  # noqa: E402
+from distill.integrations import quickstart
+from distill.integrations.backend import BACKENDS
 
 VARIANTS = {
     "ViLD-text": ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0"],
@@ -29,15 +28,15 @@ VARIANTS = {
 def main(argv=None) -> int:
     import torch
 
-    from distill.integrations.torchvision.trainer import evaluate, load_trained_model, train
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="output/ablation")
     p.add_argument("--quickstart-dir", default="output/quickstart")
+    p.add_argument("--backend", choices=BACKENDS, default="torchvision",
+                   help="the backend of the quickstart run in --quickstart-dir, and of these trainings")
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     qs = Path(args.quickstart_dir)
-    pipe = quickstart.Pipeline(qs, [])
+    pipe = quickstart.Pipeline(qs, [], backend=args.backend)
     pipe.data()
     for stage, fn in (("text", pipe.text), ("proposals", pipe.proposals), ("regions", pipe.regions_stage)):
         marker = {"text": qs / "text" / "synthetic_all.npy", "proposals": qs / "proposals_train.json",
@@ -50,10 +49,10 @@ def main(argv=None) -> int:
         cfg = pipe.cfg(name, extra + args.overrides + ["OUTPUT_DIR", str(out)])  # the last OUTPUT_DIR wins
         final = out / "model_final.pth"
         if not final.is_file():
-            train(cfg, resume=True)
-        model = load_trained_model(cfg, final)
+            pipe.backend.train(cfg)
+        model = pipe.backend.load_model(cfg, str(final))
         with torch.no_grad():
-            rows[name] = evaluate(cfg, model, "distill_synthetic_val")
+            rows[name] = pipe.backend.evaluate(cfg, model, "distill_synthetic_val")
     keys = [("box_AP50_novel", "box AP50 novel"), ("box_AP50_base", "box AP50 base"), ("box_AP50", "box AP50 all"),
             ("mask_AP50_novel", "mask AP50 novel"), ("mask_AP_novel", "mask AP novel")]
     print("\n| method | " + " | ".join(k[1] for k in keys) + " |\n" + "|---" * (len(keys) + 1) + "|")

@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill.integrations.backend import BACKENDS
+
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ("torchvision", "detectron2")
 KEYS = ("box_AP50_novel", "box_AP50_base", "mask_AP50_novel")
 
 

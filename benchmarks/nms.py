@@ -11,14 +11,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distill.ops import has_compiled_ops, nms  # noqa: E402
+from distill.ops import has_compiled_ops, nms
 
 
 def rpn_like(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-import quickstart  # noqa: E402
-
-from distill.utils import cli_entry  # noqa: E402
+from distill.integrations import quickstart
+from distill.utils import cli_entry
 
 
 @cli_entry

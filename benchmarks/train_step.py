@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-import quickstart  # noqa: E402
+from distill.integrations import quickstart
 
 
 def time_steps(cfg, num_workers: int, steps: int, warmup: int = 5) -> float:

@@ -18,86 +18,27 @@ $DISTILL_CACHE/text_embeddings. "lvis" reads the class names from $DISTILL_DATAS
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
 import cv2
 import numpy as np
 
+from distill.data.images import list_images, read_image_rgb
+from distill.teacher.vocabulary import NAMED, named_vocabulary, vocabulary_embeddings
 from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def vocabulary_names(kind: str, custom: str | None) -> list[str]:
-    from distill.data import ov_coco_categories
-    from distill.data.synthetic import SYNTHETIC_CATEGORIES
-    from distill.utils import read_json
-
-    if kind == "synthetic":
-        return [c["name"] for c in SYNTHETIC_CATEGORIES]
-    if kind == "coco":
-        return [c["name"] for c in ov_coco_categories()]
-    if kind == "lvis":
-        path = Path(os.environ.get("DISTILL_DATASETS", "datasets")) / "lvis" / "lvis_v1_val.json"
-        cats = read_json(path, what="LVIS annotation file (for the LVIS class names)")["categories"]
-        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
-    names = [n.strip() for n in (custom or "").split(",") if n.strip()]
-    if not names:
-        raise DistillInputError("--vocabulary custom needs --custom-vocabulary \"name1,name2,...\" (empty vocabulary)")
-    if len(set(names)) != len(names):
-        raise DistillInputError("a class name appears twice in --custom-vocabulary")
-    return names
-
-
-def class_embeddings(cfg, names: list[str]):
-    """The config's test embeddings when they hold exactly these names, else the teacher's (cached)."""
-    from distill.teacher import ClassEmbeddings, create_teacher
-
-    test = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
-    if test and Path(test).is_file():
-        emb = ClassEmbeddings.load(test)
-        if emb.class_names == names:
-            return emb
-    t = cfg.MODEL.DISTILL.TEACHER
-    key = hashlib.sha256("\n".join([t.ARCH, t.PRETRAINED, t.TEMPLATES, *names]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")) / "text_embeddings"
-    path = cache / f"{key}.npy"
-    if path.is_file():
-        return ClassEmbeddings.load(path, expected_names=names)
-    teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
-    emb = ClassEmbeddings(teacher.encode_text(names, t.TEMPLATES).cpu(), names,
-                          {**teacher.provenance(), "templates": t.TEMPLATES})
-    emb.save(path)
-    return emb
-
-
-def list_images(spec: str) -> list[Path]:
-    p = Path(spec)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DistillInputError("no images in folder", p)
-        return files
-    if not p.is_file():
-        raise DistillInputError("input image not found", p)
-    return [p]
 
 
 def semseg_main(args) -> int:
     """--task semseg: one drawn picture and one label PNG per image."""
     from distill.config import load_config
-    from distill.data.images import read_image_rgb
     from distill.integrations.torchvision.sem_seg import draw_semseg, segment_images
     from distill.model_zoo import resolve_weights
     from distill.teacher import create_teacher
 
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)
-    names = vocabulary_names(args.vocabulary, args.custom_vocabulary)
+    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
     weights = resolve_weights(args.weights)
     t = cfg.MODEL.DISTILL.TEACHER
     teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
@@ -125,7 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
-    p.add_argument("--vocabulary", choices=("synthetic", "coco", "lvis", "custom"), default="synthetic")
+    p.add_argument("--vocabulary", choices=NAMED, default="synthetic")
     p.add_argument("--custom-vocabulary", default=None)
     p.add_argument("--score-thresh", type=float, default=0.3)
     p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
@@ -134,19 +75,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.task == "semseg":
         return semseg_main(args)
-    from train_net import pick_backend
-
     from distill.config import load_config
+    from distill.integrations.backend import get_backend
+    from distill.integrations.drawing import render
+    from distill.integrations.torchvision.meta_arch import detections_to_coco
     from distill.model_zoo import resolve_weights
 
-    if pick_backend(args.backend) == "detectron2":
-        from distill.integrations.detectron2 import demo as backend
-    else:
-        from distill.integrations.torchvision import demo as backend
+    backend = get_backend(args.backend)
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)
-    names = vocabulary_names(args.vocabulary, args.custom_vocabulary)
-    vocab = class_embeddings(cfg, names)
+    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
+    t = cfg.MODEL.DISTILL.TEACHER
+    vocab = vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
     weights = resolve_weights(args.weights)
     if not Path(weights).is_file():
         raise DistillInputError("weights not found", weights)
@@ -159,13 +99,11 @@ def main(argv=None) -> int:
             raise DistillInputError("cannot decode image", path)
         h, w = bgr.shape[:2]
         det = backend.predict(model, cfg, {"file_name": str(path), "height": h, "width": w, "image_id": k})
-        drawn = backend.render(np.ascontiguousarray(bgr[:, :, ::-1]), det, names, None, args.score_thresh,
+        drawn = render(np.ascontiguousarray(bgr[:, :, ::-1]), det, names, None, args.score_thresh,
                                scale=max(1, 384 // max(h, w)))
         ok, buf = cv2.imencode(".png", drawn[:, :, ::-1])
         atomic_write_bytes(out / f"{path.stem}.png", buf.tobytes())
         coco["images"].append({"id": k, "file_name": str(path), "height": h, "width": w})
-        from distill.integrations.torchvision.meta_arch import detections_to_coco
-
         coco["annotations"] += detections_to_coco(det, k, list(range(1, len(names) + 1)))
         kept = int((det["scores"] >= args.score_thresh).sum())
         print(f"{path}: {kept} detection(s) with score >= {args.score_thresh}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
-
 from distill.model_zoo import cache_path, get_checkpoint, get_entry, list_entries
 from distill.utils import DistillInputError, cli_entry
 

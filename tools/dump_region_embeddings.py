@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
 import torch
 
 from distill.data import load_coco_json, load_lvis_json

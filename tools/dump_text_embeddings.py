@@ -11,36 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import _common  # noqa: F401  (puts the checkout on sys.path)
 
 from distill.teacher import ClassEmbeddings, create_teacher
 from distill.teacher.prompts import TEMPLATE_SETS
-from distill.utils import DistillInputError, cli_entry, read_json
-
-
-def read_vocabulary(spec: str) -> tuple[list[str], dict]:
-    """(class names, provenance) from a dataset json, a names file or a comma-separated list."""
-    path = Path(spec)
-    if path.suffix.lower() in (".json", ".txt") or path.is_file():
-        if not path.is_file():
-            raise DistillInputError("vocabulary file not found", path)
-        if path.suffix.lower() == ".json":
-            data = read_json(path, what="dataset json")
-            cats = data.get("categories") if isinstance(data, dict) else None
-            if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
-                raise DistillInputError("json has no 'categories' list with id and name", path)
-            cats = sorted(cats, key=lambda c: c["id"])
-            return [c["name"] for c in cats], {"vocabulary": str(path), "category_ids": [c["id"] for c in cats]}
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        if not names:
-            raise DistillInputError("names file is empty", path)
-        return names, {"vocabulary": str(path)}
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    if not names:
-        raise DistillInputError("empty vocabulary")
-    return names, {"vocabulary": "list"}
+from distill.teacher.vocabulary import read_vocabulary
+from distill.utils import DistillInputError, cli_entry
 
 
 @cli_entry

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
-
 from distill.evaluation import evaluate_detections
 from distill.utils import atomic_write_json, cli_entry, dumps_json
 

@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
-
 from distill.model_zoo import MANIFEST
 from distill.model_zoo.manifest import load_manifest
 from distill.model_zoo.markdown import render
@@ -23,7 +21,7 @@ from distill.utils import atomic_write_bytes, cli_entry
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default=str(_common.REPO / "MODEL_ZOO.md"))
+    p.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "MODEL_ZOO.md"))
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is stale")
     args = p.parse_args(argv)
     text = render(load_manifest(MANIFEST))

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common
-
+from distill.data.catalog import datasets_root_arg
 from distill.data.prepare import make_ov_coco
 from distill.utils import atomic_write_json, cli_entry, read_json
 
@@ -23,7 +22,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
-    ann = _common.datasets_root(args.datasets_root) / "coco" / "annotations"
+    ann = datasets_root_arg(args.datasets_root) / "coco" / "annotations"
     jobs = [("instances_train2017.json", "instances_train2017_base.json", True),
             ("instances_val2017.json", "instances_val2017_ov.json", False)]
     for src, dst, train in jobs:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common
-
+from distill.data.catalog import datasets_root_arg
 from distill.data.prepare import make_ov_lvis
 from distill.utils import atomic_write_json, cli_entry, read_json
 
@@ -23,7 +22,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
-    root = _common.datasets_root(args.datasets_root) / "lvis"
+    root = datasets_root_arg(args.datasets_root) / "lvis"
     jobs = [("lvis_v1_train.json", "lvis_v1_train_norare.json", True),
             ("lvis_v1_val.json", "lvis_v1_val_ov.json", False)]
     for src, dst, train in jobs:

@@ -15,17 +15,15 @@ import os
 import socket
 import sys
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
-
-from distill.utils import DistillInputError, atomic_write_bytes, cli_entry, dumps_json
-
-BACKENDS = ("auto", "detectron2", "torchvision")
+from distill.integrations.backend import BACKENDS, get_backend
+from distill.utils import cli_entry
 
 
 def default_argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default="", metavar="FILE")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                   help="auto: detectron2 when it is installed (distill.integrations.backend.get_backend)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--num-gpus", type=int, default=1, help="local processes (GPUs, or CPU processes on gloo)")
@@ -35,64 +33,6 @@ def default_argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
-
-
-def pick_backend(name: str) -> str:
-    if name != "auto":
-        return name
-    try:
-        import detectron2  # noqa: F401
-    except ImportError:
-        return "torchvision"
-    from distill.integrations import detectron2 as d2_integration
-
-    return "detectron2" if hasattr(d2_integration, "train_main") else "torchvision"
-
-
-def setup(args):
-    from distill.config import load_config
-    from distill.data.catalog import datasets_root, register_all
-
-    cfg = load_config(args.config_file or None, args.opts)
-    register_all(datasets_root(cfg))
-    if int(os.environ.get("RANK", "0")) == 0:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        atomic_write_bytes(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode())
-    return cfg
-
-
-def main_torchvision(args) -> dict:
-    import torch
-
-    from distill.evaluation import format_ov_table
-    from distill.integrations.torchvision.trainer import (
-        _resolve_weights,
-        dist_info,
-        evaluate,
-        load_trained_model,
-        setup_distributed,
-        train,
-    )
-
-    cfg = setup(args)
-    if args.eval_only:
-        device = setup_distributed(cfg.MODEL.DEVICE)
-        if not cfg.MODEL.WEIGHTS:
-            raise DistillInputError("--eval-only needs MODEL.WEIGHTS (a checkpoint path or model-zoo name)")
-        path = _resolve_weights(cfg.MODEL.WEIGHTS)
-        if not os.path.isfile(path):
-            raise DistillInputError("MODEL.WEIGHTS not found", path)
-        model = load_trained_model(cfg, path, device)
-    else:
-        model = train(cfg, resume=args.resume, progress=not args.no_progress)
-    results = {}
-    for name in cfg.DATASETS.TEST:
-        with torch.no_grad():
-            results[name] = evaluate(cfg, model, name)
-        if dist_info()[0] == 0:
-            print(f"\n{name}:\n{format_ov_table(results[name])}")
-            print(dumps_json({"dataset": name, **results[name]}))
-    return results
 
 
 def _free_port() -> int:
@@ -112,16 +52,8 @@ def _worker(local_rank: int, args, world: int, url: str) -> None:
 
 @cli_entry
 def run(args) -> int:
-    backend = pick_backend(args.backend)
-    if backend == "detectron2":
-        from distill.integrations import detectron2 as d2_integration
-
-        if not hasattr(d2_integration, "train_main"):
-            raise DistillInputError("the detectron2 backend is not available in this version; use "
-                                    "--backend torchvision")
-        return d2_integration.train_main(args)
-    main_torchvision(args)
-    return 0
+    """setup → train (or --eval-only) → evaluate, in the backend's package module."""
+    return get_backend(args.backend).train_net(args)
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
 import torch
 
 from distill.data.synthetic import generate
@@ -27,7 +26,7 @@ from distill.utils import cli_entry, dumps_json
 def _benchmark(path: str | None) -> Path:
     if path:
         return Path(path)
-    from quickstart import QUICKSTART_DATA
+    from distill.integrations.quickstart import QUICKSTART_DATA
 
     return generate("output/quickstart/synthetic", QUICKSTART_DATA)
 

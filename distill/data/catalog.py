@@ -64,6 +64,11 @@ def register_ov_lvis(datasets_root: str | os.PathLike, prefix: str = "distill_ov
     return [f"{prefix}_{s}" for s in files]
 
 
+def datasets_root_arg(arg: str | None) -> Path:
+    """A --datasets-root argument, else $DISTILL_DATASETS, else ./datasets."""
+    return Path(arg or os.environ.get("DISTILL_DATASETS") or "datasets")
+
+
 def datasets_root(cfg) -> str:
     """MODEL.DISTILL.DATASETS_ROOT, else $DISTILL_DATASETS, else ./datasets."""
     return cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"

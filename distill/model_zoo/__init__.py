@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..utils.errors import DistillInputError
+from .config_files import get_config_file
 from .download import DownloadError, check_file, fetch, sha256_file
 from .manifest import Entry, is_remote, load_zoo, local_path, mirror_url, relative_path, source_url
 
-__all__ = ["DownloadError", "cache_root", "get_checkpoint", "get_entry", "has_entry", "list_entries",
+__all__ = ["DownloadError", "cache_root", "get_checkpoint", "get_config_file", "get_entry", "has_entry", "list_entries",
            "manifest_paths", "resolve_weights"]
 
 logger = logging.getLogger(__name__)

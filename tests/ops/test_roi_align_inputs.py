@@ -1,8 +1,8 @@
 """Bad input is rejected with a ValueError/TypeError naming the argument, before any kernel runs."""
 import pytest
-from roi_oracle import STRIDES, random_features, random_rois
 
 from distill.ops import multilevel_roi_align
+from tests.ops.roi_oracle import STRIDES, random_features, random_rois
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import warnings
 
 import pytest
 import torch
-from roi_oracle import STRIDES, random_features, random_rois
 
 import distill.ops as ops
 from distill.ops import _loader, has_compiled_ops, multilevel_roi_align
+from tests.ops.roi_oracle import STRIDES, random_features, random_rois
 
 needs_ops = pytest.mark.skipif(not has_compiled_ops(), reason="distill._C extension not built")
 
@@ -88,7 +88,7 @@ def test_fallback_warns_once_and_matches(hidden_extension):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         multilevel_roi_align(features, rois, (7, 7), STRIDES)
-    from roi_oracle import torchvision_levels
+    from tests.ops.roi_oracle import torchvision_levels
 
     assert (out - torchvision_levels(features, rois, (7, 7), STRIDES)).abs().max().item() <= 1e-5
 

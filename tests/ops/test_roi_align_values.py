@@ -2,10 +2,10 @@
 roi_align applied level by level (detectron2 ROIPooler semantics) and the pure-PyTorch reference."""
 import pytest
 import torch
-from roi_oracle import STRIDES, oracle_roi_align, random_features, random_rois, torchvision_levels
 
 from distill.ops import has_compiled_ops, multilevel_roi_align
 from distill.ops._reference import multilevel_roi_align_reference
+from tests.ops.roi_oracle import STRIDES, oracle_roi_align, random_features, random_rois, torchvision_levels
 
 needs_ops = pytest.mark.skipif(not has_compiled_ops(), reason="distill._C extension not built")
 

@@ -1,16 +1,13 @@
-"""tools/quickstart.py end to end on a tiny benchmark and a few iterations, on each installed backend: every
-stage runs, the table and JSON come out, a rerun skips cached stages, a folder of the other backend is refused."""
+"""The quickstart (distill.integrations.quickstart, behind tools/quickstart.py) end to end on a tiny benchmark
+and a few iterations, on each installed backend: every stage runs, the table and JSON come out, a rerun skips
+cached stages, a folder of the other backend is refused."""
 import importlib.util
 import json
-import sys
 
 import pytest
 
 from distill.data.synthetic import SyntheticConfig
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-import quickstart  # noqa: E402
+from distill.integrations import quickstart
 
 TINY = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8",
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",

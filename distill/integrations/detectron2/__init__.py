@@ -19,6 +19,7 @@ else:
 
 if _IMPORT_ERROR is None:
     from . import demo, proposals
+    from .backend import Detectron2Backend
     from .builders import (
         add_distill_config,
         build_vild_model,
@@ -37,7 +38,7 @@ if _IMPORT_ERROR is None:
     __all__ = ["add_distill_config", "build_vild_model", "get_detectron2_cfg", "load_detectron2_config",
                "to_detectron2_cfg", "ViLDDatasetMapper", "register_ov_coco", "register_ov_lvis",
                "register_synthetic", "OVEvaluator", "ViLDRCNN", "FusedROIPooler", "ViLDPredictor", "ViLDRoIHeads",
-               "ViLDTrainer", "train_main", "demo", "proposals"]
+               "ViLDTrainer", "train_main", "demo", "proposals", "Detectron2Backend"]
 else:
     from ...utils.errors import DistillInputError
 

@@ -11,7 +11,6 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
-from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
 from .builders import build_vild_model, to_detectron2_cfg
 from .datasets import ViLDDatasetMapper
 from .trainer import StrictCheckpointer

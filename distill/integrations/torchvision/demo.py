@@ -7,7 +7,6 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
-from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
 from .mapper import DatasetMapper, MapperConfig
 from .trainer import load_trained_model
 

@@ -1,0 +1,86 @@
+"""The `Backend` protocol the tools, the quickstart pipeline and the benchmarks drive a training framework
+through, and `get_backend(name)`.
+
+Two implementations, one per framework, with the same behaviour on the same config:
+`distill.integrations.torchvision.backend.TorchvisionBackend` and
+`distill.integrations.detectron2.backend.Detectron2Backend`. A new framework is one more module with a class
+that has these methods and one more entry in `BACKENDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+from ..teacher.embeddings import ClassEmbeddings
+from ..utils.errors import DistillInputError
+
+BACKENDS = ("torchvision", "detectron2")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def load_config(self, config_file: str | None, opts: Sequence[str] = ()):
+        """Defaults ← yaml (with its _BASE_) ← KEY VALUE overrides, in this backend's config type."""
+
+    def register_synthetic(self, root: str | os.PathLike) -> None:
+        """The synthetic benchmark at `root` as the datasets distill_synthetic_{train,val}."""
+
+    def train(self, cfg, progress: bool = True) -> None:
+        """Train cfg's model into cfg.OUTPUT_DIR, resuming from its last checkpoint; no evaluation."""
+
+    def load_model(self, cfg, weights: str) -> torch.nn.Module:
+        """cfg's model with a checkpoint's weights (another architecture is one clear error)."""
+
+    def dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                          progress: bool = True) -> list[dict]:
+        """The RPN's top_k proposals per image, as records {image_id, bbox XYWH, score} in original pixels."""
+
+    def evaluate(self, cfg, model, dataset: str) -> dict:
+        """Flat OV metrics ({box,mask}_AP{,50}{,_base,_novel}) of `model` on a registered dataset."""
+
+    def load_for_inference(self, cfg, weights: str, vocabulary: ClassEmbeddings,
+                           novel: torch.Tensor | None = None) -> torch.nn.Module:
+        """A trained model in eval mode, classifying into `vocabulary`."""
+
+    def predict(self, model, cfg, record: dict) -> dict:
+        """One {file_name, height, width, image_id} → boxes (N, 4) XYXY, scores (N,), labels (N,) [masks
+        (N, H, W) float 0/1], in original pixels."""
+
+    def draw_predictions_grid(self, cfg, weights: str, bench_root: str | Path, out_png: str | Path,
+                              n: int = 6) -> Path:
+        """Detections of the test vocabulary on the first `n` validation images holding a novel object."""
+
+    def train_net(self, args: argparse.Namespace) -> int:
+        """`tools/train_net.py` in one process (or the process group its environment describes)."""
+
+
+def detectron2_installed() -> bool:
+    """detectron2 imports (and so does this package's detectron2 backend)."""
+    if importlib.util.find_spec("detectron2") is None:
+        return False
+    from . import detectron2
+
+    return detectron2._IMPORT_ERROR is None
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """"torchvision", "detectron2", or "auto" (detectron2 when it is installed). A missing detectron2 is one
+    clear DistillInputError."""
+    if name == "auto":
+        name = "detectron2" if detectron2_installed() else "torchvision"
+    if name == "torchvision":
+        from .torchvision.backend import TorchvisionBackend
+
+        return TorchvisionBackend()
+    if name == "detectron2":
+        from . import detectron2
+
+        return detectron2.Detectron2Backend()  # Detectron2Missing (a DistillInputError) without detectron2
+    raise DistillInputError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")

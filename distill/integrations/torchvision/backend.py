@@ -1,0 +1,89 @@
+"""The torchvision backend behind the `Backend` protocol (distill.integrations.backend), and its
+`tools/train_net.py` main."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ... import model_zoo
+from ...config import load_config
+from ...data.catalog import datasets_root, register_all, register_synthetic
+from ...evaluation import format_ov_table
+from ...teacher.embeddings import ClassEmbeddings
+from ...utils.errors import DistillInputError
+from ...utils.io import atomic_write_bytes, dumps_json
+from . import demo, proposals, trainer
+
+
+class TorchvisionBackend:
+    name = "torchvision"
+
+    def load_config(self, config_file: str | None, opts: Sequence[str] = ()):
+        return load_config(config_file, list(opts))
+
+    def register_synthetic(self, root: str | os.PathLike) -> None:
+        register_synthetic(root)
+
+    def train(self, cfg, progress: bool = True) -> None:
+        trainer.train(cfg, resume=True, progress=progress)
+
+    def load_model(self, cfg, weights: str) -> torch.nn.Module:
+        return trainer.load_trained_model(cfg, weights)
+
+    def dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                          progress: bool = True) -> list[dict]:
+        return proposals.dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
+
+    def evaluate(self, cfg, model, dataset: str) -> dict:
+        return trainer.evaluate(cfg, model, dataset)
+
+    def load_for_inference(self, cfg, weights: str, vocabulary: ClassEmbeddings,
+                           novel: torch.Tensor | None = None) -> torch.nn.Module:
+        return demo.load_for_inference(cfg, weights, vocabulary, novel)
+
+    def predict(self, model, cfg, record: dict) -> dict:
+        return demo.predict(model, cfg, record)
+
+    def draw_predictions_grid(self, cfg, weights: str, bench_root: str | Path, out_png: str | Path,
+                              n: int = 6) -> Path:
+        return demo.draw_predictions_grid(cfg, weights, bench_root, out_png, n)
+
+    def train_net(self, args) -> int:
+        train_net_main(args)
+        return 0
+
+
+def setup(args):
+    """Config (defaults ← yaml ← overrides), datasets; rank 0 saves the resolved config to OUTPUT_DIR."""
+    cfg = load_config(args.config_file or None, args.opts)
+    register_all(datasets_root(cfg))
+    if int(os.environ.get("RANK", "0")) == 0:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        atomic_write_bytes(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode())
+    return cfg
+
+
+def train_net_main(args) -> dict:
+    """Train (or with --eval-only load MODEL.WEIGHTS), then evaluate on DATASETS.TEST; rank 0 prints."""
+    cfg = setup(args)
+    if args.eval_only:
+        device = trainer.setup_distributed(cfg.MODEL.DEVICE)
+        if not cfg.MODEL.WEIGHTS:
+            raise DistillInputError("--eval-only needs MODEL.WEIGHTS (a checkpoint path or model-zoo name)")
+        path = model_zoo.resolve_weights(cfg.MODEL.WEIGHTS)
+        if not os.path.isfile(path):
+            raise DistillInputError("MODEL.WEIGHTS not found", path)
+        model = trainer.load_trained_model(cfg, path, device)
+    else:
+        model = trainer.train(cfg, resume=args.resume, progress=not args.no_progress)
+    results = {}
+    for name in cfg.DATASETS.TEST:
+        with torch.no_grad():
+            results[name] = trainer.evaluate(cfg, model, name)
+        if trainer.dist_info()[0] == 0:
+            print(f"\n{name}:\n{format_ov_table(results[name])}")
+            print(dumps_json({"dataset": name, **results[name]}))
+    return results

@@ -1,0 +1,78 @@
+"""Vocabularies (lists of class names) and their class embeddings for the tools: from a dataset json, a
+names file, a comma list or a named set (synthetic, COCO, LVIS); text embeddings cached by teacher and names."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ..data import ov_coco_categories
+from ..data.synthetic import SYNTHETIC_CATEGORIES
+from ..utils.errors import DistillInputError
+from ..utils.io import read_json
+from .embeddings import ClassEmbeddings
+from .teacher import create_teacher
+
+NAMED = ("synthetic", "coco", "lvis", "custom")
+
+
+def read_vocabulary(spec: str) -> tuple[list[str], dict]:
+    """(class names, provenance) from a dataset json, a names file or a comma-separated list."""
+    path = Path(spec)
+    if path.suffix.lower() in (".json", ".txt") or path.is_file():
+        if not path.is_file():
+            raise DistillInputError("vocabulary file not found", path)
+        if path.suffix.lower() == ".json":
+            data = read_json(path, what="dataset json")
+            cats = data.get("categories") if isinstance(data, dict) else None
+            if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
+                raise DistillInputError("json has no 'categories' list with id and name", path)
+            cats = sorted(cats, key=lambda c: c["id"])
+            return [c["name"] for c in cats], {"vocabulary": str(path), "category_ids": [c["id"] for c in cats]}
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not names:
+            raise DistillInputError("names file is empty", path)
+        return names, {"vocabulary": str(path)}
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise DistillInputError("empty vocabulary")
+    return names, {"vocabulary": "list"}
+
+
+def named_vocabulary(kind: str, custom: str | None = None) -> list[str]:
+    """The class names of "synthetic", "coco" (OV-COCO's 65), "lvis" (from $DISTILL_DATASETS/lvis/lvis_v1_val.json)
+    or "custom" (`custom`: "name1,name2,...")."""
+    if kind == "synthetic":
+        return [c["name"] for c in SYNTHETIC_CATEGORIES]
+    if kind == "coco":
+        return [c["name"] for c in ov_coco_categories()]
+    if kind == "lvis":
+        path = Path(os.environ.get("DISTILL_DATASETS", "datasets")) / "lvis" / "lvis_v1_val.json"
+        cats = read_json(path, what="LVIS annotation file (for the LVIS class names)")["categories"]
+        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    names = [n.strip() for n in (custom or "").split(",") if n.strip()]
+    if not names:
+        raise DistillInputError("--vocabulary custom needs --custom-vocabulary \"name1,name2,...\" (empty vocabulary)")
+    if len(set(names)) != len(names):
+        raise DistillInputError("a class name appears twice in --custom-vocabulary")
+    return names
+
+
+def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, templates: str,
+                          existing: str | None = None) -> ClassEmbeddings:
+    """`existing` (a ClassEmbeddings file) when it holds exactly these names, else the teacher's text embeddings
+    (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
+    if existing and Path(existing).is_file():
+        emb = ClassEmbeddings.load(existing)
+        if emb.class_names == names:
+            return emb
+    key = hashlib.sha256("\n".join([arch, pretrained, templates, *names]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")) / "text_embeddings"
+    path = cache / f"{key}.npy"
+    if path.is_file():
+        return ClassEmbeddings.load(path, expected_names=names)
+    teacher = create_teacher(arch, pretrained or None)
+    emb = ClassEmbeddings(teacher.encode_text(names, templates).cpu(), names,
+                          {**teacher.provenance(), "templates": templates})
+    emb.save(path)
+    return emb

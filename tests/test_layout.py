@@ -1,0 +1,42 @@
+"""The repository's layout rules that import-linter (pyproject.toml, `make test`) cannot see: tools and
+benchmarks import the package, never each other, and nothing edits the module search path; configs ship with
+the package."""
+import ast
+
+import pytest
+
+from distill.model_zoo import get_config_file
+from distill.utils import DistillInputError
+from tests.conftest import REPO
+
+SCRIPTS = sorted([*REPO.glob("tools/*.py"), *REPO.glob("benchmarks/*.py")])
+SCRIPT_NAMES = {p.stem for p in SCRIPTS}
+
+
+def imported_names(path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module.split(".")[0]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_scripts_import_only_the_package(path):
+    assert not set(imported_names(path)) & SCRIPT_NAMES
+
+
+def test_nothing_edits_the_module_search_path():
+    files = [p for d in ("distill", "tools", "tests", "benchmarks") for p in (REPO / d).rglob("*.py")]
+    assert len(files) > 50
+    offenders = [str(p.relative_to(REPO)) for p in files if "sys." + "path" in p.read_text()]
+    assert offenders == []
+
+
+def test_configs_ship_with_the_package():
+    for name in ("synthetic/vild_r18_fpn_quick.yaml", "synthetic/semseg_r18_fpn_quick.yaml"):
+        path = get_config_file(name)
+        assert path.endswith(name) and "model_zoo" in path
+        assert open(path).read() == (REPO / "configs" / name).read_text()
+    with pytest.raises(DistillInputError, match="vild_r18_fpn_quick.yaml"):
+        get_config_file("synthetic/nope.yaml")
