@@ -111,8 +111,12 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     sizes = tuple(tuple(s) for s in m.ANCHOR_GENERATOR.SIZES)
     ratios = tuple(tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS)
     anchors = AnchorGenerator(sizes, ratios * len(sizes) if len(ratios) == 1 else ratios)
+    if tuple(m.RPN.IOU_LABELS) != (0, -1, 1) or len(m.RPN.IOU_THRESHOLDS) != 2:
+        raise DistillInputError("the torchvision RPN reads two MODEL.RPN.IOU_THRESHOLDS (negative below the first, "
+                                "positive from the second) with IOU_LABELS [0, -1, 1]")
+    bg_iou, fg_iou = m.RPN.IOU_THRESHOLDS
     rpn = RPN(
-        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), 0.7, 0.3, m.RPN.BATCH_SIZE_PER_IMAGE,
+        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), fg_iou, bg_iou, m.RPN.BATCH_SIZE_PER_IMAGE,
         m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
         {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST}, m.RPN.NMS_THRESH)
     bh = m.ROI_BOX_HEAD
