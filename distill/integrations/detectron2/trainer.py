@@ -26,6 +26,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from ...data.datasets import filter_empty
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import format_ov_table
+from ...modeling.vild import build_optimizer, load_train_vocabulary
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
@@ -36,7 +37,6 @@ from .datasets import (
     register_all,
 )
 from .evaluation import OVEvaluator, flatten_ov_results, test_vocabulary
-from .roi_heads import load_train_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +115,7 @@ class ViLDTrainer(DefaultTrainer):
             model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
             overrides={"bg_embedding": {"weight_decay": 0.0}})  # normalised in use: decay only shrinks its scale
-        name = cfg.MODEL.DISTILL.OPTIMIZER
-        if name == "SGD":
-            opt = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                                  nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        elif name == "AdamW":
-            opt = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        else:
-            raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
-        return add_gradient_clipping(cfg, opt)
+        return add_gradient_clipping(cfg, build_optimizer(cfg, params))
 
     @classmethod
     def build_train_loader(cls, cfg):

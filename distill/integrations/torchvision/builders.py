@@ -18,9 +18,9 @@ from ...modeling.heads import (
     ClassAgnosticMaskHead,
     FastRCNNConvFCHead,
     RegionEmbeddingHead,
-    TextClassifier,
 )
 from ...modeling.poolers import MultiScaleRoIPooler
+from ...modeling.vild import text_classifier
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from .meta_arch import ViLDDetector
@@ -125,7 +125,7 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     roi_heads = ViLDRoIHeads(
         MultiScaleRoIPooler(bh.POOLER_RESOLUTION, STRIDES, sampling_ratio=bh.POOLER_SAMPLING_RATIO),
         box_head, RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
-        TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD),
+        text_classifier(cfg, vocabulary),
         ClassAgnosticBoxRegressor(box_head.out_dim),
         MultiScaleRoIPooler(mh.POOLER_RESOLUTION, STRIDES, sampling_ratio=mh.POOLER_SAMPLING_RATIO)
         if m.MASK_ON else None,
@@ -139,5 +139,4 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
         bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
         nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
         smooth_l1_beta=bh.SMOOTH_L1_BETA)
-    roi_heads.classifier.class_names = list(vocabulary.class_names)
     return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)
