@@ -1,6 +1,6 @@
 """Open-vocabulary evaluators: COCO / LVIS box and mask AP split into base and novel, and mIoU."""
 from .detection import evaluate_detections, format_ov_table, numpy_float_alias, validate_predictions
-from .sem_seg import SemSegEvaluator, read_sem_seg_png
+from .sem_seg import SEM_SEG_TABLE_KEYS, SemSegEvaluator, format_sem_seg_table, read_sem_seg_png
 
 __all__ = ["evaluate_detections", "format_ov_table", "numpy_float_alias", "validate_predictions", "SemSegEvaluator",
-           "read_sem_seg_png"]
+           "read_sem_seg_png", "SEM_SEG_TABLE_KEYS", "format_sem_seg_table"]

@@ -96,7 +96,8 @@ class Trainer:
         for h in self.hooks:
             h.before_train()
         try:
-            for self.iter in range(self.start_iter, self.max_iter):
+            for it in range(self.start_iter, self.max_iter):
+                self.iter = it
                 for h in self.hooks:
                     h.before_step()
                 self.run_step()
