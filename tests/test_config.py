@@ -40,51 +40,43 @@ def test_bad_keys_are_clear(tmp_path):
         load_config(str(tmp_path / "none.yaml"))
 
 
-# keys whose default here is not detectron2's, and why
+# keys whose default here is not detectron2's get_cfg(), and why
+_FPN = "the value of detectron2's Base-RCNN-FPN.yaml (its get_cfg() is the C4 model)"
+_1X = "the value of detectron2's 1x schedule (mask_rcnn_R_50_FPN_1x.yaml)"
 D2_DIFFERENCES = {
-    "MODEL.META_ARCHITECTURE": "GeneralizedRCNN in both; kept for the listing",
-    "MODEL.DEVICE": "cpu: this backend's default machine",
-    "MODEL.PIXEL_MEAN": "RGB 0-255 (torchvision), detectron2 BGR",
-    "MODEL.PIXEL_STD": "torchvision's ImageNet std, detectron2 (1, 1, 1) for MSRA weights",
+    "DATALOADER.NUM_WORKERS": "2: CPU machines",
+    "INPUT.FORMAT": "RGB: torchvision's images and weights",
+    "MODEL.PIXEL_MEAN": "torchvision's ImageNet mean, RGB",
+    "MODEL.PIXEL_STD": "torchvision's ImageNet std (detectron2's MSRA weights use 1)",
+    "MODEL.DEVICE": "cpu: runs where there is no GPU",
+    "MODEL.MASK_ON": "ViLD trains masks",
     "MODEL.ROI_HEADS.NAME": "ViLDRoIHeads",
-    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead (detectron2: empty string)",
-    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": "ViLD: class-agnostic",
-    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlignV2 in both",
-    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": "ViLD: class-agnostic",
-    "MODEL.ROI_BOX_HEAD.NUM_FC": "2fc (detectron2's default 0 is set by its FPN yamls)",
-    "MODEL.BACKBONE.NAME": "ResNet-FPN (detectron2: build_resnet_backbone)",
-    "MODEL.RPN.IN_FEATURES": "P2-P6 (detectron2: res4, set by its FPN yamls)",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN": "1000 as detectron2's FPN yamls",
-    "MODEL.ROI_HEADS.IN_FEATURES": "P2-P5 (detectron2: res4)",
-    "MODEL.FPN.IN_FEATURES": "res2-res5 (detectron2: [])",
-    "MODEL.RESNETS.OUT_FEATURES": "res2-res5 (detectron2: res4)",
-    "MODEL.MASK_ON": "masks on",
-    "INPUT.MIN_SIZE_TRAIN": "(800,) (detectron2: (800,) too; kept for its type)",
-    "INPUT.FORMAT": "RGB (torchvision)",
-    "SOLVER.BASE_LR": "0.02 (detectron2: 0.001)",
-    "SOLVER.IMS_PER_BATCH": "16 as detectron2's 1x schedule (detectron2: 16)",
-    "SOLVER.MAX_ITER": "90000 as the 1x schedule (detectron2: 40000)",
-    "SOLVER.STEPS": "(60000, 80000) as the 1x schedule (detectron2: (30000,))",
-    "SOLVER.WARMUP_ITERS": "1000 in both",
-    "SOLVER.CHECKPOINT_PERIOD": "5000 in both",
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "value in detectron2",
-    "SOLVER.WEIGHT_DECAY_BIAS": "None in both",
-    "DATALOADER.NUM_WORKERS": "2 (detectron2: 4)",
-    "SEED": "-1 in both",
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": "ViLD: boxes for classes never trained",
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": "ViLD: masks for classes never trained",
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm (only read when CLIP_GRADIENTS.ENABLED)",
+    **{k: _FPN for k in ("MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.BACKBONE.NAME", "MODEL.FPN.IN_FEATURES",
+                         "MODEL.RESNETS.OUT_FEATURES", "MODEL.ROI_BOX_HEAD.NAME", "MODEL.ROI_BOX_HEAD.NUM_FC",
+                         "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.ROI_HEADS.IN_FEATURES",
+                         "MODEL.ROI_MASK_HEAD.NUM_CONV", "MODEL.RPN.IN_FEATURES", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+                         "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.PRE_NMS_TOPK_TRAIN")},
+    **{k: _1X for k in ("SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.STEPS")},
 }
 
 
 def test_defaults_equal_detectron2_except_the_listed_keys():
     pytest.importorskip("detectron2", reason="detectron2 not installed: the backends' defaults are not compared")
-    from distill.integrations.detectron2 import get_detectron2_cfg
+    from detectron2.config import get_cfg as d2_get_cfg
 
-    d2 = get_detectron2_cfg()
+    from distill.integrations.detectron2 import add_distill_config as d2_add_distill_config
+
+    d2 = d2_add_distill_config(d2_get_cfg())
     ours = _flat(get_cfg())
     theirs = _flat(d2)
-    missing = sorted(k for k in ours if k not in theirs)
+    missing = sorted(k for k in ours if k not in theirs)  # every key of ours is detectron2's
     assert not missing, f"keys detectron2 has not: {missing}"
-    differ = {k for k in ours if _norm(ours[k]) != _norm(theirs[k])}
-    assert differ <= set(D2_DIFFERENCES), sorted(differ - set(D2_DIFFERENCES))
+    differ = {k for k in ours if not k.startswith("MODEL.DISTILL.") and _norm(ours[k]) != _norm(theirs[k])}
+    assert differ == set(D2_DIFFERENCES), (sorted(differ - set(D2_DIFFERENCES)), sorted(set(D2_DIFFERENCES) - differ))
+    assert _flat(d2.MODEL.DISTILL) == _flat(get_cfg().MODEL.DISTILL)  # added to detectron2's config as it is
 
 
 def _flat(node, prefix=""):
