@@ -19,6 +19,7 @@ import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.engine import hooks as d2_hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
@@ -154,6 +155,15 @@ class ViLDTrainer(DefaultTrainer):
             with test_vocabulary(model, cfg, name):
                 results[name] = super().test(one, model, None if evaluators is None else [evaluators[i]])
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones."""
+        hooks = super().build_hooks()
+        keep = self.cfg.MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP
+        for h in hooks:
+            if isinstance(h, d2_hooks.PeriodicCheckpointer) and keep > 0:
+                h.max_to_keep = keep
+        return hooks
 
     def build_writers(self):
         writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
