@@ -80,6 +80,7 @@ class MetricsWriter(HookBase):
         fh = logging.FileHandler(os.path.join(self.output_dir, "log.txt"))
         fh.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%m/%d %H:%M:%S"))
         pkg = logging.getLogger("distill")
+        self._pkg_level = pkg.level  # restored after training
         if pkg.level == logging.NOTSET or pkg.level > logging.INFO:
             pkg.setLevel(logging.INFO)
         self._add(pkg, fh)
@@ -130,6 +131,8 @@ class MetricsWriter(HookBase):
             logger.removeHandler(h)
             h.close()
         self._handlers = []
+        if self.active:
+            logging.getLogger("distill").setLevel(self._pkg_level)
 
 
 class ProgressBar(HookBase):
