@@ -303,18 +303,3 @@ class OpenVocabSemSegPredictor(nn.Module):
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, K, H, W) logits → (B, H, W) pixel values of the current vocabulary."""
         return self.label_map.to_value(logits.argmax(1))
-
-
-def build_sem_seg_predictor(cfg, vocabulary, in_channels: Sequence[int], in_strides: Sequence[int],
-                            class_values: Sequence[int] | None = None) -> OpenVocabSemSegPredictor:
-    """MODEL.DISTILL(.SEM_SEG)'s predictor over features of `in_channels` at `in_strides`, for `vocabulary`
-    (a `ClassEmbeddings`, the training vocabulary); class_values: pixel value of each of its classes (default
-    SEM_SEG.TRAIN_LABEL_VALUES, else 0..C-1)."""
-    from .vild import text_classifier
-
-    d, s = cfg.MODEL.DISTILL, cfg.MODEL.DISTILL.SEM_SEG
-    head = SemSegEmbedHead(list(in_channels), list(in_strides), vocabulary.dim, s.CONVS_DIM, s.COMMON_STRIDE, s.NORM)
-    values = list(class_values if class_values is not None else (s.TRAIN_LABEL_VALUES or range(len(vocabulary))))
-    label_map = SemSegLabelMap(values, None if s.BACKGROUND_VALUE < 0 else s.BACKGROUND_VALUE, s.IGNORE_VALUE)
-    return OpenVocabSemSegPredictor(head, text_classifier(cfg, vocabulary), label_map, s.LOSS_WEIGHT,
-                                    d.PIXEL_LOSS_WEIGHT, d.PIXEL_LOSS, s.DISTILL_BACKGROUND)

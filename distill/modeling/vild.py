@@ -1,5 +1,6 @@
-"""ViLD pieces both backends share: the training vocabulary, the split of sampled and distillation RoIs, the
-ViLD loss terms, the novel-class mask and the switch to another vocabulary, the optimizer choice.
+"""ViLD pieces both backends share: the split of sampled and distillation RoIs, the ViLD loss terms, the
+novel-class mask and the switch to another vocabulary (plain values in; the config readers that feed them are
+`distill.integrations.shared`).
 
 A backend's RoI heads (torchvision or detectron2) expose `classifier` (a `TextClassifier`), `novel_mask` (C,),
 `set_vocabulary(vocabulary, novel_mask)`, `vocabulary_state()` and `restore_vocabulary(state)`;
@@ -8,7 +9,7 @@ A backend's RoI heads (torchvision or detectron2) expose `classifier` (a `TextCl
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -19,33 +20,6 @@ from .losses import vild_image_loss, vild_text_loss
 
 
 # ---------------------------------------------------------------- vocabularies
-def load_train_vocabulary(cfg) -> ClassEmbeddings:
-    """MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS: the (C, D) vocabulary the model is built and trained for."""
-    path = cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError("MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS is not set (tools/dump_text_embeddings.py)")
-    return ClassEmbeddings.load(path)
-
-
-def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, torch.Tensor]:
-    """MODEL.DISTILL.TEST_CLASS_EMBEDDINGS checked against a dataset's classes (`meta.thing_classes`, in its
-    order) and the model's embedding size; returns it and its (C,) novel mask."""
-    path = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
-                                "classes; tools/dump_text_embeddings.py)")
-    vocab = ClassEmbeddings.load(path, expected_dim=embed_dim, expected_names=meta.thing_classes)
-    novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
-    novel[meta.contiguous_ids("novel")] = True
-    return vocab, novel
-
-
-def text_classifier(cfg, vocabulary: ClassEmbeddings) -> TextClassifier:
-    """The classifier of MODEL.DISTILL's temperature and background init over `vocabulary`."""
-    d = cfg.MODEL.DISTILL
-    return TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD, class_names=vocabulary.class_names)
-
-
 def novel_mask_for(classifier: TextClassifier, novel_mask: torch.Tensor | None) -> torch.Tensor:
     """(C,) bool on the classifier's device: True where a vocabulary class is novel (all False when None)."""
     n = classifier.num_classes
@@ -86,15 +60,3 @@ def vild_losses(logits: torch.Tensor, labels: torch.Tensor, novel_mask: torch.Te
     if student is not None:
         losses["loss_vild_image"] = image_loss_weight * vild_image_loss(student, teacher.to(student.device))
     return losses
-
-
-def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
-    """MODEL.DISTILL.OPTIMIZER over parameter groups (each may set its own weight decay; SOLVER.WEIGHT_DECAY
-    is the default)."""
-    s, name = cfg.SOLVER, cfg.MODEL.DISTILL.OPTIMIZER
-    if name == "SGD":
-        return torch.optim.SGD(params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
-                               weight_decay=s.WEIGHT_DECAY)
-    if name == "AdamW":
-        return torch.optim.AdamW(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
-    raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")

@@ -20,8 +20,9 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
 from ...evaluation import evaluate_detections
-from ...modeling.vild import load_test_vocabulary, using_vocabulary
+from ...modeling.vild import using_vocabulary
 from ...utils.io import atomic_write_json
+from ..shared import load_test_vocabulary
 from .datasets import load_ov_dataset
 
 logger = logging.getLogger(__name__)

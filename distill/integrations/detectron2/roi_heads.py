@@ -21,9 +21,10 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...modeling.heads import ClassAgnosticBoxRegressor, RegionEmbeddingHead, TextClassifier, ensemble_scores
-from ...modeling.vild import load_train_vocabulary, novel_mask_for, split_sampled_and_distill, vild_losses
+from ...modeling.vild import novel_mask_for, split_sampled_and_distill, vild_losses
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
+from ..shared import load_train_vocabulary
 from .poolers import FusedROIPooler
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, Sema
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...modeling.sem_seg import OpenVocabSemSegPredictor, build_sem_seg_predictor
-from ...modeling.vild import load_train_vocabulary
+from ...modeling.sem_seg import OpenVocabSemSegPredictor
 from ...utils.errors import DistillInputError
+from ..shared import build_sem_seg_predictor, load_train_vocabulary
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

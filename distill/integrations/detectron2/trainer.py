@@ -27,10 +27,10 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from ...data.datasets import filter_empty
 from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import format_ov_table
-from ...modeling.vild import build_optimizer, load_train_vocabulary
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
+from ..shared import build_optimizer, load_train_vocabulary
 from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
     ViLDDatasetMapper,

@@ -20,9 +20,9 @@ from ...modeling.heads import (
     RegionEmbeddingHead,
 )
 from ...modeling.poolers import MultiScaleRoIPooler
-from ...modeling.vild import text_classifier
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
+from ..shared import text_classifier
 from .meta_arch import ViLDDetector
 from .roi_heads import ViLDRoIHeads
 from .rpn import RPN

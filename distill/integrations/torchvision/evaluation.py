@@ -11,8 +11,9 @@ import torch.distributed as dist
 
 from ...data.catalog import get_dataset
 from ...evaluation import evaluate_detections
-from ...modeling.vild import load_test_vocabulary, using_vocabulary
+from ...modeling.vild import using_vocabulary
 from ...utils.io import atomic_write_json
+from ..shared import load_test_vocabulary
 from .engine.distributed import dist_info, unwrap
 from .mapper import DatasetMapper
 from .meta_arch import detections_to_coco

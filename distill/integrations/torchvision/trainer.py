@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ...data.region_store import RegionEmbeddingStore
-from ...modeling.vild import load_train_vocabulary
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
+from ..shared import load_train_vocabulary
 from .builders import build_vild_model
 from .engine import (
     AtomicCheckpointer,

@@ -9,8 +9,8 @@ from fvcore.common.param_scheduler import (
     MultiStepParamScheduler,
 )
 
-from ....modeling.vild import build_optimizer as _core_optimizer
 from ....utils.errors import DistillInputError
+from ...shared import build_optimizer as _core_optimizer
 
 _NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm,
                torch.nn.LocalResponseNorm)

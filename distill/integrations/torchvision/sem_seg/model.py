@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....modeling.sem_seg import OpenVocabSemSegPredictor, build_sem_seg_predictor
+from ....modeling.sem_seg import OpenVocabSemSegPredictor
 from ....teacher.embeddings import ClassEmbeddings
 from ....utils.errors import DistillInputError
 from ....utils.io import atomic_write_bytes
+from ...shared import build_sem_seg_predictor
 from ..builders import STRIDES, build_backbone
 from ..meta_arch import normalize_and_pad
 
