@@ -63,3 +63,28 @@ def detector_checkpoint(synthetic_root, vocab_dir, detector_opts, tmp_path_facto
     path = tmp_path_factory.mktemp("export_det") / "model_final.pth"
     torch.save({"model": model.state_dict()}, path)
     return cfg, str(path)
+
+
+@pytest.fixture(scope="session")
+def segmenter_checkpoint(synthetic_root, vocab_dir, tmp_path_factory):
+    """Path of a segmenter checkpoint after 2 cross-entropy steps (no flip test: the export has none)."""
+    from distill.data import synthetic_dataset
+    from distill.integrations.torchvision.sem_seg import (
+        build_sem_seg_model,
+        load_sem_seg_samples,
+        load_semseg_config,
+        save_segmenter,
+        train_segmenter,
+    )
+
+    cfg = load_semseg_config(["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16",
+                              "MODEL.WEIGHTS", "", "MODEL.DISTILL.PIXEL_LOSS_WEIGHT", "0.0", "TEST.AUG.ENABLED",
+                              "False", "SOLVER.IMS_PER_BATCH", "2"])
+    torch.manual_seed(0)
+    vocab = ClassEmbeddings.load(vocab_dir / "all.npy")
+    model = build_sem_seg_model(cfg, vocab, [c["id"] for c in SYNTHETIC_CATEGORIES])
+    samples = load_sem_seg_samples(synthetic_dataset(synthetic_root, "train")[0][:4], 16)
+    train_segmenter(cfg, model, samples, max_iter=2, progress=False, cache_body=False)
+    path = tmp_path_factory.mktemp("export_seg") / "model_final.pth"
+    save_segmenter(model, path, cfg)
+    return cfg, str(path)

@@ -147,3 +147,27 @@ def test_export_tool(run_tool, tool_export, vocab_dir, tmp_path):
     assert r.returncode == 2 and "torchvision backend only" in r.stderr
     r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--opset", "13")
     assert r.returncode == 2 and "--opset must be >= 16" in r.stderr
+
+
+def test_segmenter_matches_eager(segmenter_checkpoint, vocab_dir, synthetic_root, tmp_path):
+    from distill.integrations.torchvision.sem_seg import predict_sem_seg
+
+    cfg, weights = segmenter_checkpoint
+    vocab = ClassEmbeddings.load(vocab_dir / "all.npy")
+    export_checkpoint("semseg", cfg, weights, vocab, tmp_path / "seg", canvas=(96, 96))
+    onnx = OnnxModel(tmp_path / "seg")
+    assert onnx.meta["task"] == "semseg" and onnx.meta["labels"].startswith("0 background")
+    model = load_model_for_export("semseg", cfg, weights, vocab)
+    dicts, _ = synthetic_dataset(synthetic_root, "val")
+    images = [read_image_rgb(d["file_name"]) for d in dicts[:NUM_IMAGES]]
+    agree = []
+    for img, ref in zip(images, predict_sem_seg(model, images)):
+        got = onnx.segment(img.permute(1, 2, 0).numpy())
+        assert got.shape == tuple(ref.shape)
+        agree.append((got == ref.numpy()).mean())
+    assert min(agree) >= 0.999, agree
+    assert len(np.unique(np.concatenate([p.flatten() for p in predict_sem_seg(model, images)]))) > 1  # not one class
+    with pytest.raises(DistillInputError, match="this segmenter needs 32"):
+        export_checkpoint("semseg", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x")
+    with pytest.raises(DistillInputError, match="this export is a segmenter"):
+        onnx.detect(images[0].permute(1, 2, 0).numpy())
