@@ -11,7 +11,7 @@ from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
-DIM = 32
+DIM = 128  # the tiny teacher's (the web demo encodes typed vocabularies with it)
 # a soft classifier (temperature 0.1) and a low threshold: the parity checks need detections, which a
 # few-step model at ViLD's temperature 0.01 has none of (its background takes every score)
 SMALL_MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",

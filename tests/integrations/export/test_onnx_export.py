@@ -79,7 +79,7 @@ def test_detector_matches_eager(exported, synthetic_root):
     cfg, weights, vocab, out = exported
     onnx = OnnxModel(out / "nms")
     meta = onnx.meta
-    assert meta["nms"] and meta["class_names"] == vocab.class_names and meta["embed_dim"] == 32
+    assert meta["nms"] and meta["class_names"] == vocab.class_names and meta["embed_dim"] == 128
     assert meta["score_thresh"] == pytest.approx(0.005) and meta["teacher"]["teacher"]["arch"] == "random"
     dicts, _ = synthetic_dataset(synthetic_root, "val")
     total = 0
@@ -130,7 +130,7 @@ def test_bad_model_json_and_vocabulary_dimension(exported, vocab_dir, tmp_path):
     (bad / "model.json").write_text("{not json")
     with pytest.raises(DistillInputError, match="model.json"):
         read_model_json(bad)
-    with pytest.raises(DistillInputError, match=r"this model needs \(C, 32\)"):
+    with pytest.raises(DistillInputError, match=r"this model needs \(C, 128\)"):
         export_checkpoint("detect", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x")
     with pytest.raises(DistillInputError, match="exists already"):
         export_checkpoint("detect", cfg, weights, vocab, out / "nms")
@@ -142,7 +142,7 @@ def test_export_tool(run_tool, tool_export, vocab_dir, tmp_path):
     r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tool_export))
     assert r.returncode == 2 and "exists already" in r.stderr and "Traceback" not in r.stderr
     r = run_tool("--vocabulary", str(vocab_dir / "dim16.npy"), "--output", str(tmp_path / "e"))
-    assert r.returncode == 2 and "this model needs (C, 32)" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "this model needs (C, 128)" in r.stderr and "Traceback" not in r.stderr
     r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--backend", "detectron2")
     assert r.returncode == 2 and "torchvision backend only" in r.stderr
     r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--opset", "13")
@@ -167,7 +167,7 @@ def test_segmenter_matches_eager(segmenter_checkpoint, vocab_dir, synthetic_root
         agree.append((got == ref.numpy()).mean())
     assert min(agree) >= 0.999, agree
     assert len(np.unique(np.concatenate([p.flatten() for p in predict_sem_seg(model, images)]))) > 1  # not one class
-    with pytest.raises(DistillInputError, match="this segmenter needs 32"):
+    with pytest.raises(DistillInputError, match="this segmenter needs 128"):
         export_checkpoint("semseg", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x")
     with pytest.raises(DistillInputError, match="this export is a segmenter"):
         onnx.detect(images[0].permute(1, 2, 0).numpy())
