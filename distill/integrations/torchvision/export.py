@@ -70,8 +70,9 @@ class ExportableDetector(nn.Module):
 
     def __init__(self, model: nn.Module, nms: bool = True):
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.nms = nms
+        self.eval()  # torch.onnx.export restores the wrapper's mode, and with it the model's
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
         m = self.model
@@ -144,7 +145,8 @@ class ExportableSegmenter(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model.eval()
+        self.model = model
+        self.eval()
         lm = model.predictor.label_map
         values = lm.class_values + ([] if lm.background_value is None else [lm.background_value])
         self.register_buffer("values", torch.tensor(values, dtype=torch.int64), persistent=False)
