@@ -275,6 +275,7 @@ def load_model_for_export(task: str, cfg, weights: str, vocabulary: ClassEmbeddi
 def export_checkpoint(task: str, cfg, weights: str, vocabulary: ClassEmbeddings, out_dir, *,
                       canvas: tuple[int, int] | None = None, **kwargs) -> Path:
     """`load_model_for_export` then `export_model`, with the size rule and provenance of `cfg` / `weights`."""
+    _check_output(Path(out_dir), kwargs.get("force", False))
     model = load_model_for_export(task, cfg, weights, vocabulary)
     canvas = tuple(canvas or default_canvas(cfg, task))
     if task == "detect":
