@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.mapper import resized_hw
 from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
+from .torchvision.mapper import resized_hw
 from .vocabulary import encode_names, parse_names
 
 logger = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ def detector_checkpoint(synthetic_root, vocab_dir, detector_opts, tmp_path_facto
     """(cfg, path of a {"model": state_dict} checkpoint) after 3 AdamW steps on pairs of training images."""
     from distill.config import load_config
     from distill.data import synthetic_dataset
-    from distill.data.mapper import DatasetMapper, MapperConfig
     from distill.integrations.torchvision.builders import build_vild_model
+    from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 
     torch.manual_seed(0)
     cfg = load_config(CONFIG, detector_opts)

@@ -14,11 +14,11 @@ from tests.conftest import REPO
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[deploy]')")
 
 from distill.data import synthetic_dataset  # noqa: E402
-from distill.data.mapper import DatasetMapper, MapperConfig  # noqa: E402
+from distill.data.images import read_image_rgb  # noqa: E402
 from distill.integrations.onnx_model import OnnxModel, read_model_json  # noqa: E402
 from distill.integrations.torchvision.export import export_checkpoint, load_model_for_export  # noqa: E402
+from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig  # noqa: E402
 from distill.teacher import ClassEmbeddings  # noqa: E402
-from distill.teacher.regions import read_image_rgb  # noqa: E402
 from distill.utils import DistillInputError  # noqa: E402
 
 NUM_IMAGES = 4
