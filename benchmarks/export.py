@@ -10,6 +10,7 @@ same work: normalisation, backbone, RPN, RoI heads with NMS, 28x28 masks (eager:
 RoI heads' detections, without pasting masks into the image). Prints a table (median ms per image, mean ± std,
 eager / onnxruntime) and one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,43 @@ from distill.teacher import ClassEmbeddings
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = {
-    "quickstart R18-FPN 128x128": (REPO / "configs/synthetic/vild_r18_fpn_quick.yaml", [], 15, 128, (128, 128)),
-    "R50-FPN 800x1333": (REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml",
-                         ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.OUT_CHANNELS",
-                          "256", "MODEL.ROI_BOX_HEAD.FC_DIM", "1024", "MODEL.ROI_MASK_HEAD.CONV_DIM", "256",
-                          "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
-                          "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000", "MODEL.RPN.POST_NMS_TOPK_TEST", "1000",
-                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05", "INPUT.MIN_SIZE_TEST", "800",
-                          "INPUT.MAX_SIZE_TEST", "1333"], 65, 512, (800, 1333)),
+    "quickstart R18-FPN 128x128": (
+        REPO / "configs/synthetic/vild_r18_fpn_quick.yaml",
+        [],
+        15,
+        128,
+        (128, 128),
+    ),
+    "R50-FPN 800x1333": (
+        REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml",
+        [
+            "MODEL.RESNETS.DEPTH",
+            "50",
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            "MODEL.FPN.OUT_CHANNELS",
+            "256",
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "1024",
+            "MODEL.ROI_MASK_HEAD.CONV_DIM",
+            "256",
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            "[[32], [64], [128], [256], [512]]",
+            "MODEL.RPN.PRE_NMS_TOPK_TEST",
+            "1000",
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            "1000",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.05",
+            "INPUT.MIN_SIZE_TEST",
+            "800",
+            "INPUT.MAX_SIZE_TEST",
+            "1333",
+        ],
+        65,
+        512,
+        (800, 1333),
+    ),
 }
 
 
@@ -66,7 +96,9 @@ def timed(fn, repeats: int) -> list[float]:
 def run_case(name, config, opts, classes, dim, size, repeats, workdir, threads):
     torch.manual_seed(0)
     cfg = load_config(str(config), opts)
-    vocab = ClassEmbeddings(F.normalize(torch.randn(classes, dim), dim=1), [f"class{i}" for i in range(classes)])
+    vocab = ClassEmbeddings(
+        F.normalize(torch.randn(classes, dim), dim=1), [f"class{i}" for i in range(classes)]
+    )
     model = build_vild_model(cfg, vocab).eval()
     h, w = size
     canvas = (-(-h // 32) * 32, -(-w // 32) * 32)
@@ -102,18 +134,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             rows.append(run_case(name, *CASES[name], args.repeats, tmp, args.threads))
-    print(f"\ntorch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads each, "
-          f"{args.repeats} timed runs after 2 warm-up runs, ms per image: median (mean ± std)\n")
+    print(
+        f"\ntorch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads each, "
+        f"{args.repeats} timed runs after 2 warm-up runs, ms per image: median (mean ± std)\n"
+    )
     print("| model | eager PyTorch | onnxruntime | eager / onnxruntime | detections (eager, onnx) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         ratio = statistics.median(r["eager_ms"]) / statistics.median(r["onnxruntime_ms"])
         r["ratio"] = round(ratio, 2)
-        print(f"| {r['case']} | {fmt(r['eager_ms'])} | {fmt(r['onnxruntime_ms'])} | {ratio:.2f} | "
-              f"{r['detections'][0]}, {r['detections'][1]} |")
-    print(json.dumps({r["case"]: {"eager_ms": round(statistics.median(r["eager_ms"]), 2),
-                                  "onnxruntime_ms": round(statistics.median(r["onnxruntime_ms"]), 2),
-                                  "ratio": r["ratio"]} for r in rows} | {"threads": args.threads}))
+        print(
+            f"| {r['case']} | {fmt(r['eager_ms'])} | {fmt(r['onnxruntime_ms'])} | {ratio:.2f} | "
+            f"{r['detections'][0]}, {r['detections'][1]} |"
+        )
+    print(
+        json.dumps(
+            {
+                r["case"]: {
+                    "eager_ms": round(statistics.median(r["eager_ms"]), 2),
+                    "onnxruntime_ms": round(statistics.median(r["onnxruntime_ms"]), 2),
+                    "ratio": r["ratio"],
+                }
+                for r in rows
+            }
+            | {"threads": args.threads}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ output/quickstart/semseg/ce_pixel_distillation/model_final.pth. Any torchvision-
 its config; --semseg-weights "" leaves the segmentation tab out of use. KEY VALUE overrides apply to the
 detector's config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,17 @@ def main(argv=None) -> int:
     p.add_argument("--config-file", default=str(d["config"]))
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
     p.add_argument("--semseg-config", default=str(d["semseg_config"]))
-    p.add_argument("--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)")
+    p.add_argument(
+        "--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the detector's config")
     args = p.parse_args(argv)
     if not os.path.isfile(args.weights):
-        raise DistillInputError("detector weights not found: run `make quickstart` first or pass --weights",
-                                args.weights)
+        raise DistillInputError(
+            "detector weights not found: run `make quickstart` first or pass --weights", args.weights
+        )
     det_cfg = load_config(args.config_file, args.opts)
     seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)

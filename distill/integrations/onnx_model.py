@@ -1,10 +1,11 @@
 """Run an exported model (DIR/model.onnx + DIR/model.json) with onnxruntime: numpy and OpenCV only, no torch.
 
-    from distill.integrations.onnx_model import OnnxModel
-    model = OnnxModel("exported/")
-    det = model.detect(rgb)      # (H, W, 3) uint8 → boxes (N, 4) in image pixels, scores, classes, masks (N, H, W)
-    labels = model.segment(rgb)  # semseg export → (H, W) int64, 0 background, i + 1 model.class_names[i]
+from distill.integrations.onnx_model import OnnxModel
+model = OnnxModel("exported/")
+det = model.detect(rgb)      # (H, W, 3) uint8 → boxes (N, 4) in image pixels, scores, classes, masks (N, H, W)
+labels = model.segment(rgb)  # semseg export → (H, W) int64, 0 background, i + 1 model.class_names[i]
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,14 +36,17 @@ def read_model_json(folder: str | os.PathLike) -> dict:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise DistillInputError("class_names must be a non-empty list of strings", path)
     canvas = meta["canvas"]
-    if not (isinstance(canvas, list) and len(canvas) == 2 and all(isinstance(v, int) and v > 0 for v in canvas)):
+    if not (
+        isinstance(canvas, list) and len(canvas) == 2 and all(isinstance(v, int) and v > 0 for v in canvas)
+    ):
         raise DistillInputError(f"canvas must be [height, width], got {canvas!r}", path)
     onnx_path = Path(folder) / str(meta["onnx"])
     if not onnx_path.is_file():
         raise DistillInputError("the ONNX graph named by model.json is missing", onnx_path)
     if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != meta["onnx_sha256"]:
-        raise DistillInputError("the ONNX graph does not match the sha256 in model.json (replaced or corrupt)",
-                                onnx_path)
+        raise DistillInputError(
+            "the ONNX graph does not match the sha256 in model.json (replaced or corrupt)", onnx_path
+        )
     return meta
 
 
@@ -73,7 +77,7 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, h: int, w: int) -> np.ndar
         big = cv2.resize(np.pad(mask.astype(np.float32), 1), (bw, bh), interpolation=cv2.INTER_LINEAR)
         xa, xb, ya, yb = max(x0, 0), min(x1 + 1, w), max(y0, 0), min(y1 + 1, h)
         if xb > xa and yb > ya:
-            out[k, ya:yb, xa:xb] = big[ya - y0:yb - y0, xa - x0:xb - x0]
+            out[k, ya:yb, xa:xb] = big[ya - y0 : yb - y0, xa - x0 : xb - x0]
     return out
 
 
@@ -84,18 +88,23 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise DistillInputError("onnxruntime is not installed (pip install 'vlm-distill[deploy]')") from None
+            raise DistillInputError(
+                "onnxruntime is not installed (pip install 'vlm-distill[deploy]')"
+            ) from None
         self.folder = Path(folder)
         self.meta = read_model_json(folder)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.folder / self.meta["onnx"]), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.folder / self.meta["onnx"]), opts, providers=["CPUExecutionProvider"]
+        )
         got = [o.name for o in self.session.get_outputs()]
         if got != self.meta["outputs"]:
-            raise DistillInputError(f"the graph's outputs {got} are not model.json's {self.meta['outputs']}",
-                                    self.folder / "model.json")
+            raise DistillInputError(
+                f"the graph's outputs {got} are not model.json's {self.meta['outputs']}",
+                self.folder / "model.json",
+            )
 
     @property
     def class_names(self) -> list[str]:

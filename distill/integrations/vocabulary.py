@@ -3,6 +3,7 @@
 spec: a `.npy` written by tools/dump_text_embeddings.py (its sidecar is checked), "synthetic" (the synthetic
 benchmark's classes) or comma-separated class names, encoded by the config's teacher.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,7 @@ from ..utils.errors import DistillInputError
 
 
 def parse_names(text: str) -> list[str]:
-    """"a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
+    """ "a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     if not names:
         raise DistillInputError("empty vocabulary: give class names separated by commas")

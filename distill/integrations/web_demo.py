@@ -4,6 +4,7 @@ vocabulary typed in the page (encoded by each model's teacher, cached per vocabu
     app = build_app(DemoModels(det_cfg, det_weights, seg_cfg, seg_weights))
     app.launch(...)   # tools/web_demo.py
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,9 @@ class DemoModels:
             from .torchvision.trainer import load_trained_model
 
             if not os.path.isfile(self.det_weights):
-                raise DistillInputError("detector weights not found (run `make quickstart` or pass --weights)",
-                                        self.det_weights)
+                raise DistillInputError(
+                    "detector weights not found (run `make quickstart` or pass --weights)", self.det_weights
+                )
             self._cache["det"] = load_trained_model(self.det_cfg, self.det_weights).eval()
         return self._cache["det"]
 
@@ -67,8 +69,10 @@ class DemoModels:
             from .torchvision.sem_seg import load_segmenter
 
             if not self.seg_weights or not os.path.isfile(self.seg_weights):
-                raise DistillInputError("segmenter weights not found (run `make quickstart` or pass "
-                                        "--semseg-weights)", self.seg_weights)
+                raise DistillInputError(
+                    "segmenter weights not found (run `make quickstart` or pass --semseg-weights)",
+                    self.seg_weights,
+                )
             self._cache["seg"] = load_segmenter(self.seg_weights, dim).eval()
         return self._cache["seg"]
 
@@ -90,8 +94,10 @@ def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
     det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
     drawn = render(rgb, det, vocab.class_names, None, threshold, scale=max(1, 512 // max(h0, w0)))
     keep = torch.where(det["scores"] >= threshold)[0][:MAX_ROWS]
-    rows = [[vocab.class_names[int(c)], round(float(s), 3), *[round(float(v), 1) for v in b]]
-            for b, s, c in zip(det["boxes"][keep], det["scores"][keep], det["labels"][keep])]
+    rows = [
+        [vocab.class_names[int(c)], round(float(s), 3), *[round(float(v), 1) for v in b]]
+        for b, s, c in zip(det["boxes"][keep], det["scores"][keep], det["labels"][keep])
+    ]
     return drawn, rows
 
 
@@ -133,31 +139,50 @@ def build_app(models: DemoModels):
     """The Gradio Blocks app: a Detection tab and a Semantic segmentation tab."""
     import gradio as gr
 
-    with gr.Blocks(title="distill: open-vocabulary detection and segmentation", analytics_enabled=False) as app:
-        gr.Markdown("## distill: open-vocabulary detection and segmentation\n"
-                    "Upload an image, type the classes to look for (comma separated), run.")
+    with gr.Blocks(
+        title="distill: open-vocabulary detection and segmentation", analytics_enabled=False
+    ) as app:
+        gr.Markdown(
+            "## distill: open-vocabulary detection and segmentation\n"
+            "Upload an image, type the classes to look for (comma separated), run."
+        )
         with gr.Tab("Detection"):
             with gr.Row():
                 with gr.Column():
                     image = gr.Image(type="numpy", label="image", elem_id="det-image", sources=["upload"])
-                    vocab = gr.Textbox(DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="det-vocab")
-                    thresh = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="score threshold", elem_id="det-thresh")
+                    vocab = gr.Textbox(
+                        DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="det-vocab"
+                    )
+                    thresh = gr.Slider(
+                        0.0, 1.0, value=0.3, step=0.01, label="score threshold", elem_id="det-thresh"
+                    )
                     run = gr.Button("Detect", variant="primary", elem_id="det-run")
                 with gr.Column():
-                    drawn = gr.Image(type="numpy", label="detections", elem_id="det-result", interactive=False)
-                    table = gr.Dataframe(headers=TABLE_HEADERS, label="detections", elem_id="det-table",
-                                         interactive=False)
+                    drawn = gr.Image(
+                        type="numpy", label="detections", elem_id="det-result", interactive=False
+                    )
+                    table = gr.Dataframe(
+                        headers=TABLE_HEADERS, label="detections", elem_id="det-table", interactive=False
+                    )
             run.click(_guard(lambda *a: detect(models, *a)), [image, vocab, thresh], [drawn, table])
         with gr.Tab("Semantic segmentation"):
             with gr.Row():
                 with gr.Column():
                     s_image = gr.Image(type="numpy", label="image", elem_id="seg-image", sources=["upload"])
-                    s_vocab = gr.Textbox(DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="seg-vocab")
+                    s_vocab = gr.Textbox(
+                        DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="seg-vocab"
+                    )
                     s_run = gr.Button("Segment", variant="primary", elem_id="seg-run")
                 with gr.Column():
-                    s_drawn = gr.Image(type="numpy", label="segmentation", elem_id="seg-result", interactive=False)
-                    s_table = gr.Dataframe(headers=["class", "% of pixels"], label="classes", elem_id="seg-table",
-                                           interactive=False)
+                    s_drawn = gr.Image(
+                        type="numpy", label="segmentation", elem_id="seg-result", interactive=False
+                    )
+                    s_table = gr.Dataframe(
+                        headers=["class", "% of pixels"],
+                        label="classes",
+                        elem_id="seg-table",
+                        interactive=False,
+                    )
             s_run.click(_guard(lambda *a: segment(models, *a)), [s_image, s_vocab], [s_drawn, s_table])
     return app
 
@@ -166,15 +191,25 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Serve `app` with system fonts (no font download) and without server-side rendering."""
     import gradio as gr
 
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    return app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, theme=theme,
-                      ssr_mode=False, quiet=True, show_error=True)
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        theme=theme,
+        ssr_mode=False,
+        quiet=True,
+        show_error=True,
+    )
 
 
 def default_paths(repo: Path) -> dict:
     """The quickstart's configs and checkpoints (tools/quickstart.py writes them under output/quickstart)."""
-    return {"config": repo / "configs/synthetic/vild_r18_fpn_quick.yaml",
-            "weights": Path("output/quickstart/vild/model_final.pth"),
-            "semseg_config": repo / "configs/synthetic/semseg_r18_fpn_quick.yaml",
-            "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth")}
+    return {
+        "config": repo / "configs/synthetic/vild_r18_fpn_quick.yaml",
+        "weights": Path("output/quickstart/vild/model_final.pth"),
+        "semseg_config": repo / "configs/synthetic/semseg_r18_fpn_quick.yaml",
+        "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth"),
+    }

@@ -8,6 +8,7 @@ boxes (N, 4) XYXY in canvas pixels, scores (N,), classes (N,) vocabulary indices
 probabilities inside each box, batch_index (N,). Segmenter output: labels (B, H, W) int64, 0 background
 and i + 1 the i-th class.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,17 @@ def _first_per_image(image: torch.Tensor, k: int, batch) -> torch.Tensor:
 
 def _pool(pooler, levels, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     rois = torch.cat([image[:, None].to(boxes.dtype), boxes], 1)
-    return multilevel_roi_align(levels, rois, pooler.output_size, pooler.strides, pooler.sampling_ratio,
-                                pooler.aligned, pooler.canonical_box_size, pooler.canonical_level, check_inputs=False)
+    return multilevel_roi_align(
+        levels,
+        rois,
+        pooler.output_size,
+        pooler.strides,
+        pooler.sampling_ratio,
+        pooler.aligned,
+        pooler.canonical_box_size,
+        pooler.canonical_level,
+        check_inputs=False,
+    )
 
 
 class ExportableDetector(nn.Module):
@@ -99,9 +109,13 @@ class ExportableDetector(nn.Module):
         image = rows.expand_as(top).reshape(-1)
         boxes = _clip(proposals[rows, top].reshape(-1, 4), image_sizes[image])
         wh = boxes[:, 2:] - boxes[:, :2]
-        keep = torch.where((wh[:, 0] >= rpn.min_size) & (wh[:, 1] >= rpn.min_size) & (scores >= rpn.score_thresh))[0]
+        keep = torch.where(
+            (wh[:, 0] >= rpn.min_size) & (wh[:, 1] >= rpn.min_size) & (scores >= rpn.score_thresh)
+        )[0]
         boxes, scores, level, image = boxes[keep], scores[keep], level[keep], image[keep]
-        keep = _batched_nms(boxes, scores, image * len(per_level) + level, rpn.nms_thresh, float(max(x.shape[-2:]) + 1))
+        keep = _batched_nms(
+            boxes, scores, image * len(per_level) + level, rpn.nms_thresh, float(max(x.shape[-2:]) + 1)
+        )
         keep = keep[_first_per_image(image[keep], rpn.post_nms_top_n(), b)]
         return boxes[keep], image[keep]
 
@@ -113,8 +127,15 @@ class ExportableDetector(nn.Module):
         if rh.ensemble:
             from ...modeling.heads import ensemble_scores
 
-            scores = ensemble_scores(logits, rh._image_branch(x, emb), rh.classifier.class_embeddings, rh.novel_mask,
-                                     rh.classifier.temperature, rh.base_text_weight, rh.novel_text_weight)
+            scores = ensemble_scores(
+                logits,
+                rh._image_branch(x, emb),
+                rh.classifier.class_embeddings,
+                rh.novel_mask,
+                rh.classifier.temperature,
+                rh.base_text_weight,
+                rh.novel_text_weight,
+            )
         else:
             scores = logits.softmax(-1)
         scores = scores[:, :-1]
@@ -169,7 +190,9 @@ def default_canvas(cfg, task: str) -> tuple[int, int]:
 
 def _trace_to_onnx(module: nn.Module, canvas, outputs: list[str], dynamic_batch: bool, opset: int) -> bytes:
     if not has_compiled_ops():
-        raise DistillInputError("ONNX export traces the compiled distill ops: build them first (make install)")
+        raise DistillInputError(
+            "ONNX export traces the compiled distill ops: build them first (make install)"
+        )
     register_onnx_symbolics(opset)
     h, w = canvas
     images = torch.zeros(1, 3, h, w)
@@ -181,8 +204,16 @@ def _trace_to_onnx(module: nn.Module, canvas, outputs: list[str], dynamic_batch:
         axes = {}
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module, (images, sizes), buf, dynamo=False, opset_version=opset,
-                          input_names=["images", "image_sizes"], output_names=outputs, dynamic_axes=axes)
+        torch.onnx.export(
+            module,
+            (images, sizes),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images", "image_sizes"],
+            output_names=outputs,
+            dynamic_axes=axes,
+        )
     return buf.getvalue()
 
 
@@ -192,9 +223,20 @@ def _check_output(out_dir: Path, force: bool) -> None:
             raise DistillInputError(f"{name} exists already (use --force to overwrite)", out_dir / name)
 
 
-def export_model(task: str, model: nn.Module, vocabulary: ClassEmbeddings, out_dir: str | os.PathLike, *,
-                 size_rule: dict, canvas: tuple[int, int], provenance: dict, nms: bool = True,
-                 dynamic_batch: bool = False, opset: int = 17, force: bool = False) -> Path:
+def export_model(
+    task: str,
+    model: nn.Module,
+    vocabulary: ClassEmbeddings,
+    out_dir: str | os.PathLike,
+    *,
+    size_rule: dict,
+    canvas: tuple[int, int],
+    provenance: dict,
+    nms: bool = True,
+    dynamic_batch: bool = False,
+    opset: int = 17,
+    force: bool = False,
+) -> Path:
     """Trace `model` (a ViLDDetector or an OpenVocabSegmenter, vocabulary already set) to DIR/model.onnx and
     write DIR/model.json; returns DIR/model.json."""
     import hashlib
@@ -207,28 +249,61 @@ def export_model(task: str, model: nn.Module, vocabulary: ClassEmbeddings, out_d
         module, outputs = ExportableSegmenter(model), SEGMENTER_OUTPUTS
     data = _trace_to_onnx(module, canvas, outputs, dynamic_batch, opset)
     meta = {
-        "format": FORMAT, "task": task, "backend": "torchvision", "onnx": "model.onnx",
-        "onnx_sha256": hashlib.sha256(data).hexdigest(), "opset": opset,
-        "inputs": {"images": {"shape": ["batch" if dynamic_batch else 1, 3, *canvas], "dtype": "float32",
-                              "layout": "RGB, 0-255, the image at the top-left of the canvas"},
-                   "image_sizes": {"shape": ["batch" if dynamic_batch else 1, 2], "dtype": "int64",
-                                   "layout": "(h, w) of each image inside the canvas"}},
-        "outputs": outputs, "canvas": list(canvas), "size_rule": size_rule,
-        "normalization": {"pixel_mean": model.pixel_mean.flatten().tolist(),
-                          "pixel_std": model.pixel_std.flatten().tolist(), "inside_graph": True},
-        "class_names": list(vocabulary.class_names), "class_names_sha256": names_sha256(vocabulary.class_names),
-        "embed_dim": vocabulary.dim, "teacher": vocabulary.provenance, **provenance,
+        "format": FORMAT,
+        "task": task,
+        "backend": "torchvision",
+        "onnx": "model.onnx",
+        "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "opset": opset,
+        "inputs": {
+            "images": {
+                "shape": ["batch" if dynamic_batch else 1, 3, *canvas],
+                "dtype": "float32",
+                "layout": "RGB, 0-255, the image at the top-left of the canvas",
+            },
+            "image_sizes": {
+                "shape": ["batch" if dynamic_batch else 1, 2],
+                "dtype": "int64",
+                "layout": "(h, w) of each image inside the canvas",
+            },
+        },
+        "outputs": outputs,
+        "canvas": list(canvas),
+        "size_rule": size_rule,
+        "normalization": {
+            "pixel_mean": model.pixel_mean.flatten().tolist(),
+            "pixel_std": model.pixel_std.flatten().tolist(),
+            "inside_graph": True,
+        },
+        "class_names": list(vocabulary.class_names),
+        "class_names_sha256": names_sha256(vocabulary.class_names),
+        "embed_dim": vocabulary.dim,
+        "teacher": vocabulary.provenance,
+        **provenance,
     }
     if task == "detect":
         rh = model.roi_heads
-        meta.update({"score_thresh": float(rh.score_thresh), "nms": bool(nms), "nms_thresh": float(rh.nms_thresh),
-                     "detections_per_image": int(rh.detections_per_img) if nms else None,
-                     "masks": "(N, 28, 28) probabilities inside each box (paste into the image as Mask R-CNN)"
-                     if rh.has_mask() else None})
+        meta.update(
+            {
+                "score_thresh": float(rh.score_thresh),
+                "nms": bool(nms),
+                "nms_thresh": float(rh.nms_thresh),
+                "detections_per_image": int(rh.detections_per_img) if nms else None,
+                "masks": "(N, 28, 28) probabilities inside each box (paste into the image as Mask R-CNN)"
+                if rh.has_mask()
+                else None,
+            }
+        )
     else:
         lm = model.predictor.label_map
-        meta.update({"labels": "0 background, i + 1 the i-th class" if lm.background_value == 0 else
-                     f"pixel values {lm.class_values}", "flip_test": False})
+        meta.update(
+            {
+                "labels": "0 background, i + 1 the i-th class"
+                if lm.background_value == 0
+                else f"pixel values {lm.class_values}",
+                "flip_test": False,
+            }
+        )
     atomic_write_bytes(out / "model.onnx", data)
     atomic_write_json(out / "model.json", meta, indent=1)
     return out / "model.json"
@@ -248,7 +323,9 @@ def _segmenter_dim(weights) -> int:
     ckpt = torch.load(weights, map_location="cpu", weights_only=True)
     w = ckpt.get("model", {}).get("predictor.embed_head.predictor.weight") if isinstance(ckpt, dict) else None
     if w is None:
-        raise DistillInputError("not a segmenter checkpoint (no predictor.embed_head): a detector's?", weights)
+        raise DistillInputError(
+            "not a segmenter checkpoint (no predictor.embed_head): a detector's?", weights
+        )
     return int(w.shape[0])
 
 
@@ -266,27 +343,48 @@ def load_model_for_export(task: str, cfg, weights: str, vocabulary: ClassEmbeddi
 
     dim = _segmenter_dim(weights)
     if vocabulary.dim != dim:
-        raise DistillInputError(f"vocabulary embeddings have dim {vocabulary.dim}; this segmenter needs {dim}")
+        raise DistillInputError(
+            f"vocabulary embeddings have dim {vocabulary.dim}; this segmenter needs {dim}"
+        )
     model = load_segmenter(weights, dim)
     model.predictor.set_vocabulary(vocabulary, list(range(1, len(vocabulary) + 1)))  # 0 stays the background
     return model.eval()
 
 
-def export_checkpoint(task: str, cfg, weights: str, vocabulary: ClassEmbeddings, out_dir, *,
-                      canvas: tuple[int, int] | None = None, **kwargs) -> Path:
+def export_checkpoint(
+    task: str,
+    cfg,
+    weights: str,
+    vocabulary: ClassEmbeddings,
+    out_dir,
+    *,
+    canvas: tuple[int, int] | None = None,
+    **kwargs,
+) -> Path:
     """`load_model_for_export` then `export_model`, with the size rule and provenance of `cfg` / `weights`."""
     _check_output(Path(out_dir), kwargs.get("force", False))
     model = load_model_for_export(task, cfg, weights, vocabulary)
     canvas = tuple(canvas or default_canvas(cfg, task))
     if task == "detect":
-        rule = {"kind": "shortest_edge", "short": int(cfg.INPUT.MIN_SIZE_TEST), "max": int(cfg.INPUT.MAX_SIZE_TEST),
-                "interpolation": "bilinear, half-pixel centres, no antialiasing",
-                "then": "shrunk to fit the canvas if larger; boxes scale back by the same factors"}
+        rule = {
+            "kind": "shortest_edge",
+            "short": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max": int(cfg.INPUT.MAX_SIZE_TEST),
+            "interpolation": "bilinear, half-pixel centres, no antialiasing",
+            "then": "shrunk to fit the canvas if larger; boxes scale back by the same factors",
+        }
     else:
         rule = {"kind": "none", "then": "images larger than the canvas are shrunk to fit it (bilinear)"}
-    provenance = {"weights": {"file": os.path.basename(weights), "sha256": _file_sha256(weights)},
-                  "config": {"MODEL.DISTILL.TEACHER": {"ARCH": cfg.MODEL.DISTILL.TEACHER.ARCH,
-                                                       "PRETRAINED": cfg.MODEL.DISTILL.TEACHER.PRETRAINED,
-                                                       "TEMPLATES": cfg.MODEL.DISTILL.TEACHER.TEMPLATES}}}
-    return export_model(task, model, vocabulary, out_dir, size_rule=rule, canvas=canvas, provenance=provenance,
-                        **kwargs)
+    provenance = {
+        "weights": {"file": os.path.basename(weights), "sha256": _file_sha256(weights)},
+        "config": {
+            "MODEL.DISTILL.TEACHER": {
+                "ARCH": cfg.MODEL.DISTILL.TEACHER.ARCH,
+                "PRETRAINED": cfg.MODEL.DISTILL.TEACHER.PRETRAINED,
+                "TEMPLATES": cfg.MODEL.DISTILL.TEACHER.TEMPLATES,
+            }
+        },
+    }
+    return export_model(
+        task, model, vocabulary, out_dir, size_rule=rule, canvas=canvas, provenance=provenance, **kwargs
+    )

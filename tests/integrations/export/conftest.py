@@ -1,5 +1,6 @@
 """Tiny trained models for the export and web demo tests: a ViLD detector and a segmenter, a few steps on the
 synthetic benchmark (the tests compare the exported graph with eager PyTorch, so the models need not be good)."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,10 +15,30 @@ CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 DIM = 128  # the tiny teacher's (the web demo encodes typed vocabularies with it)
 # a soft classifier (temperature 0.1) and a low threshold: the parity checks need detections, which a
 # few-step model at ViLD's temperature 0.01 has none of (its background takes every score)
-SMALL_MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
-               "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-               "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160", "TEST.DETECTIONS_PER_IMAGE", "30",
-               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.005", "MODEL.DISTILL.TEMPERATURE", "0.1", "MODEL.RPN.POST_NMS_TOPK_TEST", "60"]
+SMALL_MODEL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "INPUT.MAX_SIZE_TEST",
+    "160",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "30",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.005",
+    "MODEL.DISTILL.TEMPERATURE",
+    "0.1",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "60",
+]
 NAMES = [c["name"] for c in SYNTHETIC_CATEGORIES]
 
 
@@ -36,8 +57,13 @@ def vocab_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def detector_opts(vocab_dir) -> list[str]:
     """KEY VALUE overrides of CONFIG for the tiny detector."""
-    return [*SMALL_MODEL, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_dir / "all.npy"),
-            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_dir / "all.npy")]
+    return [
+        *SMALL_MODEL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab_dir / "all.npy"),
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        str(vocab_dir / "all.npy"),
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +82,7 @@ def detector_checkpoint(synthetic_root, vocab_dir, detector_opts, tmp_path_facto
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     model.train()
     for i in range(3):
-        losses = model([mapper(d) for d in dicts[2 * i:2 * i + 2]])
+        losses = model([mapper(d) for d in dicts[2 * i : 2 * i + 2]])
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
@@ -77,9 +103,22 @@ def segmenter_checkpoint(synthetic_root, vocab_dir, tmp_path_factory):
         train_segmenter,
     )
 
-    cfg = load_semseg_config(["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16",
-                              "MODEL.WEIGHTS", "", "MODEL.DISTILL.PIXEL_LOSS_WEIGHT", "0.0", "TEST.AUG.ENABLED",
-                              "False", "SOLVER.IMS_PER_BATCH", "2"])
+    cfg = load_semseg_config(
+        [
+            "MODEL.FPN.OUT_CHANNELS",
+            "16",
+            "MODEL.DISTILL.SEM_SEG.CONVS_DIM",
+            "16",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DISTILL.PIXEL_LOSS_WEIGHT",
+            "0.0",
+            "TEST.AUG.ENABLED",
+            "False",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+        ]
+    )
     torch.manual_seed(0)
     vocab = ClassEmbeddings.load(vocab_dir / "all.npy")
     model = build_sem_seg_model(cfg, vocab, [c["id"] for c in SYNTHETIC_CATEGORIES])

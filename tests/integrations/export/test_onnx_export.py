@@ -1,4 +1,5 @@
 """Exported ONNX graphs (onnxruntime, CPU) against eager PyTorch on synthetic validation images."""
+
 from __future__ import annotations
 
 import json
@@ -50,27 +51,48 @@ def exported(detector_checkpoint, vocab_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_tool(detector_checkpoint, detector_opts):
-    tool = [sys.executable, str(REPO / "tools/export_model.py"), "--config-file", CONFIG,
-            "--weights", detector_checkpoint[1]]
+    tool = [
+        sys.executable,
+        str(REPO / "tools/export_model.py"),
+        "--config-file",
+        CONFIG,
+        "--weights",
+        detector_checkpoint[1],
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return lambda *a: subprocess.run([*tool, *a, *detector_opts], capture_output=True, text=True, env=env,
-                                     timeout=300)
+    return lambda *a: subprocess.run(
+        [*tool, *a, *detector_opts], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def tool_export(run_tool, vocab_dir, tmp_path_factory):
     """The command line's export without NMS, with a dynamic batch, at opset 18."""
     out = tmp_path_factory.mktemp("onnx_tool") / "no_nms"
-    r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(out), "--opset", "18", "--no-nms",
-                 "--dynamic-batch")
+    r = run_tool(
+        "--vocabulary",
+        str(vocab_dir / "all.npy"),
+        "--output",
+        str(out),
+        "--opset",
+        "18",
+        "--no-nms",
+        "--dynamic-batch",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return out
 
 
 def eager_detections(cfg, weights, vocab, d):
     model = load_model_for_export("detect", cfg, weights, vocab)
-    mapper = DatasetMapper(MapperConfig(min_sizes=(cfg.INPUT.MIN_SIZE_TEST,), max_size=cfg.INPUT.MAX_SIZE_TEST,
-                                        is_train=False, mask_on=False))
+    mapper = DatasetMapper(
+        MapperConfig(
+            min_sizes=(cfg.INPUT.MIN_SIZE_TEST,),
+            max_size=cfg.INPUT.MAX_SIZE_TEST,
+            is_train=False,
+            mask_on=False,
+        )
+    )
     with torch.no_grad():
         return {k: v.numpy() for k, v in model([mapper(d)])[0].items()}
 
@@ -131,8 +153,12 @@ def test_bad_model_json_and_vocabulary_dimension(exported, vocab_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(out / "nms", bad)
     meta = json.loads((bad / "model.json").read_text())
-    for change, message in [({"format": "x"}, "not an exported distill model"), ({"class_names": []}, "class_names"),
-                            ({"canvas": [96]}, "canvas"), ({"onnx_sha256": "0" * 64}, "does not match the sha256")]:
+    for change, message in [
+        ({"format": "x"}, "not an exported distill model"),
+        ({"class_names": []}, "class_names"),
+        ({"canvas": [96]}, "canvas"),
+        ({"onnx_sha256": "0" * 64}, "does not match the sha256"),
+    ]:
         (bad / "model.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(DistillInputError, match=message):
             OnnxModel(bad)
@@ -140,17 +166,25 @@ def test_bad_model_json_and_vocabulary_dimension(exported, vocab_dir, tmp_path):
     with pytest.raises(DistillInputError, match="model.json"):
         read_model_json(bad)
     with pytest.raises(DistillInputError, match=r"this model needs \(C, 128\)"):
-        export_checkpoint("detect", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x")
+        export_checkpoint(
+            "detect", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x"
+        )
     with pytest.raises(DistillInputError, match="exists already"):
         export_checkpoint("detect", cfg, weights, vocab, out / "nms")
 
 
 def test_export_tool(run_tool, tool_export, vocab_dir, tmp_path):
     meta = read_model_json(tool_export)
-    assert meta["opset"] == 18 and meta["weights"]["file"] == "model_final.pth" and len(meta["class_names"]) == 15
+    assert (
+        meta["opset"] == 18
+        and meta["weights"]["file"] == "model_final.pth"
+        and len(meta["class_names"]) == 15
+    )
     r = run_tool("--vocabulary", str(vocab_dir / "dim16.npy"), "--output", str(tmp_path / "e"))
     assert r.returncode == 2 and "this model needs (C, 128)" in r.stderr and "Traceback" not in r.stderr
-    r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--backend", "detectron2")
+    r = run_tool(
+        "--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--backend", "detectron2"
+    )
     assert r.returncode == 2 and "torchvision backend only" in r.stderr
     r = run_tool("--vocabulary", str(vocab_dir / "all.npy"), "--output", str(tmp_path / "e"), "--opset", "13")
     assert r.returncode == 2 and "--opset must be >= 16" in r.stderr
@@ -173,8 +207,12 @@ def test_segmenter_matches_eager(segmenter_checkpoint, vocab_dir, synthetic_root
         assert got.shape == tuple(ref.shape)
         agree.append((got == ref.numpy()).mean())
     assert min(agree) >= 0.999, agree
-    assert len(np.unique(np.concatenate([p.flatten() for p in predict_sem_seg(model, images)]))) > 1  # not one class
+    assert (
+        len(np.unique(np.concatenate([p.flatten() for p in predict_sem_seg(model, images)]))) > 1
+    )  # not one class
     with pytest.raises(DistillInputError, match="this segmenter needs 128"):
-        export_checkpoint("semseg", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x")
+        export_checkpoint(
+            "semseg", cfg, weights, ClassEmbeddings.load(vocab_dir / "dim16.npy"), tmp_path / "x"
+        )
     with pytest.raises(DistillInputError, match="this export is a segmenter"):
         onnx.detect(images[0].permute(1, 2, 0).numpy())

@@ -1,6 +1,7 @@
 """The web demo driven by headless Chromium: upload a synthetic image, type a vocabulary, read the results.
 
 Set DISTILL_DEMO_SCREENSHOT=path.png to keep the screenshot of the page (the README's was taken so)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,10 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("no headless browser here (apt-get install chromium chromium-driver; .ci/run installs them)",
-                allow_module_level=True)
+    pytest.skip(
+        "no headless browser here (apt-get install chromium chromium-driver; .ci/run installs them)",
+        allow_module_level=True,
+    )
 pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
 pytest.importorskip("gradio", reason="gradio not installed (pip install -e '.[demo]')")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -57,7 +60,13 @@ def demo_url(detector_checkpoint, segmenter_checkpoint, detector_opts):
 def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+    ):
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield driver
@@ -92,8 +101,11 @@ def test_detection_and_segmentation_tabs(demo_url, browser, synthetic_root, tmp_
     _type(browser, "#det-thresh input[type=number]", "0.02")
     browser.find_element(By.ID, "det-run").click()
     WebDriverWait(browser, WAIT).until(
-        lambda d: any(n in d.find_element(By.ID, "det-table").text for n in VOCABULARY))
-    result = WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#det-result img"))[0]
+        lambda d: any(n in d.find_element(By.ID, "det-table").text for n in VOCABULARY)
+    )
+    result = WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#det-result img"))[
+        0
+    ]
     assert _not_blank(result) > 10
     rows = browser.find_element(By.ID, "det-table").text
     assert "hexagon" not in rows  # a synthetic class outside the typed vocabulary
@@ -103,7 +115,11 @@ def test_detection_and_segmentation_tabs(demo_url, browser, synthetic_root, tmp_
     _upload(browser, "seg", image)
     _type(browser, "#seg-vocab textarea", ", ".join(VOCABULARY))
     browser.find_element(By.ID, "seg-run").click()
-    WebDriverWait(browser, WAIT).until(lambda d: "background" in d.find_element(By.ID, "seg-table").text
-                                       or any(n in d.find_element(By.ID, "seg-table").text for n in VOCABULARY))
+    WebDriverWait(browser, WAIT).until(
+        lambda d: (
+            "background" in d.find_element(By.ID, "seg-table").text
+            or any(n in d.find_element(By.ID, "seg-table").text for n in VOCABULARY)
+        )
+    )
     seg = browser.find_elements(By.CSS_SELECTOR, "#seg-result img")[0]
     assert _not_blank(seg) > 10
