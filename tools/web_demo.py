@@ -24,17 +24,17 @@ from distill.utils import DistillInputError, cli_entry
 REPO = Path(__file__).resolve().parents[1]
 
 
+QUICKSTART = {
+    "config": REPO / "configs/synthetic/vild_r18_fpn_quick.yaml",
+    "weights": Path("output/quickstart/vild/model_final.pth"),
+    "semseg_config": REPO / "configs/synthetic/semseg_r18_fpn_quick.yaml",
+    "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth"),
+}
+
+
 @cli_entry
 def main(argv=None) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise DistillInputError("the web demo needs Gradio: pip install -e '.[demo]'") from None
-    from distill.config import load_config
-    from distill.integrations.web_demo import DemoModels, build_app, default_paths, launch
-
-    d = default_paths(REPO)
+    d = QUICKSTART
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default=str(d["config"]))
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
@@ -50,6 +50,14 @@ def main(argv=None) -> int:
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise DistillInputError("the web demo needs Gradio: pip install -e '.[demo]'") from None
+    from distill.config import load_config
+    from distill.integrations.web_demo import DemoModels, build_app, launch
+
     det_cfg = load_config(args.config_file, args.opts)
     seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -203,13 +202,3 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
         quiet=True,
         show_error=True,
     )
-
-
-def default_paths(repo: Path) -> dict:
-    """The quickstart's configs and checkpoints (tools/quickstart.py writes them under output/quickstart)."""
-    return {
-        "config": repo / "configs/synthetic/vild_r18_fpn_quick.yaml",
-        "weights": Path("output/quickstart/vild/model_final.pth"),
-        "semseg_config": repo / "configs/synthetic/semseg_r18_fpn_quick.yaml",
-        "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth"),
-    }

@@ -216,3 +216,14 @@ def test_segmenter_matches_eager(segmenter_checkpoint, vocab_dir, synthetic_root
         )
     with pytest.raises(DistillInputError, match="this export is a segmenter"):
         onnx.detect(images[0].permute(1, 2, 0).numpy())
+
+
+def test_web_demo_tool_names_missing_weights(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools/web_demo.py"), "--weights", str(tmp_path / "none.pth")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert r.returncode == 2 and "detector weights not found" in r.stderr and "Traceback" not in r.stderr
