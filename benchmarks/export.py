@@ -29,19 +29,19 @@ from distill.config import load_config
 from distill.integrations.onnx_model import OnnxModel
 from distill.integrations.torchvision.builders import build_vild_model
 from distill.integrations.torchvision.export import export_model
+from distill.model_zoo import get_config_file
 from distill.teacher import ClassEmbeddings
 
-REPO = Path(__file__).resolve().parents[1]
 CASES = {
     "quickstart R18-FPN 128x128": (
-        REPO / "configs/synthetic/vild_r18_fpn_quick.yaml",
+        get_config_file("synthetic/vild_r18_fpn_quick.yaml"),
         [],
         15,
         128,
         (128, 128),
     ),
     "R50-FPN 800x1333": (
-        REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml",
+        get_config_file("synthetic/Base-ViLD-R18-FPN.yaml"),
         [
             "MODEL.RESNETS.DEPTH",
             "50",

@@ -67,8 +67,8 @@ def main(argv=None) -> int:
         raise DistillInputError(f"--input-size must be positive multiples of 32, got {args.input_size}")
     from distill.config import load_config
     from distill.integrations.torchvision.export import export_checkpoint
-    from distill.integrations.vocabulary import resolve_vocabulary
     from distill.model_zoo import resolve_weights
+    from distill.teacher.vocabulary import resolve_vocabulary
 
     opts = list(args.opts)
     if args.score_thresh is not None:

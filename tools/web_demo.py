@@ -21,20 +21,23 @@ from pathlib import Path
 
 from distill.utils import DistillInputError, cli_entry
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 QUICKSTART = {
-    "config": REPO / "configs/synthetic/vild_r18_fpn_quick.yaml",
+    "config": "synthetic/vild_r18_fpn_quick.yaml",
     "weights": Path("output/quickstart/vild/model_final.pth"),
-    "semseg_config": REPO / "configs/synthetic/semseg_r18_fpn_quick.yaml",
+    "semseg_config": "synthetic/semseg_r18_fpn_quick.yaml",
     "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth"),
 }
 
 
 @cli_entry
 def main(argv=None) -> int:
-    d = QUICKSTART
+    from distill.model_zoo import get_config_file
+
+    d = {
+        **QUICKSTART,
+        "config": get_config_file(QUICKSTART["config"]),
+        "semseg_config": get_config_file(QUICKSTART["semseg_config"]),
+    }
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default=str(d["config"]))
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")

@@ -18,12 +18,21 @@ import torch.nn.functional as F
 from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
 from .torchvision.mapper import resized_hw
-from .vocabulary import encode_names, parse_names
 
 logger = logging.getLogger(__name__)
 DEFAULT_VOCABULARY = "circle, square, triangle, star, crescent"
 TABLE_HEADERS = ["class", "score", "x0", "y0", "x1", "y1"]
 MAX_ROWS = 50
+
+
+def parse_names(text: str) -> list[str]:
+    """"a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise DistillInputError("empty vocabulary: type class names separated by commas")
+    if len(set(names)) != len(names):
+        raise DistillInputError("a class name appears twice in the vocabulary")
+    return names
 
 
 @dataclass
@@ -49,7 +58,9 @@ class DemoModels:
         t = cfg.MODEL.DISTILL.TEACHER
         key = ("vocab", t.ARCH, t.PRETRAINED, t.TEMPLATES, tuple(names))
         if key not in self._cache:
-            self._cache[key] = encode_names(names, t, self._teacher(t))
+            teacher = self._teacher(t)
+            emb = teacher.encode_text(names, t.TEMPLATES).cpu()
+            self._cache[key] = ClassEmbeddings(emb, names, {**teacher.provenance(), "templates": t.TEMPLATES})
         return self._cache[key]
 
     def detector(self):
