@@ -14,15 +14,13 @@ import argparse
 import os
 import sys
 
-import torch
-
-from distill.data import load_coco_json, load_lvis_json
-from distill.teacher import create_teacher
-from distill.teacher.regions import dump_region_embeddings, load_proposals
 from distill.utils import cli_entry, dumps_json
+from distill.utils.io import check_not_input
 
 
 def _dist_setup(args) -> tuple[int, int, str]:
+    import torch
+
     rank = int(os.environ.get("RANK", args.rank))
     world = int(os.environ.get("WORLD_SIZE", args.world_size))
     device = args.device
@@ -36,23 +34,32 @@ def _dist_setup(args) -> tuple[int, int, str]:
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--pretrained", default=None)
-    p.add_argument("--dataset-json", required=True)
-    p.add_argument("--image-root", required=True)
-    p.add_argument("--format", choices=("coco", "lvis"), default="coco")
+    p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--dataset-json", required=True, help="COCO- or LVIS-format json of the images")
+    p.add_argument("--image-root", required=True, help="folder the json's file_name entries are relative to")
+    p.add_argument("--format", choices=("coco", "lvis"), default="coco", help="format of --dataset-json")
     p.add_argument("--proposals", required=True, help="json list of {image_id, bbox [x, y, w, h], score}")
-    p.add_argument("--output", required=True)
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5])
-    p.add_argument("--geometry", choices=("center", "stretch"), default="center")
-    p.add_argument("--max-per-image", type=int, default=300)
-    p.add_argument("--chunk-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--output", required=True, help="store folder (resumed when it holds a partial store)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5],
+                   help="crop scales around each box (ViLD: 1.0 and 1.5), embeddings averaged")
+    p.add_argument("--geometry", choices=("center", "stretch"), default="center",
+                   help="center: square crop around the box; stretch: the box resized to the teacher's input")
+    p.add_argument("--max-per-image", type=int, default=300, help="best-scoring proposals kept per image")
+    p.add_argument("--chunk-size", type=int, default=64, help="images per shard (the unit of resuming)")
+    p.add_argument("--batch-size", type=int, default=256, help="crops per teacher forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (this rank's GPU when there is one)")
     p.add_argument("--rank", type=int, default=0, help="without torchrun: this process's rank")
-    p.add_argument("--world-size", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--world-size", type=int, default=1, help="without torchrun: number of processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    check_not_input(args.output, [args.dataset_json, args.proposals, args.image_root], "--output")
+    import torch
+
+    from distill.data import load_coco_json, load_lvis_json
+    from distill.teacher import create_teacher
+    from distill.teacher.regions import dump_region_embeddings, load_proposals
+
     rank, world, device = _dist_setup(args)
     loader = load_coco_json if args.format == "coco" else load_lvis_json
     dicts, _ = loader(args.dataset_json, args.image_root)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill.teacher import ClassEmbeddings, create_teacher
 from distill.teacher.prompts import TEMPLATE_SETS
 from distill.teacher.vocabulary import read_vocabulary
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.io import check_not_input
 
 
 @cli_entry
@@ -23,11 +23,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
     p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
-    p.add_argument("--vocabulary", required=True)
-    p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS))
+    p.add_argument("--vocabulary", required=True,
+                   help="a dataset json (its categories by id), a text file (one name a line) or \"name1,name2\"")
+    p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS),
+                   help="prompt set averaged per class (vild: ViLD's 63 templates)")
     p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
+    if not args.output.endswith(".npy"):
+        raise DistillInputError("--output must be a .npy path (its sidecar is <output>.json)", args.output)
+    check_not_input(args.output, [args.vocabulary], "--output")
+    check_not_input(args.output + ".json", [args.vocabulary], "--output's sidecar")
+    from distill.teacher import ClassEmbeddings, create_teacher
+
     names, prov = read_vocabulary(args.vocabulary)
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)

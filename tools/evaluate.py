@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill.evaluation import evaluate_detections
-from distill.utils import atomic_write_json, cli_entry, dumps_json
+from distill.utils import atomic_write_json, cli_entry, dumps_json, read_json
+from distill.utils.io import check_not_input
 
 
 def format_table(metrics: dict) -> str:
@@ -28,12 +28,25 @@ def format_table(metrics: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gt", required=True, help="ground-truth json (COCO or LVIS format)")
-    p.add_argument("--predictions", required=True, help="COCO-format result list (json)")
-    p.add_argument("--task", choices=("bbox", "segm"), default="bbox")
-    p.add_argument("--protocol", choices=("coco", "lvis"), default="coco")
+    p.add_argument("--predictions", required=True,
+                   help="COCO-format result list (json), or tools/demo.py's predictions.json (images matched by "
+                        "file name, classes by name)")
+    p.add_argument("--task", choices=("bbox", "segm"), default="bbox", help="box or mask AP")
+    p.add_argument("--protocol", choices=("coco", "lvis"), default="coco",
+                   help="lvis: federated LVIS evaluation with APr / APc / APf")
     p.add_argument("--output", help="metrics json to write (atomically)")
     args = p.parse_args(argv)
-    metrics = evaluate_detections(args.gt, args.predictions, task=args.task, protocol=args.protocol)
+    if args.output:
+        check_not_input(args.output, [args.gt, args.predictions], "--output")
+    from distill.evaluation import evaluate_detections
+    from distill.evaluation.results import dataset_style_to_results, is_dataset_style, looks_like_object
+
+    preds = args.predictions  # a result list: read by the evaluator, whose errors name the file
+    if looks_like_object(args.predictions):
+        data = read_json(args.predictions, what="predictions file")
+        if is_dataset_style(data):
+            preds = dataset_style_to_results(data, read_json(args.gt, what="ground-truth json"), args.predictions)
+    metrics = evaluate_detections(args.gt, preds, task=args.task, protocol=args.protocol)
     metrics = {"task": args.task, "protocol": args.protocol, **metrics}
     if args.output:
         atomic_write_json(args.output, metrics, indent=2)

@@ -15,24 +15,43 @@ import os
 import socket
 import sys
 
-from distill.integrations.backend import BACKENDS, get_backend
-from distill.utils import cli_entry
+from distill.integrations.backend import BACKENDS, backend_name_for, get_backend
+from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import add_overrides, parse_args
 
 
 def default_argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default="", metavar="FILE")
+    p.add_argument("--config-file", default="", metavar="FILE", help="yaml config (with _BASE_ chains)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                   help="auto: detectron2 when it is installed (distill.integrations.backend.get_backend)")
+                   help="auto: the backend that trained --eval-only's MODEL.WEIGHTS, else detectron2 when it is "
+                        "installed (distill.integrations.backend.get_backend)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
-    p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh into an OUTPUT_DIR that holds a run (its checkpoints and metrics go)")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
     p.add_argument("--num-gpus", type=int, default=1, help="local processes (GPUs, or CPU processes on gloo)")
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
+    p.add_argument("--num-machines", type=int, default=1, help="machines of a multi-node run")
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's index in a multi-node run")
     p.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overrides(p)
     return p
+
+
+def _eval_weights(args) -> str | None:
+    """MODEL.WEIGHTS of an --eval-only run (the command line's, else the yaml's), to pick the backend by."""
+    if not args.eval_only:
+        return None
+    pairs = dict(zip(args.opts[::2], args.opts[1::2]))
+    if "MODEL.WEIGHTS" in pairs:
+        return pairs["MODEL.WEIGHTS"]
+    from distill.config import load_config
+
+    try:
+        return load_config(args.config_file or None).MODEL.WEIGHTS or None
+    except DistillInputError:
+        return None
 
 
 def _free_port() -> int:
@@ -53,11 +72,11 @@ def _worker(local_rank: int, args, world: int, url: str) -> None:
 @cli_entry
 def run(args) -> int:
     """setup → train (or --eval-only) → evaluate, in the backend's package module."""
-    return get_backend(args.backend).train_net(args)
+    return get_backend(backend_name_for(args.backend, _eval_weights(args))).train_net(args)
 
 
 def main(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
+    args = parse_args(default_argument_parser(), argv)
     world = args.num_gpus * args.num_machines
     if world > 1 and "WORLD_SIZE" not in os.environ:
         import torch.multiprocessing as mp

@@ -15,17 +15,20 @@ import hashlib
 import sys
 from pathlib import Path
 
-import torch
-
-from distill.data.synthetic import generate
-from distill.teacher import create_teacher
-from distill.teacher.training import TeacherTrainConfig, train_teacher, zero_shot_accuracy
+from distill.teacher.train_config import TeacherTrainConfig
 from distill.utils import cli_entry, dumps_json
+
+FIELD_HELP = {"arch": "open_clip architecture of the teacher", "corpus_seed": "seed of the image-caption corpus",
+              "corpus_images": "images in the training corpus", "steps": "training steps",
+              "batch_size": "image-caption pairs per step", "lr": "AdamW learning rate",
+              "weight_decay": "AdamW weight decay", "warmup": "linear warm-up steps", "seed": "training seed",
+              "checkpoint_every": "steps between checkpoints (resume after a kill)"}
 
 
 def _benchmark(path: str | None) -> Path:
     if path:
         return Path(path)
+    from distill.data.synthetic import generate
     from distill.integrations.quickstart import QUICKSTART_DATA
 
     return generate("output/quickstart/synthetic", QUICKSTART_DATA)
@@ -34,14 +37,20 @@ def _benchmark(path: str | None) -> Path:
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output-dir", default="output/teacher")
-    p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--output-dir", default="output/teacher", help="checkpoints and the trained weights")
+    p.add_argument("--eval-only", action="store_true", help="only measure zero-shot accuracy, no training")
     p.add_argument("--teacher", default=None, help="model-zoo name or arch (eval); default: the trained weights")
     p.add_argument("--benchmark", default=None, help="synthetic benchmark root (default: the quickstart's)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     for f in dataclasses.fields(TeacherTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f"{FIELD_HELP[f.name]} (default {f.default})")
     args = p.parse_args(argv)
+    import torch
+
+    from distill.teacher import create_teacher
+    from distill.teacher.training import train_teacher, zero_shot_accuracy
+
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TeacherTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTrainConfig)})

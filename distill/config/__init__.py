@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import yaml
 from fvcore.common.config import CfgNode
 
 from ..utils.errors import DistillInputError
@@ -37,6 +38,13 @@ def load_config(config_file: str | None = None, overrides: Sequence[str] = (), b
             raise DistillInputError("config file not found", config_file)
         try:
             cfg.merge_from_file(config_file, allow_unsafe=False)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise DistillInputError(f"not valid yaml ({getattr(e, 'problem', None) or type(e).__name__}{where})",
+                                    config_file) from None
+        except OSError as e:  # a _BASE_ that is missing or unreadable
+            raise DistillInputError(f"cannot read the config ({e.strerror}: {e.filename})", config_file) from None
         except KeyError as e:
             raise DistillInputError(f"unknown config key {_key(e)}", config_file) from None
         except (ValueError, TypeError) as e:
@@ -59,3 +67,14 @@ def _key(e: BaseException) -> str:
     for prefix in ("Non-existent config key: ", "Non-existent key: "):
         msg = msg.replace(prefix, "")
     return msg.strip("'\"")
+
+
+def check_schedule(cfg) -> list[str]:
+    """Warnings for a solver schedule that trains at a tiny learning rate throughout (a MAX_ITER override below
+    the yaml's WARMUP_ITERS: AP 0 with exit 0). Returns the warning lines (printed by the caller)."""
+    s = cfg.SOLVER
+    warn = []
+    if s.WARMUP_ITERS > 0 and s.MAX_ITER < s.WARMUP_ITERS:
+        warn.append(f"SOLVER.MAX_ITER {s.MAX_ITER} is below SOLVER.WARMUP_ITERS {s.WARMUP_ITERS}: the whole run is "
+                    f"warm-up and never reaches BASE_LR {s.BASE_LR:g}; lower SOLVER.WARMUP_ITERS with MAX_ITER")
+    return warn

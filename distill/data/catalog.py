@@ -5,6 +5,9 @@ they cannot clash with detectron2's built-in names.
                                         distill_synthetic_lvis_{train,val} (LVIS json)
     register_ov_coco(datasets_root)     distill_ov_coco_{train,val}        (files of tools/prepare_ov_coco.py)
     register_ov_lvis(datasets_root)     distill_ov_lvis_{train,val}        (files of tools/prepare_ov_lvis.py)
+
+A name of the form ``coco:ANNOTATIONS.json:IMAGE_FOLDER`` (or ``lvis:...``) is one's own dataset: it needs no
+registration, so `DATASETS.TRAIN ("coco:my/train.json:my/images",)` trains on it from the command line.
 """
 from __future__ import annotations
 
@@ -27,7 +30,38 @@ def registered() -> list[str]:
     return sorted(_CATALOG)
 
 
+def parse_file_spec(name: str) -> tuple[str, Path, Path] | None:
+    """("coco" | "lvis", json, image folder) of a ``coco:A.json:IMAGES`` name, else None."""
+    kind, sep, rest = name.partition(":")
+    if not sep or kind not in ("coco", "lvis"):
+        return None
+    ann, sep, images = rest.partition(".json:")
+    if not sep or not images:
+        raise DistillInputError(f"dataset {name!r}: expected {kind}:ANNOTATIONS.json:IMAGE_FOLDER")
+    ann, images = Path(ann + ".json"), Path(images)
+    if not ann.is_file():
+        raise DistillInputError(f"annotation file of dataset {name!r} not found", ann)
+    if not images.is_dir():
+        raise DistillInputError(f"image folder of dataset {name!r} not found", images)
+    return kind, ann, images
+
+
+def register_file_specs(names) -> list[str]:
+    """Register the ``coco:A.json:IMAGES`` names among `names` (e.g. DATASETS.TRAIN + DATASETS.TEST)."""
+    out = []
+    for name in names:
+        spec = parse_file_spec(name)
+        if spec is not None:
+            kind, ann, images = spec
+            loader = load_coco_json if kind == "coco" else load_lvis_json
+            register(name, lambda a=ann, i=images, f=loader: f(a, i))
+            out.append(name)
+    return out
+
+
 def get_dataset(name: str) -> tuple[list[dict], DatasetMetadata]:
+    if name not in _CATALOG and parse_file_spec(name) is not None:
+        register_file_specs([name])
     if name not in _CATALOG:
         hint = f"; registered: {', '.join(registered())}" if _CATALOG else ""
         raise DistillInputError(f"unknown dataset {name!r}{hint} (register it with distill.data.catalog)")

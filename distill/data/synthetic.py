@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from ..utils.io import atomic_write_json, dumps_json, read_json
+from ..utils.errors import cli_entry
+from ..utils.io import atomic_write_json, chmod_default, dumps_json, read_json
 
 GENERATOR_VERSION = 1
 SEM_SEG_IGNORE = 255
@@ -372,6 +373,7 @@ def generate(out_dir: str | os.PathLike, config: SyntheticConfig | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        chmod_default(tmp, directory=True)  # mkdtemp's 0700 would survive the os.replace
         _write_dataset(tmp, cfg, progress)
         if out.exists():
             shutil.rmtree(out)
@@ -387,12 +389,14 @@ def load_meta(root: str | os.PathLike) -> dict:
     return read_json(Path(root) / "meta.json", what="synthetic benchmark meta.json")
 
 
+@cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Write the synthetic open-vocabulary benchmark.")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", help="folder to write the benchmark into")
     for f in dataclasses.fields(SyntheticConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f"SyntheticConfig.{f.name} (default {f.default})")
+    p.add_argument("--overwrite", action="store_true", help="replace a benchmark made with another config")
     args = p.parse_args(argv)
     cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
     out = generate(args.out_dir, cfg, overwrite=args.overwrite)

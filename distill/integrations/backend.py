@@ -70,6 +70,25 @@ def detectron2_installed() -> bool:
     return detectron2._IMPORT_ERROR is None
 
 
+def backend_name_for(name: str, weights: str | None = None) -> str:
+    """The backend to run `weights` with: the one that trained it (its metadata, else its tensor names) unless
+    `name` is another (one clear error naming the flag to pass); without a checkpoint, `name` as it is."""
+    from ..utils.checkpoint import checkpoint_meta
+
+    made = checkpoint_meta(weights).get("backend") if weights and os.path.isfile(weights) else None
+    if made is None:
+        return name
+    if name == "auto":
+        if made == "detectron2" and not detectron2_installed():
+            raise DistillInputError("this checkpoint was trained with the detectron2 backend, which is not "
+                                    "installed (README, 'detectron2 backend')", weights)
+        return made
+    if made != name:
+        raise DistillInputError(f"this checkpoint was trained with the {made} backend; pass --backend {made} "
+                                "(or auto)", weights)
+    return name
+
+
 def get_backend(name: str = "auto") -> Backend:
     """"torchvision", "detectron2", or "auto" (detectron2 when it is installed). A missing detectron2 is one
     clear DistillInputError."""

@@ -1,6 +1,6 @@
 """Drawing detections, shared by both backends' demo modules (each supplies its own model loading and
 prediction). Detections are dicts of tensors in original pixels: boxes (N, 4) XYXY, scores (N,), labels (N,)
-vocabulary indices and, with masks, masks (N, H, W) float 0/1."""
+vocabulary indices and, with masks, masks (N, H, W): BoxMasks or float 0/1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..data.datasets import synthetic_dataset
-from ..teacher.embeddings import ClassEmbeddings
+from ..modeling.masks import iter_local_masks
+from ..teacher.checks import load_class_embeddings
 from ..utils.io import atomic_write_bytes
 from ..utils.visualize import draw_detections
 
@@ -23,7 +24,7 @@ def render(image_rgb: np.ndarray, det: dict, names, novel=None, score_thresh: fl
 
     keep = torch.where(det["scores"] >= score_thresh)[0]
     keep = keep[nms(det["boxes"][keep].float(), det["scores"][keep].float(), 0.5)][:max_shown]
-    masks = (det["masks"][keep] > 0.5).cpu().numpy() if "masks" in det else None
+    masks = list(iter_local_masks(det["masks"][keep])) if "masks" in det else None
     return draw_detections(image_rgb, det["boxes"][keep].cpu().numpy(), det["labels"][keep].tolist(),
                            det["scores"][keep].tolist(), names, masks, novel, scale)
 
@@ -33,7 +34,8 @@ def draw_predictions_grid(load_for_inference: Callable, predict: Callable, cfg, 
     """Detections of the test vocabulary on the first `n` validation images that hold a novel object.
     `load_for_inference(cfg, weights, vocab, novel)` and `predict(model, cfg, d)` come from a backend."""
     dicts, meta = synthetic_dataset(bench_root, "val")
-    vocab = ClassEmbeddings.load(cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS, expected_names=meta.thing_classes)
+    vocab = load_class_embeddings(cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS, cfg, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+                                  expected_names=meta.thing_classes)
     novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
     novel[meta.contiguous_ids("novel")] = True
     model = load_for_inference(cfg, weights, vocab, novel)

@@ -28,6 +28,8 @@ from ..model_zoo import get_config_file
 from ..teacher import ClassEmbeddings, create_teacher
 from ..teacher.regions import dump_region_embeddings, load_proposals
 from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
+from ..utils.cli import parse_args
+from ..utils.outdir import LOCK_NAME, lock_output_dir
 from .backend import BACKENDS, Backend, get_backend
 
 QUICKSTART_DATA = SyntheticConfig(seed=0, num_train=500, num_val=100, image_size=128)
@@ -58,11 +60,18 @@ class Pipeline:
     def backend(self) -> Backend:
         return get_backend(self.backend_name)  # on first use: a folder of another backend is the first error
 
+    def teacher_opts(self) -> list[str]:
+        """MODEL.DISTILL.TEACHER of another --teacher: the config names the teacher its embeddings came from."""
+        if self.teacher_spec == (TEACHER, None):
+            return []
+        return ["MODEL.DISTILL.TEACHER.ARCH", self.teacher_spec[0],
+                "MODEL.DISTILL.TEACHER.PRETRAINED", self.teacher_spec[1] or ""]
+
     def cfg(self, output: str, extra: list[str] = ()):
         opts = ["MODEL.DISTILL.DATASETS_ROOT", str(self.out), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
                 str(self.text_dir / "synthetic_base.npy"), "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
                 str(self.text_dir / "synthetic_all.npy"), "MODEL.DISTILL.REGION_STORE", str(self.regions),
-                "OUTPUT_DIR", str(self.out / output), *extra, *self.overrides]
+                "OUTPUT_DIR", str(self.out / output), *self.teacher_opts(), *extra, *self.overrides]
         return self.backend.load_config(self.config_file, opts)
 
     def data(self) -> dict:
@@ -131,7 +140,8 @@ class Pipeline:
 
         if self.backend.name != "torchvision":
             return {"skipped": f"the segmenter trains on the torchvision backend, not {self.backend.name}"}
-        cfg = load_semseg_config([*semseg_inputs(self.out), "OUTPUT_DIR", str(self.out / "semseg"), *self.overrides])
+        cfg = load_semseg_config([*semseg_inputs(self.out), "OUTPUT_DIR", str(self.out / "semseg"),
+                                  *self.teacher_opts(), *self.overrides])
         result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
                                               create_teacher(*self.teacher_spec), cfg,
                                               variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
@@ -211,7 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--output-dir", default=None, help="default: output/quickstart (torchvision), "
                    "output/quickstart_detectron2 (detectron2)")
     p.add_argument("--force", action="store_true", help="rerun every stage from scratch")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--config-file", default=None,
                    help="detector config (default: the shipped configs/synthetic/vild_r18_fpn_quick.yaml)")
     p.add_argument("--teacher", default=TEACHER, help="model-zoo teacher or open_clip arch")
@@ -224,13 +234,16 @@ def main(argv=None) -> int:
     p.add_argument("--skip-semseg", action="store_true", help="detection only: leave out the semseg stage")
     p.add_argument("--backend", choices=sorted(BACKENDS), default="torchvision",
                    help="training / inference framework (detectron2 must be installed, see README)")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY VALUE",
+                   help="config overrides (flags may come before or after them)")
+    args = parse_args(p, argv)
     out = Path(args.output_dir or ("output/quickstart" if args.backend == "torchvision"
                                    else f"output/quickstart_{args.backend}"))
-    if args.force and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    lock_output_dir(out, "--output-dir")  # one quickstart at a time per folder
+    if args.force:
+        for p in out.iterdir():
+            if p.name != LOCK_NAME:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights, args.backend,
                     (args.proposal_iters, args.vild_iters), args.semseg_iters, args.config_file)
     run(pipe, args.skip_semseg)

@@ -3,22 +3,37 @@ classifier, the optimizer choice and the segmentation predictor, built from MODE
 the core's plain-value pieces (`distill.modeling`)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable, Sequence
 
 import torch
 
 from ..modeling.heads import TextClassifier
 from ..modeling.sem_seg import OpenVocabSemSegPredictor, SemSegEmbedHead, SemSegLabelMap
+from ..teacher.checks import load_class_embeddings
 from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
 
+_BUILD_VOCABULARY: list[ClassEmbeddings] = []  # set by `building_with`: inference needs no training file
+
+
+@contextlib.contextmanager
+def building_with(vocabulary: ClassEmbeddings):
+    """Models built in the block take `vocabulary` instead of reading MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS (the
+    class embeddings are no weights: a checkpoint loads into either)."""
+    _BUILD_VOCABULARY.append(vocabulary)
+    try:
+        yield
+    finally:
+        _BUILD_VOCABULARY.pop()
+
 
 def load_train_vocabulary(cfg) -> ClassEmbeddings:
-    """MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS: the (C, D) vocabulary the model is built and trained for."""
-    path = cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError("MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS is not set (tools/dump_text_embeddings.py)")
-    return ClassEmbeddings.load(path)
+    """MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS: the (C, D) vocabulary the model is built and trained for, checked
+    against the config's teacher."""
+    if _BUILD_VOCABULARY:
+        return _BUILD_VOCABULARY[-1]
+    return load_class_embeddings(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS, cfg, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS")
 
 
 def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, torch.Tensor]:
@@ -28,7 +43,8 @@ def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, to
     if not path:
         raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
                                 "classes; tools/dump_text_embeddings.py)")
-    vocab = ClassEmbeddings.load(path, expected_dim=embed_dim, expected_names=meta.thing_classes)
+    vocab = load_class_embeddings(path, cfg, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", expected_dim=embed_dim,
+                                  expected_names=meta.thing_classes)
     novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
     novel[meta.contiguous_ids("novel")] = True
     return vocab, novel

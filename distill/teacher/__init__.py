@@ -1,8 +1,21 @@
-"""The open_clip teacher: text, region and dense pixel embeddings; class-embedding files; prompt sets."""
-from .crops import center_square, crop_resize_normalize, scale_boxes
-from .embeddings import ClassEmbeddings
-from .prompts import TEMPLATE_SETS, build_prompts
-from .teacher import Teacher, check_boxes, create_teacher
+"""The open_clip teacher: text, region and dense pixel embeddings; class-embedding files; prompt sets.
 
-__all__ = ["ClassEmbeddings", "TEMPLATE_SETS", "Teacher", "build_prompts", "center_square", "check_boxes",
-           "create_teacher", "crop_resize_normalize", "scale_boxes"]
+Names load on first use (PEP 562): a tool's `--help` that imports `distill.teacher.prompts` does not pay for
+torch and open_clip."""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"ClassEmbeddings": "embeddings", "TEMPLATE_SETS": "prompts", "build_prompts": "prompts",
+          "Teacher": "teacher", "check_boxes": "teacher", "create_teacher": "teacher", "center_square": "crops",
+          "crop_resize_normalize": "crops", "scale_boxes": "crops"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,7 @@
 """The open_clip teacher: text, region and dense pixel embeddings, all L2-normalised."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -10,6 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..utils.checkpoint import torch_file_errors
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
 from .prompts import build_prompts
@@ -91,8 +93,10 @@ def create_teacher(arch: str, pretrained: str | None = None, device: str | torch
     zoo_name = zoo or zoo_name
     if weights is None:
         logger.warning("teacher %s has random weights (no pretrained tag or checkpoint given)", arch)
-    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, precision=precision,
-                                                                 device=device)
+    local = weights is not None and os.path.isfile(weights)
+    with torch_file_errors(weights, "teacher checkpoint") if local else contextlib.nullcontext():
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, precision=precision,
+                                                                     device=device)
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
     return Teacher(model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained,

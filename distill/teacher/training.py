@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -19,26 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
+from ..utils.checkpoint import load_torch_file
 from ..utils.io import atomic_path, read_json
 from .crops import GEOMETRIES, center_square, scale_boxes
 from .prompts import article, build_prompts
+from .train_config import TeacherTrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TeacherTrainConfig:
-    # the shipped teacher's recipe: a tiny open_clip ModifiedResNet (a tiny ViT learned shapes far slower)
-    arch: str = "distill-tiny-rn"
-    corpus_seed: int = 1000
-    corpus_images: int = 4000
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup: int = 100
-    seed: int = 0
-    checkpoint_every: int = 500
 
 
 def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
@@ -199,7 +186,7 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
     start = 0
     ckpt = out / "last.pt"
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_torch_file(ckpt, "teacher checkpoint (delete it to start over)", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..data import ov_coco_categories
 from ..data.synthetic import SYNTHETIC_CATEGORIES
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
+from .checks import teacher_mismatch
 from .embeddings import ClassEmbeddings
 from .teacher import create_teacher
 
@@ -33,6 +35,9 @@ def read_vocabulary(spec: str) -> tuple[list[str], dict]:
         if not names:
             raise DistillInputError("names file is empty", path)
         return names, {"vocabulary": str(path)}
+    if "," not in spec and ("/" in spec or os.sep in spec or path.suffix):
+        raise DistillInputError("vocabulary file not found (a one-class vocabulary has no '/' or '.'; a list "
+                                "needs commas)", path)
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise DistillInputError("empty vocabulary")
@@ -64,6 +69,9 @@ def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, template
     (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
     if existing and Path(existing).is_file():
         emb = ClassEmbeddings.load(existing)
+        why = teacher_mismatch(emb.provenance, SimpleNamespace(ARCH=arch, PRETRAINED=pretrained))
+        if why:  # a file of another teacher would score nothing right
+            raise DistillInputError(f"MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: {why} (MODEL.DISTILL.TEACHER)", existing)
         if emb.class_names == names:
             return emb
     key = hashlib.sha256("\n".join([arch, pretrained, templates, *names]).encode()).hexdigest()[:16]

@@ -24,6 +24,10 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         except DistillInputError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:  # a write path the tool did not wrap: still one line, not a traceback
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -17,13 +17,14 @@ def _color(i: int) -> tuple[int, int, int]:
 def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores: Sequence[float],
                     class_names: Sequence[str], masks: np.ndarray | None = None,
                     novel: Sequence[bool] | None = None, scale: int = 1) -> np.ndarray:
-    """image (H, W, 3) uint8 RGB; boxes (N, 4) XYXY; masks (N, H, W) bool or None → a new RGB image,
-    `scale` times larger. Novel classes are labelled with a trailing "*"."""
-    out = image.astype(np.float32).copy()
+    """image (H, W, 3) uint8 RGB; boxes (N, 4) XYXY; masks (N, H, W) bool, or N (y0, x0, (h, w) bool) masks
+    inside their boxes, or None → a new RGB image, `scale` times larger. Novel classes get a trailing "*"."""
+    out = image.astype(np.uint8, copy=True)
     if masks is not None:
         for m, lab in zip(masks, labels):
-            out[m] = 0.55 * out[m] + 0.45 * np.array(_color(lab), np.float32)
-    out = np.clip(out, 0, 255).astype(np.uint8)
+            y0, x0, m = m if isinstance(m, tuple) else (0, 0, m)
+            region = out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]  # a view: blend inside the box only
+            region[m] = np.clip(0.55 * region[m] + 0.45 * np.array(_color(lab), np.float32), 0, 255)
     if scale != 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     out = np.ascontiguousarray(out)

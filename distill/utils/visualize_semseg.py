@@ -40,21 +40,25 @@ def render_semseg(image_rgb: np.ndarray, labels: np.ndarray, class_names: Sequen
         raise ValueError(f"image must be (H, W, 3), got {image_rgb.shape}")
     if labels.shape != image_rgb.shape[:2]:
         raise ValueError(f"labels {labels.shape} and image {image_rgb.shape[:2]} differ in size")
-    labels = np.asarray(labels).astype(np.int64)
     n = len(class_names)
-    known = (labels >= 0) & (labels < n) & (labels != ignore_value)
-    if background is not None:
-        known &= labels != background
     colors = semseg_colors(n, background).astype(np.float32)
-    out = image_rgb.astype(np.float32).copy()
-    out[known] = (1 - alpha) * out[known] + alpha * colors[labels[known]]
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    out = np.empty(image_rgb.shape, np.uint8)
+    present: set = set()
+    for y in range(0, labels.shape[0], 256):  # bands of rows: a photo's float copies would take gigabytes
+        lab = np.asarray(labels[y:y + 256]).astype(np.int64)
+        present |= set(np.unique(lab).tolist())
+        known = (lab >= 0) & (lab < n) & (lab != ignore_value)
+        if background is not None:
+            known &= lab != background
+        band = image_rgb[y:y + 256].astype(np.float32)
+        band[known] = (1 - alpha) * band[known] + alpha * colors[lab[known]]
+        out[y:y + 256] = np.clip(band, 0, 255).astype(np.uint8)
     if scale != 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     if not legend_on:
         return np.ascontiguousarray(out)
-    return np.concatenate([out, _legend(class_names, colors.astype(np.uint8), set(np.unique(labels).tolist()),
-                                        out.shape[0], present_only)], 1)
+    return np.concatenate([out, _legend(class_names, colors.astype(np.uint8), present, out.shape[0], present_only)],
+                          1)
 
 
 def _legend(names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool) -> np.ndarray:

@@ -58,6 +58,11 @@ def register_all(root: str | os.PathLike) -> list[str]:
     return _register_d2(core_catalog.register_all(root))
 
 
+def register_file_specs(names) -> list[str]:
+    """``coco:A.json:IMAGES`` dataset names (one's own data) in both catalogs."""
+    return _register_d2(core_catalog.register_file_specs(names))
+
+
 def register_ov_coco(datasets_root: str | os.PathLike, prefix: str = "distill_ov_coco") -> list[str]:
     return _register_d2(core_catalog.register_ov_coco(datasets_root, prefix))
 

@@ -11,6 +11,7 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
+from ..shared import building_with
 from .builders import build_vild_model, to_detectron2_cfg
 from .datasets import ViLDDatasetMapper
 from .trainer import StrictCheckpointer
@@ -18,7 +19,8 @@ from .trainer import StrictCheckpointer
 
 def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None):
     cfg = to_detectron2_cfg(cfg)
-    model = build_vild_model(cfg)
+    with building_with(vocabulary):  # runs from anywhere: the training class embeddings are not read
+        model = build_vild_model(cfg)
     StrictCheckpointer(model).load(weights)
     model.roi_heads.set_vocabulary(vocabulary, novel)
     model.eval()

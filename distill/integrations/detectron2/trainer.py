@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 from collections import OrderedDict
 
 import torch
@@ -25,17 +26,20 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from ...data.datasets import filter_empty
-from ...data.region_store import RegionEmbeddingStore
 from ...evaluation import format_ov_table
+from ...teacher.checks import check_region_store
 from ...teacher.embeddings import ClassEmbeddings
+from ...utils.checkpoint import META_KEY, inference_meta, last_checkpoint, torch_file_errors
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
+from ...utils.outdir import claim_training_dir, lock_output_dir
 from ..shared import build_optimizer, load_train_vocabulary
 from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
     ViLDDatasetMapper,
     load_ov_dataset,
     register_all,
+    register_file_specs,
 )
 from .evaluation import OVEvaluator, flatten_ov_results, test_vocabulary
 
@@ -90,7 +94,21 @@ def add_gradient_clipping(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.
     return optimizer
 
 
-class StrictCheckpointer(DetectionCheckpointer):
+class CheckedCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer whose unreadable file (empty, truncated, not a checkpoint) is one clear error."""
+
+    def _load_file(self, filename: str) -> dict:
+        with torch_file_errors(filename):
+            loaded = super()._load_file(filename)
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("model"), dict):
+            raise DistillInputError("not a model checkpoint (no 'model' state dict)", filename)
+        return loaded
+
+    def save(self, name: str, **kwargs) -> None:
+        super().save(name, **{**getattr(self, "meta", {}), **kwargs})
+
+
+class StrictCheckpointer(CheckedCheckpointer):
     """For evaluation and inference: a checkpoint of another architecture is one clear error, not a half-loaded
     model (training keeps DetectionCheckpointer's partial loading, e.g. of backbone-only weights)."""
 
@@ -105,6 +123,8 @@ class ViLDTrainer(DefaultTrainer):
         cpu_group = comm.get_world_size() > 1 and torch.device(cfg.MODEL.DEVICE).type == "cpu"
         with _cpu_ddp() if cpu_group else contextlib.nullcontext():
             super().__init__(cfg)
+        self.checkpointer.__class__ = CheckedCheckpointer  # same state, reads files with one-line errors
+        self.checkpointer.meta = {META_KEY: inference_meta("detectron2", cfg, load_train_vocabulary(cfg))}
 
     @classmethod
     def build_model(cls, cfg):
@@ -124,7 +144,8 @@ class ViLDTrainer(DefaultTrainer):
         dicts, lvis = load_train_set(cfg, vocab)
         d = cfg.MODEL.DISTILL
         if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-            RegionEmbeddingStore(d.REGION_STORE, expected_dim=vocab.dim)  # fail early, clearly
+            check_region_store(d.REGION_STORE, vocab, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+                               [x["image_id"] for x in dicts], d.TEACHER)  # fail early, clearly
         if lvis and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
             logger.info("LVIS-protocol training data: using RepeatFactorTrainingSampler (threshold %s)",
                         cfg.DATALOADER.REPEAT_THRESHOLD)
@@ -179,10 +200,20 @@ class ViLDTrainer(DefaultTrainer):
 def setup(args):
     """Config (detectron2 defaults + MODEL.DISTILL ← yaml ← overrides), datasets, detectron2's default_setup."""
     from ... import model_zoo
+    from ...config import check_schedule
     from ...data.catalog import datasets_root
 
     cfg = load_detectron2_config(args.config_file or None, args.opts)
+    if not args.eval_only:
+        for w in check_schedule(cfg):
+            print(f"warning: {w}", file=sys.stderr)
     register_all(datasets_root(cfg))
+    register_file_specs([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])  # coco:A.json:IMAGES names
+    if comm.get_rank() == 0:
+        if args.eval_only:
+            lock_output_dir(cfg.OUTPUT_DIR)
+        else:
+            claim_training_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
     if cfg.MODEL.WEIGHTS:
         cfg.defrost()
         cfg.MODEL.WEIGHTS = model_zoo.resolve_weights(cfg.MODEL.WEIGHTS)
@@ -210,6 +241,8 @@ def main(args) -> dict:
         results = ViLDTrainer.test(cfg, model)
     else:
         trainer = ViLDTrainer(cfg)
+        if args.resume:
+            last_checkpoint(cfg.OUTPUT_DIR)  # a tag naming a missing / empty file: one line
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
         results = getattr(trainer, "_last_eval_results", None) or {}

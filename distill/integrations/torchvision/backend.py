@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from ... import model_zoo
-from ...config import load_config
+from ...config import check_schedule, load_config
 from ...data.catalog import datasets_root, register_all, register_synthetic
 from ...evaluation import format_ov_table
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from ...utils.io import atomic_write_bytes, dumps_json
+from ...utils.outdir import claim_training_dir, lock_output_dir
 from . import demo, proposals, trainer
 
 
@@ -59,9 +61,15 @@ class TorchvisionBackend:
 def setup(args):
     """Config (defaults ← yaml ← overrides), datasets; rank 0 saves the resolved config to OUTPUT_DIR."""
     cfg = load_config(args.config_file or None, args.opts)
+    if not args.eval_only:
+        for w in check_schedule(cfg):
+            print(f"warning: {w}", file=sys.stderr)
     register_all(datasets_root(cfg))
     if int(os.environ.get("RANK", "0")) == 0:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        if args.eval_only:
+            lock_output_dir(cfg.OUTPUT_DIR)
+        else:
+            claim_training_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
         atomic_write_bytes(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode())
     return cfg
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -21,6 +20,7 @@ from ...modeling.heads import (
 )
 from ...modeling.poolers import MultiScaleRoIPooler
 from ...teacher.embeddings import ClassEmbeddings
+from ...utils.checkpoint import load_torch_file
 from ...utils.errors import DistillInputError
 from ..shared import text_classifier
 from .meta_arch import ViLDDetector
@@ -74,8 +74,8 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
     else:
         if not os.path.isfile(spec):
             raise DistillInputError("backbone weights not found", spec)
-        state = torch.load(spec, map_location="cpu", weights_only=True)
-        state = state.get("model", state.get("state_dict", state))
+        state = load_torch_file(spec, "backbone weights")
+        state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else {}
     missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
                                               strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]

@@ -7,12 +7,17 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ..drawing import draw_predictions_grid as _draw_grid
+from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
+from .builders import build_vild_model
 from .mapper import DatasetMapper, MapperConfig
-from .trainer import load_trained_model
+from .trainer import AtomicCheckpointer
 
 
 def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None):
-    model = load_trained_model(cfg, weights, cfg.MODEL.DEVICE)
+    """The checkpoint's model scoring `vocabulary`: the training class embeddings are not needed (they are no
+    weights), so it runs from anywhere."""
+    model = build_vild_model(cfg, vocabulary).to(cfg.MODEL.DEVICE)
+    AtomicCheckpointer(model, save_to_disk=False).load(str(weights), checkpointables=[])
     model.roi_heads.set_vocabulary(vocabulary, novel)
     return model.eval()
 

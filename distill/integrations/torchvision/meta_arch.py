@@ -10,7 +10,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from ...modeling.masks import BoxMasks, iter_full_masks
 
 
 def normalize_and_pad(images, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size_divisible: int
@@ -59,7 +60,7 @@ class ViLDDetector(nn.Module):
 
     def forward(self, batch: list[dict]):
         """Training: dict of losses. Inference: per-image dicts of boxes (XYXY, original pixels), scores,
-        labels (contiguous ids of the current vocabulary) and, with masks, (N, H, W) mask probabilities."""
+        labels (contiguous ids of the current vocabulary) and, with masks, BoxMasks (N, H, W), pasted on demand."""
         images = self.preprocess(batch)
         features = self.backbone(images.tensors)
         if not isinstance(features, OrderedDict):
@@ -78,8 +79,7 @@ class ViLDDetector(nn.Module):
         out = {"boxes": boxes, "scores": det["scores"], "labels": det["labels"]}
         if "masks" in det:
             h, w = b["height"], b["width"]
-            out["masks"] = paste_masks_in_image(det["masks"], boxes, (h, w))[:, 0] if boxes.shape[0] else \
-                det["masks"].new_zeros(0, h, w)
+            out["masks"] = BoxMasks(det["masks"], boxes, (h, w))  # pasted one at a time, into its box
         return out
 
 
@@ -95,8 +95,7 @@ def detections_to_coco(det: dict, image_id: int, category_ids: list[int], mask_t
     out = [{"image_id": image_id, "category_id": category_ids[lab], "bbox": [round(v, 2) for v in b],
             "score": round(s, 5)} for b, s, lab in zip(xywh, scores, labels)]
     if "masks" in det:
-        masks = (det["masks"].detach().cpu() > mask_threshold).numpy().astype(np.uint8)
-        for o, m in zip(out, masks):
+        for o, m in zip(out, iter_full_masks(det["masks"], mask_threshold)):
             rle = mask_utils.encode(np.asfortranarray(m))
             o["segmentation"] = {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return out

@@ -14,8 +14,9 @@ import random
 import numpy as np
 import torch
 
-from ...data.region_store import RegionEmbeddingStore
+from ...teacher.checks import check_region_store
 from ...teacher.embeddings import ClassEmbeddings
+from ...utils.checkpoint import META_KEY, inference_meta
 from ...utils.errors import DistillInputError
 from ..shared import load_train_vocabulary
 from .builders import build_vild_model
@@ -69,7 +70,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     dicts = load_train_set(cfg, vocab)
     d = cfg.MODEL.DISTILL
     if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-        RegionEmbeddingStore(d.REGION_STORE, expected_dim=vocab.dim)  # fail early, clearly
+        check_region_store(d.REGION_STORE, vocab, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+                           [x["image_id"] for x in dicts], d.TEACHER)  # fail early, clearly
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -77,6 +79,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
         remove_partial_files(cfg.OUTPUT_DIR)
     ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=rank == 0, optimizer=optimizer,
                               scheduler=scheduler)
+    ckpt.meta = {META_KEY: inference_meta("torchvision", cfg, vocab)}  # inference needs no training files
     per_rank = max(1, cfg.SOLVER.IMS_PER_BATCH // world)
     data = StreamLoader(dicts, mapper_cfg(cfg, True), d.REGION_STORE if d.IMAGE_LOSS_WEIGHT > 0 else "", seed, rank,
                         world, per_rank, cfg.DATALOADER.NUM_WORKERS)

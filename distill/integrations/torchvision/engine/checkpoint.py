@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
+from ....utils.checkpoint import read_checkpoint
 from ....utils.errors import check_checkpoint_fits
 from ....utils.io import atomic_write_bytes
 
@@ -27,7 +28,7 @@ class AtomicCheckpointer(Checkpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict(), **{k: v.state_dict() for k, v in self.checkpointables.items()},
-                **kwargs}
+                **getattr(self, "meta", {}), **kwargs}
         buf = io.BytesIO()
         torch.save(data, buf)
         atomic_write_bytes(os.path.join(self.save_dir, f"{name}.pth"), buf.getvalue())
@@ -35,6 +36,9 @@ class AtomicCheckpointer(Checkpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename.encode())
+
+    def _load_file(self, f: str) -> dict:
+        return read_checkpoint(f)  # a zero-byte / truncated / foreign file: one line, not a traceback
 
     def _load_model(self, checkpoint):
         """Strict: a checkpoint of another architecture is one clear error, not a half-loaded model."""

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ....utils.checkpoint import last_checkpoint
 from .checkpoint import rng_state, set_rng_state
 from .distributed import dist_info
 
@@ -75,7 +76,7 @@ class Trainer:
 
     def resume(self, checkpointer, resume: bool) -> bool:
         """Continue from the checkpointer's last checkpoint when `resume` and there is one; True if so."""
-        if not (resume and checkpointer.has_checkpoint()):
+        if not (resume and last_checkpoint(checkpointer.save_dir) is not None):  # a bad tag: one clear line
             return False
         extra = checkpointer.resume_or_load("", resume=True)
         self.start_iter = int(extra.get("iteration", -1)) + 1

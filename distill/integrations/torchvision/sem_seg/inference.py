@@ -55,6 +55,9 @@ def segment_images(weights: str | os.PathLike, images: Sequence[torch.Tensor], c
     """
     names = list(class_names)
     model = load_segmenter(weights, teacher.dim)
+    lm = model.predictor.label_map
+    if lm.ignore_value <= len(names):  # labels 1..C would hit it; inference scores no ignored pixel
+        lm.ignore_value = max(len(names) + 1, 1 << 16)
     vocab = ClassEmbeddings(teacher.encode_text(names, templates), names)
     model.predictor.set_vocabulary(vocab, list(range(1, len(names) + 1)))  # 0 stays the background
     legend = ["background"] + names if model.predictor.background else [""] + names

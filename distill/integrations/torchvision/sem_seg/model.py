@@ -12,6 +12,7 @@ from torch import nn
 
 from ....modeling.sem_seg import OpenVocabSemSegPredictor
 from ....teacher.embeddings import ClassEmbeddings
+from ....utils.checkpoint import load_torch_file, read_checkpoint
 from ....utils.errors import DistillInputError
 from ....utils.io import atomic_write_bytes
 from ...shared import build_sem_seg_predictor
@@ -85,8 +86,7 @@ def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) ->
     """
     if not os.path.isfile(path):
         raise DistillInputError(NO_STUDENT, path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else {}
+    state = read_checkpoint(path, "MODEL.WEIGHTS (the ViLD student)")["model"]
     src = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     own = model.backbone.state_dict()
     bad = [f"{k} missing" for k in own if k not in src]
@@ -114,7 +114,7 @@ def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmente
 
     if not os.path.isfile(path):
         raise DistillInputError("segmenter checkpoint not found", path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(path, "segmenter checkpoint")
     if not isinstance(ckpt, dict) or not {"model", "config", "class_values"} <= set(ckpt):
         raise DistillInputError("not a segmenter checkpoint (no model / config / class_values): a detector's?", path)
     cfg = get_cfg()

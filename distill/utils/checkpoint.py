@@ -1,0 +1,98 @@
+"""Reading torch files the user names (--weights, MODEL.WEIGHTS, last_checkpoint): a zero-byte, truncated or
+foreign file is one DistillInputError, never EOFError / PytorchStreamReader / KeyError: 'model'."""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import DistillInputError
+
+
+@contextlib.contextmanager
+def torch_file_errors(path: str | os.PathLike, what: str = "checkpoint") -> Iterator[None]:
+    """Around a torch.load of `path` (ours or a checkpointer's): a missing, empty, truncated or foreign file
+    becomes one DistillInputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillInputError(f"{what} not found", path)
+    if path.stat().st_size == 0:
+        raise DistillInputError(f"{what} is an empty file (an interrupted copy or save?)", path)
+    try:
+        yield
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
+            UnicodeDecodeError, IndexError, KeyError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DistillInputError(f"cannot read {what}: truncated, corrupt or not a torch file ({first})",
+                                path) from None
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", weights_only: bool = True) -> Any:
+    """torch.load on CPU with one-line errors for a missing, empty, truncated or non-torch file."""
+    import torch  # lazy: tools' --help stays fast
+
+    with torch_file_errors(path, what):
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", weights_only: bool = True) -> dict:
+    """A training checkpoint: a dict whose "model" is a state dict of tensors (a bare state dict is wrapped)."""
+    import torch
+
+    obj = load_torch_file(path, what, weights_only)
+    if isinstance(obj, dict) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        obj = {"model": obj}
+    state = obj.get("model") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DistillInputError(f"not a model checkpoint (no 'model' state dict of tensors in the {what})", path)
+    return obj
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The file OUTPUT_DIR/last_checkpoint names (None without the tag); a tag naming a missing, empty or
+    truncated file is one error that says what to do, not a traceback at resume."""
+    tag = Path(output_dir) / "last_checkpoint"
+    if not tag.is_file():
+        return None
+    name = tag.read_text().strip()
+    path = Path(output_dir) / name
+    hint = "; delete it (and last_checkpoint) to resume from an earlier one, or start a new OUTPUT_DIR"
+    if not name or not path.is_file():
+        raise DistillInputError(f"last_checkpoint names {name!r}, which is not there{hint}", tag)
+    if path.stat().st_size == 0:
+        raise DistillInputError(f"last_checkpoint names {name!r}, an empty file{hint}", tag)
+    return path
+
+
+META_KEY = "distill"
+
+
+def inference_meta(backend: str, cfg, vocabulary=None) -> dict:
+    """What a checkpoint carries so inference needs no training files: the backend, the resolved config (yaml
+    text) and the training vocabulary's provenance and class names."""
+    meta = {"backend": backend, "config": cfg.dump()}
+    if vocabulary is not None:
+        meta["vocabulary"] = {"class_names": list(vocabulary.class_names),
+                              "provenance": dict(vocabulary.provenance)}
+    return meta
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The checkpoint's inference metadata; for a checkpoint without it, the backend told by its tensor names
+    ({} when neither says)."""
+    import torch
+
+    with torch_file_errors(path, "checkpoint"):
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(obj, dict):
+        return {}
+    if isinstance(obj.get(META_KEY), dict):
+        return obj[META_KEY]
+    keys = list((obj.get("model") if isinstance(obj.get("model"), dict) else obj).keys())
+    if any(k.startswith("proposal_generator.") for k in keys):
+        return {"backend": "detectron2"}
+    if any(k.startswith("rpn.") for k in keys):
+        return {"backend": "torchvision"}
+    return {}

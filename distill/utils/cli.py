@@ -1,0 +1,68 @@
+"""What every command-line tool shares: KEY VALUE overrides that mix with flags, image inputs, output paths
+that never overwrite an input. No torch here: `--help` stays fast."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import DistillInputError
+from .io import same_file
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("opts", nargs="*", default=[], metavar="KEY VALUE",
+                   help="config overrides, e.g. SOLVER.MAX_ITER 100 (flags may come before or after them)")
+
+
+def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """parse_args that accepts flags after KEY VALUE overrides (an unknown flag is argparse's one-line error)."""
+    return p.parse_intermixed_args(argv)
+
+
+def list_images(spec: str | os.PathLike) -> list[Path]:
+    """An image file, or the images of a folder (sorted); none is one clear error."""
+    p = Path(spec)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DistillInputError(f"no images in folder (looked for {', '.join(IMAGE_SUFFIXES)})", p)
+        return files
+    if not p.is_file():
+        raise DistillInputError("input image not found", p)
+    return [p]
+
+
+def output_names(images: Sequence[Path], out_dir: Path, suffix: str = ".png") -> list[Path]:
+    """OUT/<stem><suffix> per image (OUT/<name><suffix> where two images share a stem), refusing any that is
+    one of the inputs: drawing into the input folder must not replace the user's images."""
+    stems = [p.stem for p in images]
+    outs = [out_dir / (f"{p.stem}{suffix}" if stems.count(p.stem) == 1 else f"{p.name}{suffix}") for p in images]
+    for o in outs:
+        for i in images:
+            if same_file(o, i):
+                raise DistillInputError(f"--output would overwrite the input image {i}; choose another folder",
+                                        out_dir)
+    return outs
+
+
+class SkipList:
+    """Inputs a folder run skipped, with why; `report()` lists them and gives the exit code."""
+
+    def __init__(self):
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path, reason: str) -> None:
+        self.items.append((str(path), reason))
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    def report(self, total: int) -> int:
+        if not self.items:
+            return 0
+        print(f"error: skipped {len(self.items)} of {total} input(s): " + "; ".join(p for p, _ in self.items),
+              file=sys.stderr)
+        return 2
