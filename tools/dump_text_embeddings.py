@@ -13,7 +13,6 @@ import argparse
 import sys
 
 from distill.teacher.prompts import TEMPLATE_SETS
-from distill.teacher.vocabulary import read_vocabulary
 from distill.utils import DistillInputError, cli_entry
 from distill.utils.io import check_not_input
 
@@ -35,6 +34,7 @@ def main(argv=None) -> int:
     check_not_input(args.output, [args.vocabulary], "--output")
     check_not_input(args.output + ".json", [args.vocabulary], "--output's sidecar")
     from distill.teacher import ClassEmbeddings, create_teacher
+    from distill.teacher.vocabulary import read_vocabulary
 
     names, prov = read_vocabulary(args.vocabulary)
     if len(set(names)) != len(names):

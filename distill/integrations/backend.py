@@ -12,12 +12,14 @@ import argparse
 import importlib.util
 import os
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-import torch
-
-from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
+
+if TYPE_CHECKING:  # annotations only: tools' --help does not pay for torch
+    import torch
+
+    from ..teacher.embeddings import ClassEmbeddings
 
 BACKENDS = ("torchvision", "detectron2")
 

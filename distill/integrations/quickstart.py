@@ -20,13 +20,10 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
+from .. import teacher as _teacher  # its names load on first use: --help without torch
 from ..data import synthetic_dataset
 from ..data.synthetic import SyntheticConfig, generate
 from ..model_zoo import get_config_file
-from ..teacher import ClassEmbeddings, create_teacher
-from ..teacher.regions import dump_region_embeddings, load_proposals
 from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 from ..utils.cli import parse_args
 from ..utils.outdir import LOCK_NAME, lock_output_dir
@@ -81,12 +78,12 @@ class Pipeline:
 
     def text(self) -> dict:
         _, meta = synthetic_dataset(self.out / "synthetic", "val")
-        teacher = create_teacher(*self.teacher_spec)
+        teacher = _teacher.create_teacher(*self.teacher_spec)
         emb = teacher.encode_text(meta.thing_classes, "vild")
         prov = {**teacher.provenance(), "templates": "vild", "vocabulary": "synthetic"}
         base = meta.contiguous_ids("base")
-        ClassEmbeddings(emb, meta.thing_classes, prov).save(self.text_dir / "synthetic_all.npy")
-        ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(
+        _teacher.ClassEmbeddings(emb, meta.thing_classes, prov).save(self.text_dir / "synthetic_all.npy")
+        _teacher.ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(
             self.text_dir / "synthetic_base.npy")
         return {"classes": len(meta.thing_classes), "base": len(base), "dim": int(emb.shape[1])}
 
@@ -110,9 +107,11 @@ class Pipeline:
 
     def regions_stage(self) -> dict:
         dicts, _ = synthetic_dataset(self.out / "synthetic", "train")
+        from ..teacher.regions import dump_region_embeddings, load_proposals  # torch: not for --help
+
         props = load_proposals(self.out / "proposals_train.json", [d["image_id"] for d in dicts],
                                PROPOSALS_PER_IMAGE)
-        writer = dump_region_embeddings(create_teacher(*self.teacher_spec), dicts, props, self.regions, chunk_size=50,
+        writer = dump_region_embeddings(_teacher.create_teacher(*self.teacher_spec), dicts, props, self.regions, chunk_size=50,
                                         progress=self.progress)
         index = writer.finalize()
         return {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
@@ -126,6 +125,8 @@ class Pipeline:
         for name in ("vild_text", "vild"):
             cfg = self.cfg(name)
             model = self.backend.load_model(cfg, str(self.out / name / "model_final.pth"))
+            import torch
+
             with torch.no_grad():
                 results[name] = self.backend.evaluate(cfg, model, "distill_synthetic_val")
         return results
@@ -143,7 +144,7 @@ class Pipeline:
         cfg = load_semseg_config([*semseg_inputs(self.out), "OUTPUT_DIR", str(self.out / "semseg"),
                                   *self.teacher_opts(), *self.overrides])
         result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
-                                              create_teacher(*self.teacher_spec), cfg,
+                                              _teacher.create_teacher(*self.teacher_spec), cfg,
                                               variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
                                               progress=self.progress, resume=True)
         return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}

@@ -13,7 +13,6 @@ def grab(self, *a, **k):
     raise SystemExit(0)
 for n in orig:
     setattr(argparse.ArgumentParser, n, grab)
-sys.path.insert(0, str(__import__("pathlib").Path(tool).resolve().parent))
 sys.argv = [tool, "--help"]
 t = time.perf_counter()
 try:

@@ -3,6 +3,7 @@ has help text."""
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,12 +33,11 @@ def test_synthetic_generator_options_have_help(capsys):
 
 
 def test_flags_after_overrides_are_accepted():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import train_net
-    finally:
-        sys.path.pop(0)
+    import runpy
+
     from distill.utils.cli import parse_args
+
+    train_net = SimpleNamespace(**runpy.run_path(str(REPO / "tools/train_net.py")))
 
     args = parse_args(train_net.default_argument_parser(),
                       ["--config-file", "x.yaml", "SOLVER.MAX_ITER", "10", "--resume", "SEED", "-1", "--eval-only"])

@@ -1,8 +1,10 @@
 """What a newcomer broke (issue 20), at the command line: each case is one line on stderr and exit 2 (or a loud
 warning), nothing of the user's is overwritten, nothing half written. Tools run in-process (main(argv))."""
 import json
+import runpy
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,13 +15,14 @@ from distill.teacher import ClassEmbeddings
 from distill.utils.outdir import lock_output_dir
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "tools"))
-import demo  # noqa: E402
-import dump_text_embeddings  # noqa: E402
-import evaluate  # noqa: E402
-import train_net  # noqa: E402
 
-sys.path.pop(0)
+def _tool(name: str) -> SimpleNamespace:
+    """A tool's globals (main, ...), loaded from its file without running it."""
+    return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / f"{name}.py")))
+
+
+demo, dump_text_embeddings, evaluate, train_net = (_tool(n) for n in ("demo", "dump_text_embeddings", "evaluate",
+                                                                       "train_net"))
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 SMALL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
@@ -228,10 +231,12 @@ def test_checkpoint_carries_backend_and_the_right_one_is_picked(env, tmp_path, c
     meta = checkpoint_meta(env["weights"])
     assert meta["backend"] == "torchvision" and "MODEL:" in meta["config"]
     assert meta["vocabulary"]["provenance"]["teacher"] == TEACHER
-    monkeypatch.setattr(train_net, "_detectron2_available", lambda: True)  # as with detectron2 installed
-    assert train_net.pick_backend("auto", str(env["weights"])) == "torchvision"
+    from distill.integrations import backend
+
+    monkeypatch.setattr(backend, "detectron2_installed", lambda: True)  # as with detectron2 installed
+    assert backend.backend_name_for("auto", str(env["weights"])) == "torchvision"
     with pytest.raises(Exception, match="pass --backend torchvision"):
-        train_net.pick_backend("detectron2", str(env["weights"]))
+        backend.backend_name_for("detectron2", str(env["weights"]))
     # the demo from anywhere: the config's training embeddings need not exist for inference
     img = env["root"] / "images/val/000001.png"
     o = opts(env, tmp_path / "x", "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", "output/nowhere/base.npy")
