@@ -54,11 +54,8 @@ def segmenter(d: Path) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from distill.integrations.torchvision.sem_seg import (
-        build_sem_seg_model,
-        load_semseg_config,
-        save_segmenter,
-    )
+    from distill.integrations.torchvision.sem_seg import load_semseg_config
+    from distill.integrations.torchvision.sem_seg.model import build_sem_seg_model, save_segmenter
     from distill.teacher import ClassEmbeddings, create_teacher
 
     cfg = load_semseg_config(["MODEL.WEIGHTS", ""])

@@ -263,9 +263,11 @@ def test_train_on_own_coco_json_by_name(env, tmp_path, capsys):
 def test_semseg_demo_with_300_classes_writes_16_bit_labels(env, tmp_path, capsys):
     import cv2
 
-    from distill.integrations.torchvision.sem_seg import SEMSEG_CONFIG, build_sem_seg_model, save_segmenter
+    from distill.integrations.torchvision.sem_seg.model import build_sem_seg_model, save_segmenter
+    from distill.model_zoo import get_config_file
     from distill.teacher import create_teacher
 
+    SEMSEG_CONFIG = get_config_file("synthetic/semseg_r18_fpn_quick.yaml")
     cfg = __import__("distill.config", fromlist=["load_config"]).load_config(
         SEMSEG_CONFIG, ["MODEL.WEIGHTS", "", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16", "MODEL.FPN.OUT_CHANNELS", "16"])
     t = cfg.MODEL.DISTILL.TEACHER
