@@ -39,14 +39,14 @@ def main(argv=None) -> int:
         "semseg_config": get_config_file(QUICKSTART["semseg_config"]),
     }
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=str(d["config"]))
+    p.add_argument("--config-file", default=str(d["config"]), help="the detector's yaml config")
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
-    p.add_argument("--semseg-config", default=str(d["semseg_config"]))
+    p.add_argument("--semseg-config", default=str(d["semseg_config"]), help="the segmenter's yaml config")
     p.add_argument(
         "--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)"
     )
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the detector's config")
     args = p.parse_args(argv)
     if not os.path.isfile(args.weights):
