@@ -37,7 +37,8 @@ def _dist_setup(args) -> tuple[int, int, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True)
-    p.add_argument("--pretrained", default=None)
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
+                   "(random weights)")
     p.add_argument("--dataset-json", required=True)
     p.add_argument("--image-root", required=True)
     p.add_argument("--format", choices=("coco", "lvis"), default="coco")

@@ -18,17 +18,33 @@ from distill.teacher.vocabulary import read_vocabulary
 from distill.utils import DistillInputError, cli_entry
 
 
+def base_names(spec: str, names: list[str]) -> list[str]:
+    """Names of the categories of dataset json `spec` with "split": "base", in vocabulary order."""
+    if Path(spec).suffix.lower() != ".json":
+        raise DistillInputError("--base-output needs a dataset json --vocabulary (its categories' \"split\")")
+    split = {c["name"]: c.get("split") for c in read_json(spec, what="dataset json")["categories"]}
+    base = [n for n in names if split.get(n) == "base"]
+    if not base:
+        raise DistillInputError("no category has \"split\": \"base\" (files of tools/prepare_ov_*.py have it)",
+                                spec)
+    return base
+
+
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
-    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
+                   "(random weights: a rehearsal at real shapes)")
     p.add_argument("--vocabulary", required=True)
     p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS))
     p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
+    p.add_argument("--base-output", default=None, help="also write the embeddings of the categories marked "
+                   "\"split\": \"base\" in a dataset json (the training vocabulary of an open-vocabulary recipe)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     names, prov = read_vocabulary(args.vocabulary)
+    base = base_names(args.vocabulary, names) if args.base_output else None
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")
@@ -38,6 +54,10 @@ def main(argv=None) -> int:
             "num_templates": len(TEMPLATE_SETS[args.templates]["templates"]), **prov}
     out = ClassEmbeddings(emb.cpu(), names, prov).save(args.output)
     print(f"{out}: {len(names)} classes x {emb.shape[1]} dims ({teacher.arch}, templates {args.templates})")
+    if base is not None:
+        keep = [names.index(n) for n in base]
+        out = ClassEmbeddings(emb[keep].cpu(), base, {**prov, "split": "base"}).save(args.base_output)
+        print(f"{out}: {len(base)} base classes x {emb.shape[1]} dims")
     return 0
 
 

@@ -86,6 +86,14 @@ class ViLDDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         d = cfg.MODEL.DISTILL
+        if is_train and d.LSJ.ENABLED:  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
+            from detectron2.data import transforms as T
+
+            j = d.LSJ
+            ret["augmentations"] = [T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),
+                                    T.FixedSizeCrop((j.SIZE, j.SIZE), pad=False),
+                                    *[a for a in ret["augmentations"] if isinstance(a, T.RandomFlip)]]
+            ret["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped masks follow the masks
         ret["region_store"] = d.REGION_STORE if (is_train and d.IMAGE_LOSS_WEIGHT > 0) else None
         ret["num_distill"] = d.NUM_DISTILL_PROPOSALS
         return ret
@@ -123,5 +131,7 @@ class ViLDDatasetMapper(DatasetMapper):
             boxes = torch.as_tensor(transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32)
         b = Boxes(boxes.float().reshape(-1, 4))
         b.clip(image_shape)
+        keep = b.nonempty()  # regions a crop cut away have no pixels left to match their embeddings
+        b, emb = b[keep], emb[keep]
         dataset_dict["distill_boxes"] = b.tensor
         dataset_dict["distill_embeddings"] = emb
