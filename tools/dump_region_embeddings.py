@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset-json", required=True)
     p.add_argument("--image-root", required=True)
     p.add_argument("--format", choices=("coco", "lvis"), default="coco")
-    p.add_argument("--proposals", required=True, help="json list of {image_id, bbox [x, y, w, h], score}")
+    p.add_argument("--proposals", required=True, help="tools/export_proposals.py's .npz, or a json list of "
+                   "{image_id, bbox [x, y, w, h], score}")
     p.add_argument("--output", required=True)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5])
     p.add_argument("--geometry", choices=("center", "stretch"), default="center")
