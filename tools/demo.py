@@ -3,7 +3,7 @@
 
     python tools/demo.py --config-file configs/synthetic/vild_r18_fpn_quick.yaml \
         --weights output/quickstart/vild/model_final.pth --input IMG_OR_DIR --output OUT \
-        [--vocabulary synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
+        [--vocabulary test|synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
 
 `--task semseg` segments instead, with a segmenter checkpoint of the torchvision backend (the config gives the
 teacher that encodes the vocabulary): per image OUT/<name>.png (coloured segmentation with a legend) and
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from distill.data.images import list_images, read_image_rgb
-from distill.teacher.vocabulary import NAMED, named_vocabulary, vocabulary_embeddings
+from distill.teacher.vocabulary import NAMED, embeddings_vocabulary, named_vocabulary, vocabulary_embeddings
 from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
 
 
@@ -39,7 +39,8 @@ def semseg_main(args) -> int:
 
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)
-    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
+    names = embeddings_vocabulary(cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS) if args.vocabulary == "test" else \
+        named_vocabulary(args.vocabulary, args.custom_vocabulary)
     weights = resolve_weights(args.weights)
     t = cfg.MODEL.DISTILL.TEACHER
     teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
-    p.add_argument("--vocabulary", choices=NAMED, default="synthetic")
+    p.add_argument("--vocabulary", choices=("test", *NAMED), default="test",
+                   help="test (default): the classes of the config's MODEL.DISTILL.TEST_CLASS_EMBEDDINGS")
     p.add_argument("--custom-vocabulary", default=None)
     p.add_argument("--score-thresh", type=float, default=0.3)
     p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
@@ -85,7 +87,8 @@ def main(argv=None) -> int:
     backend = get_backend(args.backend)
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)
-    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
+    names = embeddings_vocabulary(cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS) if args.vocabulary == "test" else \
+        named_vocabulary(args.vocabulary, args.custom_vocabulary)
     t = cfg.MODEL.DISTILL.TEACHER
     vocab = vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
     weights = resolve_weights(args.weights)

@@ -87,3 +87,13 @@ def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
     names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
     t = cfg.MODEL.DISTILL.TEACHER
     return vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
+
+
+def embeddings_vocabulary(path: str) -> list[str]:
+    """The class names of a class-embeddings file, e.g. a config's TEST_CLASS_EMBEDDINGS (what it was tested on)."""
+    if not path:
+        raise DistillInputError("the config has no MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: pass --vocabulary")
+    if not Path(path).is_file():
+        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS not found (tools/dump_text_embeddings.py "
+                                "makes it; or pass --vocabulary)", path)
+    return list(ClassEmbeddings.load(path).class_names)
