@@ -59,7 +59,7 @@ def test_repeat_factors_follow_the_lvis_rule():
 
 
 def test_lsj_mapper_crops_to_the_square_and_drops_cut_regions(tmp_path):
-    from distill.data.mapper import DatasetMapper, MapperConfig
+    from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 
     root = write_shaped_tree(tmp_path, 2, 1)
     im = read_json(root / "coco/annotations/instances_train2017.json")
