@@ -118,3 +118,13 @@ def test_random_weight_teacher_and_trimmed_text_tokens():
     tokens = t.tokenizer(["a photo of a cat.", "a very long prompt of a much longer category name"])
     with torch.no_grad():
         torch.testing.assert_close(t._encode_tokens(tokens), t.model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_serialized_list_returns_equal_items_from_one_buffer():
+    from distill.data.serialize import SerializedList
+
+    items = [{"image_id": i, "annotations": [{"bbox": [i, 0, 1, 1], "segmentation": [[0, 0, 1, 1, 2, 0]]}]}
+             for i in range(50)] + [{}]
+    s = SerializedList(items)
+    assert len(s) == 51 and [s[i] for i in range(51)] == items and s.nbytes > 0
+    assert len(SerializedList([])) == 0
