@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..data.images import read_image_rgb
