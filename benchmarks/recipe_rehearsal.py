@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The OV-COCO / OV-LVIS recipes (distill.recipes, GETTING_STARTED.md) at real shapes on this machine: per
-stage, seconds per unit (image, class or training iteration), peak memory and bytes written per image.
+stage, seconds per unit (image, class, region or training iteration), peak memory and bytes written per image.
 
     python benchmarks/recipe_rehearsal.py [--dataset ov_coco ov_lvis] [--backend torchvision] [--num-train 2]
         [--regions-per-image 300] [--iterations 2] [--work DIR]
@@ -49,12 +49,13 @@ def rehearse(dataset: str, backend: str, root: Path, work: Path, args) -> list[d
         r = run_stage(st, str(REPO), str(work), str(root))
         if r.returncode:
             raise SystemExit(f"{dataset} {backend} stage {st.name} failed:\n{r.stderr}")
-        per = r.seconds / units[st.name]
+        per = r.seconds / (units[st.name] * (args.regions_per_image if st.name == "regions" else 1))
         if st.name.startswith("train"):
             sub = "vild_text" if st.name == "train_proposal_net" else "vild"
             per = _iteration_seconds(work / "output" / dataset / sub / "metrics.json") or per
         images = units[st.name] if st.per == "image" else (args.num_train if st.name.startswith("train") else 1)
-        rows.append({"dataset": dataset, "backend": backend, "stage": st.name, "unit": st.per,
+        unit = "region" if st.name == "regions" else st.per
+        rows.append({"dataset": dataset, "backend": backend, "stage": st.name, "unit": unit,
                      "s_per_unit": per, "wall_s": r.seconds, "peak_rss_gb": r.peak_rss_bytes / 2**30,
                      "bytes_per_image": r.bytes_written / max(images, 1) if st.per != "class" else r.bytes_written})
         print(json.dumps(rows[-1]), flush=True)
