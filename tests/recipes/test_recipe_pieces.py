@@ -128,3 +128,17 @@ def test_serialized_list_returns_equal_items_from_one_buffer():
     s = SerializedList(items)
     assert len(s) == 51 and [s[i] for i in range(51)] == items and s.nbytes > 0
     assert len(SerializedList([])) == 0
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    from distill.utils import atomic_write_json
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o640
