@@ -142,3 +142,22 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o640
+
+
+def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
+    d2 = pytest.importorskip("distill.integrations.detectron2", exc_type=ImportError)
+    from distill.data import load_coco_json
+    from distill.data.prepare import make_ov_coco
+    from distill.utils import atomic_write_json
+
+    root = write_shaped_tree(tmp_path, 2, 1)
+    ov = make_ov_coco(read_json(root / "coco/annotations/instances_train2017.json"), train=False)
+    atomic_write_json(tmp_path / "ov.json", ov)
+    dicts, _ = load_coco_json(tmp_path / "ov.json", root / "coco/train2017")
+    cfg = d2.load_detectron2_config(str(REPO / "configs/ov_lvis/vild_r50_fpn_lsj.yaml"),
+                                    ["MODEL.DISTILL.BACKBONE_WEIGHTS", "", "MODEL.DISTILL.LSJ.SIZE", "256"])
+    mapper = d2.ViLDDatasetMapper(cfg, True)
+    for _ in range(4):
+        out = mapper(dict(dicts[0]))
+        h, w = out["image"].shape[1:]
+        assert h <= 256 and w <= 256 and out["instances"].gt_masks.tensor.shape[1:] == (h, w)
