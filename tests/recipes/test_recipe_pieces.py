@@ -155,7 +155,8 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
     atomic_write_json(tmp_path / "ov.json", ov)
     dicts, _ = load_coco_json(tmp_path / "ov.json", root / "coco/train2017")
     cfg = d2.load_detectron2_config(str(REPO / "configs/ov_lvis/vild_r50_fpn_lsj.yaml"),
-                                    ["MODEL.DISTILL.BACKBONE_WEIGHTS", "", "MODEL.DISTILL.LSJ.SIZE", "256"])
+                                    ["MODEL.DISTILL.BACKBONE_WEIGHTS", "", "MODEL.DISTILL.LSJ.SIZE", "256",
+                                     "MODEL.DISTILL.REGION_STORE", ""])
     mapper = d2.ViLDDatasetMapper(cfg, True)
     for _ in range(4):
         out = mapper(dict(dicts[0]))
