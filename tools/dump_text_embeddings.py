@@ -14,20 +14,8 @@ import sys
 
 from distill.teacher import ClassEmbeddings, create_teacher
 from distill.teacher.prompts import TEMPLATE_SETS
-from distill.teacher.vocabulary import read_vocabulary
+from distill.teacher.vocabulary import base_vocabulary, read_vocabulary
 from distill.utils import DistillInputError, cli_entry
-
-
-def base_names(spec: str, names: list[str]) -> list[str]:
-    """Names of the categories of dataset json `spec` with "split": "base", in vocabulary order."""
-    if Path(spec).suffix.lower() != ".json":
-        raise DistillInputError("--base-output needs a dataset json --vocabulary (its categories' \"split\")")
-    split = {c["name"]: c.get("split") for c in read_json(spec, what="dataset json")["categories"]}
-    base = [n for n in names if split.get(n) == "base"]
-    if not base:
-        raise DistillInputError("no category has \"split\": \"base\" (files of tools/prepare_ov_*.py have it)",
-                                spec)
-    return base
 
 
 @cli_entry
@@ -44,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     names, prov = read_vocabulary(args.vocabulary)
-    base = base_names(args.vocabulary, names) if args.base_output else None
+    base = base_vocabulary(args.vocabulary, names) if args.base_output else None
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")

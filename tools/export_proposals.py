@@ -17,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
-
 from distill.utils import DistillInputError, atomic_write_json, cli_entry
 
 
@@ -35,10 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
-    from train_net import pick_backend
-
     from distill.config import load_config
     from distill.data.catalog import datasets_root, get_dataset, register_all
+    from distill.integrations.backend import get_backend
     from distill.model_zoo import resolve_weights
 
     out = Path(args.output)
@@ -55,18 +52,13 @@ def main(argv=None) -> int:
         raise DistillInputError("weights not found", weights)
     register_all(datasets_root(cfg))
     dicts, _ = get_dataset(args.dataset)
-    if pick_backend(args.backend) == "detectron2":
-        from distill.integrations.detectron2 import proposals
-        from distill.integrations.detectron2.demo import load_for_inference
-    else:
-        from distill.integrations.torchvision import proposals
-        from distill.integrations.torchvision.demo import load_for_inference
     from distill.teacher.embeddings import ClassEmbeddings
     from distill.teacher.regions import proposal_records, save_proposals_npz
 
-    model = load_for_inference(cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS))
-    per_image = proposals.iter_dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                                                 args.top_k, not args.no_progress)
+    backend = get_backend(args.backend)
+    model = backend.load_for_inference(cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS))
+    per_image = backend.iter_dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                                               args.top_k, not args.no_progress)
     if out.suffix == ".npz":
         n = save_proposals_npz(out, per_image)
     else:

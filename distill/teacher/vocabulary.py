@@ -97,3 +97,15 @@ def embeddings_vocabulary(path: str) -> list[str]:
         raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS not found (tools/dump_text_embeddings.py "
                                 "makes it; or pass --vocabulary)", path)
     return list(ClassEmbeddings.load(path).class_names)
+
+
+def base_vocabulary(spec: str, names: list[str]) -> list[str]:
+    """Names of the categories of dataset json `spec` with "split": "base", in the order of `names`."""
+    if Path(spec).suffix.lower() != ".json":
+        raise DistillInputError("--base-output needs a dataset json --vocabulary (its categories' \"split\")")
+    split = {c["name"]: c.get("split") for c in read_json(spec, what="dataset json")["categories"]}
+    base = [n for n in names if split.get(n) == "base"]
+    if not base:
+        raise DistillInputError("no category has \"split\": \"base\" (files of tools/prepare_ov_*.py have it)",
+                                spec)
+    return base
