@@ -68,14 +68,16 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
-    p.add_argument("--vocabulary", choices=("test", *NAMED), default="test",
-                   help="test (default): the classes of the config's MODEL.DISTILL.TEST_CLASS_EMBEDDINGS")
+    p.add_argument("--vocabulary", choices=("test", *NAMED), default=None,
+                   help="test (the default of --task detect): the classes of the config's "
+                   "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS; --task semseg defaults to synthetic")
     p.add_argument("--custom-vocabulary", default=None)
     p.add_argument("--score-thresh", type=float, default=0.3)
     p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
                    help="auto: detectron2 when installed")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
+    args.vocabulary = args.vocabulary or ("test" if args.task == "detect" else "synthetic")
     if args.task == "semseg":
         return semseg_main(args)
     from distill.config import load_config
