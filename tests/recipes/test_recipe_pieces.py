@@ -162,3 +162,14 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
         out = mapper(dict(dicts[0]))
         h, w = out["image"].shape[1:]
         assert h <= 256 and w <= 256 and out["instances"].gt_masks.tensor.shape[1:] == (h, w)
+
+
+def test_getting_started_lists_every_command_of_the_recipes():
+    import re
+
+    from distill.recipes import DATASETS, command_line, recipe
+
+    page = re.sub(r"\s+", " ", (REPO / "GETTING_STARTED.md").read_text().replace("\\\n", " "))
+    for dataset in DATASETS:
+        for stage in recipe(dataset):
+            assert command_line(stage) in page, command_line(stage)
