@@ -1,14 +1,14 @@
 """The few torch.distributed calls the evaluators need; a no-op outside an initialised process group."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size); (0, 1) when torch.distributed is not initialised (torch is not imported for this)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

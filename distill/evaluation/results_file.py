@@ -29,6 +29,9 @@ class ResultsWriter:
 
     def write(self, results: Iterable[dict]) -> None:
         for r in results:
+            seg = r.get("segmentation")
+            if isinstance(seg, dict) and isinstance(seg.get("counts"), bytes):  # RLE from pycocotools
+                r = dict(r, segmentation=dict(seg, counts=seg["counts"].decode("ascii")))
             self._f.write(("" if self._first else ",\n") + json.dumps(r, separators=(",", ":")))
             self._first = False
 
