@@ -6,6 +6,7 @@ Detections are jittered copies of the ground truth (some with the wrong class) p
 scores on a coarse grid so that score ties occur. Image i's detections depend only on (seed, i), so separate
 processes produce the same load without sharing a file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,14 +56,23 @@ def make_ground_truth(num_images: int, shape: str = "lvis", objects: int = 12, s
         for box, c in zip(_boxes(rng, n), cat):
             poly = _polygon(box)
             rle = mask_utils.frPyObjects([poly], H, W)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "bbox": box.tolist(),
-                         "segmentation": [poly], "area": float(mask_utils.area(rle)[0]),
-                         "iscrowd": int(shape == "coco" and rng.random() < 0.01)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": box.tolist(),
+                    "segmentation": [poly],
+                    "area": float(mask_utils.area(rle)[0]),
+                    "iscrowd": int(shape == "coco" and rng.random() < 0.01),
+                }
+            )
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def image_detections(cat_ids: np.ndarray, image: dict, anns: list[dict], num_dets: int, seed: int = 0,
-                     masks: bool = False) -> dict:
+def image_detections(
+    cat_ids: np.ndarray, image: dict, anns: list[dict], num_dets: int, seed: int = 0, masks: bool = False
+) -> dict:
     """Detections of one image (its gt dict and annotations; all category ids): category_ids (N,), scores (N,),
     boxes (N, 4) xywh, masks (N RLEs or None)."""
     rng = np.random.default_rng([seed, 1, image["id"]])
@@ -96,8 +106,10 @@ def iter_images(gt: dict):
 
 def results_of(det: dict, image_id: int) -> list[dict]:
     """One image's detections as COCO-format result dicts (what lvis-api / pycocotools read)."""
-    out = [{"image_id": image_id, "category_id": int(c), "score": float(s), "bbox": b.tolist()}
-           for c, s, b in zip(det["category_ids"], det["scores"], det["boxes"])]
+    out = [
+        {"image_id": image_id, "category_id": int(c), "score": float(s), "bbox": b.tolist()}
+        for c, s, b in zip(det["category_ids"], det["scores"], det["boxes"])
+    ]
     if det["masks"] is not None:
         for r, m in zip(out, det["masks"]):
             r["segmentation"] = m

@@ -19,10 +19,9 @@ from ..data.datasets import validate_instances_json
 from ..data.ov_splits import CategorySplit
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
+from .evaluator import PROTOCOLS, TASKS, DetectionEvaluator
 
 logger = logging.getLogger(__name__)
-
-from .evaluator import PROTOCOLS, TASKS, DetectionEvaluator
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 """The few torch.distributed calls the evaluators need; a no-op outside an initialised process group."""
+
 from __future__ import annotations
 
 import sys

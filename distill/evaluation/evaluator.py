@@ -4,6 +4,7 @@ fed image by image, with detectron2's DatasetEvaluator interface (reset / proces
 Memory is the ground truth plus ~30 bytes per kept detection; nothing else grows with the images seen.
 In a distributed run each rank evaluates its own images and the ranks exchange the compact rows (`state`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,16 @@ class DetectionEvaluator:
         distributed: in an initialised torch.distributed run, merge the ranks' rows at `evaluate`.
     """
 
-    def __init__(self, gt: dict, tasks: Sequence[str] = ("bbox",), protocol: str = "coco",
-                 split: CategorySplit | None = None, results_file: str | os.PathLike | None = None,
-                 distributed: bool = True, chunk_groups: int = 512):
+    def __init__(
+        self,
+        gt: dict,
+        tasks: Sequence[str] = ("bbox",),
+        protocol: str = "coco",
+        split: CategorySplit | None = None,
+        results_file: str | os.PathLike | None = None,
+        distributed: bool = True,
+        chunk_groups: int = 512,
+    ):
         for t in tasks:
             if t not in TASKS:
                 raise DistillInputError(f"unknown task {t!r}; expected one of {', '.join(TASKS)}")
@@ -115,8 +123,11 @@ class DetectionEvaluator:
     # ------------------------------------------------------------------ ranks
     def state(self) -> dict:
         """The compact rows of every task and the images seen: what ranks exchange."""
-        return {"rows": {t: a.rows() for t, a in self._acc.items()}, "seen": np.packbits(self._seen),
-                "num_predictions": self.num_predictions}
+        return {
+            "rows": {t: a.rows() for t, a in self._acc.items()},
+            "seen": np.packbits(self._seen),
+            "num_predictions": self.num_predictions,
+        }
 
     def merge(self, state: dict) -> None:
         seen = np.unpackbits(state["seen"], count=self.num_images).astype(bool)
@@ -163,8 +174,11 @@ class DetectionEvaluator:
             return float(np.mean(s)) * 100 if s.size else None
 
         t50, t75 = (np.flatnonzero(IOU_THRESHOLDS == v) for v in (0.5, 0.75))
-        m = {"AP": mean(precision[..., 0]), "AP50": mean(precision[t50][..., 0]),
-             "AP75": mean(precision[t75][..., 0])}
+        m = {
+            "AP": mean(precision[..., 0]),
+            "AP50": mean(precision[t50][..., 0]),
+            "AP75": mean(precision[t75][..., 0]),
+        }
         for a, name in enumerate(AREA_NAMES[1:], start=1):
             m["AP" + name[0]] = mean(precision[..., a])
         if self.protocol == "lvis":

@@ -3,6 +3,7 @@
 Annotations are ordered by image (sorted ids, as COCOeval / LVISEval walk them) and, within an image, kept
 in file order, which is the order the reference evaluators break IoU ties in.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -47,7 +48,9 @@ class GroundTruth:
         anns = gt["annotations"]
         img = np.array([self.img_pos.get(a["image_id"], -1) for a in anns], dtype=np.int64)
         if (img < 0).any():
-            raise DistillInputError(f"annotation of unknown image {anns[int(np.argmax(img < 0))]['image_id']!r}")
+            raise DistillInputError(
+                f"annotation of unknown image {anns[int(np.argmax(img < 0))]['image_id']!r}"
+            )
         order = np.argsort(img, kind="stable")
         self.anns = [anns[i] for i in order]  # references, for masks
         self.start = np.searchsorted(img[order], np.arange(len(images) + 1))
@@ -70,11 +73,16 @@ class GroundTruth:
     def _lvis_lists(self, images: Sequence[dict]) -> None:
         self.allowed, self.not_exhaustive = [], []
         for p, im in enumerate(images):
-            present = self.cat[self.start[p]:self.start[p + 1]]
+            present = self.cat[self.start[p] : self.start[p + 1]]
             neg = self.cat_index(im.get("neg_category_ids", []), what="neg_category_ids", strict=False)
             self.allowed.append(np.union1d(present, neg))
-            self.not_exhaustive.append(self.cat_index(im.get("not_exhaustive_category_ids", []),
-                                                      what="not_exhaustive_category_ids", strict=False))
+            self.not_exhaustive.append(
+                self.cat_index(
+                    im.get("not_exhaustive_category_ids", []),
+                    what="not_exhaustive_category_ids",
+                    strict=False,
+                )
+            )
 
     def cat_index(self, ids, what: str = "prediction", strict: bool = True) -> np.ndarray:
         """Dataset category ids → indices into cat_ids; unknown ids are an error (or dropped, strict=False)."""

@@ -8,12 +8,15 @@ whole batch of (image, category) groups: one step per detection rank, every grou
 at once. Detections that reach no ground truth at the lowest threshold never change the state and are left
 out of the walk.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def greedy_match(ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def greedy_match(
+    ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
     """Matched ground-truth index per detection.
 
     Args:

@@ -1,5 +1,6 @@
 """A COCO-json results file written as detections arrive (one rank's part per file, joined at the end), so
 no list of every detection is ever held in memory."""
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ positive, ignored. Detections ignored everywhere, and detections of categories w
 kept. The numbers equal COCOeval / LVISEval's: same IoUs (pycocotools' `iou`), same greedy matching
 (`matching.greedy_match`), same accumulation arithmetic.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +50,24 @@ class TaskAccumulator:
             rows = lo + np.flatnonzero(gt_cat == cat[s])
             if len(rows) == 0:
                 continue
-            iou = np.asarray(mask_utils.iou(geom[s:e], gt.geometry(rows, image), gt.crowd[rows].astype(np.uint8).tolist()))
+            iou = np.asarray(
+                mask_utils.iou(geom[s:e], gt.geometry(rows, image), gt.crowd[rows].astype(np.uint8).tolist())
+            )
             groups.append((s, iou.reshape(e - s, len(rows)), rows))
-        rank = np.arange(len(cat)) - np.repeat(bounds[:-1], np.diff(bounds)) if len(cat) else np.zeros(0, np.int64)
-        self._pending.append(dict(cat=cat, score=score, key=(image << _RANK_BITS) + rank,
-                                  unmatched_ig=unmatched_ig, groups=groups))
+        rank = (
+            np.arange(len(cat)) - np.repeat(bounds[:-1], np.diff(bounds))
+            if len(cat)
+            else np.zeros(0, np.int64)
+        )
+        self._pending.append(
+            dict(
+                cat=cat,
+                score=score,
+                key=(image << _RANK_BITS) + rank,
+                unmatched_ig=unmatched_ig,
+                groups=groups,
+            )
+        )
         self._groups += len(groups)
         if self._groups >= self.chunk_groups:
             self._flush()
@@ -86,15 +100,21 @@ class TaskAccumulator:
                 hit = m >= 0
                 mc = np.where(hit, m, 0)
                 g_ig = gt_ig[gi][np.arange(a_num)[None, :, None], mc]  # (d, A, T)
-                ig[s:s + d] = hit & g_ig
-                matched[s:s + d] = hit & nonzero[gi][mc]
+                ig[s : s + d] = hit & g_ig
+                matched[s : s + d] = hit & nonzero[gi][mc]
                 gi += 1
             ig |= ~matched & p["unmatched_ig"][:, :, None]
             tp = matched & ~ig
             keep = ~ig.reshape(n, -1).all(axis=1) & self.useful[p["cat"]]
-            self._chunks.append(dict(cat=p["cat"][keep].astype(np.int32), score=p["score"][keep],
-                                     key=p["key"][keep], tp=np.packbits(tp[keep].reshape(-1, a_num * t_num), axis=1),
-                                     ignored=np.packbits(ig[keep].reshape(-1, a_num * t_num), axis=1)))
+            self._chunks.append(
+                dict(
+                    cat=p["cat"][keep].astype(np.int32),
+                    score=p["score"][keep],
+                    key=p["key"][keep],
+                    tp=np.packbits(tp[keep].reshape(-1, a_num * t_num), axis=1),
+                    ignored=np.packbits(ig[keep].reshape(-1, a_num * t_num), axis=1),
+                )
+            )
         self._pending, self._groups = [], 0
 
     def rows(self) -> dict:
@@ -104,8 +124,15 @@ class TaskAccumulator:
             self._chunks = [{f: np.concatenate([c[f] for c in self._chunks]) for f in _FIELDS}]
         if not self._chunks:
             nb = (len(AREA_RANGES) * len(IOU_THRESHOLDS) + 7) // 8
-            self._chunks = [dict(cat=np.zeros(0, np.int32), score=np.zeros(0), key=np.zeros(0, np.int64),
-                                 tp=np.zeros((0, nb), np.uint8), ignored=np.zeros((0, nb), np.uint8))]
+            self._chunks = [
+                dict(
+                    cat=np.zeros(0, np.int32),
+                    score=np.zeros(0),
+                    key=np.zeros(0, np.int64),
+                    tp=np.zeros((0, nb), np.uint8),
+                    ignored=np.zeros((0, nb), np.uint8),
+                )
+            ]
         return self._chunks[0]
 
     def merge(self, rows: dict) -> None:
@@ -128,7 +155,7 @@ def accumulate(rows: dict, num_gt: np.ndarray) -> np.ndarray:
     bounds = np.searchsorted(cat, np.arange(k_num + 1))
     width = a_num * t_num
     for k in np.flatnonzero(num_gt.sum(axis=1) > 0):
-        sel = order[bounds[k]:bounds[k + 1]]
+        sel = order[bounds[k] : bounds[k + 1]]
         tp = np.unpackbits(rows["tp"][sel], axis=1, count=width).astype(bool)
         ig = np.unpackbits(rows["ignored"][sel], axis=1, count=width).astype(bool)
         tp_sum = np.cumsum(tp, axis=0).astype(dtype=float)

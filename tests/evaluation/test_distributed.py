@@ -1,10 +1,11 @@
 """Two gloo processes each evaluate half the images; they exchange compact rows and get the single-process
 numbers, and the results file holds every detection once."""
+
 import json
+import multiprocessing as mp
 
 import numpy as np
 import torch.distributed as dist
-import multiprocessing as mp
 
 from distill.data.eval_loads import image_detections, iter_images, make_ground_truth, results_of
 from distill.evaluation import DetectionEvaluator
@@ -13,8 +14,10 @@ from distill.evaluation import DetectionEvaluator
 def _load():
     gt = make_ground_truth(16, "lvis", seed=5)
     cat_ids = np.array([c["id"] for c in gt["categories"]])
-    return gt, [(im["id"], image_detections(cat_ids, im, anns, 300, seed=5, masks=True))
-                for im, anns in iter_images(gt)]
+    return gt, [
+        (im["id"], image_detections(cat_ids, im, anns, 300, seed=5, masks=True))
+        for im, anns in iter_images(gt)
+    ]
 
 
 def _worker(rank, world, tmp):
@@ -55,4 +58,6 @@ def test_two_gloo_processes_equal_one(tmp_path):
     assert all(r["metrics"] == want for r in ranks)
     assert 0 < ranks[0]["sent_rows"] < 300 * 8  # compact rows of its own images, not every detection
     written = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(r["image_id"] for r in written) == sorted(r["image_id"] for i, d in dets for r in results_of(d, i))
+    assert sorted(r["image_id"] for r in written) == sorted(
+        r["image_id"] for i, d in dets for r in results_of(d, i)
+    )

@@ -1,5 +1,6 @@
 """The streaming evaluator equals COCOeval / LVISEval: metrics and the whole precision array, boxes and masks,
 on LVIS- and COCO-shaped loads with score ties, crowds, negatives and not-exhaustive categories."""
+
 import contextlib
 import copy
 import io
@@ -25,8 +26,10 @@ def load(shape, masks):
     gt = make_ground_truth(N_IMAGES, shape, seed=7)
     cat_ids = np.array([c["id"] for c in gt["categories"]])
     nd = 300 if shape == "lvis" else 100
-    return gt, [(im["id"], image_detections(cat_ids, im, anns, nd, seed=7, masks=masks))
-                for im, anns in iter_images(gt)]
+    return gt, [
+        (im["id"], image_detections(cat_ids, im, anns, nd, seed=7, masks=masks))
+        for im, anns in iter_images(gt)
+    ]
 
 
 def reference(gt, dets, shape, task, cat_ids=None):
@@ -63,10 +66,16 @@ def ours(gt, dets, shape, task, order=None, **kw):
     return ev, ev.evaluate()[task]
 
 
-@pytest.mark.parametrize("shape, task", [("lvis", "bbox"), ("lvis", "segm"), ("coco", "bbox"), ("coco", "segm")])
+@pytest.mark.parametrize(
+    "shape, task", [("lvis", "bbox"), ("lvis", "segm"), ("coco", "bbox"), ("coco", "segm")]
+)
 def test_equals_reference_evaluator(shape, task):
     gt, dets = load(shape, task == "segm")
-    split = None if shape == "lvis" else CategorySplit(base=tuple(range(1, 61)), novel=tuple(range(61, 81)), source="t")
+    split = (
+        None
+        if shape == "lvis"
+        else CategorySplit(base=tuple(range(1, 61)), novel=tuple(range(61, 81)), source="t")
+    )
     ev, m = ours(gt, dets, shape, task, split=split)
     ref, precision = reference(gt, dets, shape, task)
     from distill.evaluation.streaming import accumulate
@@ -89,7 +98,9 @@ def test_equals_reference_evaluator(shape, task):
 def test_order_chunking_and_merge_do_not_change_numbers():
     gt, dets = load("lvis", False)
     _, m = ours(gt, dets, "lvis", "bbox")
-    _, shuffled = ours(gt, dets, "lvis", "bbox", order=np.random.default_rng(0).permutation(len(dets)), chunk_groups=1)
+    _, shuffled = ours(
+        gt, dets, "lvis", "bbox", order=np.random.default_rng(0).permutation(len(dets)), chunk_groups=1
+    )
     assert shuffled == m
     a, b = (DetectionEvaluator(gt, ("bbox",), "lvis", distributed=False) for _ in range(2))
     for j, (i, d) in enumerate(dets):
