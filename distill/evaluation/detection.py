@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +40,8 @@ def numpy_float_alias():
             del np.float  # type: ignore[attr-defined]
 
 
-def _load_gt(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict, str]:
+def load_ground_truth(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict, str]:
+    """A checked ground-truth dict (and its path) from a path or a dict; LVIS protocol needs LVIS fields."""
     if isinstance(gt, dict):
         data, path = gt, "<ground truth>"
     else:
@@ -82,29 +83,6 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
     return preds
 
 
-def _group_mean(precision: np.ndarray, cat_index: Sequence[int]) -> float | None:
-    """Mean of precision entries > -1 over the given category axis indices (axis 2)."""
-    if len(cat_index) == 0:
-        return None
-    s = precision[:, :, list(cat_index)]
-    s = s[s > -1]
-    return float(np.mean(s)) * 100 if s.size else None
-
-
-def _split_metrics(precision: np.ndarray, cat_ids: Sequence[int], split: CategorySplit | None) -> dict:
-    """AP / AP50 / AP75 for each split group; precision is [T, R, K] (area all, last max-dets)."""
-    out: dict[str, float | None] = {}
-    if split is None:
-        return out
-    pos = {c: k for k, c in enumerate(cat_ids)}
-    for group, ids in split.groups().items():
-        idx = [pos[c] for c in ids if c in pos]
-        out[f"AP_{group}"] = _group_mean(precision, idx)
-        out[f"AP50_{group}"] = _group_mean(precision[:1], idx)
-        out[f"AP75_{group}"] = _group_mean(precision[5:6], idx)
-    return out
-
-
 def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.PathLike | list, task: str = "bbox",
                         protocol: str = "coco", split: CategorySplit | None = None) -> dict:
     """Evaluate COCO-format results against a COCO or LVIS ground truth.
@@ -123,7 +101,7 @@ def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.Path
         raise DistillInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if protocol not in PROTOCOLS:
         raise DistillInputError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    gt_data, _ = _load_gt(gt, protocol)
+    gt_data, _ = load_ground_truth(gt, protocol)
     if isinstance(predictions, list):
         preds, ppath = predictions, "<predictions>"
     else:

@@ -26,6 +26,29 @@ TASKS = ("bbox", "segm")
 PROTOCOLS = ("coco", "lvis")
 
 
+def _group_mean(precision: np.ndarray, cat_index: Sequence[int]) -> float | None:
+    """Mean of precision entries > -1 over the given category axis indices (axis 2)."""
+    if len(cat_index) == 0:
+        return None
+    s = precision[:, :, list(cat_index)]
+    s = s[s > -1]
+    return float(np.mean(s)) * 100 if s.size else None
+
+
+def split_metrics(precision: np.ndarray, cat_ids: Sequence[int], split: CategorySplit | None) -> dict:
+    """AP / AP50 / AP75 for each split group; precision is [T, R, K] (area all, last max-dets)."""
+    out: dict[str, float | None] = {}
+    if split is None:
+        return out
+    pos = {c: k for k, c in enumerate(cat_ids)}
+    for group, ids in split.groups().items():
+        idx = [pos[c] for c in ids if c in pos]
+        out[f"AP_{group}"] = _group_mean(precision, idx)
+        out[f"AP50_{group}"] = _group_mean(precision[:1], idx)
+        out[f"AP75_{group}"] = _group_mean(precision[5:6], idx)
+    return out
+
+
 class DetectionEvaluator:
     """Box (and mask) AP of one ground truth, split into base / novel (and LVIS r / c / f).
 
@@ -167,8 +190,6 @@ class DetectionEvaluator:
         return out
 
     def _summarize(self, precision: np.ndarray) -> dict:
-        from .detection import _split_metrics
-
         def mean(s):
             s = s[s > -1]
             return float(np.mean(s)) * 100 if s.size else None
@@ -184,5 +205,5 @@ class DetectionEvaluator:
         if self.protocol == "lvis":
             for f, idx in self.freq_groups.items():
                 m["AP" + f] = mean(precision[:, :, idx][..., 0])
-        m.update(_split_metrics(precision[..., 0], self.cat_ids.tolist(), self.split))
+        m.update(split_metrics(precision[..., 0], self.cat_ids.tolist(), self.split))
         return m
