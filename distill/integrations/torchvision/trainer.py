@@ -29,13 +29,12 @@ from fvcore.common.param_scheduler import (
 from ...data.catalog import get_dataset
 from ...data.datasets import filter_empty, remap_to_vocabulary
 from ...data.region_store import RegionEmbeddingStore
-from ...evaluation import evaluate_detections
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError, check_checkpoint_fits
-from ...utils.io import atomic_write_bytes, atomic_write_json
+from ...utils.io import atomic_write_bytes
 from .builders import build_vild_model
+from .evaluation import OVEvaluator
 from .mapper import DatasetMapper, MapperConfig
-from .meta_arch import detections_to_coco
 
 logger = logging.getLogger(__name__)
 
@@ -224,40 +223,14 @@ def evaluate(cfg, model: torch.nn.Module, dataset_name: str, output_dir: str | N
     was_training = net.training
     net.eval()
     mapper = DatasetMapper(_mapper_cfg(cfg, is_train=False))
-    results = []
+    evaluator = OVEvaluator(cfg, dataset_name, Path(output_dir or cfg.OUTPUT_DIR) / "inference" / dataset_name)
     try:
         for d in dicts[rank::world]:
-            det = net([mapper(d)])[0]
-            results += detections_to_coco(det, d["image_id"], meta.category_ids)
+            evaluator.process([d], [net([mapper(d)])[0]])
     finally:
         heads.classifier.class_embeddings, heads.classifier.class_names, heads.novel_mask = saved
         net.train(was_training)
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, results)
-        results = [r for part in gathered for r in part]
-    metrics: dict = {}
-    if rank == 0:
-        out = Path(output_dir or cfg.OUTPUT_DIR) / "inference" / dataset_name
-        atomic_write_json(out / "coco_instances_results.json", results)
-        tasks = ["bbox", "segm"] if cfg.MODEL.MASK_ON else ["bbox"]
-        for task in tasks:
-            prefix = "box_" if task == "bbox" else "mask_"
-            m = _empty_metrics() if not results else evaluate_detections(meta.json_file, results, task,
-                                                                         meta.evaluator_type, meta.split)
-            metrics.update({prefix + k: v for k, v in m.items() if k not in ("num_images", "num_predictions")})
-        metrics["num_predictions"] = len(results)
-        atomic_write_json(out / "metrics.json", metrics, indent=2)
-    if world > 1:
-        box = [metrics]
-        dist.broadcast_object_list(box, src=0)
-        metrics = box[0]
-    return metrics
-
-
-def _empty_metrics() -> dict:
-    keys = ["AP", "AP50", "AP75", "AP_base", "AP50_base", "AP75_base", "AP_novel", "AP50_novel", "AP75_novel"]
-    return {k: 0.0 for k in keys}
+    return evaluator.evaluate()
 
 
 # ---------------------------------------------------------------- training
