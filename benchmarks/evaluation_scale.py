@@ -41,6 +41,12 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _started() -> float:
+    """Mark the start of the timed part (the parent reads it when it has to stop a child)."""
+    print(f"START {time.time()}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 def _current_rss_gb() -> float:
     import psutil
 
@@ -61,7 +67,7 @@ def _dets(gt, masks):
 def run_distill(gt, shape, task) -> dict:
     from distill.evaluation import DetectionEvaluator
 
-    t0 = time.perf_counter()
+    t0 = _started()
     ev = DetectionEvaluator(gt, (task,), shape, distributed=False)
     spent, growth, n = time.perf_counter() - t0, [], len(gt["images"])
     for j, (i, d) in enumerate(_dets(gt, task == "segm")):
@@ -107,7 +113,7 @@ def run_reference(gt, shape, task) -> dict:
     from distill.evaluation import numpy_float_alias
 
     res = _results(gt, task)
-    t0 = time.perf_counter()
+    t0 = _started()
     if shape == "lvis":
         from lvis import LVIS, LVISEval, LVISResults
 
@@ -140,7 +146,7 @@ def run_faster(gt, shape, task) -> dict:
     from faster_coco_eval import COCO, COCOeval_faster
 
     res = _results(gt, task)
-    t0 = time.perf_counter()
+    t0 = _started()
     g = COCO()
     g.dataset = gt
     g.createIndex()
@@ -190,22 +196,44 @@ def child(spec: dict) -> None:
 
 
 def measure(method: str, load: str, scale: float, limit_gb: float, timeout: int) -> dict:
+    """One child; its peak RSS is also sampled from outside, so a child that times out still reports it."""
+    import psutil
+
     shape, n, task = LOADS[load]
     spec = dict(method=method, shape=shape, images=max(10, int(n * scale)), task=task, mem_limit_gb=limit_gb)
-    t0 = time.perf_counter()
-    try:
-        r = subprocess.run(
-            [sys.executable, __file__, "--child", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"failed": f"timed out after {timeout} s", "seconds": time.perf_counter() - t0, **spec}
-    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    if r.returncode != 0 or not last.startswith("{"):
-        tail = (r.stderr.strip().splitlines() or ["no output"])[-1][:160]
-        return {"failed": f"exit {r.returncode}: {tail}", "seconds": time.perf_counter() - t0, **spec}
+    t0, seen = time.perf_counter(), 0
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watch = psutil.Process(proc.pid)
+    while proc.poll() is None and time.perf_counter() - t0 < timeout:
+        try:
+            seen = max(seen, watch.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+        return {
+            "failed": f"timed out after {timeout} s (RSS had reached {seen / 2**30:.1f} GB)",
+            "seconds": time.perf_counter() - t0,
+            "peak_rss_seen_gb": seen / 2**30,
+            **spec,
+        }
+    out, err = proc.communicate()
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if proc.returncode != 0 or not last.startswith("{"):
+        tail = (err.strip().splitlines() or ["no output"])[-1][:160]
+        return {
+            "failed": f"exit {proc.returncode} (RSS had reached {seen / 2**30:.1f} GB): {tail}",
+            "seconds": time.perf_counter() - t0,
+            "peak_rss_seen_gb": seen / 2**30,
+            **spec,
+        }
     return {**json.loads(last), **spec}
 
 
@@ -234,9 +262,16 @@ def table(rows: list[dict]) -> str:
             )
             continue
         ok_ref = ref is not None and "failed" not in ref
-        speed = f"{ref['seconds'] / r['seconds']:.1f}x" if ok_ref else "-"
-        mem = f"{r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}" if ok_ref else "-"
-        diff = max_diff(r["metrics"], ref["metrics"]) if ok_ref else None
+        speed, mem, diff = "-", "-", None
+        if ok_ref:
+            speed = f"{ref['seconds'] / r['seconds']:.1f}x"
+            mem = f"{r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}"
+            diff = max_diff(r["metrics"], ref["metrics"])
+        elif ref is not None and ref.get(
+            "timed_seconds_before_stop"
+        ):  # bounds: the reference had not finished
+            speed = f">= {ref['timed_seconds_before_stop'] / r['seconds']:.1f}x"
+            mem = f"<= {r['peak_rss_gb'] / ref['peak_rss_seen_gb']:.2f}"
         lines.append(
             f"| {r['load']} | {r['images']} | {name} | {r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | {speed} "
             f"| {mem} | {'-' if diff is None else f'{diff:.1e}'} |"
@@ -251,7 +286,12 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--scale", type=float, default=1.0, help="fraction of each load's images (quick runs)")
     p.add_argument("--mem-limit-gb", type=float, default=14.0, help="address-space limit of each child")
-    p.add_argument("--timeout", type=int, default=3600, help="seconds per child")
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=3600,
+        help="seconds per child (its wall time, data generation included)",
+    )
     p.add_argument("--output", help="json of every measurement")
     args = p.parse_args(argv)
     if args.child:
