@@ -22,10 +22,10 @@ from distill.utils import DistillInputError
 N_IMAGES = 24
 
 
-def load(shape, masks):
-    gt = make_ground_truth(N_IMAGES, shape, seed=7)
+def load(shape, masks, nd=None, n_images=N_IMAGES):
+    gt = make_ground_truth(n_images, shape, seed=7)
     cat_ids = np.array([c["id"] for c in gt["categories"]])
-    nd = 300 if shape == "lvis" else 100
+    nd = nd or (300 if shape == "lvis" else 100)
     return gt, [
         (im["id"], image_detections(cat_ids, im, anns, nd, seed=7, masks=masks))
         for im, anns in iter_images(gt)
@@ -93,6 +93,22 @@ def test_equals_reference_evaluator(shape, task):
         novel, _ = reference(gt, dets, shape, task, cat_ids=split.novel)
         assert m["AP_base"] == pytest.approx(base["AP"] * 100, abs=1e-9)
         assert m["AP50_novel"] == pytest.approx(novel["AP50"] * 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape", ["lvis", "coco"])
+def test_detection_limits_equal_reference(shape):
+    """LVIS keeps the 300 best of an image; COCO the 100 best of each image and category."""
+    gt, dets = load(shape, False, nd=450, n_images=10)
+    if shape == "coco":  # crowd two categories, so that each has more than 100 detections in an image
+        for _, d in dets:
+            d["category_ids"][: len(d["category_ids"]) // 2] = d["category_ids"][0]
+            d["category_ids"][len(d["category_ids"]) // 2:] = d["category_ids"][1]
+    ev, m = ours(gt, dets, shape, "bbox")
+    ref, precision = reference(gt, dets, shape, "bbox")
+    from distill.evaluation.streaming import accumulate
+
+    assert np.array_equal(accumulate(ev._acc["bbox"].rows(), ev._gt["bbox"].num_gt), precision)
+    assert m["AP"] == pytest.approx(ref["AP"] * 100, abs=1e-9)
 
 
 def test_order_chunking_and_merge_do_not_change_numbers():
