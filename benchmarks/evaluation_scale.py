@@ -293,9 +293,13 @@ def main(argv=None) -> int:
         help="seconds per child (its wall time, data generation included)",
     )
     p.add_argument("--output", help="json of every measurement")
+    p.add_argument("--table-from", nargs="+", help="print the table of saved --output files and exit")
     args = p.parse_args(argv)
     if args.child:
         child(json.loads(args.child))
+        return 0
+    if args.table_from:
+        print(table([r for f in args.table_from for r in json.loads(open(f).read())]))
         return 0
     rows = []
     for load in args.loads:
