@@ -17,6 +17,7 @@ reruns) share them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,15 +26,19 @@ from distill.integrations import quickstart
 from distill.utils import cli_entry
 
 
+def metrics_line(result: dict) -> str:
+    """One line of JSON with the headline numbers of each row."""
+    from distill.evaluation import SEM_SEG_TABLE_KEYS
+
+    return json.dumps({name: {k: (None if m.get(k) is None else round(m[k], 2)) for k, _ in SEM_SEG_TABLE_KEYS}
+                       for name, m in result["rows"].items()} | {"dense_targets": result["dense_targets"]})
+
+
 @cli_entry
 def main(argv=None) -> int:
     from distill.data.synthetic import generate
-    from distill.integrations.torchvision.sem_seg import (
-        format_table,
-        load_semseg_config,
-        train_and_evaluate_segmenter,
-        write_metrics_line,
-    )
+    from distill.evaluation import format_sem_seg_table
+    from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
     from distill.teacher import create_teacher
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
@@ -74,8 +79,8 @@ def main(argv=None) -> int:
           f"images, {result['max_iter']} iterations of {cfg.SOLVER.IMS_PER_BATCH}, dense targets: "
           f"{result['dense_targets']} ({result['dense_target_seconds']:.0f} s), backbone: {result['init']}, "
           f"training: {trained}, {time.perf_counter() - t0:.0f} s in all)\n")
-    print(format_table(result["rows"]))
-    print(write_metrics_line(result))
+    print(format_sem_seg_table(result["rows"]))
+    print(metrics_line(result))
     return 0
 
 

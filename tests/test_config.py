@@ -1,6 +1,6 @@
 import pytest
 
-from distill.config import DistillConfig, add_distill_config, get_cfg, load_config
+from distill.config import add_distill_config, get_cfg, load_config
 from distill.utils import DistillInputError
 
 
@@ -9,7 +9,7 @@ def test_defaults_follow_vild():
     d = cfg.MODEL.DISTILL
     assert d.TEMPERATURE == 0.01 and d.BG_INIT_STD == 0.01 and d.IMAGE_LOSS_WEIGHT == 0.5
     assert d.ENSEMBLE.BASE_TEXT_WEIGHT == pytest.approx(2 / 3) and d.TEACHER.TEMPLATES == "vild"
-    assert d.TEMPERATURE == DistillConfig().TEMPERATURE
+    assert cfg.MODEL.RPN.IOU_THRESHOLDS == (0.3, 0.7) and cfg.MODEL.RPN.IOU_LABELS == (0, -1, 1)
 
 
 def test_add_to_foreign_cfg():
@@ -38,3 +38,56 @@ def test_bad_keys_are_clear(tmp_path):
         load_config(None, ["SOLVER.MAX_ITER"])
     with pytest.raises(DistillInputError, match="config file not found"):
         load_config(str(tmp_path / "none.yaml"))
+
+
+# keys whose default here is not detectron2's get_cfg(), and why
+_FPN = "the value of detectron2's Base-RCNN-FPN.yaml (its get_cfg() is the C4 model)"
+_1X = "the value of detectron2's 1x schedule (mask_rcnn_R_50_FPN_1x.yaml)"
+D2_DIFFERENCES = {
+    "DATALOADER.NUM_WORKERS": "2: CPU machines",
+    "INPUT.FORMAT": "RGB: torchvision's images and weights",
+    "MODEL.PIXEL_MEAN": "torchvision's ImageNet mean, RGB",
+    "MODEL.PIXEL_STD": "torchvision's ImageNet std (detectron2's MSRA weights use 1)",
+    "MODEL.DEVICE": "cpu: runs where there is no GPU",
+    "MODEL.MASK_ON": "ViLD trains masks",
+    "MODEL.ROI_HEADS.NAME": "ViLDRoIHeads",
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": "ViLD: boxes for classes never trained",
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": "ViLD: masks for classes never trained",
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm (only read when CLIP_GRADIENTS.ENABLED)",
+    **{k: _FPN for k in ("MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.BACKBONE.NAME", "MODEL.FPN.IN_FEATURES",
+                         "MODEL.RESNETS.OUT_FEATURES", "MODEL.ROI_BOX_HEAD.NAME", "MODEL.ROI_BOX_HEAD.NUM_FC",
+                         "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.ROI_HEADS.IN_FEATURES",
+                         "MODEL.ROI_MASK_HEAD.NUM_CONV", "MODEL.RPN.IN_FEATURES", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+                         "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.PRE_NMS_TOPK_TRAIN")},
+    **{k: _1X for k in ("SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.STEPS")},
+}
+
+
+def test_defaults_equal_detectron2_except_the_listed_keys():
+    pytest.importorskip("detectron2", reason="detectron2 not installed: the backends' defaults are not compared")
+    from detectron2.config import get_cfg as d2_get_cfg
+
+    from distill.integrations.detectron2 import add_distill_config as d2_add_distill_config
+
+    d2 = d2_add_distill_config(d2_get_cfg())
+    ours = _flat(get_cfg())
+    theirs = _flat(d2)
+    missing = sorted(k for k in ours if k not in theirs)  # every key of ours is detectron2's
+    assert not missing, f"keys detectron2 has not: {missing}"
+    differ = {k for k in ours if not k.startswith("MODEL.DISTILL.") and _norm(ours[k]) != _norm(theirs[k])}
+    assert differ == set(D2_DIFFERENCES), (sorted(differ - set(D2_DIFFERENCES)), sorted(set(D2_DIFFERENCES) - differ))
+    assert _flat(d2.MODEL.DISTILL) == _flat(get_cfg().MODEL.DISTILL)  # added to detectron2's config as it is
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for k, v in node.items():
+        if hasattr(v, "items"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _norm(v):
+    return tuple(_norm(x) for x in v) if isinstance(v, (list, tuple)) else v

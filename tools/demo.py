@@ -32,9 +32,10 @@ from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_js
 def semseg_main(args) -> int:
     """--task semseg: one drawn picture and one label PNG per image."""
     from distill.config import load_config
-    from distill.integrations.torchvision.sem_seg import draw_semseg, segment_images
+    from distill.integrations.torchvision.sem_seg import segment_images
     from distill.model_zoo import resolve_weights
     from distill.teacher import create_teacher
+    from distill.utils.visualize_semseg import draw_semseg
 
     images = list_images(args.input)
     cfg = load_config(args.config_file, args.opts)

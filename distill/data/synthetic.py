@@ -250,12 +250,14 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool):
     from tqdm import tqdm
 
+    from ..utils.progress import on_terminal
+
     n = cfg.num_train if split == "train" else cfg.num_val
     offset = 0 if split == "train" else VAL_ID_OFFSET
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "sem_seg" / split).mkdir(parents=True, exist_ok=True)
     images, anns, captions = [], [], []
-    for i in tqdm(range(n), desc=f"synthetic {split}", disable=not progress, unit="img"):
+    for i in tqdm(range(n), desc=f"synthetic {split}", disable=not on_terminal(progress), unit="img"):
         image_id = offset + i + 1
         name = f"{i + 1:06d}.png"
         img, objects, sem = _render_image(_image_seed(cfg, split, i), cfg)

@@ -9,7 +9,7 @@ from .detection import (
 )
 from .evaluator import DetectionEvaluator
 from .results_file import ResultsWriter
-from .sem_seg import SemSegEvaluator, read_sem_seg_png
+from .sem_seg import SEM_SEG_TABLE_KEYS, SemSegEvaluator, format_sem_seg_table, read_sem_seg_png
 
 __all__ = [
     "DetectionEvaluator",
@@ -21,4 +21,6 @@ __all__ = [
     "validate_predictions",
     "SemSegEvaluator",
     "read_sem_seg_png",
+    "SEM_SEG_TABLE_KEYS",
+    "format_sem_seg_table",
 ]

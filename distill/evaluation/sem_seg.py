@@ -99,3 +99,17 @@ class SemSegEvaluator:
         for i, name in enumerate(self.class_names):
             out[f"IoU-{name}"] = None if np.isnan(iou[i]) else float(iou[i]) * 100
         return out
+
+
+SEM_SEG_TABLE_KEYS = (("mIoU_base", "mIoU base"), ("mIoU_novel", "mIoU novel"), ("hIoU", "hIoU"),
+                      ("mIoU", "mIoU all"), ("pACC", "pixel acc"))
+
+
+def format_sem_seg_table(rows: dict) -> str:
+    """Markdown table: one row per {name: metrics}, base / novel / harmonic-mean mIoU, mIoU, pixel accuracy."""
+    keys = SEM_SEG_TABLE_KEYS
+    lines = ["| method | " + " | ".join(k[1] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in rows.items():
+        cells = ["-" if m.get(k) is None else f"{m[k]:.1f}" for k, _ in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

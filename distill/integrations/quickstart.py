@@ -135,7 +135,7 @@ class Pipeline:
         result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
                                               create_teacher(*self.teacher_spec), cfg,
                                               variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
-                                              progress=self.progress)
+                                              progress=self.progress, resume=True)
         return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}
 
 
@@ -192,10 +192,10 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
     summary = print_table(done["eval"])
     seg = done.get("semseg", {}).get("mIoU")
     if seg:
-        from .torchvision.sem_seg import format_table
+        from ..evaluation import format_sem_seg_table
 
         print(f"\nsemantic segmentation ({done['semseg']['max_iter']} iterations on the ViLD student's backbone):\n")
-        print(format_table({SEMSEG_ROW: seg}))
+        print(format_sem_seg_table({SEMSEG_ROW: seg}))
         summary |= {f"semseg_{k}": seg.get(k) for k in ("mIoU_novel", "mIoU_base", "hIoU", "mIoU", "pACC")}
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["stage_seconds"] = {k: v["seconds"] for k, v in done.items()}

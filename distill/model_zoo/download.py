@@ -128,8 +128,10 @@ def _http_fetch(url: str, partial: Path, size: int, *, timeout: float, retries: 
                 what: str) -> None:
     from tqdm import tqdm
 
+    from ..utils.progress import on_terminal
+
     bar = tqdm(total=size, initial=_size(partial) or 0, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=what, disable=not progress, leave=False)
+               desc=what, disable=not on_terminal(progress), leave=False)
     with bar:
         for attempt in range(1, retries + 1):
             try:

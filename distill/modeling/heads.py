@@ -6,6 +6,8 @@ column (detectron2's order; backends with background first permute at their boun
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,20 +36,31 @@ class TextClassifier(nn.Module):
         class_embeddings: (C, D) L2-normalised text embeddings (the training vocabulary).
         temperature: logits = cos / temperature (ViLD: 0.01).
         bg_init_std: the background embedding starts as N(0, std) (ViLD: 0.01); it is normalised in use.
+        class_names: the C names, in order (None: unnamed classes).
     """
 
-    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 0.01, bg_init_std: float = 0.01):
+    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 0.01, bg_init_std: float = 0.01,
+                 class_names: Sequence[str] | None = None):
         super().__init__()
         if class_embeddings.ndim != 2:
             raise DistillInputError(f"class embeddings must be (C, D), got {tuple(class_embeddings.shape)}")
         self.temperature = float(temperature)
         self.register_buffer("class_embeddings", F.normalize(class_embeddings.float(), dim=-1), persistent=False)
         self.bg_embedding = nn.Parameter(torch.randn(class_embeddings.shape[1]) * bg_init_std)
-        self.class_names: list[str] | None = None
+        if class_names is not None and len(class_names) != class_embeddings.shape[0]:
+            raise DistillInputError(f"{len(class_names)} class names for {class_embeddings.shape[0]} embeddings")
+        self.class_names: list[str] | None = None if class_names is None else list(class_names)
 
     @property
     def num_classes(self) -> int:
         return int(self.class_embeddings.shape[0])
+
+    def state(self) -> tuple:
+        """What `set_vocabulary` changes, for `restore`."""
+        return self.class_embeddings, self.class_names
+
+    def restore(self, state: tuple) -> None:
+        self.class_embeddings, self.class_names = state
 
     @property
     def embed_dim(self) -> int:

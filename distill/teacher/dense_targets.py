@@ -265,8 +265,10 @@ class DenseTargetCache:
         "regions" kind. Returns {image_id: (D, h, w) fp16}."""
         from tqdm import tqdm
 
+        from ..utils.progress import on_terminal
+
         out = {}
-        for d in tqdm(dataset_dicts, desc=f"dense targets ({self.cfg.kind})", disable=not progress, unit="img"):
+        for d in tqdm(dataset_dicts, desc=f"dense targets ({self.cfg.kind})", disable=not on_terminal(progress), unit="img"):
             b = None if boxes is None else boxes.get(d["image_id"], torch.zeros(0, 4))
             out[d["image_id"]] = self.get(d["image_id"], file_name=d["file_name"], boxes=b)
         return out

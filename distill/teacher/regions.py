@@ -57,12 +57,14 @@ def dump_region_embeddings(teacher: Teacher, dataset_dicts: list[dict], proposal
     """Embed each image's proposals; writes this rank's pending shards (finished shards are skipped)."""
     from tqdm import tqdm
 
+    from ..utils.progress import on_terminal
+
     by_id = {d["image_id"]: d for d in dataset_dicts}
     meta = {**teacher.provenance(), "dim": teacher.dim, "scales": list(scales), "geometry": geometry}
     writer = RegionStoreWriter(out_dir, meta, list(by_id), chunk_size)
     todo = writer.pending(rank, world_size)
     n_images = sum(len(writer.chunks[k]) for k in todo)
-    bar = tqdm(total=n_images, desc=f"regions[{rank}/{world_size}]", unit="img", disable=not progress)
+    bar = tqdm(total=n_images, desc=f"regions[{rank}/{world_size}]", unit="img", disable=not on_terminal(progress))
     crops, t0 = 0, time.time()
     for k in todo:
         rec = ShardRecord()

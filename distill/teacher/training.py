@@ -174,6 +174,7 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
     import open_clip
     from tqdm import tqdm
 
+    from ..utils.progress import on_terminal
     from .teacher import _register_model_configs
 
     out = Path(out_dir)
@@ -207,7 +208,7 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
         start = state["step"]
         logger.info("resumed teacher training at step %d", start)
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="teacher", disable=not progress)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="teacher", disable=not on_terminal(progress))
     for step in bar:
         crops, tokens, cats, colours, named = _batch(rng, images, objects, size, mean, std, cfg.batch_size, tokenizer)
         img = F.normalize(model.encode_image(crops), dim=-1)

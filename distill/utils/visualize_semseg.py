@@ -2,6 +2,8 @@
 vocabulary (the colours are `visualize`'s, so a class looks the same in detections and segmentations)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -70,3 +72,24 @@ def _legend(names: Sequence[str], colors: np.ndarray, present: set, height: int,
         cv2.putText(panel, nm, (x + _SWATCH + 6, y + _SWATCH - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.35, ink, 1,
                     cv2.LINE_AA)
     return panel[:height] if panel.shape[0] > height else panel
+
+
+def draw_semseg(images: Sequence, preds: Sequence, legend: Sequence[str], out_path: str | os.PathLike,
+                scale: int = 3) -> Path:
+    """One picture: the (3, H, W) RGB images side by side under their coloured (H, W) label maps (tensors or
+    arrays), and the legend; written atomically (the format from the suffix, default PNG)."""
+    from .errors import DistillInputError
+    from .io import atomic_write_bytes
+
+    tiles = [render_semseg(np.asarray(img).transpose(1, 2, 0), np.asarray(p), legend, scale=scale,
+                           legend_on=k == len(images) - 1) for k, (img, p) in enumerate(zip(images, preds))]
+    h = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
+    canvas = np.concatenate(tiles, 1)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(out.suffix or ".png", np.ascontiguousarray(canvas[:, :, ::-1]))
+    if not ok:
+        raise DistillInputError("cannot encode the picture", out)
+    atomic_write_bytes(out, buf.tobytes())
+    return out

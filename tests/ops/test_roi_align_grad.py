@@ -73,11 +73,3 @@ def test_backward_is_deterministic_on_cpu():
     first = grads(multilevel_roi_align, features, rois, 0)
     second = grads(multilevel_roi_align, features, rois, 0)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-
-
-@needs_ops
-def test_opcheck():
-    """Schema, fake kernel and autograd registration are consistent (torch.library.opcheck)."""
-    features, rois = small_case(seed=5)
-    args = (features, rois.detach(), 3, 2, 0, True, 2, 224.0, 4)
-    torch.library.opcheck(torch.ops.distill.multilevel_roi_align.default, args)

@@ -31,11 +31,14 @@ def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monk
     if backend == "torchvision":
         assert 0 <= summary["semseg_mIoU_novel"] <= 100 and "| CE + pixel distillation |" in printed
         assert (out / "semseg" / "ce_pixel_distillation" / "model_final.pth").is_file()
+        assert "iter 2/2" in (out / "semseg" / "ce_pixel_distillation" / "log.txt").read_text()
     stages = json.loads((out / "stages.json").read_text())
     assert sorted(stages) == sorted(quickstart.STAGES) and stages["data"]["backend"] == backend
     assert stages["regions"]["num_images"] == 12 and stages["regions"]["num_regions"] > 0
     assert (out / "detections.png").stat().st_size > 0
     assert (out / "vild" / "model_final.pth").is_file()
+    if backend == "torchvision":  # a log file in every OUTPUT_DIR the engine trains into
+        assert all("iter" in (out / d / "log.txt").read_text() for d in ("vild_text", "vild"))
 
     assert quickstart.main(args) == 0  # a rerun: every stage but data is cached
     again = capsys.readouterr().out

@@ -23,11 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_distill_config(cfg: CfgNode) -> CfgNode:
-    """`distill.config.add_distill_config` with MODEL.DISTILL made of `type(cfg)` nodes: yacs merges a yaml
-    only into nodes of the loaded file's own CfgNode class (detectron2's, not fvcore's)."""
-    _add_distill_config(cfg)
-    cfg.MODEL.DISTILL = type(cfg)(dict(cfg.MODEL.DISTILL))
-    return cfg
+    """`distill.config.add_distill_config`: MODEL.DISTILL made of detectron2's CfgNode nodes."""
+    return _add_distill_config(cfg)
 
 
 def get_detectron2_cfg() -> CfgNode:

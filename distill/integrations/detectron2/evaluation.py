@@ -19,9 +19,9 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
 from ...evaluation import DetectionEvaluator, load_ground_truth
-from ...teacher.embeddings import ClassEmbeddings
-from ...utils.errors import DistillInputError
+from ...modeling.vild import using_vocabulary
 from ...utils.io import atomic_write_json
+from ..shared import load_test_vocabulary
 from .datasets import load_ov_dataset
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,6 @@ def test_vocabulary(model: torch.nn.Module, cfg, dataset_name: str):
     dataset's order) with its novel classes marked for the ensemble; the training vocabulary comes back after."""
     heads = _unwrap(model).roi_heads
     _, meta = load_ov_dataset(dataset_name)
-    path = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
-                                "classes; tools/dump_text_embeddings.py)")
-    vocab = ClassEmbeddings.load(path, expected_dim=heads.classifier.embed_dim, expected_names=meta.thing_classes)
-    novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
-    novel[meta.contiguous_ids("novel")] = True
-    saved = heads.vocabulary_state()
-    heads.set_vocabulary(vocab, novel)
-    try:
+    vocab, novel = load_test_vocabulary(cfg, meta, heads.classifier.embed_dim)
+    with using_vocabulary(heads, vocab, novel):
         yield
-    finally:
-        heads.restore_vocabulary(saved)

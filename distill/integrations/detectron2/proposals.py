@@ -27,11 +27,13 @@ def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, to
     """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
     from tqdm import tqdm
 
+    from ...utils.progress import on_terminal
+
     model.eval()
     mapper = DatasetMapper(is_train=False, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
                            image_format=model.input_format)
     results = []
-    for d in tqdm(dicts, desc="proposals", unit="img", disable=not progress):
+    for d in tqdm(dicts, desc="proposals", unit="img", disable=not on_terminal(progress)):
         (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
         results += proposal_records(d["image_id"], boxes, scores)
     return results

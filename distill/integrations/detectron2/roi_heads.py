@@ -21,19 +21,13 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...modeling.heads import ClassAgnosticBoxRegressor, RegionEmbeddingHead, TextClassifier, ensemble_scores
-from ...modeling.losses import vild_image_loss, vild_text_loss
+from ...modeling.vild import novel_mask_for, split_sampled_and_distill, vild_losses
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
+from ..shared import load_train_vocabulary
 from .poolers import FusedROIPooler
 
 logger = logging.getLogger(__name__)
-
-
-def load_train_vocabulary(cfg) -> ClassEmbeddings:
-    path = cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError("MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS is not set (tools/dump_text_embeddings.py)")
-    return ClassEmbeddings.load(path)
 
 
 def build_pooler(cfg, head_cfg, scales: tuple[float, ...]) -> nn.Module:
@@ -60,6 +54,7 @@ class ViLDPredictor(nn.Module):
             geometric-mean scores at inference.
     """
 
+    @configurable
     def __init__(self, input_shape: ShapeSpec | int, vocabulary: ClassEmbeddings | torch.Tensor, *,
                  box2box_transform: Box2BoxTransform, temperature: float = 0.01, bg_init_std: float = 0.01,
                  text_loss_weight: float = 1.0, novel_logit_mode: str = "zero", ensemble: bool = False,
@@ -73,9 +68,8 @@ class ViLDPredictor(nn.Module):
         emb = vocabulary.embeddings if isinstance(vocabulary, ClassEmbeddings) else vocabulary
         self.embed_head = RegionEmbeddingHead(in_dim, emb.shape[1])
         self.image_embed_head = RegionEmbeddingHead(in_dim, emb.shape[1]) if ensemble else None
-        self.classifier = TextClassifier(emb, temperature, bg_init_std)
-        self.classifier.class_names = list(vocabulary.class_names) if isinstance(vocabulary, ClassEmbeddings) \
-            else None
+        names = vocabulary.class_names if isinstance(vocabulary, ClassEmbeddings) else None
+        self.classifier = TextClassifier(emb, temperature, bg_init_std, class_names=names)
         self.box_regressor = ClassAgnosticBoxRegressor(in_dim)
         self.box2box_transform = box2box_transform
         self.text_loss_weight, self.novel_logit_mode = text_loss_weight, novel_logit_mode
@@ -88,15 +82,18 @@ class ViLDPredictor(nn.Module):
         self.register_buffer("novel_mask", torch.zeros(len(emb), dtype=torch.bool), persistent=False)
 
     @classmethod
-    def from_cfg(cls, cfg, input_shape: ShapeSpec, vocabulary: ClassEmbeddings) -> "ViLDPredictor":
+    def from_config(cls, cfg, input_shape: ShapeSpec, vocabulary: ClassEmbeddings | None = None) -> dict:
         d, bh = cfg.MODEL.DISTILL, cfg.MODEL.ROI_BOX_HEAD
-        return cls(input_shape, vocabulary, box2box_transform=Box2BoxTransform(weights=bh.BBOX_REG_WEIGHTS),
-                   temperature=d.TEMPERATURE, bg_init_std=d.BG_INIT_STD, text_loss_weight=d.TEXT_LOSS_WEIGHT,
-                   novel_logit_mode=d.NOVEL_LOGIT_MODE, ensemble=d.ENSEMBLE.ENABLED,
-                   base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT, novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
-                   box_reg_loss_type=bh.BBOX_REG_LOSS_TYPE, smooth_l1_beta=bh.SMOOTH_L1_BETA,
-                   box_reg_loss_weight=bh.BBOX_REG_LOSS_WEIGHT, test_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-                   test_nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, test_topk_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        return {"input_shape": input_shape, "vocabulary": load_train_vocabulary(cfg) if vocabulary is None else vocabulary,
+                "box2box_transform": Box2BoxTransform(weights=bh.BBOX_REG_WEIGHTS), "temperature": d.TEMPERATURE,
+                "bg_init_std": d.BG_INIT_STD, "text_loss_weight": d.TEXT_LOSS_WEIGHT,
+                "novel_logit_mode": d.NOVEL_LOGIT_MODE, "ensemble": d.ENSEMBLE.ENABLED,
+                "base_text_weight": d.ENSEMBLE.BASE_TEXT_WEIGHT, "novel_text_weight": d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
+                "box_reg_loss_type": bh.BBOX_REG_LOSS_TYPE, "smooth_l1_beta": bh.SMOOTH_L1_BETA,
+                "box_reg_loss_weight": bh.BBOX_REG_LOSS_WEIGHT,
+                "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE}
 
     @property
     def num_classes(self) -> int:
@@ -104,11 +101,7 @@ class ViLDPredictor(nn.Module):
 
     def set_vocabulary(self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None):
         self.classifier.set_vocabulary(vocabulary)
-        n = self.classifier.num_classes
-        mask = torch.zeros(n, dtype=torch.bool) if novel_mask is None else novel_mask.bool()
-        if mask.shape != (n,):
-            raise DistillInputError(f"novel_mask must have shape ({n},), got {tuple(mask.shape)}")
-        self.novel_mask = mask.to(self.classifier.bg_embedding.device)
+        self.novel_mask = novel_mask_for(self.classifier, novel_mask)
 
     def image_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """(N, ...) box-head features → (N, D) the embeddings distilled from the teacher (ViLD-image)."""
@@ -123,13 +116,14 @@ class ViLDPredictor(nn.Module):
         return self.classifier(emb), self.box_regressor(x), image
 
     # ------------------------------------------------------------------ training
-    def losses(self, predictions, proposals: list[Instances]) -> dict[str, torch.Tensor]:
+    def losses(self, predictions, proposals: list[Instances], image: tuple | None = None) -> dict[str, torch.Tensor]:
+        """`image`: (student (M, D), teacher (M, D), weight) of the distillation RoIs, or None."""
         logits, deltas, _ = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if proposals else logits.new_zeros(0).long()
         self._log_classification_stats(logits.detach(), gt_classes)
-        novel = self.novel_mask if self.novel_mask.any() else None
-        losses = {"loss_vild_text": self.text_loss_weight *
-                  vild_text_loss(logits, gt_classes, novel, self.novel_logit_mode)}
+        vl = vild_losses(logits, gt_classes, self.novel_mask, self.novel_logit_mode, self.text_loss_weight,
+                         *(image or ()))
+        losses = {"loss_vild_text": vl.pop("loss_vild_text")}
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
             gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
@@ -137,7 +131,7 @@ class ViLDPredictor(nn.Module):
             proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
         losses["loss_box_reg"] = self.box_reg_loss_weight * self._box_reg_loss(proposal_boxes, gt_boxes, deltas,
                                                                                gt_classes)
-        return losses
+        return {**losses, **vl}
 
     def _box_reg_loss(self, proposal_boxes, gt_boxes, deltas, gt_classes) -> torch.Tensor:
         """Class-agnostic regression on foreground RoIs, normalised by all sampled RoIs (detectron2's)."""
@@ -219,7 +213,7 @@ class ViLDRoIHeads(StandardROIHeads):
         box_head = build_box_head(cfg, ShapeSpec(channels=channels.pop(), height=res, width=res))
         vocabulary = load_train_vocabulary(cfg)
         return {"box_in_features": in_features, "box_pooler": build_pooler(cfg, bh, scales), "box_head": box_head,
-                "box_predictor": ViLDPredictor.from_cfg(cfg, box_head.output_shape, vocabulary),
+                "box_predictor": ViLDPredictor(cfg, box_head.output_shape, vocabulary),
                 "num_classes": len(vocabulary)}
 
     @classmethod
@@ -250,13 +244,12 @@ class ViLDRoIHeads(StandardROIHeads):
         self.num_classes = self.box_predictor.num_classes
 
     def vocabulary_state(self) -> tuple:
-        c = self.classifier
-        return c.class_embeddings, c.class_names, self.novel_mask
+        return self.classifier.state(), self.novel_mask
 
     def restore_vocabulary(self, state: tuple) -> None:
-        c = self.classifier
-        c.class_embeddings, c.class_names, self.box_predictor.novel_mask = state
-        self.num_classes = c.num_classes
+        self.classifier.restore(state[0])
+        self.box_predictor.novel_mask = state[1]
+        self.num_classes = self.classifier.num_classes
 
     # ------------------------------------------------------------------ forward
     def forward(self, images, features, proposals, targets=None, distill=None):
@@ -284,11 +277,10 @@ class ViLDRoIHeads(StandardROIHeads):
         x = self.box_head(self.box_pooler(feats, boxes))
         if not use_image:
             return self.box_predictor.losses(self.box_predictor(x), proposals)
-        # RoIs come back in image order: image i's sampled boxes, then its distillation boxes
-        parts = torch.split(x, [n for p, (db, _) in zip(proposals, distill) for n in (len(p), len(db))])
-        losses = self.box_predictor.losses(self.box_predictor(torch.cat(parts[0::2])), proposals)
-        student = self.box_predictor.image_embeddings(torch.cat(parts[1::2]))
-        teacher = torch.cat([de for _, de in distill]).to(student.device)
-        losses["loss_vild_image"] = self.image_loss_weight * vild_image_loss(student, teacher)
+        x_sampled, x_distill = split_sampled_and_distill(x, [len(p) for p in proposals], [len(db) for db, _ in distill])
+        student = self.box_predictor.image_embeddings(x_distill)
+        teacher = torch.cat([de for _, de in distill])
+        losses = self.box_predictor.losses(self.box_predictor(x_sampled), proposals,
+                                           (student, teacher, self.image_loss_weight))
         _put_scalars(num_distill_rois=student.shape[0] / max(len(distill), 1))
         return losses

@@ -23,10 +23,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, Sema
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...modeling.heads import TextClassifier
-from ...modeling.sem_seg import OpenVocabSemSegPredictor, SemSegEmbedHead, SemSegLabelMap
-from ...teacher.embeddings import ClassEmbeddings
+from ...modeling.sem_seg import OpenVocabSemSegPredictor
 from ...utils.errors import DistillInputError
+from ..shared import build_sem_seg_predictor, load_train_vocabulary
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -47,20 +46,12 @@ class OpenVocabSemSegHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        d, s = cfg.MODEL.DISTILL, cfg.MODEL.DISTILL.SEM_SEG
-        if not d.TRAIN_CLASS_EMBEDDINGS:
-            raise DistillInputError("MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS is not set (tools/dump_text_embeddings.py)")
-        vocab = ClassEmbeddings.load(d.TRAIN_CLASS_EMBEDDINGS)
+        vocab = load_train_vocabulary(cfg)
         feats = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
         shapes = [input_shape[f] for f in feats if f in input_shape]
-        head = SemSegEmbedHead([x.channels for x in shapes], [x.stride for x in shapes], vocab.dim, s.CONVS_DIM,
-                               s.COMMON_STRIDE, s.NORM) if len(shapes) == len(feats) else None
-        values = list(s.TRAIN_LABEL_VALUES or range(len(vocab)))
-        label_map = SemSegLabelMap(values, None if s.BACKGROUND_VALUE < 0 else s.BACKGROUND_VALUE, s.IGNORE_VALUE)
-        classifier = TextClassifier(vocab.embeddings, d.TEMPERATURE, d.BG_INIT_STD)
-        classifier.class_names = list(vocab.class_names)
-        predictor = OpenVocabSemSegPredictor(head, classifier, label_map, s.LOSS_WEIGHT, d.PIXEL_LOSS_WEIGHT,
-                                             d.PIXEL_LOSS, s.DISTILL_BACKGROUND) if head is not None else None
+        predictor = None  # a missing feature is __init__'s clear error
+        if len(shapes) == len(feats):
+            predictor = build_sem_seg_predictor(cfg, vocab, [x.channels for x in shapes], [x.stride for x in shapes])
         return {"input_shape": input_shape, "in_features": feats, "predictor": predictor}
 
     @property

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.engine import hooks as d2_hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
@@ -29,6 +30,7 @@ from ...evaluation import format_ov_table
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
+from ..shared import build_optimizer, load_train_vocabulary
 from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
     ViLDDatasetMapper,
@@ -36,7 +38,6 @@ from .datasets import (
     register_all,
 )
 from .evaluation import OVEvaluator, flatten_ov_results, test_vocabulary
-from .roi_heads import load_train_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +116,7 @@ class ViLDTrainer(DefaultTrainer):
             model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
             overrides={"bg_embedding": {"weight_decay": 0.0}})  # normalised in use: decay only shrinks its scale
-        name = cfg.MODEL.DISTILL.OPTIMIZER
-        if name == "SGD":
-            opt = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                                  nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        elif name == "AdamW":
-            opt = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        else:
-            raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
-        return add_gradient_clipping(cfg, opt)
+        return add_gradient_clipping(cfg, build_optimizer(cfg, params))
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -162,6 +155,15 @@ class ViLDTrainer(DefaultTrainer):
             with test_vocabulary(model, cfg, name):
                 results[name] = super().test(one, model, None if evaluators is None else [evaluators[i]])
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones."""
+        hooks = super().build_hooks()
+        keep = self.cfg.MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP
+        for h in hooks:
+            if isinstance(h, d2_hooks.PeriodicCheckpointer) and keep > 0:
+                h.max_to_keep = keep
+        return hooks
 
     def build_writers(self):
         writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]

@@ -18,11 +18,11 @@ from ...modeling.heads import (
     ClassAgnosticMaskHead,
     FastRCNNConvFCHead,
     RegionEmbeddingHead,
-    TextClassifier,
 )
 from ...modeling.poolers import MultiScaleRoIPooler
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
+from ..shared import text_classifier
 from .meta_arch import ViLDDetector
 from .roi_heads import ViLDRoIHeads
 from .rpn import RPN
@@ -111,8 +111,12 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     sizes = tuple(tuple(s) for s in m.ANCHOR_GENERATOR.SIZES)
     ratios = tuple(tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS)
     anchors = AnchorGenerator(sizes, ratios * len(sizes) if len(ratios) == 1 else ratios)
+    if tuple(m.RPN.IOU_LABELS) != (0, -1, 1) or len(m.RPN.IOU_THRESHOLDS) != 2:
+        raise DistillInputError("the torchvision RPN reads two MODEL.RPN.IOU_THRESHOLDS (negative below the first, "
+                                "positive from the second) with IOU_LABELS [0, -1, 1]")
+    bg_iou, fg_iou = m.RPN.IOU_THRESHOLDS
     rpn = RPN(
-        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), 0.7, 0.3, m.RPN.BATCH_SIZE_PER_IMAGE,
+        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), fg_iou, bg_iou, m.RPN.BATCH_SIZE_PER_IMAGE,
         m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
         {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST}, m.RPN.NMS_THRESH)
     bh = m.ROI_BOX_HEAD
@@ -121,7 +125,7 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     roi_heads = ViLDRoIHeads(
         MultiScaleRoIPooler(bh.POOLER_RESOLUTION, STRIDES, sampling_ratio=bh.POOLER_SAMPLING_RATIO),
         box_head, RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
-        TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD),
+        text_classifier(cfg, vocabulary),
         ClassAgnosticBoxRegressor(box_head.out_dim),
         MultiScaleRoIPooler(mh.POOLER_RESOLUTION, STRIDES, sampling_ratio=mh.POOLER_SAMPLING_RATIO)
         if m.MASK_ON else None,
@@ -135,5 +139,4 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
         bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
         nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
         smooth_l1_beta=bh.SMOOTH_L1_BETA)
-    roi_heads.classifier.class_names = list(vocabulary.class_names)
     return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

@@ -36,10 +36,12 @@ def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, to
     images per forward pass (padded to one size, as in training)."""
     from tqdm import tqdm
 
+    from ...utils.progress import on_terminal
+
     model.eval()
     mapper = DatasetMapper(MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False))
     results = []
-    with tqdm(total=len(dicts), desc="proposals", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(dicts), desc="proposals", unit="img", disable=not on_terminal(progress)) as bar:
         for i in range(0, len(dicts), batch_size):
             chunk = dicts[i:i + batch_size]
             for d, (boxes, scores) in zip(chunk, rpn_proposals(model, [mapper(d) for d in chunk], top_k)):

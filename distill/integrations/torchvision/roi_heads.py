@@ -15,8 +15,8 @@ from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference,
 from torchvision.ops import boxes as box_ops
 
 from ...modeling.heads import ensemble_scores
-from ...modeling.losses import vild_image_loss, vild_text_loss
 from ...modeling.poolers import MultiScaleRoIPooler
+from ...modeling.vild import novel_mask_for, split_sampled_and_distill, vild_losses
 from ...ops.nms import batched_nms
 
 FPN_LEVELS = ("0", "1", "2", "3")  # P2-P5 of torchvision's BackboneWithFPN
@@ -72,12 +72,16 @@ class ViLDRoIHeads(RoIHeads):
         return self.vild_mask_head is not None
 
     def set_vocabulary(self, vocabulary, novel_mask: torch.Tensor | None = None) -> None:
+        """Score another vocabulary (e.g. base + novel at test time); `novel_mask` (C,) drives the ensemble."""
         self.classifier.set_vocabulary(vocabulary)
-        n = self.classifier.num_classes
-        mask = torch.zeros(n, dtype=torch.bool) if novel_mask is None else novel_mask.bool()
-        if mask.shape != (n,):
-            raise ValueError(f"novel_mask must have shape ({n},), got {tuple(mask.shape)}")
-        self.novel_mask = mask.to(self.classifier.bg_embedding.device)
+        self.novel_mask = novel_mask_for(self.classifier, novel_mask)
+
+    def vocabulary_state(self) -> tuple:
+        return self.classifier.state(), self.novel_mask
+
+    def restore_vocabulary(self, state: tuple) -> None:
+        self.classifier.restore(state[0])
+        self.novel_mask = state[1]
 
     # ------------------------------------------------------------------ shared pieces
     def _levels(self, features: OrderedDict) -> list[torch.Tensor]:
@@ -86,8 +90,11 @@ class ViLDRoIHeads(RoIHeads):
     def _box_features(self, feats: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
         return self.box_head(self.box_pooler(feats, boxes))
 
-    def _image_branch(self, x: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        return text_emb if self.image_embed_head is None else self.image_embed_head(x)
+    def _image_branch(self, x: torch.Tensor, text_emb: torch.Tensor | None) -> torch.Tensor:
+        """(N, fc_dim) → (N, D) the embeddings distilled from the teacher (`text_emb` when already computed)."""
+        if self.image_embed_head is not None:
+            return self.image_embed_head(x)
+        return self.embed_head(x) if text_emb is None else text_emb
 
     # ------------------------------------------------------------------ training
     def _losses(self, feats, proposals, targets, batch) -> dict[str, torch.Tensor]:
@@ -96,20 +103,16 @@ class ViLDRoIHeads(RoIHeads):
         distill = [b["distill_boxes"].to(proposals[0]) for b in batch] if use_image else \
             [p.new_zeros(0, 4) for p in proposals]
         x = self._box_features(feats, [torch.cat([p, d]) for p, d in zip(proposals, distill)])
-        # RoIs come back in image order: image i's sampled boxes, then its distillation boxes
-        sizes = [n for p, d in zip(proposals, distill) for n in (p.shape[0], d.shape[0])]
-        parts = list(torch.split(x, sizes))
-        x_sampled, x_distill = torch.cat(parts[0::2]), torch.cat(parts[1::2])
-        emb = self.embed_head(x_sampled)
+        x_sampled, x_distill = split_sampled_and_distill(x, [len(p) for p in proposals], [len(d) for d in distill])
         labels = _to_core_labels(torch.cat(tv_labels), self.classifier.num_classes)
-        novel = self.novel_mask if self.novel_mask.any() else None
-        losses = {"loss_vild_text": self.text_loss_weight *
-                  vild_text_loss(self.classifier(emb), labels, novel, self.novel_logit_mode)}
-        losses["loss_box_reg"] = self._box_loss(self.box_regressor(x_sampled), torch.cat(regression_targets), labels)
+        student = teacher = None
         if use_image:
-            student = self.embed_head(x_distill) if self.image_embed_head is None else self.image_embed_head(x_distill)
-            teacher = torch.cat([b["distill_embeddings"] for b in batch]).to(student.device)
-            losses["loss_vild_image"] = self.image_loss_weight * vild_image_loss(student, teacher)
+            student = self._image_branch(x_distill, None)
+            teacher = torch.cat([b["distill_embeddings"] for b in batch])
+        losses = vild_losses(self.classifier(self.embed_head(x_sampled)), labels, self.novel_mask,
+                             self.novel_logit_mode, self.text_loss_weight, student, teacher, self.image_loss_weight)
+        box = self._box_loss(self.box_regressor(x_sampled), torch.cat(regression_targets), labels)
+        losses = {"loss_vild_text": losses.pop("loss_vild_text"), "loss_box_reg": box, **losses}
         if self.has_mask():
             losses["loss_mask"] = self._mask_loss(feats, proposals, matched_idxs, tv_labels, targets)
         return losses

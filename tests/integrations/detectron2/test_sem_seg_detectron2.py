@@ -12,12 +12,12 @@ D = 16
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     import distill.integrations.detectron2 as d2d
-    from distill.integrations.torchvision.sem_seg import SEMSEG_CONFIG
+    from distill.integrations.torchvision.sem_seg import semseg_config_file
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("vocab") / "base.npy"
     ClassEmbeddings(F.normalize(torch.randn(2, D), dim=-1), ["circle", "square"]).save(path)
-    return d2d.load_detectron2_config(SEMSEG_CONFIG, [
+    return d2d.load_detectron2_config(semseg_config_file(), [
         "MODEL.META_ARCHITECTURE", "OpenVocabSemanticSegmentor", "MODEL.SEM_SEG_HEAD.NAME", "OpenVocabSemSegHead",
         "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2', 'p3', 'p4', 'p5']", "MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "pixels",
         "MODEL.FPN.OUT_CHANNELS", "32",

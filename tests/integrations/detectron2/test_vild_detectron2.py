@@ -236,8 +236,8 @@ def train_net(tmp_path, synthetic_root, vocab_files, region_store, flags=(), opt
 
 
 def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_files, region_store):
-    r = train_net(tmp_path, synthetic_root, vocab_files, region_store, opts=["SOLVER.MAX_ITER", "20"],
-                  backend="auto")
+    r = train_net(tmp_path, synthetic_root, vocab_files, region_store, backend="auto",
+                  opts=["SOLVER.MAX_ITER", "20", "SOLVER.CHECKPOINT_PERIOD", "5", "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP", "1"])
     assert "d2.engine.train_loop" in r.stdout  # auto picked detectron2
     out = tmp_path / "out"
     lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
@@ -245,6 +245,7 @@ def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_
     assert last["iteration"] == 19 and last["loss_vild_image"] > 0 and "vild/cls_accuracy" in last
     assert (out / "model_final.pth").exists() and (out / "config.yaml").exists()
     assert "| box |" in r.stdout and "| mask |" in r.stdout  # the evaluation after training
+    assert [p.name for p in out.glob("model_0*.pth")] == ["model_0000019.pth"]  # the newest periodic one kept
     r = train_net(tmp_path, synthetic_root, vocab_files, region_store, ["--eval-only"],
                   ["MODEL.WEIGHTS", str(out / "model_final.pth")])
     assert "| box |" in r.stdout and "AP50 novel" in r.stdout

@@ -32,7 +32,7 @@ def ablation(synthetic_root, rn_teacher, tmp_path_factory):
 
 
 def test_ablation_rows_files_and_shared_cache(ablation, synthetic_root, rn_teacher):
-    from distill.integrations.torchvision.sem_seg import format_table, write_metrics_line
+    from distill.evaluation import format_sem_seg_table
 
     out, result = ablation
     assert list(result["rows"]) == ["CE only", "CE + pixel distillation"]
@@ -45,25 +45,28 @@ def test_ablation_rows_files_and_shared_cache(ablation, synthetic_root, rn_teach
     assert json.loads((out / "metrics.json").read_text())["max_iter"] == 3
     cached = list((out / "dense_targets").glob("windows-*/*.pt"))
     assert len(cached) == 8  # computed once, for the distillation run only
-    table = format_table(result["rows"])
+    table = format_sem_seg_table(result["rows"])
     assert table.count("\n") == 3 and "mIoU novel" in table
-    line = json.loads(write_metrics_line(result))
-    assert set(line["CE only"]) >= {"mIoU_base", "mIoU_novel", "hIoU", "pACC"}
+    assert f"| CE only | {result['rows']['CE only']['mIoU_base']:.1f} |" in table
+    # each variant trained on the engine: its metrics lines and log file
+    lines = [json.loads(x) for x in (out / "ce_only" / "metrics.json").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 3 and "loss_sem_seg" in lines[-1]
+    assert "iter 3/3" in (out / "ce_only" / "log.txt").read_text()
 
 
 def test_evaluation_matches_direct_confusion_matrix(ablation, synthetic_root, rn_teacher):
     from distill.data import synthetic_dataset
     from distill.integrations.torchvision.sem_seg import (
-        _synthetic_vocab,
         evaluate_segmenter,
         load_segmenter,
         load_sem_seg_samples,
         predict_sem_seg,
         synthetic_evaluator,
+        synthetic_vocab,
     )
 
     out, result = ablation
-    meta, all_vocab, _, all_ids, _ = _synthetic_vocab(synthetic_root, rn_teacher)
+    meta, all_vocab, _, all_ids, _ = synthetic_vocab(synthetic_root, rn_teacher)
     model = load_segmenter(out / "ce_only" / "model_final.pth", rn_teacher.dim)
     model.predictor.set_vocabulary(all_vocab, all_ids)
     val = load_sem_seg_samples(synthetic_dataset(synthetic_root, "val")[0][:4], 16)
@@ -132,8 +135,9 @@ def test_bad_label_files_name_the_file(synthetic_copy):
 
 def test_render_and_demo(ablation, synthetic_root, rn_teacher, tmp_path):
     from distill.data import synthetic_dataset
-    from distill.integrations.torchvision.sem_seg import semseg_demo
-    from distill.utils.visualize_semseg import render_semseg
+    from distill.data.images import read_image_rgb
+    from distill.integrations.torchvision.sem_seg import segment_images
+    from distill.utils.visualize_semseg import draw_semseg, render_semseg
 
     img = np.full((32, 40, 3), 128, np.uint8)
     lab = np.zeros((32, 40), np.int64)
@@ -146,8 +150,10 @@ def test_render_and_demo(ablation, synthetic_root, rn_teacher, tmp_path):
         render_semseg(img, lab[:-1], ["background"])
     out_dir, _ = ablation
     files = [d["file_name"] for d in synthetic_dataset(synthetic_root, "val")[0][:2]]
-    pic = semseg_demo(out_dir / "ce_pixel_distillation" / "model_final.pth", files, ["circle", "star", "kite"],
-                      rn_teacher, tmp_path / "semseg.png", templates="simple")
+    images = [read_image_rgb(f) for f in files]
+    preds, legend = segment_images(out_dir / "ce_pixel_distillation" / "model_final.pth", images,
+                                   ["circle", "star", "kite"], rn_teacher, templates="simple")
+    pic = draw_semseg(images, preds, legend, tmp_path / "semseg.png")
     drawn = cv2.imread(str(pic))
     assert drawn is not None and drawn.shape[0] == 96 * 3
 
@@ -277,12 +283,12 @@ def test_demo_semseg_task_end_to_end(ablation, synthetic_root, tmp_path):
     import subprocess
     import sys
 
-    from distill.integrations.torchvision.sem_seg import SEMSEG_CONFIG
+    from distill.integrations.torchvision.sem_seg import semseg_config_file
     from tests.conftest import REPO
 
     out_dir, _ = ablation
     image = synthetic_root / "images" / "val" / "000001.png"
-    cmd = [sys.executable, str(REPO / "tools/demo.py"), "--task", "semseg", "--config-file", SEMSEG_CONFIG,
+    cmd = [sys.executable, str(REPO / "tools/demo.py"), "--task", "semseg", "--config-file", semseg_config_file(),
            "--weights", str(out_dir / "ce_pixel_distillation" / "model_final.pth"), "--input", str(image),
            "--output", str(tmp_path / "demo")]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})

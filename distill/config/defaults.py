@@ -1,0 +1,199 @@
+"""Default config of the torchvision backend, in detectron2's idiom (`detectron2/config/defaults.py`): one yacs
+tree with a comment per key. Every key outside MODEL.DISTILL is detectron2's (same name, same meaning, same
+default unless `tests/test_config.py` lists it), so one yaml serves both backends; MODEL.DISTILL holds the ViLD
+settings and those detectron2 has no key for, and is added to detectron2's config as it is.
+"""
+from __future__ import annotations
+
+from fvcore.common.config import CfgNode as CN
+
+# ---------------------------------------------------------------- MODEL.DISTILL (both backends)
+_D = CN()
+_D.TEACHER = CN()
+_D.TEACHER.ARCH = "ViT-B-32"  # open_clip architecture or model-zoo teacher name
+_D.TEACHER.PRETRAINED = "openai"  # open_clip pretrained tag or a checkpoint file
+_D.TEACHER.TEMPLATES = "vild"  # prompt templates of the class texts (distill.teacher.prompts)
+# class embeddings files (C, D) with sidecars: training vocabulary (base) and test vocabulary (all)
+_D.TRAIN_CLASS_EMBEDDINGS = ""
+_D.TEST_CLASS_EMBEDDINGS = ""
+_D.TEMPERATURE = 0.01  # logits = cosine / temperature (ViLD: 0.01)
+_D.BG_INIT_STD = 0.01  # the learned background embedding starts as N(0, std) (ViLD)
+_D.TEXT_LOSS_WEIGHT = 1.0  # ViLD-text cross entropy
+_D.IMAGE_LOSS_WEIGHT = 0.5  # ViLD-image L1 to the teacher's region embeddings (ViLD: 0.5)
+# "zero" (ViLD: novel logits × 0, kept in the softmax) or "neg_inf" (DetPro), when training classes include novel
+_D.NOVEL_LOGIT_MODE = "zero"
+_D.REGION_STORE = ""  # region-embedding store of the training set ("" = no ViLD-image loss)
+_D.NUM_DISTILL_PROPOSALS = 300  # distillation boxes per image, padded and masked
+_D.ENSEMBLE = CN()
+_D.ENSEMBLE.ENABLED = False  # ViLD-ensemble: a separate image-branch head, geometric-mean scores
+# exponent of p_text in the geometric mean (ViLD: 2/3 base, 1/3 novel); p_image gets the rest
+_D.ENSEMBLE.BASE_TEXT_WEIGHT = 2 / 3
+_D.ENSEMBLE.NOVEL_TEXT_WEIGHT = 1 / 3
+_D.PIXEL_LOSS_WEIGHT = 1.0  # segmenter: pixel distillation to the teacher's dense targets
+_D.PIXEL_LOSS = "l1"  # "l1" or "cosine"
+_D.OPTIMIZER = "SGD"  # or "AdamW"
+_D.DATASETS_ROOT = ""  # default: $DISTILL_DATASETS, else ./datasets
+_D.FUSED_POOLER = True  # RoI pooling on distill.ops (detectron2 backend: FusedROIPooler)
+# torchvision backend: backbone initialisation, "imagenet" (torchvision's weights), a file, or "" (scratch)
+_D.BACKBONE_WEIGHTS = "imagenet"
+_D.CHECKPOINT_MAX_TO_KEEP = 0  # periodic checkpoints kept (the newest N; 0 keeps all); model_final always stays
+_D.LOG_PERIOD = 20  # iterations between metrics lines (metrics.json, log.txt, progress)
+
+_D.SEM_SEG = CN()  # the open-vocabulary semantic segmenter (both backends read these keys)
+# Panoptic FPN semantic branch on P2-P5 → a D-dim embedding per pixel at 1 / COMMON_STRIDE
+_D.SEM_SEG.CONVS_DIM = 64
+_D.SEM_SEG.COMMON_STRIDE = 4
+_D.SEM_SEG.NORM = "GN"
+_D.SEM_SEG.IGNORE_VALUE = 255  # pixel value never scored
+_D.SEM_SEG.LOSS_WEIGHT = 1.0  # cross entropy on base-class pixels (pixel distillation: MODEL.DISTILL.PIXEL_*)
+# pixel value of each class of the training / test vocabulary, in vocabulary order (() = 0..C-1), and of
+# the background (-1: the dataset has no background class, no background embedding is scored)
+_D.SEM_SEG.TRAIN_LABEL_VALUES = ()
+_D.SEM_SEG.TEST_LABEL_VALUES = ()
+_D.SEM_SEG.BACKGROUND_VALUE = 0
+# dense teacher targets: "windows" (sliding-window crops painted back), "pixels" (MaskCLIP encode_pixels) or
+# "regions" (crops of the class-agnostic boxes in PROPOSALS, COCO-results json, painted back)
+_D.SEM_SEG.DENSE_TARGETS = "pixels"
+_D.SEM_SEG.DENSE_TARGET_STRIDE = 8  # targets at 1 / stride of the image
+_D.SEM_SEG.PIXELS_INPUT_SCALE = 2.0  # "pixels": the teacher sees the image this much larger
+_D.SEM_SEG.WINDOW_SIZES = (32, 48, 64)  # "windows": square crop sizes
+_D.SEM_SEG.WINDOW_STRIDE = 16  # "windows": step between crops
+_D.SEM_SEG.DENSE_TARGET_CACHE = ""  # folder of cached targets ("" = computed online from the frozen teacher)
+# distill cells labelled background too (off: the teacher's targets there drag a class onto the background)
+_D.SEM_SEG.DISTILL_BACKGROUND = False
+_D.SEM_SEG.PROPOSALS = ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+# "regions": paint from this region-embedding store (the ViLD step's, same teacher, scales and geometry)
+# instead of cropping again; its boxes replace PROPOSALS for the images it holds
+_D.SEM_SEG.REGION_STORE = ""
+DISTILL_DEFAULTS = _D
+
+# ---------------------------------------------------------------- the torchvision backend's full config
+_C = CN()
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # or "ViLDRCNN" (the same detector)
+_C.MODEL.DEVICE = "cpu"
+_C.MODEL.WEIGHTS = ""  # checkpoint (or distill:// model-zoo name) to start from
+_C.MODEL.MASK_ON = True
+_C.MODEL.PIXEL_MEAN = (123.675, 116.28, 103.53)  # in INPUT.FORMAT channel order, 0-255
+_C.MODEL.PIXEL_STD = (58.395, 57.12, 57.375)
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # the only backbone of this backend
+_C.MODEL.BACKBONE.FREEZE_AT = 2  # 0 trains everything, 1 freezes the stem, k the stem and res2..res{k}
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152
+_C.MODEL.RESNETS.NORM = "FrozenBN"  # FrozenBN, BN or GN
+_C.MODEL.RESNETS.OUT_FEATURES = ("res2", "res3", "res4", "res5")
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # read by detectron2; torchvision's ResNets fix it by depth
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # read by detectron2 (MSRA weights); torchvision strides in the 3x3
+
+_C.MODEL.FPN = CN()
+_C.MODEL.FPN.IN_FEATURES = ("res2", "res3", "res4", "res5")
+_C.MODEL.FPN.OUT_CHANNELS = 256
+_C.MODEL.FPN.NORM = ""
+
+_C.MODEL.ANCHOR_GENERATOR = CN()
+_C.MODEL.ANCHOR_GENERATOR.SIZES = ((32,), (64,), (128,), (256,), (512,))  # one tuple per FPN level
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = ((0.5, 1.0, 2.0),)  # one tuple for all levels, or one per level
+
+_C.MODEL.PROPOSAL_GENERATOR = CN()
+_C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+
+_C.MODEL.RPN = CN()
+_C.MODEL.RPN.IN_FEATURES = ("p2", "p3", "p4", "p5", "p6")
+# anchors with IoU < IOU_THRESHOLDS[0] are negatives, >= IOU_THRESHOLDS[1] positives, in between ignored
+_C.MODEL.RPN.IOU_THRESHOLDS = (0.3, 0.7)
+_C.MODEL.RPN.IOU_LABELS = (0, -1, 1)  # the label of each IoU interval (detectron2's; this backend reads no other)
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per FPN level
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.NMS_THRESH = 0.7
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the RPN losses
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+
+_C.MODEL.ROI_HEADS = CN()
+_C.MODEL.ROI_HEADS.NAME = "ViLDRoIHeads"
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # not read: the vocabulary's size is the number of classes
+_C.MODEL.ROI_HEADS.IN_FEATURES = ("p2", "p3", "p4", "p5")
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # RoIs sampled per image
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = (0.5,)  # foreground at IoU >= 0.5
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+_C.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # 0: adaptive
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+_C.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True  # ViLD: boxes for classes never seen in training
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0  # 0: L1
+
+_C.MODEL.ROI_MASK_HEAD = CN()
+_C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+_C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
+_C.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = True  # ViLD: one mask for any class
+
+_C.MODEL.DISTILL = _D.clone()
+
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()  # registered dataset names (distill.data.catalog)
+_C.DATASETS.TEST = ()
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 2  # mapping processes (0: in the training process)
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+_C.INPUT = CN()
+_C.INPUT.MIN_SIZE_TRAIN = (800,)  # one picked at random per image
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.RANDOM_FLIP = "horizontal"  # or "none"
+_C.INPUT.FORMAT = "RGB"  # this backend reads RGB only
+
+_C.SOLVER = CN()
+_C.SOLVER.BASE_LR = 0.02
+_C.SOLVER.MOMENTUM = 0.9  # SGD
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # of normalisation layers' parameters
+_C.SOLVER.WEIGHT_DECAY_BIAS = None  # of biases (None: WEIGHT_DECAY)
+_C.SOLVER.IMS_PER_BATCH = 16  # over all processes
+_C.SOLVER.MAX_ITER = 90000
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # or "WarmupCosineLR"
+_C.SOLVER.STEPS = (60000, 80000)  # WarmupMultiStepLR: iterations where the rate is multiplied by GAMMA
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_ITERS = 1000  # linear warmup from WARMUP_FACTOR × BASE_LR
+_C.SOLVER.WARMUP_FACTOR = 0.001
+_C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between periodic checkpoints
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "value", "norm" (each parameter) or "full_model" (all together)
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # mixed precision (GPU only)
+
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training (0: none)
+_C.TEST.DETECTIONS_PER_IMAGE = 100
+# detectron2's test-time augmentation keys; the segmenter reads ENABLED and FLIP (average of the image's and
+# its mirror's class probabilities), the torchvision detector has no TTA
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+_C.TEST.AUG.MAX_SIZE = 4000
+_C.TEST.AUG.FLIP = True
+
+_C.OUTPUT_DIR = "./output"
+_C.SEED = -1  # < 0: seed 0

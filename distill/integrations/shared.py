@@ -1,0 +1,66 @@
+"""Config readers both backends share: the training and test vocabularies (one error each), the text
+classifier, the optimizer choice and the segmentation predictor, built from MODEL.DISTILL / SOLVER keys over
+the core's plain-value pieces (`distill.modeling`)."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from ..modeling.heads import TextClassifier
+from ..modeling.sem_seg import OpenVocabSemSegPredictor, SemSegEmbedHead, SemSegLabelMap
+from ..teacher.embeddings import ClassEmbeddings
+from ..utils.errors import DistillInputError
+
+
+def load_train_vocabulary(cfg) -> ClassEmbeddings:
+    """MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS: the (C, D) vocabulary the model is built and trained for."""
+    path = cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS
+    if not path:
+        raise DistillInputError("MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS is not set (tools/dump_text_embeddings.py)")
+    return ClassEmbeddings.load(path)
+
+
+def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, torch.Tensor]:
+    """MODEL.DISTILL.TEST_CLASS_EMBEDDINGS checked against a dataset's classes (`meta.thing_classes`, in its
+    order) and the model's embedding size; returns it and its (C,) novel mask."""
+    path = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
+    if not path:
+        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
+                                "classes; tools/dump_text_embeddings.py)")
+    vocab = ClassEmbeddings.load(path, expected_dim=embed_dim, expected_names=meta.thing_classes)
+    novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
+    novel[meta.contiguous_ids("novel")] = True
+    return vocab, novel
+
+
+def text_classifier(cfg, vocabulary: ClassEmbeddings) -> TextClassifier:
+    """The classifier of MODEL.DISTILL's temperature and background init over `vocabulary`."""
+    d = cfg.MODEL.DISTILL
+    return TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD, class_names=vocabulary.class_names)
+
+
+def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
+    """MODEL.DISTILL.OPTIMIZER over parameter groups (each may set its own weight decay; SOLVER.WEIGHT_DECAY
+    is the default)."""
+    s, name = cfg.SOLVER, cfg.MODEL.DISTILL.OPTIMIZER
+    if name == "SGD":
+        return torch.optim.SGD(params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
+                               weight_decay=s.WEIGHT_DECAY)
+    if name == "AdamW":
+        return torch.optim.AdamW(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
+    raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
+
+
+
+def build_sem_seg_predictor(cfg, vocabulary, in_channels: Sequence[int], in_strides: Sequence[int],
+                            class_values: Sequence[int] | None = None) -> OpenVocabSemSegPredictor:
+    """MODEL.DISTILL(.SEM_SEG)'s predictor over features of `in_channels` at `in_strides`, for `vocabulary`
+    (a `ClassEmbeddings`, the training vocabulary); class_values: pixel value of each of its classes (default
+    SEM_SEG.TRAIN_LABEL_VALUES, else 0..C-1)."""
+    d, s = cfg.MODEL.DISTILL, cfg.MODEL.DISTILL.SEM_SEG
+    head = SemSegEmbedHead(list(in_channels), list(in_strides), vocabulary.dim, s.CONVS_DIM, s.COMMON_STRIDE, s.NORM)
+    values = list(class_values if class_values is not None else (s.TRAIN_LABEL_VALUES or range(len(vocabulary))))
+    label_map = SemSegLabelMap(values, None if s.BACKGROUND_VALUE < 0 else s.BACKGROUND_VALUE, s.IGNORE_VALUE)
+    return OpenVocabSemSegPredictor(head, text_classifier(cfg, vocabulary), label_map, s.LOSS_WEIGHT,
+                                    d.PIXEL_LOSS_WEIGHT, d.PIXEL_LOSS, s.DISTILL_BACKGROUND)

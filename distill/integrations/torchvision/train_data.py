@@ -1,0 +1,135 @@
+"""The detector's training data: the training dicts and an endless, seeded, resumable stream of mapped batches.
+
+The stream's position (per data-loader worker: epoch, place in that epoch's order, the mapper's RNG state) comes
+back with every batch, so a checkpoint can hold it and a resumed run maps exactly the images, sizes and flips
+the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ...data.catalog import get_dataset
+from ...data.datasets import filter_empty, remap_to_vocabulary
+from ...data.region_store import RegionEmbeddingStore
+from ...teacher.embeddings import ClassEmbeddings
+from ...utils.errors import DistillInputError
+from .mapper import DatasetMapper, MapperConfig
+
+logger = logging.getLogger(__name__)
+
+
+def mapper_cfg(cfg, is_train: bool) -> MapperConfig:
+    i = cfg.INPUT
+    return MapperConfig(min_sizes=tuple(i.MIN_SIZE_TRAIN) if is_train else (i.MIN_SIZE_TEST,),
+                        max_size=i.MAX_SIZE_TRAIN if is_train else i.MAX_SIZE_TEST, is_train=is_train,
+                        flip_prob=0.5 if (is_train and i.RANDOM_FLIP == "horizontal") else 0.0,
+                        mask_on=cfg.MODEL.MASK_ON, num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS)
+
+
+def load_train_set(cfg, vocab: ClassEmbeddings) -> list[dict]:
+    dicts = []
+    for name in cfg.DATASETS.TRAIN:
+        ds, meta = get_dataset(name)
+        dicts += remap_to_vocabulary(ds, meta, vocab.class_names)
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        dicts = filter_empty(dicts)
+    if not dicts:
+        raise DistillInputError(f"no training images with annotations in {list(cfg.DATASETS.TRAIN)}")
+    return dicts
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Endless, seeded shuffles of this rank's share of the training dicts, mapped (one worker per slice).
+
+    Yields (worker, position after this sample, mapped dict); `states` {worker: position} starts the workers
+    where a checkpoint left them; `rotation` maps the data-loader's k-th worker to the stream's (k + rotation)-th,
+    because a resumed loader starts with its first worker wherever the killed one was in its round robin.
+    """
+
+    def __init__(self, dicts, mapper_cfg, store_path, seed, rank, world, states: dict | None = None,
+                 rotation: int = 0):
+        self.dicts, self.mapper_cfg, self.store_path = dicts, mapper_cfg, store_path
+        self.seed, self.rank, self.world = seed, rank, world
+        self.states, self.rotation = dict(states or {}), rotation
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        nw = info.num_workers if info else 1
+        wid = ((info.id if info else 0) + self.rotation) % nw
+        store = RegionEmbeddingStore(self.store_path) if self.store_path else None
+        mapper = DatasetMapper(self.mapper_cfg, store, seed=self.seed * 1000 + self.rank * 100 + wid)
+        epoch, pos = 0, 0
+        if wid in self.states:
+            epoch, pos, rng = self.states[wid]
+            mapper.rng.setstate(_tuples(rng))
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dicts))
+            mine = order[self.rank::self.world][wid::nw].tolist()
+            for p in range(pos, len(mine)):
+                out = mapper(self.dicts[mine[p]])
+                yield wid, (epoch, p + 1, mapper.rng.getstate()), out
+            epoch, pos = epoch + 1, 0
+
+
+def _collate(items: list) -> tuple:
+    """A batch (one worker's consecutive samples) and where that worker is after it."""
+    return [x[2] for x in items], (items[-1][0], items[-1][1])
+
+
+class StreamLoader:
+    """Batches of `TrainStream` through a DataLoader, with the stream's position as state.
+
+    `start()` creates the loader (its workers start from the loaded state); `next()` gives a batch (list of
+    mapped dicts); `state_dict()` is the position after the last batch handed out.
+    """
+
+    def __init__(self, dicts, mapper_cfg, store_path: str, seed: int, rank: int, world: int, batch_size: int,
+                 num_workers: int):
+        self.args = (dicts, mapper_cfg, store_path, seed, rank, world)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.states: dict = {}
+        self.consumed = 0  # batches handed out since iteration 0
+        self._it = None
+
+    def start(self) -> None:
+        nw = max(self.num_workers, 1)
+        stream = TrainStream(*self.args, states=self.states, rotation=self.consumed % nw)
+        loader = torch.utils.data.DataLoader(stream, batch_size=self.batch_size, collate_fn=_collate,
+                                             num_workers=self.num_workers,
+                                             persistent_workers=self.num_workers > 0)
+        self._it = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[dict]:
+        batch, (wid, state) = next(self._it)
+        self.states[wid] = state
+        self.consumed += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"workers": {int(k): v for k, v in self.states.items()}, "consumed": self.consumed,
+                "num_workers": self.num_workers}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_workers"] != self.num_workers:
+            logger.warning("the checkpoint's data stream ran with DATALOADER.NUM_WORKERS %d, this run has %d: the "
+                           "data order restarts", state["num_workers"], self.num_workers)
+            self.restart_at(state["consumed"])
+            return
+        self.states = {int(k): tuple(v) for k, v in state["workers"].items()}
+        self.consumed = int(state["consumed"])
+
+    def restart_at(self, iteration: int) -> None:
+        """No saved position: a fresh order seeded with seed + iteration (the behaviour before positions)."""
+        dicts, mcfg, store, seed, rank, world = self.args
+        self.args = (dicts, mcfg, store, seed + iteration, rank, world)
+        self.states, self.consumed = {}, 0
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
