@@ -76,3 +76,14 @@ def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, template
                           {**teacher.provenance(), "templates": templates})
     emb.save(path)
     return emb
+
+
+def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
+    """A command line's --vocabulary: a .npy of class embeddings (its sidecar checked), a named set (synthetic,
+    coco, lvis) or "name1,name2,..."; names are encoded by cfg's MODEL.DISTILL.TEACHER (cached), or taken from
+    MODEL.DISTILL.TEST_CLASS_EMBEDDINGS when it holds exactly these names."""
+    if spec.endswith(".npy"):
+        return ClassEmbeddings.load(spec)
+    names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
+    t = cfg.MODEL.DISTILL.TEACHER
+    return vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)

@@ -1,0 +1,390 @@
+"""ONNX export of the torchvision backend's ViLD detector and open-vocabulary segmenter, the vocabulary's
+class embeddings baked in as constants.
+
+The graphs take a fixed-size canvas: `images` (B, 3, H, W) float32 RGB 0-255, each image resized by the size
+rule of model.json and placed at the top-left, and `image_sizes` (B, 2) int64 (h, w) of the image inside
+the canvas (the rest is ignored, as the eager model's padding). Detector outputs, over the whole batch:
+boxes (N, 4) XYXY in canvas pixels, scores (N,), classes (N,) vocabulary indices, masks (N, 28, 28) mask
+probabilities inside each box, batch_index (N,). Segmenter output: labels (B, H, W) int64, 0 background
+and i + 1 the i-th class.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import nms
+
+from ...ops.onnx import register_onnx_symbolics
+from ...ops.roi_align import has_compiled_ops, multilevel_roi_align
+from ...teacher.embeddings import ClassEmbeddings, names_sha256
+from ...utils.errors import DistillInputError
+from ...utils.io import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+FORMAT = "distill.onnx_model/1"
+DETECTOR_OUTPUTS = ["boxes", "scores", "classes", "masks", "batch_index"]
+SEGMENTER_OUTPUTS = ["labels"]
+
+
+def _normalize(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+    """(B, 3, H, W) 0-255 → normalised, zero outside each image's (h, w), as `normalize_and_pad`."""
+    h, w = images.shape[-2:]
+    rows = torch.arange(h, device=images.device)[None, :, None] < image_sizes[:, 0, None, None]
+    cols = torch.arange(w, device=images.device)[None, None, :] < image_sizes[:, 1, None, None]
+    return (images - mean) / std * (rows & cols)[:, None].to(images.dtype)
+
+
+def _clip(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) boxes clipped to per-box (N, 2) (h, w)."""
+    wh = sizes.flip(1).to(boxes.dtype).repeat(1, 2)
+    return torch.min(boxes.clamp(min=0), wh)
+
+
+def _batched_nms(boxes, scores, groups, iou: float, offset: float) -> torch.Tensor:
+    """NMS within each group: boxes offset by group * `offset` (larger than any coordinate), as torchvision's
+    coordinate trick. Kept indices by decreasing score."""
+    return nms(boxes + (groups.to(boxes.dtype) * offset)[:, None], scores, iou)
+
+
+def _first_per_image(image: torch.Tensor, k: int, batch) -> torch.Tensor:
+    """(N,) bool: among entries in decreasing score, the first `k` of each image."""
+    onehot = (image[:, None] == torch.arange(batch, device=image.device)[None]).to(torch.int64)
+    return (onehot.cumsum(0) * onehot).sum(1) <= k
+
+
+def _pool(pooler, levels, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    rois = torch.cat([image[:, None].to(boxes.dtype), boxes], 1)
+    return multilevel_roi_align(
+        levels,
+        rois,
+        pooler.output_size,
+        pooler.strides,
+        pooler.sampling_ratio,
+        pooler.aligned,
+        pooler.canonical_box_size,
+        pooler.canonical_level,
+        check_inputs=False,
+    )
+
+
+class ExportableDetector(nn.Module):
+    """`ViLDDetector` inference as one traceable graph (batched, no per-image Python loop)."""
+
+    def __init__(self, model: nn.Module, nms: bool = True):
+        super().__init__()
+        self.model = model
+        self.nms = nms
+        self.eval()  # torch.onnx.export restores the wrapper's mode, and with it the model's
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
+        m = self.model
+        x = _normalize(images, image_sizes, m.pixel_mean, m.pixel_std)
+        levels = list(m.backbone(x).values())
+        boxes, image = self._proposals(x, levels, image_sizes)
+        return self._detect(levels[:4], boxes, image, image_sizes, x.shape[0], float(max(x.shape[-2:]) + 1))
+
+    def _proposals(self, x, levels, image_sizes):
+        """RPN proposals (P, 4) and their image index (P,), as `RPN.filter_proposals` per image."""
+        rpn, b = self.model.rpn, x.shape[0]
+        objectness, deltas = rpn.head(levels)
+        per_level = [o[0].numel() for o in objectness]
+        anchors = rpn.anchor_generator(ImageList(x[:1], [tuple(x.shape[-2:])]), levels)[0]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        anchors = anchors[None].expand(b, -1, -1).reshape(-1, 4)
+        proposals = rpn.box_coder.decode_single(deltas, anchors).view(b, -1, 4)
+        objectness = objectness.view(b, -1)
+        level = torch.cat([torch.full((n,), i, dtype=torch.int64) for i, n in enumerate(per_level)])
+        top = rpn._get_top_n_idx(objectness, per_level)
+        rows = torch.arange(b)[:, None]
+        scores = torch.sigmoid(objectness[rows, top]).reshape(-1)
+        level = level[top].reshape(-1)
+        image = rows.expand_as(top).reshape(-1)
+        boxes = _clip(proposals[rows, top].reshape(-1, 4), image_sizes[image])
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = torch.where(
+            (wh[:, 0] >= rpn.min_size) & (wh[:, 1] >= rpn.min_size) & (scores >= rpn.score_thresh)
+        )[0]
+        boxes, scores, level, image = boxes[keep], scores[keep], level[keep], image[keep]
+        keep = _batched_nms(
+            boxes, scores, image * len(per_level) + level, rpn.nms_thresh, float(max(x.shape[-2:]) + 1)
+        )
+        keep = keep[_first_per_image(image[keep], rpn.post_nms_top_n(), b)]
+        return boxes[keep], image[keep]
+
+    def _detect(self, levels, proposals, image, image_sizes, batch, offset: float):
+        rh = self.model.roi_heads
+        x = rh.box_head(_pool(rh.box_pooler, levels, image, proposals))
+        emb = rh.embed_head(x)
+        logits = rh.classifier(emb)
+        if rh.ensemble:
+            from ...modeling.heads import ensemble_scores
+
+            scores = ensemble_scores(
+                logits,
+                rh._image_branch(x, emb),
+                rh.classifier.class_embeddings,
+                rh.novel_mask,
+                rh.classifier.temperature,
+                rh.base_text_weight,
+                rh.novel_text_weight,
+            )
+        else:
+            scores = logits.softmax(-1)
+        scores = scores[:, :-1]
+        boxes = _clip(rh.box_coder.decode_single(rh.box_regressor(x), proposals), image_sizes[image])
+        n, c = scores.shape
+        classes = torch.arange(c)[None].expand(n, c).reshape(-1)
+        boxes = boxes[:, None].expand(n, c, 4).reshape(-1, 4)
+        image = image[:, None].expand(n, c).reshape(-1)
+        scores = scores.reshape(-1)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = torch.where((scores > rh.score_thresh) & (wh[:, 0] >= 1e-2) & (wh[:, 1] >= 1e-2))[0]
+        boxes, scores, classes, image = boxes[keep], scores[keep], classes[keep], image[keep]
+        if self.nms:
+            keep = _batched_nms(boxes, scores, image * c + classes, rh.nms_thresh, offset)
+            keep = keep[_first_per_image(image[keep], rh.detections_per_img, batch)]
+        else:
+            keep = scores.argsort(descending=True)
+        boxes, scores, classes, image = boxes[keep], scores[keep], classes[keep], image[keep]
+        if rh.has_mask():
+            masks = rh.vild_mask_head(_pool(rh.mask_pooler, levels, image, boxes)).sigmoid()[:, 0]
+        else:
+            masks = boxes.new_zeros((boxes.shape[0], 0, 0))
+        return boxes, scores, classes, masks, image
+
+
+class ExportableSegmenter(nn.Module):
+    """`OpenVocabSegmenter` inference → (B, H, W) int64 pixel values (no flip test)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.eval()
+        lm = model.predictor.label_map
+        values = lm.class_values + ([] if lm.background_value is None else [lm.background_value])
+        self.register_buffer("values", torch.tensor(values, dtype=torch.int64), persistent=False)
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        feats = m.backbone(_normalize(images, image_sizes, m.pixel_mean, m.pixel_std))
+        logits, _ = m.predictor([feats[k] for k in ("0", "1", "2", "3")], [])
+        return self.values[logits.argmax(1)]
+
+
+def _ceil32(v: int) -> int:
+    return -(-int(v) // 32) * 32
+
+
+def default_canvas(cfg, task: str) -> tuple[int, int]:
+    """Square canvas of the test size rounded up to 32: exact for square images (the eager model pads to it)."""
+    return (_ceil32(cfg.INPUT.MIN_SIZE_TEST),) * 2
+
+
+def _trace_to_onnx(module: nn.Module, canvas, outputs: list[str], dynamic_batch: bool, opset: int) -> bytes:
+    if not has_compiled_ops():
+        raise DistillInputError(
+            "ONNX export traces the compiled distill ops: build them first (make install)"
+        )
+    register_onnx_symbolics(opset)
+    h, w = canvas
+    images = torch.zeros(1, 3, h, w)
+    sizes = torch.tensor([[h, w]], dtype=torch.int64)
+    axes = {"images": {0: "batch"}, "image_sizes": {0: "batch"}} if dynamic_batch else {}
+    for name in outputs:
+        axes[name] = {0: "batch" if name == "labels" else "detections"}
+    if not dynamic_batch and outputs == SEGMENTER_OUTPUTS:
+        axes = {}
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (images, sizes),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images", "image_sizes"],
+            output_names=outputs,
+            dynamic_axes=axes,
+        )
+    return buf.getvalue()
+
+
+def _check_output(out_dir: Path, force: bool) -> None:
+    for name in ("model.onnx", "model.json"):
+        if (out_dir / name).exists() and not force:
+            raise DistillInputError(f"{name} exists already (use --force to overwrite)", out_dir / name)
+
+
+def export_model(
+    task: str,
+    model: nn.Module,
+    vocabulary: ClassEmbeddings,
+    out_dir: str | os.PathLike,
+    *,
+    size_rule: dict,
+    canvas: tuple[int, int],
+    provenance: dict,
+    nms: bool = True,
+    dynamic_batch: bool = False,
+    opset: int = 17,
+    force: bool = False,
+) -> Path:
+    """Trace `model` (a ViLDDetector or an OpenVocabSegmenter, vocabulary already set) to DIR/model.onnx and
+    write DIR/model.json; returns DIR/model.json."""
+    import hashlib
+
+    out = Path(out_dir)
+    _check_output(out, force)
+    if task == "detect":
+        module, outputs = ExportableDetector(model, nms), DETECTOR_OUTPUTS
+    else:
+        module, outputs = ExportableSegmenter(model), SEGMENTER_OUTPUTS
+    data = _trace_to_onnx(module, canvas, outputs, dynamic_batch, opset)
+    meta = {
+        "format": FORMAT,
+        "task": task,
+        "backend": "torchvision",
+        "onnx": "model.onnx",
+        "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "opset": opset,
+        "inputs": {
+            "images": {
+                "shape": ["batch" if dynamic_batch else 1, 3, *canvas],
+                "dtype": "float32",
+                "layout": "RGB, 0-255, the image at the top-left of the canvas",
+            },
+            "image_sizes": {
+                "shape": ["batch" if dynamic_batch else 1, 2],
+                "dtype": "int64",
+                "layout": "(h, w) of each image inside the canvas",
+            },
+        },
+        "outputs": outputs,
+        "canvas": list(canvas),
+        "size_rule": size_rule,
+        "normalization": {
+            "pixel_mean": model.pixel_mean.flatten().tolist(),
+            "pixel_std": model.pixel_std.flatten().tolist(),
+            "inside_graph": True,
+        },
+        "class_names": list(vocabulary.class_names),
+        "class_names_sha256": names_sha256(vocabulary.class_names),
+        "embed_dim": vocabulary.dim,
+        "teacher": vocabulary.provenance,
+        **provenance,
+    }
+    if task == "detect":
+        rh = model.roi_heads
+        meta.update(
+            {
+                "score_thresh": float(rh.score_thresh),
+                "nms": bool(nms),
+                "nms_thresh": float(rh.nms_thresh),
+                "detections_per_image": int(rh.detections_per_img) if nms else None,
+                "masks": "(N, 28, 28) probabilities inside each box (paste into the image as Mask R-CNN)"
+                if rh.has_mask()
+                else None,
+            }
+        )
+    else:
+        lm = model.predictor.label_map
+        meta.update(
+            {
+                "labels": "0 background, i + 1 the i-th class"
+                if lm.background_value == 0
+                else f"pixel values {lm.class_values}",
+                "flip_test": False,
+            }
+        )
+    atomic_write_bytes(out / "model.onnx", data)
+    atomic_write_json(out / "model.json", meta, indent=1)
+    return out / "model.json"
+
+
+def _file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _segmenter_dim(weights) -> int:
+    ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    w = ckpt.get("model", {}).get("predictor.embed_head.predictor.weight") if isinstance(ckpt, dict) else None
+    if w is None:
+        raise DistillInputError(
+            "not a segmenter checkpoint (no predictor.embed_head): a detector's?", weights
+        )
+    return int(w.shape[0])
+
+
+def load_model_for_export(task: str, cfg, weights: str, vocabulary: ClassEmbeddings) -> nn.Module:
+    """The eval-mode detector or segmenter of a checkpoint, scoring `vocabulary` (its dim must be the model's)."""
+    if not os.path.isfile(weights):
+        raise DistillInputError("weights not found", weights)
+    if task == "detect":
+        from .trainer import load_trained_model
+
+        model = load_trained_model(cfg, weights, "cpu")
+        model.roi_heads.set_vocabulary(vocabulary)
+        return model.eval()
+    from .sem_seg import load_segmenter
+
+    dim = _segmenter_dim(weights)
+    if vocabulary.dim != dim:
+        raise DistillInputError(
+            f"vocabulary embeddings have dim {vocabulary.dim}; this segmenter needs {dim}"
+        )
+    model = load_segmenter(weights, dim)
+    model.predictor.set_vocabulary(vocabulary, list(range(1, len(vocabulary) + 1)))  # 0 stays the background
+    return model.eval()
+
+
+def export_checkpoint(
+    task: str,
+    cfg,
+    weights: str,
+    vocabulary: ClassEmbeddings,
+    out_dir,
+    *,
+    canvas: tuple[int, int] | None = None,
+    **kwargs,
+) -> Path:
+    """`load_model_for_export` then `export_model`, with the size rule and provenance of `cfg` / `weights`."""
+    _check_output(Path(out_dir), kwargs.get("force", False))
+    model = load_model_for_export(task, cfg, weights, vocabulary)
+    canvas = tuple(canvas or default_canvas(cfg, task))
+    if task == "detect":
+        rule = {
+            "kind": "shortest_edge",
+            "short": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max": int(cfg.INPUT.MAX_SIZE_TEST),
+            "interpolation": "bilinear, half-pixel centres, no antialiasing",
+            "then": "shrunk to fit the canvas if larger; boxes scale back by the same factors",
+        }
+    else:
+        rule = {"kind": "none", "then": "images larger than the canvas are shrunk to fit it (bilinear)"}
+    provenance = {
+        "weights": {"file": os.path.basename(weights), "sha256": _file_sha256(weights)},
+        "config": {
+            "MODEL.DISTILL.TEACHER": {
+                "ARCH": cfg.MODEL.DISTILL.TEACHER.ARCH,
+                "PRETRAINED": cfg.MODEL.DISTILL.TEACHER.PRETRAINED,
+                "TEMPLATES": cfg.MODEL.DISTILL.TEACHER.TEMPLATES,
+            }
+        },
+    }
+    return export_model(
+        task, model, vocabulary, out_dir, size_rule=rule, canvas=canvas, provenance=provenance, **kwargs
+    )

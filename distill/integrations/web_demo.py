@@ -1,0 +1,215 @@
+"""The Gradio web demo: open-vocabulary detection (boxes, masks, a table) and semantic segmentation, on any
+vocabulary typed in the page (encoded by each model's teacher, cached per vocabulary).
+
+    app = build_app(DemoModels(det_cfg, det_weights, seg_cfg, seg_weights))
+    app.launch(...)   # tools/web_demo.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..teacher.embeddings import ClassEmbeddings
+from ..utils.errors import DistillInputError
+from .torchvision.mapper import resized_hw
+
+logger = logging.getLogger(__name__)
+DEFAULT_VOCABULARY = "circle, square, triangle, star, crescent"
+TABLE_HEADERS = ["class", "score", "x0", "y0", "x1", "y1"]
+MAX_ROWS = 50
+
+
+def parse_names(text: str) -> list[str]:
+    """"a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise DistillInputError("empty vocabulary: type class names separated by commas")
+    if len(set(names)) != len(names):
+        raise DistillInputError("a class name appears twice in the vocabulary")
+    return names
+
+
+@dataclass
+class DemoModels:
+    """Configs and checkpoints of the two tabs; the models and teachers load on first use."""
+
+    det_cfg: object
+    det_weights: str
+    seg_cfg: object | None = None
+    seg_weights: str | None = None
+    _cache: dict = field(default_factory=dict)
+
+    def _teacher(self, tcfg):
+        from ..teacher import create_teacher
+
+        key = ("teacher", tcfg.ARCH, tcfg.PRETRAINED)
+        if key not in self._cache:
+            self._cache[key] = create_teacher(tcfg.ARCH, tcfg.PRETRAINED or None)
+        return self._cache[key]
+
+    def vocabulary(self, cfg, text: str) -> ClassEmbeddings:
+        names = parse_names(text)
+        t = cfg.MODEL.DISTILL.TEACHER
+        key = ("vocab", t.ARCH, t.PRETRAINED, t.TEMPLATES, tuple(names))
+        if key not in self._cache:
+            teacher = self._teacher(t)
+            emb = teacher.encode_text(names, t.TEMPLATES).cpu()
+            self._cache[key] = ClassEmbeddings(emb, names, {**teacher.provenance(), "templates": t.TEMPLATES})
+        return self._cache[key]
+
+    def detector(self):
+        if "det" not in self._cache:
+            from .torchvision.trainer import load_trained_model
+
+            if not os.path.isfile(self.det_weights):
+                raise DistillInputError(
+                    "detector weights not found (run `make quickstart` or pass --weights)", self.det_weights
+                )
+            self._cache["det"] = load_trained_model(self.det_cfg, self.det_weights).eval()
+        return self._cache["det"]
+
+    def segmenter(self, dim: int):
+        if "seg" not in self._cache:
+            from .torchvision.sem_seg import load_segmenter
+
+            if not self.seg_weights or not os.path.isfile(self.seg_weights):
+                raise DistillInputError(
+                    "segmenter weights not found (run `make quickstart` or pass --semseg-weights)",
+                    self.seg_weights,
+                )
+            self._cache["seg"] = load_segmenter(self.seg_weights, dim).eval()
+        return self._cache["seg"]
+
+
+@torch.no_grad()
+def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
+    """(H, W, 3) uint8 → (drawn (H', W', 3) uint8, table rows [class, score, x0, y0, x1, y1])."""
+    from .drawing import render
+
+    cfg = models.det_cfg
+    vocab = models.vocabulary(cfg, text)
+    model = models.detector()
+    model.roi_heads.set_vocabulary(vocab)
+    h0, w0 = rgb.shape[:2]
+    h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None]
+    if (h, w) != (h0, w0):
+        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+    det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
+    drawn = render(rgb, det, vocab.class_names, None, threshold, scale=max(1, 512 // max(h0, w0)))
+    keep = torch.where(det["scores"] >= threshold)[0][:MAX_ROWS]
+    rows = [
+        [vocab.class_names[int(c)], round(float(s), 3), *[round(float(v), 1) for v in b]]
+        for b, s, c in zip(det["boxes"][keep], det["scores"][keep], det["labels"][keep])
+    ]
+    return drawn, rows
+
+
+@torch.no_grad()
+def segment(models: DemoModels, rgb: np.ndarray, text: str):
+    """(H, W, 3) uint8 → (coloured segmentation with a legend, rows [class, % of pixels])."""
+    from ..utils.visualize_semseg import render_semseg
+    from .torchvision.sem_seg import predict_sem_seg
+
+    if models.seg_cfg is None:
+        raise DistillInputError("no segmenter given (--semseg-weights)")
+    vocab = models.vocabulary(models.seg_cfg, text)
+    model = models.segmenter(vocab.dim)
+    model.predictor.set_vocabulary(vocab, list(range(1, len(vocab) + 1)))
+    legend = ["background"] + vocab.class_names if model.predictor.background else [""] + vocab.class_names
+    pred = predict_sem_seg(model, [torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)])[0].numpy()
+    drawn = render_semseg(rgb, pred, legend, scale=max(1, 512 // max(rgb.shape[:2])))
+    values, counts = np.unique(pred, return_counts=True)
+    rows = [[legend[v], round(100.0 * n / pred.size, 1)] for v, n in zip(values.tolist(), counts.tolist())]
+    return drawn, sorted(rows, key=lambda r: -r[1])
+
+
+def _guard(fn):
+    """Input errors become a message in the page (gr.Error), not a stack trace."""
+    import gradio as gr
+
+    def wrapped(*args):
+        if args[0] is None:
+            raise gr.Error("upload an image first")
+        try:
+            return fn(*args)
+        except DistillInputError as e:
+            raise gr.Error(str(e)) from None
+
+    return wrapped
+
+
+def build_app(models: DemoModels):
+    """The Gradio Blocks app: a Detection tab and a Semantic segmentation tab."""
+    import gradio as gr
+
+    with gr.Blocks(
+        title="distill: open-vocabulary detection and segmentation", analytics_enabled=False
+    ) as app:
+        gr.Markdown(
+            "## distill: open-vocabulary detection and segmentation\n"
+            "Upload an image, type the classes to look for (comma separated), run."
+        )
+        with gr.Tab("Detection"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(type="numpy", label="image", elem_id="det-image", sources=["upload"])
+                    vocab = gr.Textbox(
+                        DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="det-vocab"
+                    )
+                    thresh = gr.Slider(
+                        0.0, 1.0, value=0.3, step=0.01, label="score threshold", elem_id="det-thresh"
+                    )
+                    run = gr.Button("Detect", variant="primary", elem_id="det-run")
+                with gr.Column():
+                    drawn = gr.Image(
+                        type="numpy", label="detections", elem_id="det-result", interactive=False
+                    )
+                    table = gr.Dataframe(
+                        headers=TABLE_HEADERS, label="detections", elem_id="det-table", interactive=False
+                    )
+            run.click(_guard(lambda *a: detect(models, *a)), [image, vocab, thresh], [drawn, table])
+        with gr.Tab("Semantic segmentation"):
+            with gr.Row():
+                with gr.Column():
+                    s_image = gr.Image(type="numpy", label="image", elem_id="seg-image", sources=["upload"])
+                    s_vocab = gr.Textbox(
+                        DEFAULT_VOCABULARY, label="vocabulary (comma separated)", elem_id="seg-vocab"
+                    )
+                    s_run = gr.Button("Segment", variant="primary", elem_id="seg-run")
+                with gr.Column():
+                    s_drawn = gr.Image(
+                        type="numpy", label="segmentation", elem_id="seg-result", interactive=False
+                    )
+                    s_table = gr.Dataframe(
+                        headers=["class", "% of pixels"],
+                        label="classes",
+                        elem_id="seg-table",
+                        interactive=False,
+                    )
+            s_run.click(_guard(lambda *a: segment(models, *a)), [s_image, s_vocab], [s_drawn, s_table])
+    return app
+
+
+def launch(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Serve `app` with system fonts (no font download) and without server-side rendering."""
+    import gradio as gr
+
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        theme=theme,
+        ssr_mode=False,
+        quiet=True,
+        show_error=True,
+    )

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Export a trained detector or segmenter to ONNX with a fixed vocabulary baked in, plus DIR/model.json.
+
+    python tools/export_model.py --config-file configs/synthetic/vild_r18_fpn_quick.yaml \
+        --weights output/quickstart/vild/model_final.pth --vocabulary synthetic --output exported/vild
+    python tools/export_model.py --task semseg --config-file configs/synthetic/semseg_r18_fpn_quick.yaml \
+        --weights output/quickstart/semseg/ce_pixel_distillation/model_final.pth --vocabulary "star,moon" \
+        --output exported/semseg
+
+--vocabulary: a .npy of class embeddings (tools/dump_text_embeddings.py), "synthetic", or "name1,name2,..."
+encoded by the config's teacher. The graph runs in a stock onnxruntime (see distill.integrations.onnx_model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distill.utils import DistillInputError, cli_entry
+
+D2_NOT_SUPPORTED = (
+    "ONNX export is implemented for the torchvision backend only. The detectron2 backend's models are not "
+    "exported: detectron2's TracingAdapter / export path handles its own ROIPooler and fast_rcnn_inference, "
+    "not the ViLD RoI heads (text classifier, ensemble) and the fused distill RoI op. Train with "
+    "--backend torchvision to deploy with ONNX."
+)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
+    p.add_argument("--vocabulary", required=True, help='.npy embeddings, "synthetic" or "name1,name2,..."')
+    p.add_argument("--output", required=True, help="folder for model.onnx and model.json")
+    p.add_argument("--task", choices=("detect", "semseg"), default="detect")
+    p.add_argument(
+        "--no-nms",
+        action="store_true",
+        help="leave the detections' NMS and top-k out of the graph "
+        "(every candidate above the threshold, by decreasing score; the RPN keeps its NMS)",
+    )
+    p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="the canvas (default: INPUT.MIN_SIZE_TEST rounded up to 32, square)",
+    )
+    p.add_argument(
+        "--score-thresh", type=float, default=None, help="default: MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+    )
+    p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision")
+    p.add_argument("--force", action="store_true", help="overwrite an existing export in --output")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    if args.backend == "detectron2":
+        raise DistillInputError(D2_NOT_SUPPORTED)
+    if args.opset < 16:
+        raise DistillInputError(
+            f"--opset must be >= 16 (RoiAlign with half-pixel coordinates), got {args.opset}"
+        )
+    if args.input_size and any(v <= 0 or v % 32 for v in args.input_size):
+        raise DistillInputError(f"--input-size must be positive multiples of 32, got {args.input_size}")
+    from distill.config import load_config
+    from distill.integrations.torchvision.export import export_checkpoint
+    from distill.model_zoo import resolve_weights
+    from distill.teacher.vocabulary import resolve_vocabulary
+
+    opts = list(args.opts)
+    if args.score_thresh is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
+    cfg = load_config(args.config_file, opts)
+    vocab = resolve_vocabulary(args.vocabulary, cfg)
+    path = export_checkpoint(
+        args.task,
+        cfg,
+        resolve_weights(args.weights),
+        vocab,
+        args.output,
+        canvas=args.input_size,
+        nms=not args.no_nms,
+        dynamic_batch=args.dynamic_batch,
+        opset=args.opset,
+        force=args.force,
+    )
+    print(f"wrote {path.parent / 'model.onnx'} and {path} ({len(vocab)} classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
