@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from distill.teacher import ClassEmbeddings, create_teacher
-from distill.teacher.prompts import TEMPLATE_SETS
+from distill.teacher.learned_prompts import describe, is_learned_prompts
+from distill.teacher.prompts import TEMPLATE_SETS, template_set
 from distill.teacher.vocabulary import base_vocabulary, read_vocabulary
 from distill.utils import DistillInputError, cli_entry
 
@@ -25,7 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
                    "(random weights: a rehearsal at real shapes)")
     p.add_argument("--vocabulary", required=True)
-    p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS))
+    p.add_argument("--templates", default="vild", help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}) or a "
+                   "learned-prompt file from tools/train_prompts.py (.safetensors)")
     p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
     p.add_argument("--base-output", default=None, help="also write the embeddings of the categories marked "
                    "\"split\": \"base\" in a dataset json (the training vocabulary of an open-vocabulary recipe)")
@@ -36,10 +38,13 @@ def main(argv=None) -> int:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")
+    learned = is_learned_prompts(args.templates)
+    if not learned:
+        template_set(args.templates)  # an unknown name fails before the teacher loads
     teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
     emb = teacher.encode_text(names, args.templates)
-    prov = {**teacher.provenance(), "templates": args.templates,
-            "num_templates": len(TEMPLATE_SETS[args.templates]["templates"]), **prov}
+    prov = {**teacher.provenance(), "templates": args.templates, **prov, **(
+        describe(args.templates) if learned else {"num_templates": len(template_set(args.templates)["templates"])})}
     out = ClassEmbeddings(emb.cpu(), names, prov).save(args.output)
     print(f"{out}: {len(names)} classes x {emb.shape[1]} dims ({teacher.arch}, templates {args.templates})")
     if base is not None:

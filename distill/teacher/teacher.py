@@ -138,10 +138,17 @@ class Teacher:
     @torch.no_grad()
     def encode_text(self, class_names: Sequence[str], templates: str | Sequence[str] = "vild",
                     batch_size: int = 512) -> torch.Tensor:
-        """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised."""
+        """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised.
+
+        `templates`: a template-set name, a list of "{}" templates, or a learned-prompt file (.safetensors).
+        """
         names = list(class_names)
         if not names:
             raise DistillInputError("empty vocabulary: no class names")
+        from .learned_prompts import encode_learned, is_learned_prompts
+
+        if is_learned_prompts(templates):
+            return encode_learned(self, names, templates)
         prompts = [build_prompts(n, templates) for n in names]
         flat = [p for ps in prompts for p in ps]
         embs = []

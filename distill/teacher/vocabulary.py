@@ -66,7 +66,11 @@ def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, template
         emb = ClassEmbeddings.load(existing)
         if emb.class_names == names:
             return emb
-    key = hashlib.sha256("\n".join([arch, pretrained, templates, *names]).encode()).hexdigest()[:16]
+    from .learned_prompts import describe, is_learned_prompts
+
+    tag = templates + (":" + describe(templates)["learned_prompts"]["sha256"]
+                       if is_learned_prompts(templates) else "")  # a retrained file is a new key
+    key = hashlib.sha256("\n".join([arch, pretrained, tag, *names]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")) / "text_embeddings"
     path = cache / f"{key}.npy"
     if path.is_file():
