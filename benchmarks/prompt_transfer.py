@@ -173,9 +173,11 @@ def cell(out: Path, row: str, seed: int, iters: int, progress: bool) -> dict:
     return result
 
 
-def _ms(xs: list[float]) -> str:
+def _ms(xs: list[float], deterministic: bool = False) -> str:
     if not xs:
         return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.1f} (deterministic)" if deterministic else f"{xs[0]:.1f} (n=1)"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.1f} ± {sd:.1f} (n={len(xs)})"
 
@@ -186,14 +188,15 @@ def report(out: Path) -> dict:
         a = read_json(out / "table_a.json")
         print(f"\n(a) teacher zero-shot top-1 on validation GT crops ({a['num_base']} base, {a['num_novel']} novel "
               f"objects; 15 classes scored)\n\n| prompts | top-1 base | top-1 novel |\n|---|---|---|")
-        for row, runs in a["rows"].items():
+        for row in [r for r in ROWS if r in a["rows"]]:
+            runs = a["rows"][row]
             b, n = [r["top1_base"] for r in runs], [r["top1_novel"] for r in runs]
-            print(f"| {ROWS[row]} | {_ms(b)} | {_ms(n)} |")
+            print(f"| {ROWS[row]} | {_ms(b, row == 'hand')} | {_ms(n, row == 'hand')} |")
             summary[f"a/{row}"] = {"base": b, "novel": n}
     cells = [read_json(p) for p in sorted((out / "cells").glob("*.json"))] if (out / "cells").is_dir() else []
     if cells:
         print(f"\n(b) ViLD trained and evaluated with each set of class embeddings ({cells[0]['iters']} iterations "
-              "from the shared proposal network; box AP50 on 500 validation images)\n\n"
+              f"from the shared proposal network; box AP50 on {DATA.num_val} validation images)\n\n"
               "| class embeddings | novel AP50 | base AP50 | all AP50 | seeds |\n|---|---|---|---|---|")
         for row in ROWS:
             rs = [c for c in cells if c["row"] == row]
