@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
-from .regions import read_image_rgb
+from ..data.images import read_image_rgb
 
 logger = logging.getLogger(__name__)
 
