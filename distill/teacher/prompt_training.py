@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.images import read_image_rgb
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
-from ..data.images import read_image_rgb
 
 logger = logging.getLogger(__name__)
 
