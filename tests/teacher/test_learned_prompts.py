@@ -115,3 +115,14 @@ def test_store_samples_labels_by_iou_with_base_boxes():
     assert out["label"].tolist() == [1, 1, -1, -1]
     torch.testing.assert_close(out["iou"], box_iou(boxes, torch.tensor([[0.0, 0, 10, 10]]))[:, 0])
     assert out["emb"].shape == (4, 8)
+
+
+def test_config_templates_key_takes_a_learned_file(tiny_teacher, tmp_path):
+    from distill.config import load_config
+
+    path = train_prompts(tiny_teacher, _fake_data(tiny_teacher.dim), NAMES, PromptTrainConfig(steps=3, lr=0.05),
+                         tmp_path / "p.safetensors", tmp_path / "w", {}, progress=False)
+    cfg = load_config(None, ["MODEL.DISTILL.TEACHER.TEMPLATES", str(path)])
+    emb = tiny_teacher.encode_text(NAMES, cfg.MODEL.DISTILL.TEACHER.TEMPLATES)
+    torch.testing.assert_close(emb, encode_learned(tiny_teacher, NAMES, path))
+    assert not torch.allclose(emb, tiny_teacher.encode_text(NAMES, ["a photo of a {}."]), atol=1e-4)
