@@ -76,8 +76,36 @@ def _write_embeddings(teacher, out: Path, row: str, seed: int) -> None:
     ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(_emb_path(out, row, seed, "base"))
 
 
-def prepare(out: Path, proposal_iters: int, progress: bool) -> None:
-    """Data, hand embeddings, the proposal network, its proposals on the training split, the region store."""
+def sampled_proposals(dicts: list[dict], per_image: int = PROPOSALS_PER_IMAGE, seed: int = 0) -> list[dict]:
+    """Proposals without a proposal network: boxes jittered around the annotated (base) boxes and random boxes,
+    half each, as COCO-result records (the cheap stand-in for `prepare --sampled-proposals`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in dicts:
+        w, h = d["width"], d["height"]
+        gt = [a["bbox"] for a in d["annotations"]]
+        for k in range(per_image):
+            if gt and k < per_image // 2:
+                x, y, bw, bh = gt[k % len(gt)]
+                cx, cy = x + bw / 2 + rng.normal(0, 0.15) * bw, y + bh / 2 + rng.normal(0, 0.15) * bh
+                bw, bh = bw * np.exp(rng.normal(0, 0.2)), bh * np.exp(rng.normal(0, 0.2))
+            else:
+                bw, bh = rng.uniform(0.1, 0.5, 2) * (w, h)
+                cx, cy = rng.uniform(bw / 2, w - bw / 2), rng.uniform(bh / 2, h - bh / 2)
+            x0, y0 = max(0.0, cx - bw / 2), max(0.0, cy - bh / 2)
+            x1, y1 = min(float(w), cx + bw / 2), min(float(h), cy + bh / 2)
+            out.append({"image_id": d["image_id"], "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2),
+                                                            round(y1 - y0, 2)], "score": 1.0 - k / per_image})
+    return out
+
+
+def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = False) -> None:
+    """Data, hand embeddings, the proposal network, its proposals on the training split, the region store.
+
+    `sampled`: no proposal network; the store holds `sampled_proposals` (enough for table (a), not for (b)).
+    """
     from distill.data import synthetic_dataset
     from distill.integrations.torchvision.proposals import dataset_proposals
     from distill.integrations.torchvision.trainer import load_trained_model, train
@@ -90,10 +118,12 @@ def prepare(out: Path, proposal_iters: int, progress: bool) -> None:
     cfg = _cfg(out, "proposal_net", "hand", 0, ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0",
                                                 "SOLVER.MAX_ITER", str(proposal_iters)])
     final = out / "proposal_net" / "model_final.pth"
-    if not final.is_file():
-        train(cfg, resume=True, progress=progress)
     dicts, _ = synthetic_dataset(out / "synthetic", "train")
     props_file = out / "proposals_train.json"
+    if sampled and not props_file.is_file():
+        atomic_write_json(props_file, sampled_proposals(dicts))
+    if not final.is_file() and not sampled:
+        train(cfg, resume=True, progress=progress)
     if not props_file.is_file():
         model = load_trained_model(cfg, str(final))
         props = dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
@@ -220,12 +250,15 @@ def main(argv=None) -> int:
     p.add_argument("--proposal-iters", type=int, default=300)
     p.add_argument("--vild-iters", type=int, default=150)
     p.add_argument("--prompt-steps", type=int, default=300)
+    p.add_argument("--sampled-proposals", action="store_true",
+                   help="prepare: no proposal network; the region store holds boxes sampled around the annotated "
+                   "boxes plus random ones (table (a) only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.output_dir)
     progress = not args.no_progress
     if args.step == "prepare":
-        prepare(out, args.proposal_iters, progress)
+        prepare(out, args.proposal_iters, progress, args.sampled_proposals)
     elif args.step == "learn":
         learn(out, args.seeds, args.prompt_steps, progress)
         report(out)
