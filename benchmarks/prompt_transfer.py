@@ -31,15 +31,16 @@ from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps
 
 DATA = SyntheticConfig(seed=0, num_train=500, num_val=500, image_size=128)
 TEACHER = "synthetic-tiny-teacher"
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs/synthetic/vild_r18_fpn_quick.yaml")
+CONFIG = "synthetic/vild_r18_fpn_quick.yaml"
 ROWS = {"hand": "hand prompts (ViLD's 63)", "coop": "CoOp", "detpro": "DetPro", "clip-adapter": "CLIP-Adapter"}
 PROPOSALS_PER_IMAGE = 32
 
 
 def _cfg(out: Path, output: str, row: str, seed: int, extra: list[str]):
     from distill.config import load_config
+    from distill.model_zoo import get_config_file
 
-    return load_config(CONFIG, [
+    return load_config(get_config_file(CONFIG), [
         "MODEL.DISTILL.DATASETS_ROOT", str(out), "MODEL.DISTILL.REGION_STORE", str(out / "regions"),
         "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "base")),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "all")),

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
+from .learned_prompts import encode_learned, is_learned_prompts
 from .prompts import build_prompts
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,6 @@ class Teacher:
         names = list(class_names)
         if not names:
             raise DistillInputError("empty vocabulary: no class names")
-        from .learned_prompts import encode_learned, is_learned_prompts
-
         if is_learned_prompts(templates):
             return encode_learned(self, names, templates)
         prompts = [build_prompts(n, templates) for n in names]

@@ -11,6 +11,7 @@ from ..data.synthetic import SYNTHETIC_CATEGORIES
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
 from .embeddings import ClassEmbeddings
+from .learned_prompts import describe, is_learned_prompts
 from .teacher import create_teacher
 
 NAMED = ("synthetic", "coco", "lvis", "custom")
@@ -66,8 +67,6 @@ def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, template
         emb = ClassEmbeddings.load(existing)
         if emb.class_names == names:
             return emb
-    from .learned_prompts import describe, is_learned_prompts
-
     tag = templates + (":" + describe(templates)["learned_prompts"]["sha256"]
                        if is_learned_prompts(templates) else "")  # a retrained file is a new key
     key = hashlib.sha256("\n".join([arch, pretrained, tag, *names]).encode()).hexdigest()[:16]
