@@ -126,3 +126,17 @@ def test_config_templates_key_takes_a_learned_file(tiny_teacher, tmp_path):
     emb = tiny_teacher.encode_text(NAMES, cfg.MODEL.DISTILL.TEACHER.TEMPLATES)
     torch.testing.assert_close(emb, encode_learned(tiny_teacher, NAMES, path))
     assert not torch.allclose(emb, tiny_teacher.encode_text(NAMES, ["a photo of a {}."]), atol=1e-4)
+
+
+def test_vocabulary_cache_follows_a_retrained_file(tiny_teacher, tiny_weights, tmp_path, monkeypatch):
+    from distill.teacher.vocabulary import vocabulary_embeddings
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    path, data = tmp_path / "p.safetensors", _fake_data(tiny_teacher.dim)
+    train_prompts(tiny_teacher, data, NAMES, PromptTrainConfig(steps=0), path, tmp_path / "w0", {}, progress=False)
+    a = vocabulary_embeddings(NAMES, "distill-tiny-vit", str(tiny_weights), str(path)).embeddings
+    train_prompts(tiny_teacher, data, NAMES, PromptTrainConfig(steps=3, lr=0.05), path, tmp_path / "w1", {},
+                  progress=False)
+    b = vocabulary_embeddings(NAMES, "distill-tiny-vit", str(tiny_weights), str(path)).embeddings
+    torch.testing.assert_close(b, encode_learned(tiny_teacher, NAMES, path))
+    assert not torch.allclose(a, b, atol=1e-4)
