@@ -37,21 +37,24 @@ PROPOSALS_PER_IMAGE = 32
 
 
 def _cfg(out: Path, output: str, row: str, seed: int, extra: list[str]):
-    from distill.config import load_config
     from distill.model_zoo import get_config_file
 
-    return load_config(get_config_file(CONFIG), [
+    return _backend().load_config(get_config_file(CONFIG), [
         "MODEL.DISTILL.DATASETS_ROOT", str(out), "MODEL.DISTILL.REGION_STORE", str(out / "regions"),
         "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "base")),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "all")),
         "OUTPUT_DIR", str(out / output), *extra])
 
 
-def _data(out: Path):
-    from distill.data.catalog import register_synthetic
+def _backend():
+    from distill.integrations.backend import get_backend
 
+    return get_backend("torchvision")
+
+
+def _data(out: Path):
     root = generate(out / "synthetic", DATA, progress=False)
-    register_synthetic(root)
+    _backend().register_synthetic(root)
     return root
 
 
@@ -108,8 +111,6 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
     `sampled`: no proposal network; the store holds `sampled_proposals` (enough for table (a), not for (b)).
     """
     from distill.data import synthetic_dataset
-    from distill.integrations.torchvision.proposals import dataset_proposals
-    from distill.integrations.torchvision.trainer import load_trained_model, train
     from distill.teacher import create_teacher
     from distill.teacher.regions import dump_region_embeddings, load_proposals
 
@@ -124,10 +125,10 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
     if sampled and not props_file.is_file():
         atomic_write_json(props_file, sampled_proposals(dicts))
     if not final.is_file() and not sampled:
-        train(cfg, resume=True, progress=progress)
+        _backend().train(cfg, progress)
     if not props_file.is_file():
-        model = load_trained_model(cfg, str(final))
-        props = dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+        model = _backend().load_model(cfg, str(final))
+        props = _backend().dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                                   PROPOSALS_PER_IMAGE, progress)
         atomic_write_json(props_file, props)
     if not (out / "regions" / "index.json").is_file():
@@ -181,8 +182,6 @@ def learn(out: Path, seeds: list[int], steps: int, progress: bool) -> dict:
 
 def cell(out: Path, row: str, seed: int, iters: int, progress: bool) -> dict:
     """One ViLD run: fine-tuned from the proposal network with this row's embeddings, then evaluated."""
-    from distill.integrations.torchvision.trainer import evaluate, load_trained_model, train
-
     result_file = out / "cells" / f"{row}_s{seed}.json"
     if result_file.is_file():
         return read_json(result_file)
@@ -195,9 +194,9 @@ def cell(out: Path, row: str, seed: int, iters: int, progress: bool) -> dict:
                                       "SOLVER.WARMUP_ITERS", str(min(100, iters // 5)), "SEED", str(seed)])
     final = out / name / "model_final.pth"
     if not final.is_file():
-        train(cfg, resume=True, progress=progress)
+        _backend().train(cfg, progress)  # resumes from the output folder's last checkpoint
     with torch.no_grad():
-        m = evaluate(cfg, load_trained_model(cfg, str(final)), "distill_synthetic_val")
+        m = _backend().evaluate(cfg, _backend().load_model(cfg, str(final)), "distill_synthetic_val")
     result = {"row": row, "seed": seed, "iters": iters, **{k: m[k] for k in
                                                            ("box_AP50_novel", "box_AP50_base", "box_AP50")}}
     atomic_write_json(result_file, result, indent=1)
