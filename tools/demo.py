@@ -3,7 +3,7 @@
 
     python tools/demo.py --config-file configs/synthetic/vild_r18_fpn_quick.yaml \
         --weights output/quickstart/vild/model_final.pth --input IMG_OR_DIR --output OUT \
-        [--vocabulary synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
+        [--vocabulary test|synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
 
 `--task semseg` segments instead, with a segmenter checkpoint of the torchvision backend (the config gives the
 teacher that encodes the vocabulary): per image OUT/<name>.png (coloured segmentation with a legend) and

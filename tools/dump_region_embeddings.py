@@ -35,11 +35,13 @@ def _dist_setup(args) -> tuple[int, int, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
-    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
+                   "(random weights)")
     p.add_argument("--dataset-json", required=True, help="COCO- or LVIS-format json of the images")
     p.add_argument("--image-root", required=True, help="folder the json's file_name entries are relative to")
     p.add_argument("--format", choices=("coco", "lvis"), default="coco", help="format of --dataset-json")
-    p.add_argument("--proposals", required=True, help="json list of {image_id, bbox [x, y, w, h], score}")
+    p.add_argument("--proposals", required=True, help="tools/export_proposals.py's .npz, or a json list of "
+                   "{image_id, bbox [x, y, w, h], score}")
     p.add_argument("--output", required=True, help="store folder (resumed when it holds a partial store)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5],
                    help="crop scales around each box (ViLD: 1.0 and 1.5), embeddings averaged")

@@ -21,31 +21,46 @@ from distill.utils.io import check_not_input
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
-    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
+                   "(random weights: a rehearsal at real shapes)")
     p.add_argument("--vocabulary", required=True,
                    help="a dataset json (its categories by id), a text file (one name a line) or \"name1,name2\"")
-    p.add_argument("--templates", default="vild", choices=sorted(TEMPLATE_SETS),
-                   help="prompt set averaged per class (vild: ViLD's 63 templates)")
+    p.add_argument("--templates", default="vild", help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}) or a "
+                   "learned-prompt file from tools/train_prompts.py (.safetensors)")
     p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
+    p.add_argument("--base-output", default=None, help="also write the embeddings of the categories marked "
+                   "\"split\": \"base\" in a dataset json (the training vocabulary of an open-vocabulary recipe)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if not args.output.endswith(".npy"):
         raise DistillInputError("--output must be a .npy path (its sidecar is <output>.json)", args.output)
     check_not_input(args.output, [args.vocabulary], "--output")
     check_not_input(args.output + ".json", [args.vocabulary], "--output's sidecar")
+    if args.base_output:
+        check_not_input(args.base_output, [args.vocabulary, args.output], "--base-output")
     from distill.teacher import ClassEmbeddings, create_teacher
-    from distill.teacher.vocabulary import read_vocabulary
+    from distill.teacher.learned_prompts import describe, is_learned_prompts
+    from distill.teacher.prompts import template_set
+    from distill.teacher.vocabulary import base_vocabulary, read_vocabulary
 
     names, prov = read_vocabulary(args.vocabulary)
+    base = base_vocabulary(args.vocabulary, names) if args.base_output else None
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")
+    learned = is_learned_prompts(args.templates)
+    if not learned:
+        template_set(args.templates)  # an unknown name fails before the teacher loads
     teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
     emb = teacher.encode_text(names, args.templates)
-    prov = {**teacher.provenance(), "templates": args.templates,
-            "num_templates": len(TEMPLATE_SETS[args.templates]["templates"]), **prov}
+    prov = {**teacher.provenance(), "templates": args.templates, **prov, **(
+        describe(args.templates) if learned else {"num_templates": len(template_set(args.templates)["templates"])})}
     out = ClassEmbeddings(emb.cpu(), names, prov).save(args.output)
     print(f"{out}: {len(names)} classes x {emb.shape[1]} dims ({teacher.arch}, templates {args.templates})")
+    if base is not None:
+        keep = [names.index(n) for n in base]
+        out = ClassEmbeddings(emb[keep].cpu(), base, {**prov, "split": "base"}).save(args.base_output)
+        print(f"{out}: {len(base)} base classes x {emb.shape[1]} dims")
     return 0
 
 

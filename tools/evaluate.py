@@ -5,7 +5,8 @@
         [--protocol coco|lvis] --output metrics.json
 
 Writes a flat json of metrics on a 0-100 scale (AP, AP50, AP75, APs, APm, APl, AP50_novel, AP50_base,
-..., APr, APc, APf for LVIS). Bad input: one line on stderr, exit code 2, nothing written.
+..., APr, APc, APf for LVIS), from the streaming evaluator the trainers use (distill.evaluation; the numbers
+equal COCOeval / LVISEval). Bad input: one line on stderr, exit code 2, nothing written.
 """
 from __future__ import annotations
 

@@ -34,8 +34,16 @@ _D.PIXEL_LOSS = "l1"  # "l1" or "cosine"
 _D.OPTIMIZER = "SGD"  # or "AdamW"
 _D.DATASETS_ROOT = ""  # default: $DISTILL_DATASETS, else ./datasets
 _D.FUSED_POOLER = True  # RoI pooling on distill.ops (detectron2 backend: FusedROIPooler)
-# torchvision backend: backbone initialisation, "imagenet" (torchvision's weights), a file, or "" (scratch)
+# backbone initialisation: "imagenet" (torchvision backend: torchvision's weights; detectron2 backend: MSRA
+# R-{50,101}.pkl with its BGR normalisation, when MODEL.WEIGHTS is empty), a file (torchvision), or "" (scratch)
 _D.BACKBONE_WEIGHTS = "imagenet"
+# large-scale jitter (training): resized by a random factor of a SIZE x SIZE square, then cropped to it (ViLD,
+# detectron2's LSJ baselines: 1024, 0.1-2.0); replaces INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN on both backends
+_D.LSJ = CN()
+_D.LSJ.ENABLED = False
+_D.LSJ.SIZE = 1024
+_D.LSJ.MIN_SCALE = 0.1
+_D.LSJ.MAX_SCALE = 2.0
 _D.CHECKPOINT_MAX_TO_KEEP = 0  # periodic checkpoints kept (the newest N; 0 keeps all); model_final always stays
 _D.LOG_PERIOD = 20  # iterations between metrics lines (metrics.json, log.txt, progress)
 
@@ -152,6 +160,8 @@ _C.DATASETS.TEST = ()
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # mapping processes (0: in the training process)
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # or RepeatFactorTrainingSampler (LVIS), as detectron2
+_C.DATALOADER.REPEAT_THRESHOLD = 0.0
 
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)  # one picked at random per image

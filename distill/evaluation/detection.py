@@ -1,7 +1,7 @@
 """Open-vocabulary box / mask evaluation on pycocotools (COCO protocol) and the lvis API (LVIS protocol).
 
-Overall numbers are exactly what COCOeval / LVISEval print. Base and novel numbers come from the same
-run's precision array, restricted to each group's categories and averaged the way `summarize` averages
+Overall numbers are exactly what COCOeval / LVISEval print (the streaming `DetectionEvaluator` computes
+them; tests/evaluation checks the equality). Base and novel numbers come from the same precision array, restricted to each group's categories and averaged the way `summarize` averages
 (mean over all entries > -1), so `AP_base` equals a COCOeval run with `catIds` set to the base ids.
 
 Metrics are flat, on a 0-100 scale; a metric with nothing to average (no novel category) is None.
@@ -9,24 +9,19 @@ Metrics are flat, on a 0-100 scale; a metric with nothing to average (no novel c
 from __future__ import annotations
 
 import contextlib
-import copy
-import io
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..data.datasets import validate_instances_json
-from ..data.ov_splits import CategorySplit, split_from_categories
+from ..data.ov_splits import CategorySplit
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
+from .evaluator import PROTOCOLS, TASKS, DetectionEvaluator
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("bbox", "segm")
-PROTOCOLS = ("coco", "lvis")
-LVIS_MAX_DETS = 300
 
 
 @contextlib.contextmanager
@@ -45,7 +40,8 @@ def numpy_float_alias():
             del np.float  # type: ignore[attr-defined]
 
 
-def _load_gt(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict, str]:
+def load_ground_truth(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict, str]:
+    """A checked ground-truth dict (and its path) from a path or a dict; LVIS protocol needs LVIS fields."""
     if isinstance(gt, dict):
         data, path = gt, "<ground truth>"
     else:
@@ -87,73 +83,6 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
     return preds
 
 
-def _group_mean(precision: np.ndarray, cat_index: Sequence[int]) -> float | None:
-    """Mean of precision entries > -1 over the given category axis indices (axis 2)."""
-    if len(cat_index) == 0:
-        return None
-    s = precision[:, :, list(cat_index)]
-    s = s[s > -1]
-    return float(np.mean(s)) * 100 if s.size else None
-
-
-def _split_metrics(precision: np.ndarray, cat_ids: Sequence[int], split: CategorySplit | None) -> dict:
-    """AP / AP50 / AP75 for each split group; precision is [T, R, K] (area all, last max-dets)."""
-    out: dict[str, float | None] = {}
-    if split is None:
-        return out
-    pos = {c: k for k, c in enumerate(cat_ids)}
-    for group, ids in split.groups().items():
-        idx = [pos[c] for c in ids if c in pos]
-        out[f"AP_{group}"] = _group_mean(precision, idx)
-        out[f"AP50_{group}"] = _group_mean(precision[:1], idx)
-        out[f"AP75_{group}"] = _group_mean(precision[5:6], idx)
-    return out
-
-
-def _pct(x: float) -> float | None:
-    return None if x is None or x < 0 else float(x) * 100
-
-
-def _coco_eval(gt: dict, preds: list[dict], task: str, split: CategorySplit | None) -> dict:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()) as log:
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(preds)
-        ev = COCOeval(coco_gt, coco_dt, task)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    logger.debug("COCOeval:\n%s", log.getvalue())
-    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    metrics = {k: _pct(v) for k, v in zip(names, ev.stats[:6])}
-    precision = ev.eval["precision"][:, :, :, 0, -1]  # area "all", maxDets 100
-    metrics.update(_split_metrics(precision, ev.params.catIds, split))
-    return metrics
-
-
-def _lvis_eval(gt: dict, preds: list[dict], task: str, split: CategorySplit | None) -> dict:
-    from lvis import LVIS, LVISEval, LVISResults
-
-    lvis_gt = LVIS.__new__(LVIS)  # LVIS() only reads paths; fill it from the checked dict
-    lvis_gt.logger = logging.getLogger("lvis")
-    lvis_gt.dataset = copy.deepcopy(gt)
-    lvis_gt._create_index()
-    lvis_dt = LVISResults(lvis_gt, preds, max_dets=LVIS_MAX_DETS)
-    ev = LVISEval(lvis_gt, lvis_dt, task)
-    with numpy_float_alias():
-        ev.run()
-    res = ev.get_results()
-    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-    metrics = {k: _pct(res[k]) for k in names}
-    precision = ev.eval["precision"][:, :, :, 0]  # area "all"
-    metrics.update(_split_metrics(precision, ev.params.cat_ids, split))
-    return metrics
-
-
 def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.PathLike | list, task: str = "bbox",
                         protocol: str = "coco", split: CategorySplit | None = None) -> dict:
     """Evaluate COCO-format results against a COCO or LVIS ground truth.
@@ -172,23 +101,16 @@ def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.Path
         raise DistillInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if protocol not in PROTOCOLS:
         raise DistillInputError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    gt_data, _ = _load_gt(gt, protocol)
+    gt_data, _ = load_ground_truth(gt, protocol)
     if isinstance(predictions, list):
         preds, ppath = predictions, "<predictions>"
     else:
         ppath = str(predictions)
         preds = read_json(ppath, what="predictions file")
-    preds = copy.deepcopy(validate_predictions(preds, gt_data, task, ppath))
-    if task == "segm":
-        for p in preds:  # otherwise the evaluators take the box area as the instance area
-            p.pop("bbox", None)
-    if split is None:
-        split = split_from_categories(gt_data["categories"])
-    run = _coco_eval if protocol == "coco" else _lvis_eval
-    metrics = run(gt_data, preds, task, split)
-    metrics["num_images"] = len(gt_data["images"])
-    metrics["num_predictions"] = len(preds)
-    return metrics
+    validate_predictions(preds, gt_data, task, ppath)
+    ev = DetectionEvaluator(gt_data, (task,), protocol, split, distributed=False)
+    ev.add_results(preds)
+    return ev.evaluate()[task]
 
 
 def format_ov_table(metrics: dict, prefixes: tuple[str, ...] = ("box_", "mask_")) -> str:

@@ -44,6 +44,10 @@ class Backend(Protocol):
                           progress: bool = True) -> list[dict]:
         """The RPN's top_k proposals per image, as records {image_id, bbox XYWH, score} in original pixels."""
 
+    def iter_dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                               progress: bool = True):
+        """The same, one image at a time and kept nowhere: yields (image_id, boxes (K, 4) XYXY, scores (K,))."""
+
     def evaluate(self, cfg, model, dataset: str) -> dict:
         """Flat OV metrics ({box,mask}_AP{,50}{,_base,_novel}) of `model` on a registered dataset."""
 

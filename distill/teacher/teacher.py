@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..utils.checkpoint import torch_file_errors
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
+from .learned_prompts import encode_learned, is_learned_prompts
 from .prompts import build_prompts
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _resolve_pretrained(arch: str, pretrained: str | None) -> tuple[str | None, 
     """(open_clip `pretrained` argument, model-zoo name if it came from the zoo)."""
     import open_clip
 
-    if pretrained is None or pretrained == "":
+    if pretrained is None or pretrained == "" or pretrained.lower() == "none":
         return None, None
     if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         if not os.path.isfile(pretrained):
@@ -73,7 +74,8 @@ def create_teacher(arch: str, pretrained: str | None = None, device: str | torch
         arch: an open_clip architecture (``ViT-B-32``, ``RN50``, the project's ``distill-tiny-vit``), or a
             model-zoo teacher name (then `pretrained` defaults to that entry's weights).
         pretrained: an open_clip pretrained tag (``openai``; downloaded by open_clip where there is network),
-            a local checkpoint path, or a model-zoo name (``distill://<name>`` or the bare name).
+            a local checkpoint path, a model-zoo name (``distill://<name>`` or the bare name), or ``"none"``:
+            random weights, said explicitly (rehearsals of a recipe at real shapes).
         precision: "fp32", "fp16" or "bf16".
     """
     import open_clip
@@ -87,7 +89,7 @@ def create_teacher(arch: str, pretrained: str | None = None, device: str | torch
         if entry.get("kind") != "teacher":
             raise DistillInputError(f"model-zoo entry {arch!r} is a {entry.get('kind')}, not a teacher")
         zoo_name, arch = entry["name"], entry["arch"]
-        pretrained = pretrained or zoo_name
+        pretrained = pretrained or zoo_name  # "none" keeps the zoo arch with random weights
     arch = _resolve_arch(arch)
     weights, zoo = _resolve_pretrained(arch, pretrained)
     zoo_name = zoo or zoo_name
@@ -99,6 +101,8 @@ def create_teacher(arch: str, pretrained: str | None = None, device: str | torch
                                                                      device=device)
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
+    if weights is None:
+        zoo_name = pretrained = None
     return Teacher(model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained,
                    precision=precision)
 
@@ -139,18 +143,43 @@ class Teacher:
     @torch.no_grad()
     def encode_text(self, class_names: Sequence[str], templates: str | Sequence[str] = "vild",
                     batch_size: int = 512) -> torch.Tensor:
-        """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised."""
+        """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised.
+
+        `templates`: a template-set name, a list of "{}" templates, or a learned-prompt file (.safetensors).
+        """
         names = list(class_names)
         if not names:
             raise DistillInputError("empty vocabulary: no class names")
+        if is_learned_prompts(templates):
+            return encode_learned(self, names, templates)
         prompts = [build_prompts(n, templates) for n in names]
         flat = [p for ps in prompts for p in ps]
         embs = []
         for i in range(0, len(flat), batch_size):
             tokens = self.tokenizer(flat[i:i + batch_size]).to(self.device)
-            embs.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+            embs.append(F.normalize(self._encode_tokens(tokens).float(), dim=-1))
         per_prompt = torch.cat(embs).view(len(names), len(prompts[0]), -1)
         return F.normalize(per_prompt.mean(1), dim=-1)
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 77) tokens → (B, D) unnormalised, like open_clip's CLIP.encode_text. The text tower is causal and
+        pools at the end-of-text token, so the padding after the longest prompt changes nothing: it is cut off
+        (a 1,203-class vocabulary's prompts are ~10-20 tokens, a quarter of the context or less)."""
+        import open_clip
+
+        m = self.model
+        if type(m) is not open_clip.CLIP or m.text_pool_type != "argmax" or m.attn_mask is None:
+            return m.encode_text(tokens)
+        n = int(tokens.argmax(-1).max()) + 1  # end-of-text has the largest token id
+        t = tokens[:, :n]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(t).to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))
+        x = x[torch.arange(x.shape[0], device=x.device), t.argmax(-1)]
+        proj = m.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
     # ------------------------------------------------------------------ images
     @torch.no_grad()

@@ -13,6 +13,7 @@ from ..utils.errors import DistillInputError
 from ..utils.io import read_json
 from .checks import teacher_mismatch
 from .embeddings import ClassEmbeddings
+from .learned_prompts import describe, is_learned_prompts
 from .teacher import create_teacher
 
 NAMED = ("synthetic", "coco", "lvis", "custom")
@@ -74,7 +75,9 @@ def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, template
             raise DistillInputError(f"MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: {why} (MODEL.DISTILL.TEACHER)", existing)
         if emb.class_names == names:
             return emb
-    key = hashlib.sha256("\n".join([arch, pretrained, templates, *names]).encode()).hexdigest()[:16]
+    tag = templates + (":" + describe(templates)["learned_prompts"]["sha256"]
+                       if is_learned_prompts(templates) else "")  # a retrained file is a new key
+    key = hashlib.sha256("\n".join([arch, pretrained, tag, *names]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")) / "text_embeddings"
     path = cache / f"{key}.npy"
     if path.is_file():
@@ -95,3 +98,15 @@ def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
     names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
     t = cfg.MODEL.DISTILL.TEACHER
     return vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
+
+
+def base_vocabulary(spec: str, names: list[str]) -> list[str]:
+    """Names of the categories of dataset json `spec` with "split": "base", in the order of `names`."""
+    if Path(spec).suffix.lower() != ".json":
+        raise DistillInputError("--base-output needs a dataset json --vocabulary (its categories' \"split\")")
+    split = {c["name"]: c.get("split") for c in read_json(spec, what="dataset json")["categories"]}
+    base = [n for n in names if split.get(n) == "base"]
+    if not base:
+        raise DistillInputError("no category has \"split\": \"base\" (files of tools/prepare_ov_*.py have it)",
+                                spec)
+    return base

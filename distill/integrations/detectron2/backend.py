@@ -48,6 +48,10 @@ class Detectron2Backend:
                           progress: bool = True) -> list[dict]:
         return proposals.dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
 
+    def iter_dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
+                               progress: bool = True):
+        return proposals.iter_dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
+
     def evaluate(self, cfg, model, dataset: str) -> dict:
         one = cfg.clone()
         one.defrost()

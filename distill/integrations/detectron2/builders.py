@@ -38,7 +38,29 @@ def get_detectron2_cfg() -> CfgNode:
 
 def load_detectron2_config(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
     """Defaults ← yaml (with `_BASE_`) ← KEY VALUE overrides, frozen; unknown keys are one clear error."""
-    return load_config(config_file, overrides, base=get_detectron2_cfg())
+    return imagenet_backbone(load_config(config_file, overrides, base=get_detectron2_cfg()))
+
+
+# detectron2's ImageNet ResNets (MSRA's Caffe2 weights): BGR 0-255 input, mean subtracted, std 1
+_MSRA_BGR_MEAN = [103.530, 116.280, 123.675]
+
+
+def imagenet_backbone(cfg: CfgNode) -> CfgNode:
+    """MODEL.DISTILL.BACKBONE_WEIGHTS "imagenet" on this backend: MSRA's R-50 / R-101 (MODEL.WEIGHTS, when unset)
+    and the input they were trained with (BGR, std 1, stride in the 1x1 conv), for training and testing alike."""
+    r = cfg.MODEL.RESNETS
+    if cfg.MODEL.DISTILL.BACKBONE_WEIGHTS != "imagenet" or r.DEPTH not in (50, 101) or \
+            "resnet" not in cfg.MODEL.BACKBONE.NAME:
+        return cfg
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = "BGR", list(_MSRA_BGR_MEAN), [1.0, 1.0, 1.0]
+    r.STRIDE_IN_1X1 = True
+    if not cfg.MODEL.WEIGHTS:
+        cfg.MODEL.WEIGHTS = f"detectron2://ImageNetPretrained/MSRA/R-{r.DEPTH}.pkl"
+    if frozen:
+        cfg.freeze()
+    return cfg
 
 
 def is_detectron2_cfg(cfg) -> bool:
@@ -55,7 +77,7 @@ def to_detectron2_cfg(cfg) -> CfgNode:
     except KeyError as e:
         raise DistillInputError(f"config key {e.args[0] if e.args else e} has no detectron2 counterpart") from None
     out.freeze()
-    return out
+    return imagenet_backbone(out)
 
 
 def build_vild_model(cfg) -> torch.nn.Module:

@@ -71,6 +71,15 @@ def register_ov_lvis(datasets_root: str | os.PathLike, prefix: str = "distill_ov
     return _register_d2(core_catalog.register_ov_lvis(datasets_root, prefix))
 
 
+def _polygons_to_rle(ann: dict, h: int, w: int) -> dict:
+    segm = ann.get("segmentation")
+    if not isinstance(segm, list) or not segm:
+        return ann
+    import pycocotools.mask as mask_utils
+
+    return {**ann, "segmentation": mask_utils.merge(mask_utils.frPyObjects(segm, h, w))}
+
+
 class ViLDDatasetMapper(DatasetMapper):
     """detectron2's DatasetMapper; in training it also attaches, per image, the first NUM_DISTILL_PROPOSALS
     boxes of the region-embedding store moved by the image's own transforms (resize, flip) and clipped to it::
@@ -81,8 +90,10 @@ class ViLDDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *, region_store: str | None = None, num_distill: int = 300, **kwargs):
+    def __init__(self, is_train: bool = True, *, region_store: str | None = None, num_distill: int = 300,
+                 crops: bool = False, **kwargs):
         super().__init__(is_train, **kwargs)
+        self.crops = crops  # LSJ crops: polygons are cut as masks (detectron2's polygon crop needs shapely)
         self.region_store_path = region_store or None
         self.num_distill = num_distill
         self._store: RegionEmbeddingStore | None = None
@@ -91,6 +102,15 @@ class ViLDDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         d = cfg.MODEL.DISTILL
+        if is_train and d.LSJ.ENABLED:  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
+            from detectron2.data import transforms as T
+
+            j = d.LSJ
+            ret["augmentations"] = [T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),
+                                    T.FixedSizeCrop((j.SIZE, j.SIZE), pad=False),
+                                    *[a for a in ret["augmentations"] if isinstance(a, T.RandomFlip)]]
+            ret["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped masks follow the masks
+            ret["crops"] = True
         ret["region_store"] = d.REGION_STORE if (is_train and d.IMAGE_LOSS_WEIGHT > 0) else None
         ret["num_distill"] = d.NUM_DISTILL_PROPOSALS
         return ret
@@ -103,7 +123,10 @@ class ViLDDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict: dict) -> dict:
         # semantic masks are not used by the detector: do not read them
-        return super().__call__({k: v for k, v in dataset_dict.items() if k != "sem_seg_file_name"})
+        d = {k: v for k, v in dataset_dict.items() if k != "sem_seg_file_name"}
+        if self.crops and self.use_instance_mask and "annotations" in d:
+            d["annotations"] = [_polygons_to_rle(a, d["height"], d["width"]) for a in d["annotations"]]
+        return super().__call__(d)
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         fmt = self.instance_mask_format
@@ -128,5 +151,7 @@ class ViLDDatasetMapper(DatasetMapper):
             boxes = torch.as_tensor(transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32)
         b = Boxes(boxes.float().reshape(-1, 4))
         b.clip(image_shape)
+        keep = b.nonempty()  # regions a crop cut away have no pixels left to match their embeddings
+        b, emb = b[keep], emb[keep]
         dataset_dict["distill_boxes"] = b.tensor
         dataset_dict["distill_embeddings"] = emb

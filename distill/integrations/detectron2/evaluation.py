@@ -8,7 +8,6 @@ core's flat box_ / mask_ keys that `format_ov_table` prints.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
-from ...evaluation import evaluate_detections
+from ...evaluation import DetectionEvaluator, load_ground_truth
 from ...modeling.vild import using_vocabulary
 from ...utils.io import atomic_write_json
 from ..shared import load_test_vocabulary
@@ -27,12 +26,13 @@ from .datasets import load_ov_dataset
 
 logger = logging.getLogger(__name__)
 _PREFIX = {"bbox": "box_", "segm": "mask_"}
-_EMPTY = ("AP", "AP50", "AP75", "AP_base", "AP50_base", "AP75_base", "AP_novel", "AP50_novel", "AP75_novel")
 
 
 class OVEvaluator(DatasetEvaluator):
     """Box (and mask, when the model predicts masks) AP of one registered dataset, split into base / novel.
 
+    Streaming: each batch is matched as it arrives (masks RLE-encoded once, by `instances_to_coco_json`),
+    the results file is written as it goes, and ranks exchange compact rows, not detections.
     The model's class indices must be the dataset's contiguous ids, i.e. the test vocabulary is the dataset's
     class list (`test_vocabulary` sets it).
     """
@@ -42,37 +42,45 @@ class OVEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.distributed = distributed
         _, self.meta = load_ov_dataset(dataset_name)
-        self._results: list[dict] = []
+        self._gt: dict | None = None
+        self._ev: DetectionEvaluator | None = None
 
     def reset(self) -> None:
-        self._results = []
+        self._ev = None
+
+    def _evaluator(self, masks: bool) -> DetectionEvaluator:
+        if self._ev is None:
+            if self._gt is None:
+                self._gt, _ = load_ground_truth(self.meta.json_file, self.meta.evaluator_type)
+            results = os.path.join(self.output_dir, "coco_instances_results.json") if self.output_dir else None
+            self._ev = DetectionEvaluator(self._gt, ("bbox", "segm") if masks else ("bbox",), self.meta.evaluator_type,
+                                          self.meta.split, results_file=results, distributed=self.distributed)
+        return self._ev
 
     def process(self, inputs, outputs) -> None:
         ids = self.meta.category_ids
         for inp, out in zip(inputs, outputs):
-            for r in instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"]):
+            inst = out["instances"].to("cpu")
+            results = instances_to_coco_json(inst, inp["image_id"])
+            for r in results:
                 r["category_id"] = ids[r["category_id"]]
-                self._results.append(r)
+            self._evaluator(inst.has("pred_masks")).process([inp], [results])
 
     def evaluate(self) -> OrderedDict:
-        results = self._results
-        if self.distributed:
-            comm.synchronize()
-            results = list(itertools.chain(*comm.gather(results, dst=0)))
-            if not comm.is_main_process():
-                return OrderedDict()
-        tasks = ["bbox"] + (["segm"] if any("segmentation" in r for r in results) else [])
+        masks = self._ev is not None and "segm" in self._ev.tasks
+        if self.distributed and comm.get_world_size() > 1:  # a rank without images learns the tasks
+            masks = any(comm.all_gather(masks))
+        ev = self._evaluator(masks)
+        if ev.num_predictions == 0 and comm.is_main_process():
+            logger.warning("%s: no detections on this rank", self.dataset_name)
+        metrics = ev.evaluate()
+        if self.distributed and not comm.is_main_process():
+            return OrderedDict()
         out = OrderedDict()
-        for task in tasks:
-            if results:
-                m = evaluate_detections(self.meta.json_file, results, task, self.meta.evaluator_type, self.meta.split)
-            else:
-                logger.warning("%s: no detections", self.dataset_name)
-                m = {k: 0.0 for k in _EMPTY}
+        for task, m in metrics.items():
             out[task] = {k: (math.nan if v is None else float(v)) for k, v in m.items()
                          if k not in ("num_images", "num_predictions")}
         if self.output_dir:
-            atomic_write_json(os.path.join(self.output_dir, "coco_instances_results.json"), results)
             atomic_write_json(os.path.join(self.output_dir, "metrics.json"), flatten_ov_results(out), indent=2)
         return out
 

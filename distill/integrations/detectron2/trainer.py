@@ -120,6 +120,12 @@ class StrictCheckpointer(CheckedCheckpointer):
 
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
+        if cfg.SOLVER.AMP.ENABLED and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            logger.info("SOLVER.AMP.ENABLED: mixed precision is for GPUs; training in fp32 on the CPU")
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.AMP.ENABLED = False
+            cfg.freeze()
         cpu_group = comm.get_world_size() > 1 and torch.device(cfg.MODEL.DEVICE).type == "cpu"
         with _cpu_ddp() if cpu_group else contextlib.nullcontext():
             super().__init__(cfg)

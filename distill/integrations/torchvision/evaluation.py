@@ -1,16 +1,16 @@
 """Evaluation of the torchvision detector in detectron2's shape: a `DetectionEvaluator` with
-reset() / process(inputs, outputs) / evaluate() (a DatasetEvaluator; a streaming evaluator plugs in the same
-way) fed by `inference_on_dataset`, and `evaluate(cfg, model, dataset)` with the test vocabulary switched in."""
+reset() / process(inputs, outputs) / evaluate() (a DatasetEvaluator, on the streaming core evaluator) fed by
+`inference_on_dataset`, and `evaluate(cfg, model, dataset)` with the test vocabulary switched in."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable
 
 import torch
-import torch.distributed as dist
 
 from ...data.catalog import get_dataset
-from ...evaluation import evaluate_detections
+from ...evaluation import DetectionEvaluator as OVDetectionEvaluator
+from ...evaluation import load_ground_truth
 from ...modeling.vild import using_vocabulary
 from ...utils.io import atomic_write_json
 from ..shared import load_test_vocabulary
@@ -19,48 +19,43 @@ from .mapper import DatasetMapper
 from .meta_arch import detections_to_coco
 from .train_data import mapper_cfg
 
-_EMPTY = ("AP", "AP50", "AP75", "AP_base", "AP50_base", "AP75_base", "AP_novel", "AP50_novel", "AP75_novel")
+_PREFIX = {"bbox": "box_", "segm": "mask_"}
 
 
 class DetectionEvaluator:
     """Box (and mask) AP of one registered dataset, base / novel split, as flat box_ / mask_ metrics; the
-    model's class indices are the dataset's contiguous ids (its test vocabulary). Rank 0 writes
-    `output_dir`/coco_instances_results.json and metrics.json; every rank gets the metrics."""
+    model's class indices are the dataset's contiguous ids (its test vocabulary).
+
+    Streaming (distill.evaluation.DetectionEvaluator): each batch is RLE-encoded once (`detections_to_coco`),
+    written to `output_dir`/coco_instances_results.json as it comes and matched at once; ranks exchange
+    compact rows, not detections. Rank 0 writes metrics.json; every rank gets the metrics."""
 
     def __init__(self, dataset_name: str, output_dir: str | Path, mask_on: bool = True):
         self.dataset_name, self.output_dir, self.mask_on = dataset_name, Path(output_dir), mask_on
         _, self.meta = get_dataset(dataset_name)
-        self._results: list[dict] = []
+        self._gt, _ = load_ground_truth(self.meta.json_file, self.meta.evaluator_type)
+        self._ev: OVDetectionEvaluator | None = None
+        self.reset()
 
     def reset(self) -> None:
-        self._results = []
+        if self._ev is not None:
+            self._ev.reset()
+            return
+        self._ev = OVDetectionEvaluator(self._gt, ("bbox", "segm") if self.mask_on else ("bbox",),
+                                        self.meta.evaluator_type, self.meta.split,
+                                        results_file=self.output_dir / "coco_instances_results.json")
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
-        for inp, det in zip(inputs, outputs):
-            self._results += detections_to_coco(det, inp["image_id"], self.meta.category_ids)
+        ids = self.meta.category_ids
+        self._ev.process(inputs, [detections_to_coco(o, i["image_id"], ids) for i, o in zip(inputs, outputs)])
 
     def evaluate(self) -> dict:
-        rank, world = dist_info()
-        results = self._results
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, results)
-            results = [r for part in gathered for r in part]
         metrics: dict = {}
-        if rank == 0:
-            atomic_write_json(self.output_dir / "coco_instances_results.json", results)
-            m = self.meta
-            for task in ["bbox", "segm"] if self.mask_on else ["bbox"]:
-                prefix = "box_" if task == "bbox" else "mask_"
-                got = {k: 0.0 for k in _EMPTY} if not results else evaluate_detections(
-                    m.json_file, results, task, m.evaluator_type, m.split)
-                metrics.update({prefix + k: v for k, v in got.items() if k not in ("num_images", "num_predictions")})
-            metrics["num_predictions"] = len(results)
+        for task, m in self._ev.evaluate().items():
+            metrics.update({_PREFIX[task] + k: v for k, v in m.items() if k not in ("num_images", "num_predictions")})
+        metrics["num_predictions"] = self._ev.num_predictions
+        if dist_info()[0] == 0:
             atomic_write_json(self.output_dir / "metrics.json", metrics, indent=2)
-        if world > 1:
-            box = [metrics]
-            dist.broadcast_object_list(box, src=0)
-            metrics = box[0]
         return metrics
 
 

@@ -32,6 +32,8 @@ class MapperConfig:
     flip_prob: float = 0.5
     mask_on: bool = True
     num_distill: int = 300
+    # large-scale jitter (training): (square side, min scale, max scale), replacing min_sizes / max_size
+    lsj: tuple[int, float, float] | None = None
 
 
 def resized_hw(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
@@ -59,6 +61,14 @@ def decode_segmentation(segm, h: int, w: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
+def _clip(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, 4) XYXY clipped to a (h, w) image (a copy)."""
+    out = boxes.clone()
+    out[:, 0::2] = out[:, 0::2].clamp(0, w)
+    out[:, 1::2] = out[:, 1::2].clamp(0, h)
+    return out
+
+
 def _flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
 
@@ -75,13 +85,25 @@ class DatasetMapper:
         if (h0, w0) != (d["height"], d["width"]):
             raise DistillInputError(f"image is {w0}x{h0} but the annotations say {d['width']}x{d['height']}",
                                     d["file_name"])
-        short = self.rng.choice(list(self.cfg.min_sizes)) if self.cfg.is_train else self.cfg.min_sizes[-1]
-        h, w = resized_hw(h0, w0, short, self.cfg.max_size)
+        lsj = self.cfg.lsj if self.cfg.is_train else None
+        if lsj:
+            size, lo, hi = lsj
+            scale = self.rng.uniform(lo, hi) * size / max(h0, w0)
+            h, w = max(1, int(round(h0 * scale))), max(1, int(round(w0 * scale)))
+        else:
+            short = self.rng.choice(list(self.cfg.min_sizes)) if self.cfg.is_train else self.cfg.min_sizes[-1]
+            h, w = resized_hw(h0, w0, short, self.cfg.max_size)
         sy, sx = h / h0, w / w0
         image = img.float()[None]
         if (h, w) != (h0, w0):
             image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
         image = image[0]
+        # LSJ: a random size x size window of the resized image (the whole image when it is smaller)
+        oy = self.rng.randint(0, max(0, h - lsj[0])) if lsj else 0
+        ox = self.rng.randint(0, max(0, w - lsj[0])) if lsj else 0
+        if lsj:
+            h, w = min(h, lsj[0]), min(w, lsj[0])
+            image = image[:, oy:oy + h, ox:ox + w]
         flip = self.cfg.is_train and self.rng.random() < self.cfg.flip_prob
         if flip:
             image = image.flip(-1)
@@ -91,7 +113,14 @@ class DatasetMapper:
         scale = torch.tensor([sx, sy, sx, sy])
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).view(-1, 4)
+        offset = torch.tensor([ox, oy, ox, oy], dtype=torch.float32)
         boxes = boxes * scale
+        keep = torch.ones(len(anns), dtype=torch.bool)
+        if lsj:  # cropped: clip, and drop the objects the window cut away
+            boxes = _clip(boxes - offset, h, w)
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+            boxes = boxes[keep]
+            anns = [a for a, k in zip(anns, keep.tolist()) if k]
         if flip:
             boxes = _flip_boxes(boxes, w)
         out["boxes"] = boxes
@@ -100,18 +129,22 @@ class DatasetMapper:
             if any("segmentation" not in a for a in anns):
                 raise DistillInputError("mask training needs a segmentation on every annotation", d["file_name"])
             m = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h0, w0) for a in anns]))
-            m = F.interpolate(m[None].float(), size=(h, w), mode="nearest")[0].to(torch.uint8)
+            hr, wr = int(round(h0 * sy)), int(round(w0 * sx))
+            m = F.interpolate(m[None].float(), size=(hr, wr), mode="nearest")[0].to(torch.uint8)
+            m = m[:, oy:oy + h, ox:ox + w]
             out["masks"] = m.flip(-1) if flip else m
         elif self.cfg.mask_on:
             out["masks"] = torch.zeros(0, h, w, dtype=torch.uint8)
         if self.store is not None:
             if d["image_id"] in self.store:
                 db, de = self.store[d["image_id"]]
-                db, de = db[: self.cfg.num_distill] * scale, de[: self.cfg.num_distill]
+                db, de = db[: self.cfg.num_distill] * scale - offset, de[: self.cfg.num_distill]
             else:
                 db, de = torch.zeros(0, 4), torch.zeros(0, self.store.dim, dtype=torch.float16)
-            db[:, 0::2] = db[:, 0::2].clamp(0, w)
-            db[:, 1::2] = db[:, 1::2].clamp(0, h)
+            db = _clip(db, h, w)
+            if lsj:  # regions the crop cut away have no pixels left to match their embeddings
+                inside = ((db[:, 2] - db[:, 0]) >= 1) & ((db[:, 3] - db[:, 1]) >= 1)
+                db, de = db[inside], de[inside]
             out["distill_boxes"] = _flip_boxes(db, w) if flip else db
             out["distill_embeddings"] = de
         return out

@@ -145,7 +145,8 @@ class ViLDRoIHeads(RoIHeads):
                                      self.novel_text_weight)
         else:
             scores = logits.softmax(-1)
-        boxes = self.box_coder.decode(self.box_regressor(x), proposals)[:, 0]  # (N, 4), class-agnostic
+        # (N, 4) class-agnostic; reshape, not [:, 0]: decode returns (0, 4) for an image without proposals
+        boxes = self.box_coder.decode(self.box_regressor(x), proposals).reshape(-1, 4)
         results = []
         for b, s, shape in zip(boxes.split([p.shape[0] for p in proposals]),
                                scores.split([p.shape[0] for p in proposals]), image_shapes):

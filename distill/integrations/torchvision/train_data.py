@@ -14,6 +14,8 @@ import torch
 from ...data.catalog import get_dataset
 from ...data.datasets import filter_empty, remap_to_vocabulary
 from ...data.region_store import RegionEmbeddingStore
+from ...data.sampling import repeat_factors, repeated_indices
+from ...data.serialize import SerializedList
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from .mapper import DatasetMapper, MapperConfig
@@ -26,7 +28,24 @@ def mapper_cfg(cfg, is_train: bool) -> MapperConfig:
     return MapperConfig(min_sizes=tuple(i.MIN_SIZE_TRAIN) if is_train else (i.MIN_SIZE_TEST,),
                         max_size=i.MAX_SIZE_TRAIN if is_train else i.MAX_SIZE_TEST, is_train=is_train,
                         flip_prob=0.5 if (is_train and i.RANDOM_FLIP == "horizontal") else 0.0,
-                        mask_on=cfg.MODEL.MASK_ON, num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS)
+                        mask_on=cfg.MODEL.MASK_ON, num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS,
+                        lsj=_lsj(cfg) if is_train else None)
+
+
+def _lsj(cfg) -> tuple[int, float, float] | None:
+    j = cfg.MODEL.DISTILL.LSJ
+    return (j.SIZE, j.MIN_SCALE, j.MAX_SCALE) if j.ENABLED else None
+
+
+def train_repeat_factors(cfg, dicts: list[dict]) -> np.ndarray | None:
+    """DATALOADER.SAMPLER_TRAIN as detectron2 reads it: TrainingSampler (None) or RepeatFactorTrainingSampler."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        return None
+    if name != "RepeatFactorTrainingSampler":
+        raise DistillInputError(f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, "
+                                f"got {name!r}")
+    return repeat_factors(dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
 
 
 def load_train_set(cfg, vocab: ClassEmbeddings) -> list[dict]:
@@ -50,8 +69,11 @@ class TrainStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, dicts, mapper_cfg, store_path, seed, rank, world, states: dict | None = None,
-                 rotation: int = 0):
-        self.dicts, self.mapper_cfg, self.store_path = dicts, mapper_cfg, store_path
+                 rotation: int = 0, repeat_factors: np.ndarray | None = None):
+        # serialized: a list of dicts' objects would be copied into every worker (reference counts, gc)
+        self.dicts = dicts if isinstance(dicts, SerializedList) else SerializedList(dicts)
+        self.mapper_cfg, self.store_path = mapper_cfg, store_path
+        self.repeat_factors = repeat_factors  # (N,) RepeatFactorTrainingSampler's factors, or None
         self.seed, self.rank, self.world = seed, rank, world
         self.states, self.rotation = dict(states or {}), rotation
 
@@ -66,7 +88,9 @@ class TrainStream(torch.utils.data.IterableDataset):
             epoch, pos, rng = self.states[wid]
             mapper.rng.setstate(_tuples(rng))
         while True:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dicts))
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.dicts)) if self.repeat_factors is None else \
+                repeated_indices(self.repeat_factors, rng)
             mine = order[self.rank::self.world][wid::nw].tolist()
             for p in range(pos, len(mine)):
                 out = mapper(self.dicts[mine[p]])
@@ -87,8 +111,9 @@ class StreamLoader:
     """
 
     def __init__(self, dicts, mapper_cfg, store_path: str, seed: int, rank: int, world: int, batch_size: int,
-                 num_workers: int):
-        self.args = (dicts, mapper_cfg, store_path, seed, rank, world)
+                 num_workers: int, repeat_factors: np.ndarray | None = None):
+        self.args = (SerializedList(dicts), mapper_cfg, store_path, seed, rank, world)
+        self.repeat_factors = repeat_factors
         self.batch_size, self.num_workers = batch_size, num_workers
         self.states: dict = {}
         self.consumed = 0  # batches handed out since iteration 0
@@ -96,7 +121,8 @@ class StreamLoader:
 
     def start(self) -> None:
         nw = max(self.num_workers, 1)
-        stream = TrainStream(*self.args, states=self.states, rotation=self.consumed % nw)
+        stream = TrainStream(*self.args, states=self.states, rotation=self.consumed % nw,
+                             repeat_factors=self.repeat_factors)
         loader = torch.utils.data.DataLoader(stream, batch_size=self.batch_size, collate_fn=_collate,
                                              num_workers=self.num_workers,
                                              persistent_workers=self.num_workers > 0)

@@ -35,7 +35,7 @@ from .engine import (
 )
 from .engine.hooks import standard_hooks
 from .evaluation import evaluate
-from .train_data import StreamLoader, load_train_set, mapper_cfg
+from .train_data import StreamLoader, load_train_set, mapper_cfg, train_repeat_factors
 
 __all__ = ["build_lr_scheduler", "build_model_for", "build_optimizer", "clip_gradients", "dist_info", "evaluate",
            "load_train_set", "load_trained_model", "lr_at", "mapper_cfg", "optimizer_param_groups",
@@ -82,7 +82,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     ckpt.meta = {META_KEY: inference_meta("torchvision", cfg, vocab)}  # inference needs no training files
     per_rank = max(1, cfg.SOLVER.IMS_PER_BATCH // world)
     data = StreamLoader(dicts, mapper_cfg(cfg, True), d.REGION_STORE if d.IMAGE_LOSS_WEIGHT > 0 else "", seed, rank,
-                        world, per_rank, cfg.DATALOADER.NUM_WORKERS)
+                        world, per_rank, cfg.DATALOADER.NUM_WORKERS, train_repeat_factors(cfg, dicts))
+    del dicts  # the loader holds them serialized
     use_amp = cfg.SOLVER.AMP.ENABLED and device.startswith("cuda")
     clip = (lambda m: clip_gradients(cfg, m)) if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None
     trainer = Trainer(model, data, optimizer, scheduler, max_iter=cfg.SOLVER.MAX_ITER, clip=clip, amp=use_amp)

@@ -146,3 +146,9 @@ def test_two_process_gloo_training(tmp_path, synthetic_root, vocab_files):
     lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.json").read_text().splitlines()]
     assert lines[-1]["iteration"] == 2 and "| box |" in r.stdout
     assert (tmp_path / "out" / "model_final.pth").exists()
+    # the streaming evaluator: both ranks' detections joined into one results file, no part left behind
+    inference = tmp_path / "out" / "inference"
+    results = [json.loads(f.read_text()) for f in inference.glob("*/coco_instances_results.json")]
+    assert results and all(isinstance(x, list) for x in results) and not list(inference.glob("*/.*.partial"))
+    metrics = json.loads(next(inference.glob("*/metrics.json")).read_text())
+    assert metrics["num_predictions"] == len(results[0])

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""The proposal network's top-K RPN proposals of every image of a dataset → the proposals file that
+tools/dump_region_embeddings.py reads (ViLD's offline step, before the teacher embeds the regions).
+
+    python tools/export_proposals.py --config-file configs/ov_coco/vild_text_r50_fpn_lsj.yaml \
+        --weights output/ov_coco/vild_text/model_final.pth --dataset distill_ov_coco_train \
+        --output output/ov_coco/proposals_train.npz [--top-k 300] [--backend auto|torchvision|detectron2] [KEY VALUE ...]
+
+Every image of the dataset is proposed for, annotated or not (images are read at INPUT.MIN_SIZE_TEST /
+MAX_SIZE_TEST, boxes are in original pixels). The output is a .npz (per image ids and counts, boxes XYXY,
+scores, best first: 0.7 GB for COCO train2017) or, for other names, a json list of {image_id, bbox [x, y, w, h],
+score} (~3 GB for COCO, ~15 GB of memory to load); an existing output is kept unless --overwrite is given.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distill.utils import DistillInputError, atomic_write_json, cli_entry
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True, help="the proposal network's config")
+    p.add_argument("--weights", required=True, help="its checkpoint (path or model-zoo name)")
+    p.add_argument("--dataset", required=True, help="registered dataset name, e.g. distill_ov_coco_train")
+    p.add_argument("--output", required=True, help="proposals file to write (.npz, or .json)")
+    p.add_argument("--top-k", type=int, default=300, help="proposals per image (ViLD: 300)")
+    p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    from distill.config import load_config
+    from distill.data.catalog import datasets_root, get_dataset, register_all
+    from distill.integrations.backend import get_backend
+    from distill.model_zoo import resolve_weights
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise DistillInputError("output exists (pass --overwrite to replace it)", out)
+    if args.top_k < 1:
+        raise DistillInputError(f"--top-k must be >= 1, got {args.top_k}")
+    cfg = load_config(args.config_file, args.opts)
+    if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
+        raise DistillInputError(f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
+                                f"--top-k {args.top_k}")
+    weights = resolve_weights(args.weights)
+    if not Path(weights).is_file():
+        raise DistillInputError("weights not found", weights)
+    register_all(datasets_root(cfg))
+    dicts, _ = get_dataset(args.dataset)
+    from distill.teacher.embeddings import ClassEmbeddings
+    from distill.teacher.regions import proposal_records, save_proposals_npz
+
+    backend = get_backend(args.backend)
+    model = backend.load_for_inference(cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS))
+    per_image = backend.iter_dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                                               args.top_k, not args.no_progress)
+    if out.suffix == ".npz":
+        n = save_proposals_npz(out, per_image)
+    else:
+        records = [r for image_id, b, s in per_image for r in proposal_records(image_id, b, s)]
+        atomic_write_json(out, records)
+        n = len(records)
+    print(f"{out}: {n} proposals of {len(dicts)} images (top {args.top_k})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

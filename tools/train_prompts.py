@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Learn the teacher's text classifier for base classes: CoOp, DetPro or CLIP-Adapter → a learned-prompt file.
+
+    python tools/train_prompts.py --method coop --teacher synthetic-tiny-teacher \
+        --benchmark output/quickstart/synthetic --output prompts/coop.safetensors
+    python tools/train_prompts.py --method detpro --teacher synthetic-tiny-teacher \
+        --benchmark output/quickstart/synthetic --region-store output/quickstart/regions \
+        --output prompts/detpro.safetensors [--resume]
+
+Training data: the base-class annotations of the training split (--benchmark, a synthetic root, or
+--train-json with --image-root); DetPro and CLIP-Adapter also read the region store's proposals and
+embeddings. The output works wherever a template-set name does (--templates of dump_text_embeddings.py,
+MODEL.DISTILL.TEACHER.TEMPLATES, the demo). Checkpoints and the log go to --work-dir (default <output>.work).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from distill.teacher import create_teacher
+from distill.teacher.learned_prompts import SUFFIX
+from distill.teacher.prompt_training import PromptTrainConfig, gt_crop_samples, store_samples, train_prompts
+from distill.utils import DistillInputError, cli_entry
+
+
+def _training_split(args):
+    from distill.data import load_coco_json, synthetic_dataset
+
+    if args.benchmark:
+        dicts, meta = synthetic_dataset(args.benchmark, "train")
+        return dicts, meta, {"dataset": str(Path(args.benchmark).resolve()), "split": "train"}
+    if not (args.train_json and args.image_root):
+        raise DistillInputError("give --benchmark, or --train-json with --image-root")
+    dicts, meta = load_coco_json(args.train_json, args.image_root)
+    return dicts, meta, {"dataset": str(Path(args.train_json).resolve())}
+
+
+def _data(args, teacher, cfg):
+    dicts, meta, prov = _training_split(args)
+    base = [meta.thing_classes[i] for i in meta.contiguous_ids("base")]
+    if cfg.method == "coop":
+        data = gt_crop_samples(teacher, dicts, meta, base, progress=not args.no_progress)
+        return data, base, {**prov, "source": "ground-truth crops", "num_samples": int(data["label"].numel())}
+    if not args.region_store:
+        raise DistillInputError(f"--method {cfg.method} trains on region-store proposals: give --region-store")
+    from distill.data.region_store import RegionEmbeddingStore
+
+    store = RegionEmbeddingStore(args.region_store, expected_dim=teacher.dim)
+    data = store_samples(store, dicts, meta, base, cfg.fg_iou)
+    fg = int((data["label"] >= 0).sum())
+    return data, base, {**prov, "source": "region store", "region_store": str(Path(args.region_store).resolve()),
+                        "num_foreground": fg, "num_background": int(data["label"].numel()) - fg}
+
+
+def _parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", required=True, choices=("coop", "detpro", "clip-adapter"))
+    p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
+    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
+    p.add_argument("--benchmark", default=None, help="synthetic benchmark root (its train split)")
+    p.add_argument("--train-json", default=None)
+    p.add_argument("--image-root", default=None)
+    p.add_argument("--region-store", default=None, help="region-embedding store (detpro, clip-adapter)")
+    p.add_argument("--output", required=True, help=f"learned-prompt file ({SUFFIX}; a .json sidecar beside it)")
+    p.add_argument("--work-dir", default=None, help="checkpoints and log (default: <output>.work)")
+    p.add_argument("--resume", action="store_true", help="continue from the work dir's checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite the output and restart the work dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu")
+    skip = {"method", "iou_bins"}
+    for f in dataclasses.fields(PromptTrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true")
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default)
+    p.add_argument("--iou-bins", default="0.5,0.6,0.7,0.8,0.9,1.01", help="DetPro's context-grading bin edges")
+    return p
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.output)
+    if not str(out).endswith(SUFFIX):
+        raise DistillInputError(f"--output must end in {SUFFIX}", out)
+    work = Path(args.work_dir or str(out) + ".work")
+    if out.exists() and not args.force:
+        raise DistillInputError("output exists; pass --force to overwrite it", out)
+    if (work / "last.pt").exists() and not (args.resume or args.force):
+        raise DistillInputError("work dir holds a checkpoint; pass --resume to continue or --force to restart", work)
+    if args.force and work.exists():
+        shutil.rmtree(work)
+    try:
+        bins = tuple(float(x) for x in args.iou_bins.split(","))
+    except ValueError:
+        raise DistillInputError(f"--iou-bins must be comma-separated numbers, not {args.iou_bins!r}") from None
+    if len(bins) < 2 or list(bins) != sorted(bins):
+        raise DistillInputError("--iou-bins needs at least two increasing edges")
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(PromptTrainConfig)
+              if f.name not in ("method", "iou_bins")}
+    cfg = PromptTrainConfig(method=args.method, iou_bins=bins, **fields)
+    if cfg.steps < 0 or cfg.batch_size < 1:
+        raise DistillInputError("--steps must be >= 0 and --batch-size >= 1")
+    work.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(work / "log.txt")])
+    teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
+    data, base, prov = _data(args, teacher, cfg)
+    path = train_prompts(teacher, data, base, cfg, out, work, prov, resume=args.resume,
+                         progress=not args.no_progress)
+    print(f"{path}: {cfg.method}, {len(base)} base classes, {cfg.steps} steps on {prov['source']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
