@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from distill.utils import DistillInputError, atomic_write_json, cli_entry
+from distill.utils.cli import add_overrides, parse_args
 
 
 @cli_entry
@@ -28,14 +29,15 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", required=True, help="registered dataset name, e.g. distill_ov_coco_train")
     p.add_argument("--output", required=True, help="proposals file to write (.npz, or .json)")
     p.add_argument("--top-k", type=int, default=300, help="proposals per image (ViLD: 300)")
-    p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
+                   help="auto: the backend the checkpoint was trained with")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overrides(p)
+    args = parse_args(p, argv)
     from distill.config import load_config
     from distill.data.catalog import datasets_root, get_dataset, register_all
-    from distill.integrations.backend import get_backend
+    from distill.integrations.backend import backend_name_for, get_backend
     from distill.model_zoo import resolve_weights
 
     out = Path(args.output)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     from distill.teacher.embeddings import ClassEmbeddings
     from distill.teacher.regions import proposal_records, save_proposals_npz
 
-    backend = get_backend(args.backend)
+    backend = get_backend(backend_name_for(args.backend, weights))
     model = backend.load_for_inference(cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS))
     per_image = backend.iter_dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                                                args.top_k, not args.no_progress)

@@ -21,9 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from distill.teacher import create_teacher
-from distill.teacher.learned_prompts import SUFFIX
-from distill.teacher.prompt_training import PromptTrainConfig, gt_crop_samples, store_samples, train_prompts
+from distill.teacher.prompt_config import SUFFIX, PromptTrainConfig
 from distill.utils import DistillInputError, cli_entry
 
 
@@ -40,6 +38,8 @@ def _training_split(args):
 
 
 def _data(args, teacher, cfg):
+    from distill.teacher.prompt_training import gt_crop_samples, store_samples
+
     dicts, meta, prov = _training_split(args)
     base = [meta.thing_classes[i] for i in meta.contiguous_ids("base")]
     if cfg.method == "coop":
@@ -58,28 +58,29 @@ def _data(args, teacher, cfg):
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True, choices=("coop", "detpro", "clip-adapter"))
+    p.add_argument("--method", required=True, choices=("coop", "detpro", "clip-adapter"),
+                   help="coop: GT crops; detpro: region-store proposals; clip-adapter: an MLP on the class embeddings")
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
     p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
     p.add_argument("--benchmark", default=None, help="synthetic benchmark root (its train split)")
-    p.add_argument("--train-json", default=None)
-    p.add_argument("--image-root", default=None)
+    p.add_argument("--train-json", default=None, help="COCO-format training json (instead of --benchmark)")
+    p.add_argument("--image-root", default=None, help="image folder of --train-json")
     p.add_argument("--region-store", default=None, help="region-embedding store (detpro, clip-adapter)")
     p.add_argument("--output", required=True, help=f"learned-prompt file ({SUFFIX}; a .json sidecar beside it)")
     p.add_argument("--work-dir", default=None, help="checkpoints and log (default: <output>.work)")
     p.add_argument("--resume", action="store_true", help="continue from the work dir's checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the output and restart the work dir")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     skip = {"method", "iou_bins"}
     for f in dataclasses.fields(PromptTrainConfig):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true")
+            p.add_argument(flag, action="store_true", help=f.metadata.get("help"))
         else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
+            p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata.get("help"))
     p.add_argument("--iou-bins", default="0.5,0.6,0.7,0.8,0.9,1.01", help="DetPro's context-grading bin edges")
     return p
 
@@ -110,6 +111,9 @@ def main(argv=None) -> int:
         raise DistillInputError("--steps must be >= 0 and --batch-size >= 1")
     work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(work / "log.txt")])
+    from distill.teacher import create_teacher
+    from distill.teacher.prompt_training import train_prompts
+
     teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
     data, base, prov = _data(args, teacher, cfg)
     path = train_prompts(teacher, data, base, cfg, out, work, prov, resume=args.resume,

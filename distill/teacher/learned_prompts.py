@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
+from .prompt_config import SUFFIX  # noqa: F401  (re-exported)
 from .prompts import processed_name
 
 FORMAT = "distill.learned_prompts/1"
 METHODS = ("coop", "detpro", "clip-adapter")
-SUFFIX = ".safetensors"
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -24,27 +24,9 @@ from ..data.images import read_image_rgb
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
+from .prompt_config import PromptTrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PromptTrainConfig:
-    method: str = "coop"  # coop | detpro | clip-adapter
-    m: int = 0  # context vectors (0: the token count of `init`)
-    init: str = "a photo of a"
-    class_specific: bool = False
-    iou_bins: tuple = (0.5, 0.6, 0.7, 0.8, 0.9, 1.01)  # DetPro's context grading: K = len - 1 prompts
-    fg_iou: float = 0.5
-    bg_weight: float = 1.0
-    base_templates: str = "vild"  # CLIP-Adapter: the hand set it adapts
-    alpha: float = 0.2  # CLIP-Adapter residual ratio
-    reduction: int = 4
-    steps: int = 300
-    batch_size: int = 256
-    lr: float = 2e-3
-    seed: int = 0
-    checkpoint_every: int = 50
 
 
 # ------------------------------------------------------------------ training samples
