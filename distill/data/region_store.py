@@ -38,7 +38,7 @@ FORMAT = "distill.region_store/2"
 DTYPES = ("int8", "float16")
 _ST_DTYPES = {"I8": np.int8, "I32": np.int32, "I64": np.int64, "F16": np.float16, "F32": np.float32}
 
-__all__ = ["DTYPES", "FORMAT", "RegionEmbeddingStore", "RegionStoreWriter", "ShardRecord", "chunks",
+__all__ = ["DTYPES", "FORMAT", "RegionEmbeddingStore", "RegionStoreWriter", "ShardRecord", "chunks", "convert_v1",
            "dequantize_rows", "quantize_rows"]
 
 
@@ -63,10 +63,13 @@ def _meta_hash(meta: dict) -> str:
     return hashlib.sha256(dumps_json(meta).encode()).hexdigest()
 
 
-def _save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+def _save(path: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+    """One safetensors file; the metadata goes in as one json string (safetensors orders several keys at
+    random, which would break byte-identical resumes)."""
     from safetensors.numpy import save
 
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata))
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"distill": dumps_json(metadata)})
+    atomic_write_bytes(path, data)
 
 
 class _Mapped:
@@ -79,7 +82,7 @@ class _Mapped:
             header = json.loads(bytes(self.map[8:8 + n]))
         except (OSError, ValueError) as e:
             raise DistillInputError(f"not a readable safetensors file ({e})", path) from None
-        self.metadata: dict = header.pop("__metadata__", None) or {}
+        self.metadata: dict = json.loads((header.pop("__metadata__", None) or {}).get("distill", "{}"))
         self.arrays: dict[str, np.ndarray] = {}
         for name, h in header.items():
             a, b = h["data_offsets"]
@@ -146,9 +149,8 @@ class RegionStoreWriter:
             arrays["embeddings"], arrays["scales"] = q.numpy(), scale.numpy()
         else:
             arrays["embeddings"] = emb.half().numpy()
-        metadata = {"format": FORMAT, "meta_sha256": self.meta_sha256, "chunk": str(k),
-                    "skipped_images": dumps_json(list(rec.skipped_images)),
-                    "skipped_boxes": str(int(rec.skipped_boxes))}
+        metadata = {"format": FORMAT, "meta_sha256": self.meta_sha256, "chunk": k,
+                    "skipped_images": list(rec.skipped_images), "skipped_boxes": int(rec.skipped_boxes)}
         _save(self.shard_path(k), arrays, metadata)
 
     def finalize(self) -> dict:
@@ -166,7 +168,7 @@ class RegionStoreWriter:
             shard.append(np.full(len(ids[-1]), k, dtype=np.int32))
             start.append(offsets[:-1])
             count.append(np.diff(offsets).astype(np.int32))
-            skipped += json.loads(s.metadata["skipped_images"])
+            skipped += s.metadata["skipped_images"]
             skipped_boxes += int(s.metadata["skipped_boxes"])
             hashes.append(_file_sha256(self.shard_path(k)))
         cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
@@ -191,7 +193,7 @@ def _file_sha256(path: Path) -> str:
 
 def _open_shard(path: Path, meta_sha256: str, k: int) -> _Mapped:
     s = _Mapped(path)
-    if s.metadata.get("meta_sha256") != meta_sha256 or s.metadata.get("chunk") != str(k):
+    if s.metadata.get("meta_sha256") != meta_sha256 or s.metadata.get("chunk") != k:
         raise DistillInputError("shard does not belong to this store (other settings or chunk); rerun the dump "
                                 "into a fresh folder", path)
     return s
@@ -286,3 +288,28 @@ class RegionEmbeddingStore:
 
     def __getstate__(self) -> dict:  # pickled into spawned workers: maps are reopened there
         return {**self.__dict__, "_pid": None, "_shards": OrderedDict()}
+
+
+def convert_v1(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "int8",
+               progress: bool = True) -> dict:
+    """A finished format-1 store → a format-2 store at `dst` with the same chunks; resumable (shards already
+    converted are skipped). Returns the new index."""
+    from tqdm import tqdm
+
+    old = RegionStoreV1(src)
+    meta = {k: v for k, v in old.meta.items() if k not in ("format", "chunk_size", "num_images", "image_ids_sha256")}
+    ids = [int(i) for i in old.index["images"]] + [int(s["image_id"]) for s in old.index["skipped_images"]]
+    writer = RegionStoreWriter(dst, meta, ids, old.meta["chunk_size"], dtype=dtype)
+    if writer.meta["image_ids_sha256"] != old.meta["image_ids_sha256"] or len(writer.chunks) != old.index["num_shards"]:
+        raise DistillInputError("the store's index does not account for all its images; it cannot be converted",
+                                src)
+    for k in tqdm(writer.pending(), desc="convert", unit="shard", disable=not progress):
+        s = old._load_shard(k)
+        offsets = s["offsets"].tolist()
+        rec = ShardRecord(image_ids=s["image_ids"].tolist(), skipped_images=list(s["skipped_images"]),
+                          skipped_boxes=int(s["skipped_boxes"]))
+        for a, b in zip(offsets[:-1], offsets[1:]):
+            rec.boxes.append(s["boxes"][a:b])
+            rec.embeddings.append(s["embeddings"][a:b].float())
+        writer.write_shard(k, rec)
+    return writer.finalize()

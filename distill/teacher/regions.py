@@ -178,7 +178,7 @@ class _ChunkEncoder:
         pos = 0
         for b in self.rec.boxes:
             n = b.shape[0]
-            per_scale = emb[pos:pos + n * len(self.scales)].view(len(self.scales), n, -1)
+            per_scale = emb[pos:pos + n * len(self.scales)].view(len(self.scales), n, emb.shape[1])
             self.rec.embeddings.append(F.normalize(per_scale.sum(0), dim=-1))
             pos += n * len(self.scales)
         rec = self.rec

@@ -6,9 +6,11 @@ import torch
 
 from distill.data.region_store import (
     DTYPES,
+    FORMAT,
     RegionEmbeddingStore,
     RegionStoreWriter,
     ShardRecord,
+    convert_v1,
     dequantize_rows,
     quantize_rows,
 )
@@ -149,3 +151,43 @@ def test_format_1_stores_open_read_only(tmp_path):
     assert torch.equal(store[5][0], _record([5]).boxes[0]) and store.get(5, limit=1)[1].shape == (1, 4)
     with pytest.raises(DistillInputError, match="convert it"):
         RegionStoreWriter(tmp_path / "v1", META, [3, 5], chunk_size=1)
+
+
+def test_convert_format_1_resumes_to_the_same_bytes(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ids = [3, 5, 6, 9, 12]
+    w = RegionStoreWriterV1(tmp_path / "v1", META, ids, chunk_size=2)
+    for k, chunk in enumerate(w.chunks):
+        rec = _record([i for i in chunk if i != 6])
+        rec.skipped_images = [{"image_id": 6, "reason": "cannot decode image"}] if 6 in chunk else []
+        rec.skipped_boxes = k
+        w.write_shard(k, rec)
+    w.finalize()
+    index = convert_v1(tmp_path / "v1", tmp_path / "v2", progress=False)
+    assert index["skipped_images"] == [{"image_id": 6, "reason": "cannot decode image"}]
+    assert index["skipped_boxes"] == 0 + 1 + 2 and index["num_images"] == 4
+    old, new = RegionEmbeddingStore(tmp_path / "v1"), RegionEmbeddingStore(tmp_path / "v2")
+    assert new.format == FORMAT and new.image_ids() == old.image_ids() == [3, 5, 9, 12]
+    for i in old.image_ids():
+        assert torch.equal(new[i][0], old[i][0]) and torch.allclose(new[i][1], old[i][1], atol=0.1)
+
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "v2").rglob("*")
+                if p.is_file()}
+
+    before = digest()
+    (tmp_path / "v2" / "index.json").unlink()  # as if killed before the end, one shard short
+    (tmp_path / "v2" / "shards" / "shard-000001.safetensors").unlink()
+    tool = Path(__file__).resolve().parents[2] / "tools" / "convert_region_store.py"
+    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "v1"), str(tmp_path / "v2"), "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_regions"] == index["num_regions"]
+    assert digest() == before
+    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "none"), str(tmp_path / "v3")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
