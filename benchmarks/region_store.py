@@ -91,7 +91,9 @@ def read_store(kind: str, root: Path, n_images: int, reads: int) -> dict:
     drop_cache(root)
     out = {}
     for phase in ("cold", "warm"):
+        t = time.perf_counter()
         store = RegionStoreV1(root) if kind == "format 1" else RegionEmbeddingStore(root)
+        out.setdefault("open_ms", 1e3 * (time.perf_counter() - t))
         times, payload = [], 0
         before = io_read_bytes()
         for i in ids:
@@ -194,7 +196,9 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
             r = read_store(kind, path, n, args.reads)
             size = store_bytes(path)
-            row = {"images": n, "kind": kind, "write_s": t_write, **r, "bytes_per_region": size / (n * args.regions)}
+            index = sum((path / f).stat().st_size for f in ("index.json", "index.safetensors") if (path / f).is_file())
+            row = {"images": n, "kind": kind, "write_s": t_write, **r, "bytes_per_region": size / (n * args.regions),
+                   "index_bytes": index}
             rows.append(row)
             result["stores"][f"{n} {kind}"] = row
             if not args.keep:
@@ -202,13 +206,14 @@ def main(argv=None) -> int:
     print(f"torch threads: {threads} (reads: 1); {args.regions} regions x {args.dim}-d an image; "
           f"{args.reads} random reads, page cache dropped first")
     print("| images | store | write + finalize s | mean read ms / image (cached) | vs format 1 | read ms / image "
-          "(cold) | bytes read / image (cold) | payload / image | bytes / region |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+          "(cold) | bytes read / image (cold) | payload / image | bytes / region | open ms (cold) | index kB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         base = result["stores"][f"{row['images']} format 1"]
         print(f"| {row['images']} | {row['kind']} | {row['write_s']:.1f} | {row['warm_ms']:.3f} | "
               f"{base['warm_ms'] / row['warm_ms']:.1f}x | {row['cold_ms']:.2f} | {row['bytes'] / 1e3:.1f} kB | "
-              f"{row['payload'] / 1e3:.1f} kB | {row['bytes_per_region']:.0f} |")
+              f"{row['payload'] / 1e3:.1f} kB | {row['bytes_per_region']:.0f} | {row['open_ms']:.1f} | "
+              f"{row['index_bytes'] / 1e3:.0f} |")
 
     torch.set_num_threads(threads)
     dicts = lvis_dicts(args.dicts)
