@@ -70,10 +70,13 @@ def main(argv=None) -> int:
     p.add_argument("--crops", type=int, default=512)
     p.add_argument("--e2e-crops", type=int, default=256, help="boxes of one image, tiny teacher")
     p.add_argument("--e2e-crops-vit", type=int, default=64, help="boxes of one image, ViT-B-32 (~50 ms/crop on CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, 2 on 2 cores)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path (medians; at least 5)")
     args = p.parse_args(argv)
     if args.repeats < 5:
         p.error("--repeats must be at least 5 (medians of fewer runs swing with the machine's load)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows, result = [], {"threads": torch.get_num_threads()}
 
