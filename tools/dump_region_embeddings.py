@@ -2,11 +2,14 @@
 """Teacher region embeddings of every proposal of a dataset → a sharded, resumable region-embedding store.
 
     python tools/dump_region_embeddings.py --teacher synthetic-tiny-teacher --dataset-json D.json --image-root IMG \
-        --proposals P.json --output STORE [--scales 1.0 1.5] [--geometry center] [--chunk-size 64]
+        --proposals P.json --output STORE [--scales 1.0 1.5] [--geometry center] [--chunk-size 64] \
+        [--dtype int8|float16] [--workers 2]
     torchrun --nproc-per-node 8 tools/dump_region_embeddings.py ...      # one rank per GPU (or process)
 
 Killed and restarted with the same arguments, it skips finished shards; the final store equals an
 uninterrupted run's. Unreadable images and unusable boxes are skipped, counted and listed in index.json.
+Images are decoded by --workers DataLoader workers while the teacher encodes; shards (format 2, see
+distill.data.region_store) are written by a background thread.
 """
 from __future__ import annotations
 
@@ -50,11 +53,19 @@ def main(argv=None) -> int:
     p.add_argument("--max-per-image", type=int, default=300, help="best-scoring proposals kept per image")
     p.add_argument("--chunk-size", type=int, default=64, help="images per shard (the unit of resuming)")
     p.add_argument("--batch-size", type=int, default=256, help="crops per teacher forward pass")
+    p.add_argument("--dtype", choices=("int8", "float16"), default="int8",
+                   help="stored embeddings: int8 with a per-row scale (about half the bytes) or float16")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images (0: in process)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (this rank's GPU when there is one)")
     p.add_argument("--rank", type=int, default=0, help="without torchrun: this process's rank")
     p.add_argument("--world-size", type=int, default=1, help="without torchrun: number of processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    for name in ("chunk_size", "batch_size", "max_per_image"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.workers < 0:
+        p.error("--workers must be >= 0")
     check_not_input(args.output, [args.dataset_json, args.proposals, args.image_root], "--output")
     import torch
 
@@ -68,7 +79,8 @@ def main(argv=None) -> int:
     proposals = load_proposals(args.proposals, [d["image_id"] for d in dicts], args.max_per_image)
     teacher = create_teacher(args.teacher, args.pretrained, device=device)
     writer = dump_region_embeddings(teacher, dicts, proposals, args.output, args.scales, args.geometry,
-                                    args.chunk_size, rank, world, args.batch_size, progress=not args.no_progress)
+                                    args.chunk_size, rank, world, args.batch_size, progress=not args.no_progress,
+                                    dtype=args.dtype, num_workers=args.workers)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     if rank == 0:

@@ -23,6 +23,11 @@ TORCH_LIBRARY(distill, m) {
   m.def(
       "resample_crops(Tensor image, Tensor y_index, Tensor y_weight, Tensor x_index, Tensor x_weight, "
       "float[] mean, float[] std) -> Tensor");
+  // resample_crops written into `out` (N, C, S_y, S_x) float32 contiguous (CPU only), e.g. a slice of a
+  // reused batch buffer: no allocation, no page faults, no copy into the encoder's batch.
+  m.def(
+      "resample_crops_out(Tensor image, Tensor y_index, Tensor y_weight, Tensor x_index, Tensor x_weight, "
+      "float[] mean, float[] std, Tensor(a!) out) -> ()");
   // PIL bicubic taps of N crops along one axis (CPU only; distill.teacher.crops._taps is the definition):
   // start, length, resized, offset: (N,) float64. Returns index (N, size, K) int64 in [0, limit) and
   // weight (N, size, K) float32.

@@ -1,66 +1,132 @@
-"""Region-embedding store: per image, the proposal boxes and the teacher's region embeddings (fp16).
+"""Region-embedding store, format 2: per image, the proposal boxes and the teacher's region embeddings,
+in safetensors shards that are read by slicing a memory map (no pickle, O(1) work and bytes per image).
 
 On disk::
 
     store/
-      meta.json                       teacher provenance, dim, scales, geometry, chunking (written first)
-      shards/shard-000000.pt          images [0, chunk) of the sorted image ids, written atomically
-      shards/shard-000001.pt          ...
-      index.json                      image_id → shard, totals, skipped items (written last)
+      meta.json                            teacher provenance, dim, scales, geometry, dtype, chunking (first)
+      shards/shard-000000.safetensors      images [0, chunk) of the sorted image ids, written atomically:
+                                           image_ids (n,) int64, offsets (n + 1,) int64, boxes (N, 4) float32,
+                                           embeddings (N, D) int8 (+ scales (N,) float32) or float16
+      index.safetensors                    image_ids (M,) int64 sorted, shard (M,) int32, start (M,) int64,
+                                           count (M,) int32: where each image's rows are (~24 bytes an image)
+      index.json                           totals, shard hashes, skipped items (written last: the store is done)
 
-Work is split into fixed chunks of the sorted image ids, so a restarted job skips finished shards and the
-final store is the same, byte for byte, as an uninterrupted run; rank r of w processes chunks k ≡ r (mod w).
+int8 rows are symmetric per row: embedding ≈ int8 * scale, scale = max |x| / 127. Work is split into fixed
+chunks of the sorted image ids, so a restarted job skips finished shards and the final store is the same,
+byte for byte, as an uninterrupted run; rank r of w processes chunks k ≡ r (mod w). Each shard carries the
+hash of meta.json, checked when the shard is opened. Format-1 stores (torch.save shards) open read-only.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
+import json
+import mmap
 import os
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..utils.errors import DistillInputError
-from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
+from ..utils.io import atomic_write_bytes, atomic_write_json, dumps_json, read_json
+from .region_store_v1 import FORMAT as FORMAT_V1
+from .region_store_v1 import RegionStoreV1, ShardRecord, chunks
 
-FORMAT = "distill.region_store/1"
+FORMAT = "distill.region_store/2"
+DTYPES = ("int8", "float16")
+_ST_DTYPES = {"I8": np.int8, "I32": np.int32, "I64": np.int64, "F16": np.float16, "F32": np.float32}
+
+__all__ = ["DTYPES", "FORMAT", "RegionEmbeddingStore", "RegionStoreWriter", "ShardRecord", "chunks", "convert_v1",
+           "dequantize_rows", "quantize_rows"]
 
 
-@dataclass
-class ShardRecord:
-    """Everything one chunk produced: per-image boxes / embeddings and what had to be skipped."""
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) float → int8 (N, D) and float32 scales (N,), symmetric per row: x ≈ q * scale."""
+    x = x.float()
+    scale = x.abs().amax(1) / 127.0 if x.shape[0] else x.new_zeros(0)
+    q = torch.round(x / torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]).clamp_(-127, 127)
+    return q.to(torch.int8), scale
 
-    image_ids: list[int] = field(default_factory=list)
-    boxes: list[torch.Tensor] = field(default_factory=list)  # each (N_i, 4) XYXY float32
-    embeddings: list[torch.Tensor] = field(default_factory=list)  # each (N_i, D)
-    skipped_images: list[dict] = field(default_factory=list)  # {"image_id", "reason"}
-    skipped_boxes: int = 0
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 (N, D) and (N,) scales → (N, D) float32 (one kernel: the int8 → float promotion is fused)."""
+    return torch.mul(q, scale.float()[:, None])
 
 
 def _shard_name(k: int) -> str:
-    return f"shard-{k:06d}.pt"
+    return f"shard-{k:06d}.safetensors"
 
 
-def chunks(image_ids: Iterable[int], chunk_size: int) -> list[list[int]]:
-    ids = sorted(image_ids)
-    return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+def _meta_hash(meta: dict) -> str:
+    return hashlib.sha256(dumps_json(meta).encode()).hexdigest()
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+    """One safetensors file; the metadata goes in as one json string (safetensors orders several keys at
+    random, which would break byte-identical resumes)."""
+    from safetensors.numpy import save
+
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"distill": dumps_json(metadata)})
+    atomic_write_bytes(path, data)
+
+
+class _Mapped:
+    """A safetensors file as numpy views of one read-only memory map (nothing read until sliced)."""
+
+    def __init__(self, path: Path):
+        try:
+            with open(path, "rb") as f:
+                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(self.mm, "madvise"):
+                self.mm.madvise(mmap.MADV_RANDOM)  # reads are a few rows each: no readahead around them
+            self.map = np.frombuffer(self.mm, dtype=np.uint8)
+            n = int(self.map[:8].view("<u8")[0])
+            header = json.loads(bytes(self.map[8:8 + n]))
+        except (OSError, ValueError) as e:
+            raise DistillInputError(f"not a readable safetensors file ({e})", path) from None
+        self.metadata: dict = json.loads((header.pop("__metadata__", None) or {}).get("distill", "{}"))
+        self.arrays: dict[str, np.ndarray] = {}
+        self._begin: dict[str, int] = {}
+        for name, h in header.items():
+            a, b = h["data_offsets"]
+            self.arrays[name] = self.map[8 + n + a:8 + n + b].view(_ST_DTYPES[h["dtype"]]).reshape(h["shape"])
+            self._begin[name] = 8 + n + a
+
+    def rows(self, name: str, a: int, b: int) -> np.ndarray:
+        """A copy of rows [a, b) of an array; the byte range is first asked for in one go (MADV_WILLNEED),
+        so a cold read is one request per array instead of one page fault per page."""
+        arr = self.arrays[name]
+        if b > a and hasattr(mmap, "MADV_WILLNEED"):
+            row = arr.strides[0] if arr.ndim else arr.itemsize
+            start = self._begin[name] + a * row
+            page = start - start % mmap.PAGESIZE
+            self.mm.madvise(mmap.MADV_WILLNEED, page, start + (b - a) * row - page)
+        return np.array(arr[a:b])
 
 
 class RegionStoreWriter:
-    def __init__(self, root: str | os.PathLike, meta: dict, image_ids: Sequence[int], chunk_size: int = 64):
-        """Open (or resume) a store; `meta` must equal the meta of an existing partial store."""
+    def __init__(self, root: str | os.PathLike, meta: dict, image_ids: Sequence[int], chunk_size: int = 64,
+                 dtype: str = "int8"):
+        """Open (or resume) a store; `meta` (with chunking and dtype) must equal an existing partial store's."""
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.root = Path(root)
-        self.meta = {"format": FORMAT, **meta, "chunk_size": chunk_size, "num_images": len(set(image_ids)),
-                     "image_ids_sha256": hashlib.sha256(",".join(map(str, sorted(set(image_ids)))).encode()).hexdigest()}
-        self.chunks = chunks(set(image_ids), chunk_size)
+        ids = sorted(set(image_ids))
+        self.meta = {"format": FORMAT, **meta, "dtype": dtype, "chunk_size": chunk_size, "num_images": len(ids),
+                     "image_ids_sha256": hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()}
+        self.meta_sha256 = _meta_hash(self.meta)
+        self.chunks = chunks(ids, chunk_size)
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
             old = read_json(meta_path)
+            if old.get("format") == FORMAT_V1:
+                raise DistillInputError("a format-1 store is here; convert it with tools/convert_region_store.py "
+                                        "or use another output folder", self.root)
             if old != self.meta:
                 diff = sorted(k for k in set(old) | set(self.meta) if old.get(k) != self.meta.get(k))
                 raise DistillInputError(f"a store with other settings is here (differs in: {', '.join(diff)}); "
@@ -71,6 +137,10 @@ class RegionStoreWriter:
         for stale in (self.root / "shards").glob(".*.partial"):  # left by a killed run
             stale.unlink(missing_ok=True)
 
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
     def shard_path(self, k: int) -> Path:
         return self.root / "shards" / _shard_name(k)
 
@@ -79,48 +149,82 @@ class RegionStoreWriter:
         return [k for k in range(len(self.chunks)) if k % world_size == rank and not self.shard_path(k).is_file()]
 
     def write_shard(self, k: int, rec: ShardRecord) -> None:
-        counts = torch.tensor([b.shape[0] for b in rec.boxes], dtype=torch.long)
+        """Chunk k's images (a subset of `chunks[k]`, in its order) → one atomic shard."""
+        if len(rec.boxes) != len(rec.image_ids) or len(rec.embeddings) != len(rec.image_ids):
+            raise ValueError("ShardRecord needs one boxes and one embeddings tensor per image id")
+        if not set(rec.image_ids) <= set(self.chunks[k]) or rec.image_ids != sorted(rec.image_ids):
+            raise ValueError(f"shard {k} must hold sorted image ids of its chunk")
         dim = self.meta["dim"]
-        payload = {
-            "image_ids": torch.tensor(rec.image_ids, dtype=torch.long),
-            "offsets": torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
-            "boxes": torch.cat(rec.boxes).float() if rec.boxes else torch.zeros(0, 4),
-            "embeddings": torch.cat(rec.embeddings).half() if rec.embeddings else torch.zeros(0, dim).half(),
-            "skipped_images": list(rec.skipped_images),
-            "skipped_boxes": int(rec.skipped_boxes),
-        }
-        buf = io.BytesIO()  # torch.save names the archive after the file: serialise first, for stable bytes
-        torch.save(payload, buf)
-        atomic_write_bytes(self.shard_path(k), buf.getvalue())
+        counts = np.array([b.shape[0] for b in rec.boxes], dtype=np.int64)
+        emb = torch.cat(rec.embeddings).float() if rec.embeddings else torch.zeros(0, dim)
+        arrays = {"image_ids": np.array(rec.image_ids, dtype=np.int64),
+                  "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                  "boxes": (torch.cat(rec.boxes).float() if rec.boxes else torch.zeros(0, 4)).numpy()}
+        if emb.shape != (int(counts.sum()), dim):
+            raise ValueError(f"shard {k}: embeddings of shape {tuple(emb.shape)} for {int(counts.sum())} boxes")
+        if self.dtype == "int8":
+            q, scale = quantize_rows(emb)
+            arrays["embeddings"], arrays["scales"] = q.numpy(), scale.numpy()
+        else:
+            arrays["embeddings"] = emb.half().numpy()
+        metadata = {"format": FORMAT, "meta_sha256": self.meta_sha256, "chunk": k,
+                    "skipped_images": list(rec.skipped_images), "skipped_boxes": int(rec.skipped_boxes)}
+        _save(self.shard_path(k), arrays, metadata)
 
     def finalize(self) -> dict:
-        """Check every shard is there and write index.json; returns the index."""
+        """Check every shard is there and belongs here; write index.safetensors, then index.json."""
         missing = [k for k in range(len(self.chunks)) if not self.shard_path(k).is_file()]
         if missing:
             raise DistillInputError(f"{len(missing)} shard(s) not written yet (first: {_shard_name(missing[0])})",
                                     self.root)
-        images, skipped, skipped_boxes, total = {}, [], 0, 0
-        shard_hashes = []
+        ids, shard, start, count, hashes = [], [], [], [], []
+        skipped, skipped_boxes = [], 0
         for k in range(len(self.chunks)):
-            path = self.shard_path(k)
-            shard_hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
-            s = torch.load(path, map_location="cpu", weights_only=True)
-            for i, image_id in enumerate(s["image_ids"].tolist()):
-                images[str(image_id)] = [k, i]
-            total += int(s["offsets"][-1])
-            skipped += s["skipped_images"]
-            skipped_boxes += s["skipped_boxes"]
-        index = {"format": FORMAT, "num_shards": len(self.chunks), "shard_sha256": shard_hashes,
-                 "num_images": len(images), "num_regions": total, "images": images,
+            s = _open_shard(self.shard_path(k), self.meta_sha256, k)
+            offsets = np.array(s.arrays["offsets"])
+            ids.append(np.array(s.arrays["image_ids"]))
+            shard.append(np.full(len(ids[-1]), k, dtype=np.int32))
+            start.append(offsets[:-1])
+            count.append(np.diff(offsets).astype(np.int32))
+            skipped += s.metadata["skipped_images"]
+            skipped_boxes += int(s.metadata["skipped_boxes"])
+            hashes.append(_file_sha256(self.shard_path(k)))
+        cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
+        arrays = {"image_ids": cat(ids, np.int64), "shard": cat(shard, np.int32), "start": cat(start, np.int64),
+                  "count": cat(count, np.int32)}
+        _save(self.root / "index.safetensors", arrays, {"format": FORMAT, "meta_sha256": self.meta_sha256})
+        index = {"format": FORMAT, "meta_sha256": self.meta_sha256, "num_shards": len(self.chunks),
+                 "shard_sha256": hashes, "index_sha256": _file_sha256(self.root / "index.safetensors"),
+                 "num_images": len(arrays["image_ids"]), "num_regions": int(arrays["count"].sum()),
                  "skipped_images": sorted(skipped, key=lambda d: d["image_id"]), "skipped_boxes": skipped_boxes}
         atomic_write_json(self.root / "index.json", index)
         return index
 
 
-class RegionEmbeddingStore:
-    """Read access: `store[image_id]` → (boxes (N, 4) float32 XYXY, embeddings (N, D) float16)."""
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    def __init__(self, root: str | os.PathLike, expected_dim: int | None = None, cache_shards: int = 8):
+
+def _open_shard(path: Path, meta_sha256: str, k: int) -> _Mapped:
+    s = _Mapped(path)
+    if s.metadata.get("meta_sha256") != meta_sha256 or s.metadata.get("chunk") != k:
+        raise DistillInputError("shard does not belong to this store (other settings or chunk); rerun the dump "
+                                "into a fresh folder", path)
+    return s
+
+
+class RegionEmbeddingStore:
+    """Read access: `store[image_id]` → (boxes (N, 4) float32 XYXY, embeddings (N, D) float16).
+
+    Opening reads two json files and maps the index; a read maps the image's shard (an LRU of
+    `cache_shards` open maps per process) and copies out only that image's rows.
+    """
+
+    def __init__(self, root: str | os.PathLike, expected_dim: int | None = None, cache_shards: int = 64):
         self.root = Path(root)
         if not (self.root / "index.json").is_file():
             if (self.root / "meta.json").is_file():
@@ -129,34 +233,101 @@ class RegionEmbeddingStore:
             raise DistillInputError("region-embedding store not found", self.root)
         self.meta = read_json(self.root / "meta.json")
         self.index = read_json(self.root / "index.json")
-        if self.index.get("format") != FORMAT:
-            raise DistillInputError(f"not a {FORMAT} store", self.root)
-        if expected_dim is not None and self.meta["dim"] != expected_dim:
-            raise DistillInputError(f"store holds {self.meta['dim']}-dim embeddings, the model expects "
+        self.format = self.index.get("format")
+        self._v1 = RegionStoreV1(self.root) if self.format == FORMAT_V1 else None
+        if self.format not in (FORMAT, FORMAT_V1):
+            raise DistillInputError(f"unknown region-store format {self.format!r}", self.root)
+        if expected_dim is not None and self.dim != expected_dim:
+            raise DistillInputError(f"store holds {self.dim}-dim embeddings, the model expects "
                                     f"{expected_dim} (teacher {self.meta.get('teacher', {}).get('arch', '?')})",
                                     self.root)
-        self._load = functools.lru_cache(maxsize=cache_shards)(self._load_shard)
+        self.cache_shards = cache_shards
+        self._pid, self._shards = None, OrderedDict()
+        if self._v1 is None:
+            self._meta_sha256 = _meta_hash(self.meta)
+            if self.index.get("meta_sha256") != self._meta_sha256:
+                raise DistillInputError("meta.json does not match the store's index (edited or mixed stores)",
+                                        self.root)
+            idx = _Mapped(self.root / "index.safetensors")
+            if idx.metadata.get("meta_sha256") != self._meta_sha256:
+                raise DistillInputError("index.safetensors belongs to another store", self.root)
+            self._ids, self._shard = idx.arrays["image_ids"], idx.arrays["shard"]
+            self._start, self._count = idx.arrays["start"], idx.arrays["count"]
 
     @property
     def dim(self) -> int:
         return int(self.meta["dim"])
 
+    @property
+    def dtype(self) -> str:
+        return self.meta.get("dtype", "float16")
+
     def image_ids(self) -> list[int]:
-        return sorted(int(k) for k in self.index["images"])
+        return self._v1.image_ids() if self._v1 else self._ids.tolist()
 
     def __len__(self) -> int:
-        return len(self.index["images"])
+        return len(self._v1) if self._v1 else len(self._ids)
+
+    def _find(self, image_id: int) -> int:
+        i = int(np.searchsorted(self._ids, image_id))
+        return i if i < len(self._ids) and int(self._ids[i]) == image_id else -1
 
     def __contains__(self, image_id: int) -> bool:
-        return str(image_id) in self.index["images"]
+        return image_id in self._v1 if self._v1 else self._find(int(image_id)) >= 0
 
-    def _load_shard(self, k: int) -> dict:
-        return torch.load(self.root / "shards" / _shard_name(k), map_location="cpu", weights_only=True)
+    def _shard_map(self, k: int) -> _Mapped:
+        if self._pid != os.getpid():  # maps are per process (forked data-loader workers open their own)
+            self._pid, self._shards = os.getpid(), OrderedDict()
+        s = self._shards.pop(k, None) or _open_shard(self.root / "shards" / _shard_name(k), self._meta_sha256, k)
+        self._shards[k] = s
+        if len(self._shards) > self.cache_shards:
+            self._shards.popitem(last=False)
+        return s
+
+    def get(self, image_id: int, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image's first `limit` (default all) boxes and embeddings; KeyError when it is not stored."""
+        if self._v1:
+            boxes, emb = self._v1[image_id]
+            return boxes[:limit], emb[:limit]
+        i = self._find(int(image_id))
+        if i < 0:
+            raise KeyError(f"image {image_id} is not in the region-embedding store {self.root}")
+        s = self._shard_map(int(self._shard[i]))
+        a = int(self._start[i])
+        b = a + (int(self._count[i]) if limit is None else min(int(self._count[i]), max(0, limit)))
+        boxes = torch.from_numpy(s.rows("boxes", a, b))
+        emb = torch.from_numpy(s.rows("embeddings", a, b))
+        if "scales" in s.arrays:
+            emb = dequantize_rows(emb, torch.from_numpy(s.rows("scales", a, b))).half()
+        return boxes, emb
 
     def __getitem__(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        loc = self.index["images"].get(str(image_id))
-        if loc is None:
-            raise KeyError(f"image {image_id} is not in the region-embedding store {self.root}")
-        s = self._load(loc[0])
-        a, b = int(s["offsets"][loc[1]]), int(s["offsets"][loc[1] + 1])
-        return s["boxes"][a:b], s["embeddings"][a:b]
+        return self.get(image_id)
+
+    def __getstate__(self) -> dict:  # pickled into spawned workers: maps are reopened there
+        return {**self.__dict__, "_pid": None, "_shards": OrderedDict()}
+
+
+def convert_v1(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "int8",
+               progress: bool = True) -> dict:
+    """A finished format-1 store → a format-2 store at `dst` with the same chunks; resumable (shards already
+    converted are skipped). Returns the new index."""
+    from tqdm import tqdm
+
+    old = RegionStoreV1(src)
+    meta = {k: v for k, v in old.meta.items() if k not in ("format", "chunk_size", "num_images", "image_ids_sha256")}
+    ids = [int(i) for i in old.index["images"]] + [int(s["image_id"]) for s in old.index["skipped_images"]]
+    writer = RegionStoreWriter(dst, meta, ids, old.meta["chunk_size"], dtype=dtype)
+    if writer.meta["image_ids_sha256"] != old.meta["image_ids_sha256"] or len(writer.chunks) != old.index["num_shards"]:
+        raise DistillInputError("the store's index does not account for all its images; it cannot be converted",
+                                src)
+    for k in tqdm(writer.pending(), desc="convert", unit="shard", disable=not progress):
+        s = old._load_shard(k)
+        offsets = s["offsets"].tolist()
+        rec = ShardRecord(image_ids=s["image_ids"].tolist(), skipped_images=list(s["skipped_images"]),
+                          skipped_boxes=int(s["skipped_boxes"]))
+        for a, b in zip(offsets[:-1], offsets[1:]):
+            rec.boxes.append(s["boxes"][a:b])
+            rec.embeddings.append(s["embeddings"][a:b].float())
+        writer.write_shard(k, rec)
+    return writer.finalize()

@@ -7,6 +7,7 @@ import torch
 _FORWARD = "distill::multilevel_roi_align"
 _BACKWARD = "distill::multilevel_roi_align_backward"
 _RESAMPLE_CROPS = "distill::resample_crops"
+_RESAMPLE_CROPS_OUT = "distill::resample_crops_out"
 _CROP_TAPS = "distill::crop_taps"
 _NMS = "distill::nms"
 
@@ -29,6 +30,11 @@ def _fake_resample_crops(image, y_index, y_weight, x_index, x_weight, mean, std)
     """(N, C, S_y, S_x) float32."""
     return image.new_empty((y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1]),
                            dtype=torch.float32)
+
+
+def _fake_resample_crops_out(image, y_index, y_weight, x_index, x_weight, mean, std, out):
+    """Writes `out` in place; returns nothing."""
+    return None
 
 
 def _fake_crop_taps(start, length, resized, offset, size, limit):
@@ -76,6 +82,8 @@ def register() -> None:
     torch.library.register_fake(_FORWARD)(_fake_forward)
     torch.library.register_fake(_BACKWARD)(_fake_backward)
     torch.library.register_fake(_RESAMPLE_CROPS)(_fake_resample_crops)
+    if hasattr(torch.ops.distill, "resample_crops_out"):  # absent from extensions built before it
+        torch.library.register_fake(_RESAMPLE_CROPS_OUT)(_fake_resample_crops_out)
     torch.library.register_fake(_CROP_TAPS)(_fake_crop_taps)
     torch.library.register_fake(_NMS)(_fake_nms)
     torch.library.register_autograd(_FORWARD, _backward, setup_context=_setup_context)

@@ -23,7 +23,7 @@ def compiled_for(device: torch.device) -> bool:
 
 
 def resample_crops(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Tensor, x_weight: Tensor,
-                   mean: Sequence[float], std: Sequence[float]) -> Tensor:
+                   mean: Sequence[float], std: Sequence[float], out: Tensor | None = None) -> Tensor:
     """Separable resampling + 8-bit quantisation + normalisation of N crops of one image.
 
     Args:
@@ -32,16 +32,31 @@ def resample_crops(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Te
             crop n is sum_k y_weight[n, i, k] * image row y_index[n, i, k].
         x_index, x_weight: (N, S_x, K_x) int64 columns in [0, W) and float32 weights, likewise.
         mean, std: C floats.
+        out: optional (N, C, S_y, S_x) float32 tensor on the image's device (e.g. a slice of a reused batch
+            buffer) that receives the result; written in place without a temporary where compiled.
     Returns:
-        (N, C, S_y, S_x) float32: (round(255 * clamp(v, 0, 1)) / 255 - mean) / std, where v is the vertical
-        pass then the horizontal pass, summed in float32 in tap order.
+        (N, C, S_y, S_x) float32 (`out` when given): (round(255 * clamp(v, 0, 1)) / 255 - mean) / std, where
+        v is the vertical pass then the horizontal pass, summed in float32 in tap order.
     """
     image, mean, std = _check(image, y_index, y_weight, x_index, x_weight, mean, std)
+    if out is not None:
+        shape = (y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1])
+        if out.dtype != torch.float32 or tuple(out.shape) != shape or out.device != image.device:
+            raise ValueError(f"out must be float32 of shape {shape} on {image.device}, got {out.dtype} "
+                             f"{tuple(out.shape)} on {out.device}")
+        if image.device.type == "cpu" and out.is_contiguous() and _has_out_kernel():
+            torch.ops.distill.resample_crops_out(image, y_index, y_weight, x_index, x_weight, mean, std, out)
+            return out
+        return out.copy_(resample_crops(image, y_index, y_weight, x_index, x_weight, mean, std))
     if compiled_for(image.device):
         return torch.ops.distill.resample_crops(image, y_index, y_weight, x_index, x_weight, mean, std)
     if image.device.type == "cpu":
         _loader.require_or_warn()
     return resample_crops_reference(image, y_index, y_weight, x_index, x_weight, mean, std)
+
+
+def _has_out_kernel() -> bool:
+    return _loader.ops_available() and hasattr(torch.ops.distill, "resample_crops_out")
 
 
 def resample_crops_reference(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Tensor,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -11,11 +13,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.images import read_image_rgb
 from ..data.region_store import RegionStoreWriter, ShardRecord
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, read_json
+from .crops import CropBatcher, scale_boxes
 from .teacher import Teacher, check_boxes
 
 logger = logging.getLogger(__name__)
@@ -92,45 +96,139 @@ def load_proposals(path: str | os.PathLike, image_ids: Sequence[int], max_per_im
     return out
 
 
+class _Images(torch.utils.data.Dataset):
+    """(chunk, image_id, file_name) items → (chunk, image_id, (3, H, W) uint8 or None, skip reason or None),
+    decoded in DataLoader workers."""
+
+    def __init__(self, items: list[tuple[int, int, str]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        k, image_id, path = self.items[i]
+        try:
+            return k, image_id, read_image_rgb(path), None
+        except DistillInputError as e:
+            return k, image_id, None, str(e)
+
+
+def _as_is(item):
+    return item
+
+
+class _ShardWriterThread:
+    """Writes finished chunks (quantise, serialise, fsync) in a background thread; errors resurface here."""
+
+    def __init__(self, writer: RegionStoreWriter, depth: int = 2):
+        self.writer, self.error = writer, None
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, name="region-shard-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_shard(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    self.error = e
+
+    def put(self, k: int, rec: ShardRecord) -> None:
+        self._raise()
+        self.queue.put((k, rec))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class _ChunkEncoder:
+    """One chunk's images in, its ShardRecord out: crops of every box at every scale cut into the batch
+    buffer, each full batch encoded. Batches never span chunks, so a chunk's bytes do not depend on which
+    chunks ran before it (resume = uninterrupted run)."""
+
+    def __init__(self, teacher: Teacher, scales: Sequence[float], geometry: str, batch_size: int):
+        self.teacher, self.scales = teacher, tuple(scales)
+        self.batcher = CropBatcher(batch_size, teacher.input_size, teacher.mean, teacher.std, geometry,
+                                   teacher.device)
+        self.start()
+
+    def start(self) -> None:
+        self.rec, self.parts = ShardRecord(), []
+
+    def add(self, image_id: int, image: torch.Tensor, boxes: torch.Tensor) -> None:
+        self.rec.image_ids.append(image_id)
+        self.rec.boxes.append(boxes)
+        for s in self.scales:
+            for batch in self.batcher.add(image, scale_boxes(boxes, s)):
+                self.parts.append(self.teacher.encode_image(batch, batch.shape[0]).cpu())
+
+    def finish(self) -> ShardRecord:
+        last = self.batcher.flush()
+        if last is not None:
+            self.parts.append(self.teacher.encode_image(last, last.shape[0]).cpu())
+        emb = torch.cat(self.parts) if self.parts else torch.zeros(0, self.teacher.dim)
+        pos = 0
+        for b in self.rec.boxes:
+            n = b.shape[0]
+            per_scale = emb[pos:pos + n * len(self.scales)].view(len(self.scales), n, emb.shape[1])
+            self.rec.embeddings.append(F.normalize(per_scale.sum(0), dim=-1))
+            pos += n * len(self.scales)
+        rec = self.rec
+        self.start()
+        return rec
+
+
 def dump_region_embeddings(teacher: Teacher, dataset_dicts: list[dict], proposals: dict, out_dir: str | Path,
                            scales: Sequence[float] = (1.0, 1.5), geometry: str = "center", chunk_size: int = 64,
-                           rank: int = 0, world_size: int = 1, batch_size: int = 256,
-                           progress: bool = True) -> RegionStoreWriter:
-    """Embed each image's proposals; writes this rank's pending shards (finished shards are skipped)."""
+                           rank: int = 0, world_size: int = 1, batch_size: int = 256, progress: bool = True,
+                           dtype: str = "int8", num_workers: int = 2) -> RegionStoreWriter:
+    """Embed each image's proposals; writes this rank's pending shards (finished shards are skipped).
+
+    A pipeline: images decoded by `num_workers` DataLoader workers, crops cut in batches on the teacher's
+    device, encoded in batches, shards quantised and written by a background thread.
+    """
     from tqdm import tqdm
 
     from ..utils.progress import on_terminal
 
     by_id = {d["image_id"]: d for d in dataset_dicts}
     meta = {**teacher.provenance(), "dim": teacher.dim, "scales": list(scales), "geometry": geometry}
-    writer = RegionStoreWriter(out_dir, meta, list(by_id), chunk_size)
+    writer = RegionStoreWriter(out_dir, meta, list(by_id), chunk_size, dtype=dtype)
     todo = writer.pending(rank, world_size)
-    n_images = sum(len(writer.chunks[k]) for k in todo)
-    bar = tqdm(total=n_images, desc=f"regions[{rank}/{world_size}]", unit="img", disable=not on_terminal(progress))
-    crops, t0 = 0, time.time()
-    for k in todo:
-        rec = ShardRecord()
-        images, boxes = [], []
-        for image_id in writer.chunks[k]:
-            d = by_id[image_id]
-            try:
-                img = read_image_rgb(d["file_name"])
-            except DistillInputError as e:
-                rec.skipped_images.append({"image_id": image_id, "reason": str(e)})
-                continue
-            b = proposals.get(image_id, torch.zeros(0, 4))
-            ok = check_boxes(b, img.shape[1], img.shape[2])
-            rec.skipped_boxes += int((~ok).sum())
-            rec.image_ids.append(image_id)
-            rec.boxes.append(b[ok])
-            images.append(img)
-            boxes.append(b[ok])
-        # one image at a time: a chunk's crops at once (64 images x 300 boxes x 3 x 224 x 224 fp32) are 11.6 GB
-        rec.embeddings = [teacher.encode_regions([img], [b], scales, geometry, batch_size).cpu()
-                          for img, b in zip(images, boxes)]
-        writer.write_shard(k, rec)
-        crops += sum(b.shape[0] for b in boxes) * len(scales)
-        bar.update(len(writer.chunks[k]))
-        bar.set_postfix(crops_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}")
-    bar.close()
+    items = [(k, i, by_id[i]["file_name"]) for k in todo for i in writer.chunks[k]]
+    loader = torch.utils.data.DataLoader(_Images(items), batch_size=None, num_workers=num_workers,
+                                         collate_fn=_as_is, prefetch_factor=8 if num_workers else None)
+    bar = tqdm(total=len(items), desc=f"regions[{rank}/{world_size}]", unit="img", position=rank,
+               disable=not on_terminal(progress), dynamic_ncols=True)
+    encoder = _ChunkEncoder(teacher, scales, geometry, batch_size)
+    shards = _ShardWriterThread(writer)
+    current, crops, t0 = None, 0, time.time()
+    try:
+        for k, image_id, img, reason in loader:
+            if k != current and current is not None:
+                shards.put(current, encoder.finish())
+            current = k
+            if img is None:
+                encoder.rec.skipped_images.append({"image_id": image_id, "reason": reason})
+            else:
+                b = proposals.get(image_id, torch.zeros(0, 4)).float()
+                ok = check_boxes(b, img.shape[1], img.shape[2])
+                encoder.rec.skipped_boxes += int((~ok).sum())
+                encoder.add(image_id, img, b[ok])
+                crops += int(ok.sum()) * len(scales)
+            bar.update(1)
+            bar.set_postfix(crops_per_s=f"{crops / max(time.time() - t0, 1e-6):.0f}", refresh=False)
+        if current is not None:
+            shards.put(current, encoder.finish())
+    finally:
+        shards.close()
+        bar.close()
     return writer

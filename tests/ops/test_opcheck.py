@@ -54,6 +54,15 @@ def test_resample_crops(device, dtype):
     torch.library.opcheck(torch.ops.distill.resample_crops.default, args)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_resample_crops_out(dtype):  # CPU only: other devices copy resample_crops' result
+    image, boxes = crop_case("cpu", dtype)
+    taps = crop_taps(image, boxes, 16)
+    out = torch.empty(3, 3, 16, 16)
+    torch.library.opcheck(torch.ops.distill.resample_crops_out.default,
+                          (image, *taps, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], out))
+
+
 def test_crop_taps():
     start = torch.tensor([2.0, 10.5, -4.0], dtype=torch.float64)
     length = torch.tensor([28.0, 45.5, 24.0], dtype=torch.float64)

@@ -193,3 +193,28 @@ def test_fallback_without_compiled_kernels(monkeypatch):
     monkeypatch.setattr(crops, "resample_crops_compiled", lambda device: False)
     monkeypatch.setattr(crops._loader, "require_or_warn", lambda: None)
     assert torch.equal(crop_resize_normalize(img, boxes, 16, MEAN, STD), ref)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_out_buffer_and_crop_batcher_equal_the_plain_call(monkeypatch, compiled):
+    if compiled and not has_compiled_ops():
+        pytest.skip("distill._C extension not built")
+    if not compiled:
+        monkeypatch.setattr(crops, "resample_crops_compiled", lambda device: False)
+        monkeypatch.setattr(crops._loader, "require_or_warn", lambda: None)
+    imgs = [random_image(torch.uint8, seed=s) for s in (0, 1, 2)]
+    boxes = [random_boxes(5, seed=1), torch.zeros(0, 4), random_boxes(13, seed=3)]  # 11, 0 and 19 boxes
+    want = torch.cat([crop_resize_normalize(i, b, 16, MEAN, STD) for i, b in zip(imgs, boxes)])
+    out = torch.full((19, 3, 16, 16), float("nan"))
+    assert crop_resize_normalize(imgs[2], boxes[2], 16, MEAN, STD, chunk=4, out=out) is out
+    assert torch.equal(out, want[-19:])
+    batcher = crops.CropBatcher(4, 16, MEAN, STD)
+    got = []
+    for i, b in zip(imgs, boxes):
+        got += [batch.clone() for batch in batcher.add(i, b)]  # views of one buffer: copy to keep
+    assert [g.shape[0] for g in got] == [4] * 7
+    last = batcher.flush()
+    assert last.shape[0] == 2 and batcher.flush() is None
+    assert torch.equal(torch.cat([*got, last]), want)
+    with pytest.raises(ValueError, match="out must be float32"):
+        resample_crops(imgs[0], *crop_taps(imgs[0], boxes[0], 16), MEAN, STD, out=torch.empty(4, 3, 16, 16))

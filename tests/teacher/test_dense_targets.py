@@ -10,6 +10,7 @@ from distill.teacher.dense_targets import (
     target_hw,
     window_boxes,
 )
+from distill.teacher.teacher import Teacher
 from distill.utils import DistillInputError
 
 D = 6
@@ -127,10 +128,17 @@ def test_regions_kind_needs_boxes_and_paints_only_them():
 
 
 class StoreTeacher(FakeTeacher):
-    """FakeTeacher with the batched signature `dump_region_embeddings` calls."""
+    """Embeds 8 x 8 crops by a fixed projection; its region path is the real teacher's (crops at each scale,
+    `encode_image`), the path `dump_region_embeddings` takes too."""
 
-    def encode_regions(self, images, boxes, scales=(1.0,), geometry="stretch", batch_size=256):
-        return torch.cat([super(StoreTeacher, self).encode_regions([im], [b]) for im, b in zip(images, boxes)])
+    input_size, mean, std, device = 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu")
+    crop_regions = Teacher.crop_regions
+    encode_regions = Teacher.encode_regions
+
+    def encode_image(self, crops, batch_size=256):
+        self.calls += 1
+        w = torch.randn(3 * 8 * 8, D, generator=torch.Generator().manual_seed(0))
+        return F.normalize(crops.flatten(1) @ w, dim=-1)
 
 
 def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
@@ -160,7 +168,7 @@ def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
         want = compute_dense_targets(t, img, cfg, boxes[d["image_id"]])  # the box outside is dropped alike
         got = dense_targets_from_store(store, d["image_id"], 48, 64, cfg)
         assert got.shape == want.shape == (D, 6, 8)
-        assert torch.allclose(got, want, atol=2e-3), d["image_id"]  # the store keeps fp16 embeddings
+        assert torch.allclose(got, want, atol=1e-2), d["image_id"]  # the store keeps int8 embeddings
     assert dense_targets_from_store(store, 5, 48, 64, cfg).abs().sum() == 0
 
     samples = [{"image_id": d["image_id"], "file_name": d["file_name"], "image": read_image_rgb(d["file_name"])}

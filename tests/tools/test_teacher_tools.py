@@ -101,11 +101,11 @@ def test_region_dump_counts_skips_and_resumes_after_kill(region_job, tmp_path, t
     killed = _dump(region_job, tmp_path / "resumed", tiny_weights)
     shards = tmp_path / "resumed" / "shards"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("shard-*.pt"))) < 3:
+    while time.time() < deadline and len(list(shards.glob("shard-*.safetensors"))) < 3:
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    done = len(list(shards.glob("shard-*.pt")))
+    done = len(list(shards.glob("shard-*.safetensors")))
     assert 0 < done < SMALL["num_val"] and not (tmp_path / "resumed" / "index.json").exists()
     again = _dump(region_job, tmp_path / "resumed", tiny_weights)
     out2, err2 = again.communicate(timeout=300)

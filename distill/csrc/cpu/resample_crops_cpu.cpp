@@ -216,15 +216,12 @@ DISTILL_CROP_CLONES void bytes_to_unit(const uint8_t* __restrict__ src, float* _
   }
 }
 
-at::Tensor resample_crops_cpu(const at::Tensor& image_in, const at::Tensor& y_index_in,
-                              const at::Tensor& y_weight_in, const at::Tensor& x_index_in,
-                              const at::Tensor& x_weight_in, at::ArrayRef<double> mean, at::ArrayRef<double> std) {
-  const CropShape s = check_resample_args(image_in, y_index_in, y_weight_in, x_index_in, x_weight_in, mean, std);
-  at::Tensor out = at::empty({s.crops, s.channels, s.out_h, s.out_w}, image_in.options().dtype(at::kFloat));
+void resample_crops_into(const at::Tensor& image_in, const at::Tensor& y_index_in, const at::Tensor& y_weight_in,
+                         const at::Tensor& x_index_in, const at::Tensor& x_weight_in, at::ArrayRef<double> mean,
+                         at::ArrayRef<double> std, const CropShape& s, at::Tensor& out) {
   if (out.numel() == 0) {
-    return out;
+    return;
   }
-  advise_huge_pages(out.mutable_data_ptr(), out.nbytes());
   const at::Tensor y_index = y_index_in.contiguous(), y_weight = y_weight_in.contiguous();
   const at::Tensor x_index = x_index_in.contiguous(), x_weight = x_weight_in.contiguous();
   const int64_t plane_size = s.height * s.width;
@@ -288,13 +285,35 @@ at::Tensor resample_crops_cpu(const at::Tensor& image_in, const at::Tensor& y_in
                       std_f[c]);
     }
   });
+}
+
+at::Tensor resample_crops_cpu(const at::Tensor& image, const at::Tensor& y_index, const at::Tensor& y_weight,
+                              const at::Tensor& x_index, const at::Tensor& x_weight, at::ArrayRef<double> mean,
+                              at::ArrayRef<double> std) {
+  const CropShape s = check_resample_args(image, y_index, y_weight, x_index, x_weight, mean, std);
+  at::Tensor out = at::empty({s.crops, s.channels, s.out_h, s.out_w}, image.options().dtype(at::kFloat));
+  advise_huge_pages(out.mutable_data_ptr(), out.nbytes());
+  resample_crops_into(image, y_index, y_weight, x_index, x_weight, mean, std, s, out);
   return out;
+}
+
+void resample_crops_out_cpu(const at::Tensor& image, const at::Tensor& y_index, const at::Tensor& y_weight,
+                            const at::Tensor& x_index, const at::Tensor& x_weight, at::ArrayRef<double> mean,
+                            at::ArrayRef<double> std, at::Tensor out) {
+  const CropShape s = check_resample_args(image, y_index, y_weight, x_index, x_weight, mean, std);
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.device() == image.device(),
+              "resample_crops_out: out must be a contiguous float32 tensor on the image's device");
+  TORCH_CHECK(out.sizes() == at::IntArrayRef({s.crops, s.channels, s.out_h, s.out_w}),
+              "resample_crops_out: out has shape ", out.sizes(), ", the crops need ",
+              at::IntArrayRef({s.crops, s.channels, s.out_h, s.out_w}));
+  resample_crops_into(image, y_index, y_weight, x_index, x_weight, mean, std, s, out);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(distill, CPU, m) {
   m.impl("resample_crops", &resample_crops_cpu);
+  m.impl("resample_crops_out", &resample_crops_out_cpu);
 }
 
 }  // namespace distill

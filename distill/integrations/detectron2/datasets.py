@@ -143,8 +143,7 @@ class ViLDDatasetMapper(DatasetMapper):
     def _attach_distill(self, dataset_dict, transforms, image_shape) -> None:
         store, image_id = self.store, dataset_dict["image_id"]
         if image_id in store:
-            boxes, emb = store[image_id]
-            boxes, emb = boxes[: self.num_distill], emb[: self.num_distill]
+            boxes, emb = store.get(image_id, limit=self.num_distill)  # only these rows are read from the map
         else:
             boxes, emb = torch.zeros(0, 4), torch.zeros(0, store.dim, dtype=torch.float16)
         if len(boxes):

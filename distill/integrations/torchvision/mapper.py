@@ -137,8 +137,8 @@ class DatasetMapper:
             out["masks"] = torch.zeros(0, h, w, dtype=torch.uint8)
         if self.store is not None:
             if d["image_id"] in self.store:
-                db, de = self.store[d["image_id"]]
-                db, de = db[: self.cfg.num_distill] * scale - offset, de[: self.cfg.num_distill]
+                db, de = self.store.get(d["image_id"], limit=self.cfg.num_distill)  # only these rows are read
+                db = db * scale - offset
             else:
                 db, de = torch.zeros(0, 4), torch.zeros(0, self.store.dim, dtype=torch.float16)
             db = _clip(db, h, w)

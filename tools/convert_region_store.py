@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Convert a format-1 region-embedding store (torch.save shards) to format 2 (memory-mapped safetensors).
+
+    python tools/convert_region_store.py OLD_STORE NEW_STORE [--dtype int8|float16]
+
+The new store has the same chunks, image ids, boxes and skipped items; embeddings are stored as int8 with a
+per-row scale (default) or float16. Killed and restarted with the same arguments, it skips the shards
+already converted. The old store is only read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from distill.data.region_store import convert_v1
+from distill.utils import DistillInputError, cli_entry, dumps_json
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("source", help="a finished format-1 store")
+    p.add_argument("output", help="folder of the format-2 store (created, or resumed)")
+    p.add_argument("--dtype", choices=("int8", "float16"), default="int8")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if os.path.abspath(args.source) == os.path.abspath(args.output):
+        raise DistillInputError("output must be another folder than the source store", args.output)
+    index = convert_v1(args.source, args.output, args.dtype, progress=not args.no_progress)
+    print(dumps_json({k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
