@@ -31,8 +31,10 @@ $(STAMP): $(SOURCES)
 quickstart: install
 	$(PY) tools/quickstart.py
 
+# layers (import-linter contracts in pyproject.toml) and formatting are checked before the tests
 test: install cuda-check
 	$(VENV)/bin/lint-imports
+	$(PY) -m ruff format --check -q distill tools tests benchmarks
 	$(PY) -m pytest -q tests
 
 # Compiles the CUDA kernels with nvcc (nothing runs them here); skipped with a notice without nvcc.
@@ -41,6 +43,7 @@ cuda-check: install
 
 lint: install
 	$(PY) -m ruff check distill tools tests benchmarks
+	$(PY) -m ruff format --check distill tools tests benchmarks
 	$(VENV)/bin/lint-imports
 
 clean:

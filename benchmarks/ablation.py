@@ -8,6 +8,7 @@ this script runs those stages), trains the three variants from scratch with the 
 schedule, evaluates box and mask AP on the validation set, prints the table of ViLD's ablation, then one
 line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="output/ablation")
     p.add_argument("--quickstart-dir", default="output/quickstart")
-    p.add_argument("--backend", choices=BACKENDS, default="torchvision",
-                   help="the backend of the quickstart run in --quickstart-dir, and of these trainings")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torchvision",
+        help="the backend of the quickstart run in --quickstart-dir, and of these trainings",
+    )
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     qs = Path(args.quickstart_dir)
     pipe = quickstart.Pipeline(qs, [], backend=args.backend)
     pipe.data()
     for stage, fn in (("text", pipe.text), ("proposals", pipe.proposals), ("regions", pipe.regions_stage)):
-        marker = {"text": qs / "text" / "synthetic_all.npy", "proposals": qs / "proposals_train.json",
-                  "regions": qs / "regions" / "index.json"}[stage]
+        marker = {
+            "text": qs / "text" / "synthetic_all.npy",
+            "proposals": qs / "proposals_train.json",
+            "regions": qs / "regions" / "index.json",
+        }[stage]
         if not marker.is_file():
             fn()
     rows = {}
@@ -53,8 +61,13 @@ def main(argv=None) -> int:
         model = pipe.backend.load_model(cfg, str(final))
         with torch.no_grad():
             rows[name] = pipe.backend.evaluate(cfg, model, "distill_synthetic_val")
-    keys = [("box_AP50_novel", "box AP50 novel"), ("box_AP50_base", "box AP50 base"), ("box_AP50", "box AP50 all"),
-            ("mask_AP50_novel", "mask AP50 novel"), ("mask_AP_novel", "mask AP novel")]
+    keys = [
+        ("box_AP50_novel", "box AP50 novel"),
+        ("box_AP50_base", "box AP50 base"),
+        ("box_AP50", "box AP50 all"),
+        ("mask_AP50_novel", "mask AP50 novel"),
+        ("mask_AP_novel", "mask AP novel"),
+    ]
     print("\n| method | " + " | ".join(k[1] for k in keys) + " |\n" + "|---" * (len(keys) + 1) + "|")
     for name, m in rows.items():
         print(f"| {name} | " + " | ".join("-" if m.get(k) is None else f"{m[k]:.1f}" for k, _ in keys) + " |")

@@ -7,6 +7,7 @@ Each (backend, seed) is one `tools/quickstart.py` run (its own proposal network,
 training; cached, so an interrupted benchmark resumes) with SEED set; the segmentation stage is left out.
 Prints one row per run, the mean per backend, then one line of JSON. Needs detectron2 (README).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,19 @@ def main(argv=None) -> int:
     for backend in BACKENDS:
         for seed in args.seeds:
             out = Path(args.output_dir) / f"{backend}_seed{seed}"
-            cmd = [sys.executable, str(ROOT / "tools/quickstart.py"), "--backend", backend, "--output-dir", str(out),
-                   "--no-progress", "--skip-semseg", *extra, "SEED", str(seed)]
+            cmd = [
+                sys.executable,
+                str(ROOT / "tools/quickstart.py"),
+                "--backend",
+                backend,
+                "--output-dir",
+                str(out),
+                "--no-progress",
+                "--skip-semseg",
+                *extra,
+                "SEED",
+                str(seed),
+            ]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             ev = json.loads((out / "stages.json").read_text())["eval"]["vild"]
@@ -40,12 +52,22 @@ def main(argv=None) -> int:
     print("\n| backend | seed | " + " | ".join(KEYS) + " |\n" + "|---" * (len(KEYS) + 2) + "|")
     for (backend, seed), m in rows.items():
         print(f"| {backend} | {seed} | " + " | ".join(f"{m[k]:.1f}" for k in KEYS) + " |")
-    means = {b: {k: statistics.mean(m[k] for (bb, _), m in rows.items() if bb == b) for k in KEYS} for b in BACKENDS}
+    means = {
+        b: {k: statistics.mean(m[k] for (bb, _), m in rows.items() if bb == b) for k in KEYS}
+        for b in BACKENDS
+    }
     for b, m in means.items():
         print(f"| {b} | mean | " + " | ".join(f"{m[k]:.1f}" for k in KEYS) + " |")
     gap = means["detectron2"]["box_AP50_novel"] - means["torchvision"]["box_AP50_novel"]
-    print(json.dumps({"runs": {f"{b}_seed{s}": m for (b, s), m in rows.items()}, "mean": means,
-                      "novel_box_AP50_gap_d2_minus_tv": round(gap, 2)}))
+    print(
+        json.dumps(
+            {
+                "runs": {f"{b}_seed{s}": m for (b, s), m in rows.items()},
+                "mean": means,
+                "novel_box_AP50_gap_d2_minus_tv": round(gap, 2),
+            }
+        )
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ by tiling a synthetic picture, and the demo runs in a child process with the sco
 one of `--detections` boxes has a mask to paste, draw and encode. Prints a markdown row, then one json line:
 peak RSS of the child (ru_maxrss) and its wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,21 +73,57 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=6000, help="image width in pixels")
     p.add_argument("--height", type=int, default=4000, help="image height in pixels")
     p.add_argument("--detections", type=int, default=100, help="TEST.DETECTIONS_PER_IMAGE (all get a mask)")
-    p.add_argument("--output-dir", default=None, help="keep the inputs and outputs here (default: a temp dir)")
-    p.add_argument("--task", choices=("detect", "semseg"), default="detect",
-                   help="semseg: an untrained segmenter of the synthetic semseg config instead")
+    p.add_argument(
+        "--output-dir", default=None, help="keep the inputs and outputs here (default: a temp dir)"
+    )
+    p.add_argument(
+        "--task",
+        choices=("detect", "semseg"),
+        default="detect",
+        help="semseg: an untrained segmenter of the synthetic semseg config instead",
+    )
     args = p.parse_args(argv)
     d = Path(args.output_dir or tempfile.mkdtemp(prefix="demo_memory."))
     d.mkdir(parents=True, exist_ok=True)
     vocab, weights, photo = make_inputs(d, args.width, args.height)
     if args.task == "semseg":
-        cmd = [sys.executable, str(REPO / "tools/demo.py"), "--task", "semseg", "--weights", str(segmenter(d)),
-               "--input", str(photo), "--output", str(d / "out")]
+        cmd = [
+            sys.executable,
+            str(REPO / "tools/demo.py"),
+            "--task",
+            "semseg",
+            "--weights",
+            str(segmenter(d)),
+            "--input",
+            str(photo),
+            "--output",
+            str(d / "out"),
+        ]
     else:
-            cmd = [sys.executable, str(REPO / "tools/demo.py"), "--config-file", CONFIG, "--backend", "torchvision",
-               "--weights", str(weights), "--input", str(photo), "--output", str(d / "out"), "--score-thresh", "0",
-               "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab),
-               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", str(args.detections)]
+        cmd = [
+            sys.executable,
+            str(REPO / "tools/demo.py"),
+            "--config-file",
+            CONFIG,
+            "--backend",
+            "torchvision",
+            "--weights",
+            str(weights),
+            "--input",
+            str(photo),
+            "--output",
+            str(d / "out"),
+            "--score-thresh",
+            "0",
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+            str(vocab),
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            str(vocab),
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+            "TEST.DETECTIONS_PER_IMAGE",
+            str(args.detections),
+        ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     wall = time.perf_counter() - t0
@@ -94,12 +131,27 @@ def main(argv=None) -> int:
         print(r.stderr[-3000:], file=sys.stderr)
         return r.returncode
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    n = len(json.loads((d / "out" / "predictions.json").read_text())["annotations"]) if args.task == "detect" else 0
+    n = (
+        len(json.loads((d / "out" / "predictions.json").read_text())["annotations"])
+        if args.task == "detect"
+        else 0
+    )
     mp = args.width * args.height / 1e6
     print("| task | image | detections (with masks) | peak RSS (MB) | wall (s) |\n|---|---|---|---|---|")
     print(f"| {args.task} | {args.width}x{args.height} ({mp:.0f} MP) | {n} | {peak_mb:.0f} | {wall:.1f} |")
-    print(json.dumps({"task": args.task, "width": args.width, "height": args.height, "detections": n, "peak_rss_mb": round(peak_mb),
-                      "wall_s": round(wall, 1), "threads": os.environ.get("OMP_NUM_THREADS", "default")}))
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "width": args.width,
+                "height": args.height,
+                "detections": n,
+                "peak_rss_mb": round(peak_mb),
+                "wall_s": round(wall, 1),
+                "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+            }
+        )
+    )
     return 0
 
 

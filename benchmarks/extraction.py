@@ -15,6 +15,7 @@ initialised open_clip ViT-B-32 (224 px crops) on `--vit-images`, crops at 1x and
 Timed: everything from opening the writer to finalize. Then what the pipeline's int8 targets do to the
 ViLD-image loss, against the previous loop's float16 ones. Prints tables, then one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,8 +106,10 @@ def main(argv=None) -> int:
         generate(data, SyntheticConfig(seed=0, num_train=max(args.images, args.vit_images), num_val=0))
     all_dicts, _ = synthetic_dataset(data, "train")
     rows, result = [], {"threads": torch.get_num_threads(), "workers": args.workers}
-    for name, arch, n in (("tiny teacher (64 px)", "synthetic-tiny-teacher", args.images),
-                          ("ViT-B-32 random (224 px)", "ViT-B-32", args.vit_images)):
+    for name, arch, n in (
+        ("tiny teacher (64 px)", "synthetic-tiny-teacher", args.images),
+        ("ViT-B-32 random (224 px)", "ViT-B-32", args.vit_images),
+    ):
         teacher = create_teacher(arch)
         dicts = sorted(all_dicts, key=lambda d: d["image_id"])[:n]
         props = jittered_proposals(dicts, args.proposals)
@@ -118,30 +121,55 @@ def main(argv=None) -> int:
             if path == "previous loop":
                 previous_loop(teacher, dicts, props, out)
             else:
-                dump_region_embeddings(teacher, dicts, props, out, SCALES, "center", CHUNK, progress=False,
-                                       num_workers=args.workers).finalize()
+                dump_region_embeddings(
+                    teacher,
+                    dicts,
+                    props,
+                    out,
+                    SCALES,
+                    "center",
+                    CHUNK,
+                    progress=False,
+                    num_workers=args.workers,
+                ).finalize()
             times[path] = time.perf_counter() - t
-        a, b = RegionEmbeddingStore(root / f"{arch}-previous-loop"), RegionEmbeddingStore(root / f"{arch}-pipeline")
+        a, b = (
+            RegionEmbeddingStore(root / f"{arch}-previous-loop"),
+            RegionEmbeddingStore(root / f"{arch}-pipeline"),
+        )
         fp16 = torch.cat([a[i][1] for i in a.image_ids()]).float()
         int8 = torch.cat([b[i][1] for i in a.image_ids()]).float()
         cos = torch.nn.functional.cosine_similarity(fp16, int8, dim=1).min().item()
         rows.append((name, n, n / times["previous loop"], n / times["pipeline"], cos))
-        result[arch] = {"images": n, "previous_img_s": rows[-1][2], "pipeline_img_s": rows[-1][3],
-                        "speedup": times["previous loop"] / times["pipeline"], "min_cosine": cos,
-                        **int8_effect(fp16, int8)}
-    print(f"torch threads: {torch.get_num_threads()}; pipeline workers: {args.workers}; {args.proposals} "
-          f"proposals an image, crops at 1x and 1.5x")
-    print("| teacher | images | previous loop img/s | pipeline img/s | speedup | min cosine, pipeline vs previous |\n"
-          "|---|---|---|---|---|---|")
+        result[arch] = {
+            "images": n,
+            "previous_img_s": rows[-1][2],
+            "pipeline_img_s": rows[-1][3],
+            "speedup": times["previous loop"] / times["pipeline"],
+            "min_cosine": cos,
+            **int8_effect(fp16, int8),
+        }
+    print(
+        f"torch threads: {torch.get_num_threads()}; pipeline workers: {args.workers}; {args.proposals} "
+        f"proposals an image, crops at 1x and 1.5x"
+    )
+    print(
+        "| teacher | images | previous loop img/s | pipeline img/s | speedup | min cosine, pipeline vs previous |\n"
+        "|---|---|---|---|---|---|"
+    )
     for name, n, a, b, cos in rows:
         print(f"| {name} | {n} | {a:.2f} | {b:.2f} | {b / a:.2f}x | {cos:.4f} |")
-    print("\nViLD-image loss (L1, sum over D) against the previous loop's float16 targets and the pipeline's int8 "
-          "ones\n| teacher | bound on the shift | student cos 0.5: fp16 / int8 | student cos 0.9: fp16 / int8 |\n"
-          "|---|---|---|---|")
+    print(
+        "\nViLD-image loss (L1, sum over D) against the previous loop's float16 targets and the pipeline's int8 "
+        "ones\n| teacher | bound on the shift | student cos 0.5: fp16 / int8 | student cos 0.9: fp16 / int8 |\n"
+        "|---|---|---|---|"
+    )
     for (name, *_), arch in zip(rows, ("synthetic-tiny-teacher", "ViT-B-32")):
         r = result[arch]
-        print(f"| {name} | {r['loss_shift_bound']:.5f} | {r['loss_cos0.5_fp16']:.4f} / {r['loss_cos0.5_int8']:.4f} | "
-              f"{r['loss_cos0.9_fp16']:.4f} / {r['loss_cos0.9_int8']:.4f} |")
+        print(
+            f"| {name} | {r['loss_shift_bound']:.5f} | {r['loss_cos0.5_fp16']:.4f} / {r['loss_cos0.5_int8']:.4f} | "
+            f"{r['loss_cos0.9_fp16']:.4f} / {r['loss_cos0.9_int8']:.4f} |"
+        )
     print(json.dumps(result, default=lambda x: round(x, 4) if isinstance(x, float) else x))
     return 0
 

@@ -5,6 +5,7 @@
 
 Prints one row per box count (ms per call for each, and the speedup), then one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,20 @@ def main() -> int:
         print("distill._C is not built: nothing to compare", file=sys.stderr)
         return 2
     rows = {}
-    print(f"torch threads: {torch.get_num_threads()}\n\n| boxes | torchvision ms | distill ms | speedup |\n|---|---|---|---|")
+    print(
+        f"torch threads: {torch.get_num_threads()}\n\n| boxes | torchvision ms | distill ms | speedup |\n|---|---|---|---|"
+    )
     for n in (100, 300, 600, 1000):
         boxes, scores = rpn_like(n, n)
         assert torch.equal(nms(boxes, scores, 0.7), torchvision.ops.nms(boxes, scores, 0.7))
         # interleaved, so both see the same machine load
         tv = min(per_call_ms(torchvision.ops.nms, boxes, scores, args.repeats) for _ in range(3))
         ours = min(per_call_ms(nms, boxes, scores, args.repeats) for _ in range(3))
-        rows[n] = {"torchvision_ms": round(tv, 4), "distill_ms": round(ours, 4), "speedup": round(tv / ours, 2)}
+        rows[n] = {
+            "torchvision_ms": round(tv, 4),
+            "distill_ms": round(ours, 4),
+            "speedup": round(tv / ours, 2),
+        }
         print(f"| {n} | {tv:.3f} | {ours:.3f} | {tv / ours:.1f}x |")
     print(json.dumps(rows))
     return 0

@@ -16,6 +16,7 @@ evaluated on the validation split with the same row's embeddings of all classes.
 (b) ViLD's box AP50, novel and base. Every cell caches its result; each `cell` is one process, so each run can
 take the machine's shared lock on its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,18 +33,34 @@ from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps
 DATA = SyntheticConfig(seed=0, num_train=500, num_val=500, image_size=128)
 TEACHER = "synthetic-tiny-teacher"
 CONFIG = "synthetic/vild_r18_fpn_quick.yaml"
-ROWS = {"hand": "hand prompts (ViLD's 63)", "coop": "CoOp", "detpro": "DetPro", "clip-adapter": "CLIP-Adapter"}
+ROWS = {
+    "hand": "hand prompts (ViLD's 63)",
+    "coop": "CoOp",
+    "detpro": "DetPro",
+    "clip-adapter": "CLIP-Adapter",
+}
 PROPOSALS_PER_IMAGE = 32
 
 
 def _cfg(out: Path, output: str, row: str, seed: int, extra: list[str]):
     from distill.model_zoo import get_config_file
 
-    return _backend().load_config(get_config_file(CONFIG), [
-        "MODEL.DISTILL.DATASETS_ROOT", str(out), "MODEL.DISTILL.REGION_STORE", str(out / "regions"),
-        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "base")),
-        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(_emb_path(out, row, seed, "all")),
-        "OUTPUT_DIR", str(out / output), *extra])
+    return _backend().load_config(
+        get_config_file(CONFIG),
+        [
+            "MODEL.DISTILL.DATASETS_ROOT",
+            str(out),
+            "MODEL.DISTILL.REGION_STORE",
+            str(out / "regions"),
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            str(_emb_path(out, row, seed, "base")),
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+            str(_emb_path(out, row, seed, "all")),
+            "OUTPUT_DIR",
+            str(out / output),
+            *extra,
+        ],
+    )
 
 
 def _backend():
@@ -77,7 +94,9 @@ def _write_embeddings(teacher, out: Path, row: str, seed: int) -> None:
     prov = {**teacher.provenance(), "templates": _templates(out, row, seed), "vocabulary": "synthetic"}
     base = meta.contiguous_ids("base")
     ClassEmbeddings(emb, meta.thing_classes, prov).save(_emb_path(out, row, seed, "all"))
-    ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(_emb_path(out, row, seed, "base"))
+    ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(
+        _emb_path(out, row, seed, "base")
+    )
 
 
 def sampled_proposals(dicts: list[dict], per_image: int = PROPOSALS_PER_IMAGE, seed: int = 0) -> list[dict]:
@@ -100,8 +119,13 @@ def sampled_proposals(dicts: list[dict], per_image: int = PROPOSALS_PER_IMAGE, s
                 cx, cy = rng.uniform(bw / 2, w - bw / 2), rng.uniform(bh / 2, h - bh / 2)
             x0, y0 = max(0.0, cx - bw / 2), max(0.0, cy - bh / 2)
             x1, y1 = min(float(w), cx + bw / 2), min(float(h), cy + bh / 2)
-            out.append({"image_id": d["image_id"], "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2),
-                                                            round(y1 - y0, 2)], "score": 1.0 - k / per_image})
+            out.append(
+                {
+                    "image_id": d["image_id"],
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "score": 1.0 - k / per_image,
+                }
+            )
     return out
 
 
@@ -117,8 +141,13 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
     _data(out)
     teacher = create_teacher(TEACHER)
     _write_embeddings(teacher, out, "hand", 0)
-    cfg = _cfg(out, "proposal_net", "hand", 0, ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0",
-                                                "SOLVER.MAX_ITER", str(proposal_iters)])
+    cfg = _cfg(
+        out,
+        "proposal_net",
+        "hand",
+        0,
+        ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0", "SOLVER.MAX_ITER", str(proposal_iters)],
+    )
     final = out / "proposal_net" / "model_final.pth"
     dicts, _ = synthetic_dataset(out / "synthetic", "train")
     props_file = out / "proposals_train.json"
@@ -128,12 +157,15 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
         _backend().train(cfg, progress)
     if not props_file.is_file():
         model = _backend().load_model(cfg, str(final))
-        props = _backend().dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                                  PROPOSALS_PER_IMAGE, progress)
+        props = _backend().dataset_proposals(
+            model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, PROPOSALS_PER_IMAGE, progress
+        )
         atomic_write_json(props_file, props)
     if not (out / "regions" / "index.json").is_file():
         props = load_proposals(props_file, [d["image_id"] for d in dicts], PROPOSALS_PER_IMAGE)
-        dump_region_embeddings(teacher, dicts, props, out / "regions", chunk_size=50, progress=progress).finalize()
+        dump_region_embeddings(
+            teacher, dicts, props, out / "regions", chunk_size=50, progress=progress
+        ).finalize()
     print(f"[prompt_transfer] prepared {out}", flush=True)
 
 
@@ -155,26 +187,43 @@ def learn(out: Path, seeds: list[int], steps: int, progress: bool) -> dict:
     dicts, meta = synthetic_dataset(out / "synthetic", "train")
     base = [meta.thing_classes[i] for i in meta.contiguous_ids("base")]
     data = {"coop": gt_crop_samples(teacher, dicts, meta, base, progress)}
-    data["detpro"] = data["clip-adapter"] = store_samples(RegionEmbeddingStore(out / "regions"), dicts, meta, base)
+    data["detpro"] = data["clip-adapter"] = store_samples(
+        RegionEmbeddingStore(out / "regions"), dicts, meta, base
+    )
     for seed in seeds:
         for method in ("coop", "detpro", "clip-adapter"):
             path = Path(_templates(out, method, seed))
             if not path.is_file():
-                prov = {"dataset": str((out / "synthetic").resolve()), "split": "train",
-                        "source": "ground-truth crops" if method == "coop" else "region store"}
-                train_prompts(teacher, data[method], base, PromptTrainConfig(method=method, steps=steps, seed=seed),
-                              path, out / "prompts" / f"{method}_s{seed}.work", prov, progress=progress)
+                prov = {
+                    "dataset": str((out / "synthetic").resolve()),
+                    "split": "train",
+                    "source": "ground-truth crops" if method == "coop" else "region store",
+                }
+                train_prompts(
+                    teacher,
+                    data[method],
+                    base,
+                    PromptTrainConfig(method=method, steps=steps, seed=seed),
+                    path,
+                    out / "prompts" / f"{method}_s{seed}.work",
+                    prov,
+                    progress=progress,
+                )
             _write_embeddings(teacher, out, method, seed)
     vdicts, vmeta = synthetic_dataset(out / "synthetic", "val")
     val = gt_crop_samples(teacher, vdicts, vmeta, vmeta.thing_classes, progress)
     novel = torch.tensor([c in set(vmeta.contiguous_ids("novel")) for c in val["label"].tolist()])
     table = {}
     for row in ROWS:
-        for seed in ([0] if row == "hand" else seeds):
+        for seed in [0] if row == "hand" else seeds:
             emb = teacher.encode_text(vmeta.thing_classes, _templates(out, row, seed))
-            table.setdefault(row, []).append({
-                "seed": seed, "top1_base": zero_shot_top1(emb, val["emb"][~novel], val["label"][~novel]),
-                "top1_novel": zero_shot_top1(emb, val["emb"][novel], val["label"][novel])})
+            table.setdefault(row, []).append(
+                {
+                    "seed": seed,
+                    "top1_base": zero_shot_top1(emb, val["emb"][~novel], val["label"][~novel]),
+                    "top1_novel": zero_shot_top1(emb, val["emb"][novel], val["label"][novel]),
+                }
+            )
     result = {"rows": table, "num_base": int((~novel).sum()), "num_novel": int(novel.sum()), "steps": steps}
     atomic_write_json(out / "table_a.json", result, indent=1)
     return result
@@ -190,15 +239,33 @@ def cell(out: Path, row: str, seed: int, iters: int, progress: bool) -> dict:
     if not init.is_file() or not _emb_path(out, row, seed, "base").is_file():
         raise DistillInputError(f"run `prepare` and `learn` first (missing {init} or the {row} embeddings)")
     name = f"vild/{row}_s{seed}"
-    cfg = _cfg(out, name, row, seed, ["MODEL.WEIGHTS", str(init), "SOLVER.MAX_ITER", str(iters),
-                                      "SOLVER.WARMUP_ITERS", str(min(100, iters // 5)), "SEED", str(seed)])
+    cfg = _cfg(
+        out,
+        name,
+        row,
+        seed,
+        [
+            "MODEL.WEIGHTS",
+            str(init),
+            "SOLVER.MAX_ITER",
+            str(iters),
+            "SOLVER.WARMUP_ITERS",
+            str(min(100, iters // 5)),
+            "SEED",
+            str(seed),
+        ],
+    )
     final = out / name / "model_final.pth"
     if not final.is_file():
         _backend().train(cfg, progress)  # resumes from the output folder's last checkpoint
     with torch.no_grad():
         m = _backend().evaluate(cfg, _backend().load_model(cfg, str(final)), "distill_synthetic_val")
-    result = {"row": row, "seed": seed, "iters": iters, **{k: m[k] for k in
-                                                           ("box_AP50_novel", "box_AP50_base", "box_AP50")}}
+    result = {
+        "row": row,
+        "seed": seed,
+        "iters": iters,
+        **{k: m[k] for k in ("box_AP50_novel", "box_AP50_base", "box_AP50")},
+    }
     atomic_write_json(result_file, result, indent=1)
     return result
 
@@ -216,8 +283,10 @@ def report(out: Path) -> dict:
     summary = {}
     if (out / "table_a.json").is_file():
         a = read_json(out / "table_a.json")
-        print(f"\n(a) teacher zero-shot top-1 on validation GT crops ({a['num_base']} base, {a['num_novel']} novel "
-              f"objects; 15 classes scored)\n\n| prompts | top-1 base | top-1 novel |\n|---|---|---|")
+        print(
+            f"\n(a) teacher zero-shot top-1 on validation GT crops ({a['num_base']} base, {a['num_novel']} novel "
+            f"objects; 15 classes scored)\n\n| prompts | top-1 base | top-1 novel |\n|---|---|---|"
+        )
         for row in [r for r in ROWS if r in a["rows"]]:
             runs = a["rows"][row]
             b, n = [r["top1_base"] for r in runs], [r["top1_novel"] for r in runs]
@@ -225,15 +294,20 @@ def report(out: Path) -> dict:
             summary[f"a/{row}"] = {"base": b, "novel": n}
     cells = [read_json(p) for p in sorted((out / "cells").glob("*.json"))] if (out / "cells").is_dir() else []
     if cells:
-        print(f"\n(b) ViLD trained and evaluated with each set of class embeddings ({cells[0]['iters']} iterations "
-              f"from the shared proposal network; box AP50 on {DATA.num_val} validation images)\n\n"
-              "| class embeddings | novel AP50 | base AP50 | all AP50 | seeds |\n|---|---|---|---|---|")
+        print(
+            f"\n(b) ViLD trained and evaluated with each set of class embeddings ({cells[0]['iters']} iterations "
+            f"from the shared proposal network; box AP50 on {DATA.num_val} validation images)\n\n"
+            "| class embeddings | novel AP50 | base AP50 | all AP50 | seeds |\n|---|---|---|---|---|"
+        )
         for row in ROWS:
             rs = [c for c in cells if c["row"] == row]
             if rs:
                 cols = [[c[k] for c in rs] for k in ("box_AP50_novel", "box_AP50_base", "box_AP50")]
-                print(f"| {ROWS[row]} | " + " | ".join(_ms(c) for c in cols) +
-                      f" | {','.join(str(c['seed']) for c in rs)} |")
+                print(
+                    f"| {ROWS[row]} | "
+                    + " | ".join(_ms(c) for c in cols)
+                    + f" | {','.join(str(c['seed']) for c in rs)} |"
+                )
                 summary[f"b/{row}"] = {"novel": cols[0], "base": cols[1]}
     print(json.dumps(json.loads(dumps_json(summary))))
     return summary
@@ -250,9 +324,12 @@ def main(argv=None) -> int:
     p.add_argument("--proposal-iters", type=int, default=300)
     p.add_argument("--vild-iters", type=int, default=150)
     p.add_argument("--prompt-steps", type=int, default=300)
-    p.add_argument("--sampled-proposals", action="store_true",
-                   help="prepare: no proposal network; the region store holds boxes sampled around the annotated "
-                   "boxes plus random ones (table (a) only)")
+    p.add_argument(
+        "--sampled-proposals",
+        action="store_true",
+        help="prepare: no proposal network; the region store holds boxes sampled around the annotated "
+        "boxes plus random ones (table (a) only)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.output_dir)

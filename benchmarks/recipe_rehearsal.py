@@ -12,6 +12,7 @@ as its own process, so seconds include its start-up (imports, model construction
 a stage's wall time minus units x the per-unit time where the tool reports one). Training rows report the
 trainer's own time per iteration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,16 @@ def rehearse(dataset: str, backend: str, root: Path, work: Path, args) -> list[d
         os.symlink(REPO / "configs", work / "configs")
     demo = str(root / "coco" / "val2017" / f"{args.num_train + 1:012d}.jpg")
     stages = recipe(dataset, backend, str(root), Rehearsal(args.iterations, args.regions_per_image, demo))
-    units = {"text": CLASSES[dataset], "proposals": args.num_train, "regions": args.num_train,
-             "evaluate": args.num_val, "demo": 1, "prepare": args.num_train + args.num_val,
-             "train_proposal_net": args.iterations, "train_vild": args.iterations}
+    units = {
+        "text": CLASSES[dataset],
+        "proposals": args.num_train,
+        "regions": args.num_train,
+        "evaluate": args.num_val,
+        "demo": 1,
+        "prepare": args.num_train + args.num_val,
+        "train_proposal_net": args.iterations,
+        "train_vild": args.iterations,
+    }
     rows = []
     for st in stages:
         r = run_stage(st, str(REPO), str(work), str(root))
@@ -53,11 +61,22 @@ def rehearse(dataset: str, backend: str, root: Path, work: Path, args) -> list[d
         if st.name.startswith("train"):
             sub = "vild_text" if st.name == "train_proposal_net" else "vild"
             per = _iteration_seconds(work / "output" / dataset / sub / "metrics.json") or per
-        images = units[st.name] if st.per == "image" else (args.num_train if st.name.startswith("train") else 1)
+        images = (
+            units[st.name] if st.per == "image" else (args.num_train if st.name.startswith("train") else 1)
+        )
         unit = "region" if st.name == "regions" else st.per
-        rows.append({"dataset": dataset, "backend": backend, "stage": st.name, "unit": unit,
-                     "s_per_unit": per, "wall_s": r.seconds, "peak_rss_gb": r.peak_rss_bytes / 2**30,
-                     "bytes_per_image": r.bytes_written / max(images, 1) if st.per != "class" else r.bytes_written})
+        rows.append(
+            {
+                "dataset": dataset,
+                "backend": backend,
+                "stage": st.name,
+                "unit": unit,
+                "s_per_unit": per,
+                "wall_s": r.seconds,
+                "peak_rss_gb": r.peak_rss_bytes / 2**30,
+                "bytes_per_image": r.bytes_written / max(images, 1) if st.per != "class" else r.bytes_written,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -78,15 +97,21 @@ def main(argv=None) -> int:
     for dataset in args.dataset:
         for backend in args.backend:
             rows += rehearse(dataset, backend, root, work / f"{dataset}_{backend}", args)
-    print(f"\nthreads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs; "
-          f"{args.num_train} training / {args.num_val} validation images; {args.regions_per_image} regions per "
-          f"image; {args.iterations} iterations per training\n")
-    print("| dataset | backend | stage | s per unit | unit | wall s | peak RSS GB | bytes written per image |")
+    print(
+        f"\nthreads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs; "
+        f"{args.num_train} training / {args.num_val} validation images; {args.regions_per_image} regions per "
+        f"image; {args.iterations} iterations per training\n"
+    )
+    print(
+        "| dataset | backend | stage | s per unit | unit | wall s | peak RSS GB | bytes written per image |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         written = f"{r['bytes_per_image'] / 1e6:.2f} MB" + (" (total)" if r["unit"] == "class" else "")
-        print(f"| {r['dataset']} | {r['backend']} | {r['stage']} | {r['s_per_unit']:.2f} | {r['unit']} | "
-              f"{r['wall_s']:.0f} | {r['peak_rss_gb']:.2f} | {written} |")
+        print(
+            f"| {r['dataset']} | {r['backend']} | {r['stage']} | {r['s_per_unit']:.2f} | {r['unit']} | "
+            f"{r['wall_s']:.0f} | {r['peak_rss_gb']:.2f} | {written} |"
+        )
     return 0
 
 

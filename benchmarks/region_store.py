@@ -14,6 +14,7 @@ float16), and the data-loader workers' memory over LVIS-sized dataset dicts, in 
     list and as a SerializedList: each worker's private memory (USS) and RSS at its first and last batch.
 Prints the tables, then one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ class FakeEncoder:
 
     def __call__(self, image_id: int, n: int) -> torch.Tensor:
         a = (image_id * 7919) % 4096
-        return self.bank[a:a + n] if n <= 1024 else self.bank[torch.arange(a, a + n) % 4096]
+        return self.bank[a : a + n] if n <= 1024 else self.bank[torch.arange(a, a + n) % 4096]
 
 
 def record(ids, regions: int, enc: FakeEncoder) -> ShardRecord:
@@ -61,8 +62,11 @@ def write_store(kind: str, root: Path, n_images: int, regions: int, dim: int) ->
     shutil.rmtree(root, ignore_errors=True)
     enc, ids = FakeEncoder(dim), list(range(n_images))
     meta = {**META, "dim": dim}
-    w = RegionStoreWriterV1(root, meta, ids, CHUNK) if kind == "format 1" else \
-        RegionStoreWriter(root, meta, ids, CHUNK, dtype=kind.split()[-1])
+    w = (
+        RegionStoreWriterV1(root, meta, ids, CHUNK)
+        if kind == "format 1"
+        else RegionStoreWriter(root, meta, ids, CHUNK, dtype=kind.split()[-1])
+    )
     t = time.perf_counter()
     for k in w.pending():
         w.write_shard(k, record(w.chunks[k], regions, enc))
@@ -100,8 +104,9 @@ def read_store(kind: str, root: Path, n_images: int, reads: int) -> dict:
             t = time.perf_counter()
             boxes, emb = store[i]
             times.append(time.perf_counter() - t)
-            payload += boxes.numel() * 4 + emb.shape[0] * (emb.shape[1] * (1 if kind.endswith("int8") else 2)
-                                                         + (4 if kind.endswith("int8") else 0))
+            payload += boxes.numel() * 4 + emb.shape[0] * (
+                emb.shape[1] * (1 if kind.endswith("int8") else 2) + (4 if kind.endswith("int8") else 0)
+            )
         out[f"{phase}_ms"] = 1e3 * statistics.mean(times)
         if phase == "cold":
             out["bytes"], out["payload"] = (io_read_bytes() - before) / len(ids), payload / len(ids)
@@ -121,12 +126,25 @@ def lvis_dicts(n: int, seed: int = 0) -> list[dict]:
         anns = []
         for _ in range(rng.randint(4, 20)):
             x, y, w, h = (rng.uniform(0, 600) for _ in range(4))
-            anns.append({"bbox": [x, y, w, h], "bbox_mode": 1, "category_id": rng.randrange(1203),
-                         "segmentation": [[rng.uniform(0, 640) for _ in range(24)]]})
-        out.append({"file_name": f"/data/coco/train2017/{i:012d}.jpg", "height": 480, "width": 640,
-                    "image_id": i, "annotations": anns,
-                    "neg_category_ids": [rng.randrange(1203) for _ in range(8)],
-                    "not_exhaustive_category_ids": [rng.randrange(1203) for _ in range(2)]})
+            anns.append(
+                {
+                    "bbox": [x, y, w, h],
+                    "bbox_mode": 1,
+                    "category_id": rng.randrange(1203),
+                    "segmentation": [[rng.uniform(0, 640) for _ in range(24)]],
+                }
+            )
+        out.append(
+            {
+                "file_name": f"/data/coco/train2017/{i:012d}.jpg",
+                "height": 480,
+                "width": 640,
+                "image_id": i,
+                "annotations": anns,
+                "neg_category_ids": [rng.randrange(1203) for _ in range(8)],
+                "not_exhaustive_category_ids": [rng.randrange(1203) for _ in range(2)],
+            }
+        )
     return out
 
 
@@ -154,8 +172,14 @@ def _memory(pid: int) -> tuple[int, int]:
 
 
 def worker_memory(dicts, workers: int) -> dict:
-    loader = torch.utils.data.DataLoader(_Reads(dicts), batch_size=256, num_workers=workers, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0), prefetch_factor=2)
+    loader = torch.utils.data.DataLoader(
+        _Reads(dicts),
+        batch_size=256,
+        num_workers=workers,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=2,
+    )
     it = iter(loader)
     next(it)
     pids = [w.pid for w in it._workers]
@@ -167,16 +191,27 @@ def worker_memory(dicts, workers: int) -> dict:
     del it
     uss0, rss0 = sum(a for a, _ in first), sum(b for _, b in first)
     uss1, rss1 = sum(a for a, _ in last), sum(b for _, b in last)
-    return {"uss_start_mb": uss0 / 2**20, "uss_end_mb": uss1 / 2**20, "rss_start_mb": rss0 / 2**20,
-            "rss_end_mb": rss1 / 2**20, "uss_growth": uss1 / uss0 - 1, "rss_growth": rss1 / rss0 - 1}
+    return {
+        "uss_start_mb": uss0 / 2**20,
+        "uss_end_mb": uss1 / 2**20,
+        "rss_start_mb": rss0 / 2**20,
+        "rss_end_mb": rss1 / 2**20,
+        "uss_growth": uss1 / uss0 - 1,
+        "rss_growth": rss1 / rss0 - 1,
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, nargs="+", default=[1000, 4000, 16000])
     p.add_argument("--regions", type=int, default=300)
-    p.add_argument("--dtypes", nargs="+", choices=("int8", "float16"), default=["int8", "float16"],
-                   help="format-2 stores to compare with format 1")
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=("int8", "float16"),
+        default=["int8", "float16"],
+        help="format-2 stores to compare with format 1",
+    )
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--reads", type=int, default=300)
     p.add_argument("--dicts", type=int, default=100_000)
@@ -196,24 +231,38 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
             r = read_store(kind, path, n, args.reads)
             size = store_bytes(path)
-            index = sum((path / f).stat().st_size for f in ("index.json", "index.safetensors") if (path / f).is_file())
-            row = {"images": n, "kind": kind, "write_s": t_write, **r, "bytes_per_region": size / (n * args.regions),
-                   "index_bytes": index}
+            index = sum(
+                (path / f).stat().st_size for f in ("index.json", "index.safetensors") if (path / f).is_file()
+            )
+            row = {
+                "images": n,
+                "kind": kind,
+                "write_s": t_write,
+                **r,
+                "bytes_per_region": size / (n * args.regions),
+                "index_bytes": index,
+            }
             rows.append(row)
             result["stores"][f"{n} {kind}"] = row
             if not args.keep:
                 shutil.rmtree(path)
-    print(f"torch threads: {threads} (reads: 1); {args.regions} regions x {args.dim}-d an image; "
-          f"{args.reads} random reads, page cache dropped first")
-    print("| images | store | write + finalize s | mean read ms / image (cached) | vs format 1 | read ms / image "
-          "(cold) | bytes read / image (cold) | payload / image | bytes / region | open ms (cold) | index kB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"torch threads: {threads} (reads: 1); {args.regions} regions x {args.dim}-d an image; "
+        f"{args.reads} random reads, page cache dropped first"
+    )
+    print(
+        "| images | store | write + finalize s | mean read ms / image (cached) | vs format 1 | read ms / image "
+        "(cold) | bytes read / image (cold) | payload / image | bytes / region | open ms (cold) | index kB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         base = result["stores"][f"{row['images']} format 1"]
-        print(f"| {row['images']} | {row['kind']} | {row['write_s']:.1f} | {row['warm_ms']:.3f} | "
-              f"{base['warm_ms'] / row['warm_ms']:.1f}x | {row['cold_ms']:.2f} | {row['bytes'] / 1e3:.1f} kB | "
-              f"{row['payload'] / 1e3:.1f} kB | {row['bytes_per_region']:.0f} | {row['open_ms']:.1f} | "
-              f"{row['index_bytes'] / 1e3:.0f} |")
+        print(
+            f"| {row['images']} | {row['kind']} | {row['write_s']:.1f} | {row['warm_ms']:.3f} | "
+            f"{base['warm_ms'] / row['warm_ms']:.1f}x | {row['cold_ms']:.2f} | {row['bytes'] / 1e3:.1f} kB | "
+            f"{row['payload'] / 1e3:.1f} kB | {row['bytes_per_region']:.0f} | {row['open_ms']:.1f} | "
+            f"{row['index_bytes'] / 1e3:.0f} |"
+        )
 
     torch.set_num_threads(threads)
     dicts = lvis_dicts(args.dicts)
@@ -222,13 +271,19 @@ def main(argv=None) -> int:
     del dicts
     mem["SerializedList"] = worker_memory(serial, args.workers)
     result["workers"] = mem
-    print(f"\n{args.workers} DataLoader workers, one shuffled pass over {args.dicts} LVIS-shaped dicts "
-          f"(serialized buffer: {serial.nbytes / 2**20:.0f} MB); sums over the workers")
-    print("| dataset dicts as | USS first batch MB | USS last batch MB | USS growth | RSS first MB | RSS last MB | "
-          "RSS growth |\n|---|---|---|---|---|---|---|")
+    print(
+        f"\n{args.workers} DataLoader workers, one shuffled pass over {args.dicts} LVIS-shaped dicts "
+        f"(serialized buffer: {serial.nbytes / 2**20:.0f} MB); sums over the workers"
+    )
+    print(
+        "| dataset dicts as | USS first batch MB | USS last batch MB | USS growth | RSS first MB | RSS last MB | "
+        "RSS growth |\n|---|---|---|---|---|---|---|"
+    )
     for name, m in mem.items():
-        print(f"| {name} | {m['uss_start_mb']:.0f} | {m['uss_end_mb']:.0f} | {100 * m['uss_growth']:.1f}% | "
-              f"{m['rss_start_mb']:.0f} | {m['rss_end_mb']:.0f} | {100 * m['rss_growth']:.1f}% |")
+        print(
+            f"| {name} | {m['uss_start_mb']:.0f} | {m['uss_end_mb']:.0f} | {100 * m['uss_growth']:.1f}% | "
+            f"{m['rss_start_mb']:.0f} | {m['rss_end_mb']:.0f} | {100 * m['rss_growth']:.1f}% |"
+        )
     print(json.dumps(result, default=lambda x: round(x, 4) if isinstance(x, float) else x))
     return 0
 

@@ -11,6 +11,7 @@ and RNG states removed before the resume (what a resume did before they were sav
 with seed + start iteration). Prints the largest |difference| of any final weight against the uninterrupted
 run, then one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,58 @@ from distill.teacher import ClassEmbeddings
 from distill.utils import cli_entry
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
-         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(80, 96)", "INPUT.MIN_SIZE_TEST",
-         "96", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.BASE_LR", "0.01", "DATASETS.TEST", "()"]
+MODEL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(80, 96)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "DATASETS.TEST",
+    "()",
+]
 
 
-def train(out: Path, root: Path, vocab: Path, args, workers: int, flags=(), kill_at: Path | None = None) -> None:
-    cmd = [sys.executable, str(REPO / "tools/train_net.py"), "--config-file",
-           str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml"), "--backend", "torchvision", "--no-progress", *flags,
-           *MODEL, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab), "MODEL.DISTILL.REGION_STORE", "",
-           "MODEL.DISTILL.DATASETS_ROOT", str(root.parent), "DATALOADER.NUM_WORKERS", str(workers),
-           "SOLVER.MAX_ITER", str(args.iters), "SOLVER.CHECKPOINT_PERIOD", str(args.period), "OUTPUT_DIR", str(out)]
+def train(
+    out: Path, root: Path, vocab: Path, args, workers: int, flags=(), kill_at: Path | None = None
+) -> None:
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/train_net.py"),
+        "--config-file",
+        str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml"),
+        "--backend",
+        "torchvision",
+        "--no-progress",
+        *flags,
+        *MODEL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab),
+        "MODEL.DISTILL.REGION_STORE",
+        "",
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(root.parent),
+        "DATALOADER.NUM_WORKERS",
+        str(workers),
+        "SOLVER.MAX_ITER",
+        str(args.iters),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(args.period),
+        "OUTPUT_DIR",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     if kill_at is not None:
@@ -79,7 +121,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DATALOADER.NUM_WORKERS values")
     args = p.parse_args(argv)
     out = Path(args.output_dir)
-    root = generate(out / "synthetic", SyntheticConfig(seed=3, num_train=24, num_val=4, image_size=96), progress=False)
+    root = generate(
+        out / "synthetic", SyntheticConfig(seed=3, num_train=24, num_val=4, image_size=96), progress=False
+    )
     names = [c["name"] for c in SYNTHETIC_CATEGORIES]
     base = [i for i, c in enumerate(SYNTHETIC_CATEGORIES) if c["split"] == "base"]
     emb = F.normalize(torch.randn(len(names), 32, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -97,10 +141,16 @@ def main(argv=None) -> int:
                 strip_positions(runs[k])
             train(runs[k], root, out / "base.npy", args, w, ["--resume"])
         whole = runs["whole"] / "model_final.pth"
-        rows[f"workers {w}: resumed (position and RNG states restored)"] = max_diff(whole, runs["resumed"] / "model_final.pth")
-        rows[f"workers {w}: resumed, data re-seeded with seed + start"] = max_diff(whole, runs["reseeded"] / "model_final.pth")
-    print(f"\n{args.iters} iterations, SIGKILL after the checkpoint of iteration {2 * args.period}, "
-          f"OMP_NUM_THREADS {args.threads}\n\n| resume | max abs weight difference vs uninterrupted |\n|---|---|")
+        rows[f"workers {w}: resumed (position and RNG states restored)"] = max_diff(
+            whole, runs["resumed"] / "model_final.pth"
+        )
+        rows[f"workers {w}: resumed, data re-seeded with seed + start"] = max_diff(
+            whole, runs["reseeded"] / "model_final.pth"
+        )
+    print(
+        f"\n{args.iters} iterations, SIGKILL after the checkpoint of iteration {2 * args.period}, "
+        f"OMP_NUM_THREADS {args.threads}\n\n| resume | max abs weight difference vs uninterrupted |\n|---|---|"
+    )
     for k, v in rows.items():
         print(f"| {k} | {v:.3g} |")
     print(json.dumps({k: v for k, v in rows.items()}))

@@ -9,6 +9,7 @@ Prints a table, then one JSON line with the fused op's speedups over tv-matched.
 
     python benchmarks/roi_align.py [--device cuda] [--reps N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -132,13 +133,18 @@ def main():
     device = torch.device(args.device)
     reps = args.reps or (50 if device.type == "cuda" else 5)
     features, rois = make_inputs(device)
-    print(f"device={device} threads={torch.get_num_threads()} compiled_ops={has_compiled_ops()} "
-          f"features={[tuple(f.shape) for f in features]} rois={tuple(rois.shape)} output={OUTPUT} reps={reps}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} compiled_ops={has_compiled_ops()} "
+        f"features={[tuple(f.shape) for f in features]} rois={tuple(rois.shape)} output={OUTPUT} reps={reps}"
+    )
     print(f"{'sampling':>8} {'method':>10} {'fwd ms':>10} {'bwd ms':>10} {'fwd+bwd ms':>11}")
     results = {}
     for sampling_ratio in (0, 2):
-        methods = {"fused": fused, "tv-matched": tv_matched,
-                   "tv-stock": make_tv_stock(sampling_ratio, (512, 512))}
+        methods = {
+            "fused": fused,
+            "tv-matched": tv_matched,
+            "tv-stock": make_tv_stock(sampling_ratio, (512, 512)),
+        }
         d2 = make_d2(sampling_ratio)
         if d2 is not None:
             methods["d2"] = d2
@@ -154,7 +160,8 @@ def main():
             if (sampling_ratio, base) in results:
                 summary[f"vs_{base}_sr{sampling_ratio}"] = [
                     round(results[(sampling_ratio, base)][i] / results[(sampling_ratio, "fused")][i], 2)
-                    for i in range(3)]
+                    for i in range(3)
+                ]
     print(json.dumps(summary))
 
 

@@ -9,6 +9,7 @@
 (b) end to end (crops + encoder) for the tiny teacher (64 px input) and a randomly initialised ViT-B-32.
 Same images and boxes for both paths, one process, medians. Prints a table, then one line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.2757
 def make_inputs(n_images: int, boxes_per_image: int, seed: int = 0):
     """Smooth 480x640 images (upsampled noise) and boxes of 16-320 px, some past the border."""
     g = torch.Generator().manual_seed(seed)
-    imgs = torch.nn.functional.interpolate(torch.rand(n_images, 3, 30, 40, generator=g), size=(480, 640),
-                                           mode="bilinear", align_corners=False)
+    imgs = torch.nn.functional.interpolate(
+        torch.rand(n_images, 3, 30, 40, generator=g), size=(480, 640), mode="bilinear", align_corners=False
+    )
     imgs = (imgs * 255).round().to(torch.uint8)
     boxes = []
     for _ in range(n_images):
@@ -69,7 +71,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--crops", type=int, default=512)
     p.add_argument("--e2e-crops", type=int, default=256, help="boxes of one image, tiny teacher")
-    p.add_argument("--e2e-crops-vit", type=int, default=64, help="boxes of one image, ViT-B-32 (~50 ms/crop on CPU)")
+    p.add_argument(
+        "--e2e-crops-vit", type=int, default=64, help="boxes of one image, ViT-B-32 (~50 ms/crop on CPU)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, 2 on 2 cores)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path (medians; at least 5)")
     args = p.parse_args(argv)
@@ -91,8 +95,10 @@ def main(argv=None) -> int:
     rows.append(("crop stage @224", n, n / t_pil, n / t_bat))
     result["crop_speedup"] = t_pil / t_bat
 
-    teachers = [("tiny teacher (64 px)", create_teacher("distill-tiny-vit"), args.e2e_crops),
-                ("ViT-B-32 random (224 px)", create_teacher("ViT-B-32"), args.e2e_crops_vit)]
+    teachers = [
+        ("tiny teacher (64 px)", create_teacher("distill-tiny-vit"), args.e2e_crops),
+        ("ViT-B-32 random (224 px)", create_teacher("ViT-B-32"), args.e2e_crops_vit),
+    ]
     for name, t, count in teachers:
         e_imgs, e_boxes = make_inputs(1, count, seed=1)
         e_pils = [Image.fromarray(np.ascontiguousarray(i.permute(1, 2, 0).numpy())) for i in e_imgs]

@@ -8,6 +8,7 @@ Variants: as configured (no data-loader worker, distill.ops NMS in the RPN); wit
 with torchvision's NMS. Prints seconds per step and the ratio to the configured one, then one line of JSON.
 Needs the quickstart's data and text stages (runs them if missing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,15 @@ def time_steps(cfg, num_workers: int, steps: int, warmup: int = 5) -> float:
     dicts = T.load_train_set(cfg, vocab)
     optimizer = T.build_optimizer(cfg, model)
     stream = T._TrainStream(dicts, T._mapper_cfg(cfg, True), "", 0, 0, 1)
-    loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.SOLVER.IMS_PER_BATCH, collate_fn=list,
-                                              num_workers=num_workers, persistent_workers=num_workers > 0))
+    loader = iter(
+        torch.utils.data.DataLoader(
+            stream,
+            batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            collate_fn=list,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+    )
     model.train()
     for k in range(warmup + steps):
         if k == warmup:
@@ -65,8 +73,10 @@ def main() -> int:
     with mock.patch.object(rpn, "batched_nms", torchvision.ops.batched_nms):
         rows["torchvision NMS"] = time_steps(cfg, configured, args.steps)
     base = rows["as configured"]
-    print(f"\nquickstart detector, batch {cfg.SOLVER.IMS_PER_BATCH}, {args.steps} steps after 5 warm-up steps, "
-          f"DATALOADER.NUM_WORKERS {configured}\n\n| variant | s / step | ratio |\n|---|---|---|")
+    print(
+        f"\nquickstart detector, batch {cfg.SOLVER.IMS_PER_BATCH}, {args.steps} steps after 5 warm-up steps, "
+        f"DATALOADER.NUM_WORKERS {configured}\n\n| variant | s / step | ratio |\n|---|---|---|"
+    )
     for name, s in rows.items():
         print(f"| {name} | {s:.3f} | {s / base:.2f} |")
     print(json.dumps({name: round(s, 4) for name, s in rows.items()}))

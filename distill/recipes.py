@@ -8,6 +8,7 @@ iteration per training at batch 1 and the configs' image sizes), as tests/recipe
 benchmarks/recipe_rehearsal.py run it. Paths are relative to the working directory (outputs under
 output/<dataset>/) and to $DISTILL_DATASETS, as in the configs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,13 +44,29 @@ class Paths:
 def dataset_paths(dataset: str, datasets_root: str = "$DISTILL_DATASETS") -> Paths:
     d = datasets_root
     if dataset == "ov_coco":
-        return Paths("configs/ov_coco", "prepare_ov_coco.py", f"{d}/coco/annotations/ov_coco/instances_val2017_ov.json",
-                     f"{d}/coco/annotations/ov_coco/instances_train2017_base.json", f"{d}/coco/train2017",
-                     "distill_ov_coco_train", f"{d}/coco/val2017", "coco", "coco")
+        return Paths(
+            "configs/ov_coco",
+            "prepare_ov_coco.py",
+            f"{d}/coco/annotations/ov_coco/instances_val2017_ov.json",
+            f"{d}/coco/annotations/ov_coco/instances_train2017_base.json",
+            f"{d}/coco/train2017",
+            "distill_ov_coco_train",
+            f"{d}/coco/val2017",
+            "coco",
+            "coco",
+        )
     if dataset == "ov_lvis":
-        return Paths("configs/ov_lvis", "prepare_ov_lvis.py", f"{d}/lvis/ov_lvis/lvis_v1_val_ov.json",
-                     f"{d}/lvis/ov_lvis/lvis_v1_train_norare.json", f"{d}/coco", "distill_ov_lvis_train",
-                     f"{d}/coco/val2017", "lvis", "lvis")
+        return Paths(
+            "configs/ov_lvis",
+            "prepare_ov_lvis.py",
+            f"{d}/lvis/ov_lvis/lvis_v1_val_ov.json",
+            f"{d}/lvis/ov_lvis/lvis_v1_train_norare.json",
+            f"{d}/coco",
+            "distill_ov_lvis_train",
+            f"{d}/coco/val2017",
+            "lvis",
+            "lvis",
+        )
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
@@ -63,55 +80,167 @@ class Rehearsal:
     templates: str = "simple"
 
 
-def recipe(dataset: str, backend: str = "auto", datasets_root: str = "$DISTILL_DATASETS",
-           rehearsal: Rehearsal | None = None, teacher: str = "ViT-B-32", tag: str = "vitb32",
-           gpus: int = 8) -> list[Stage]:
+def recipe(
+    dataset: str,
+    backend: str = "auto",
+    datasets_root: str = "$DISTILL_DATASETS",
+    rehearsal: Rehearsal | None = None,
+    teacher: str = "ViT-B-32",
+    tag: str = "vitb32",
+    gpus: int = 8,
+) -> list[Stage]:
     """The recipe's commands. `backend` is passed to every training / inference tool."""
     p = dataset_paths(dataset, datasets_root)
     out = f"output/{dataset}"
     text_all, text_base = f"{out}/text/{dataset}_all_{tag}.npy", f"{out}/text/{dataset}_base_{tag}.npy"
     proposals, store = f"{out}/proposals_train_{tag}.npz", f"{out}/regions_{tag}"
     rpn_cfg, vild_cfg = f"{p.config_dir}/vild_text_r50_fpn_lsj.yaml", f"{p.config_dir}/vild_r50_fpn_lsj.yaml"
-    pretrained = ["--pretrained", "none" if rehearsal else "openai", "--templates",
-                  rehearsal.templates if rehearsal else "vild"]
+    pretrained = [
+        "--pretrained",
+        "none" if rehearsal else "openai",
+        "--templates",
+        rehearsal.templates if rehearsal else "vild",
+    ]
     train_opts: list[str] = []
     model_opts: list[str] = []
     regions_opts: list[str] = ["--max-per-image", str(rehearsal.regions_per_image if rehearsal else 300)]
     if rehearsal:
         # random R50 (no download), batch 1 with the learning rate scaled linearly from 64, no workers
-        model_opts = ["MODEL.DISTILL.BACKBONE_WEIGHTS", "", "MODEL.DISTILL.TEACHER.PRETRAINED", "none",
-                      "MODEL.DISTILL.TEACHER.TEMPLATES", rehearsal.templates]
-        train_opts = [*model_opts, "SOLVER.IMS_PER_BATCH", "1", "SOLVER.BASE_LR", "0.00125",
-                      "SOLVER.MAX_ITER", str(rehearsal.iterations), "DATALOADER.NUM_WORKERS", "0"]
+        model_opts = [
+            "MODEL.DISTILL.BACKBONE_WEIGHTS",
+            "",
+            "MODEL.DISTILL.TEACHER.PRETRAINED",
+            "none",
+            "MODEL.DISTILL.TEACHER.TEMPLATES",
+            rehearsal.templates,
+        ]
+        train_opts = [
+            *model_opts,
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+            "SOLVER.BASE_LR",
+            "0.00125",
+            "SOLVER.MAX_ITER",
+            str(rehearsal.iterations),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ]
     b = ["--backend", backend]
     multi = [] if rehearsal else ["--num-gpus", str(gpus)]  # training and evaluation: one process per GPU
-    demo_input = rehearsal.demo_image if rehearsal and rehearsal.demo_image else f"{p.val_images}/000000000139.jpg"
+    demo_input = (
+        rehearsal.demo_image if rehearsal and rehearsal.demo_image else f"{p.val_images}/000000000139.jpg"
+    )
     return [
         Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image"),
-        Stage("text", "dump_text_embeddings.py", ["--teacher", teacher, *pretrained, "--vocabulary", p.vocabulary,
-                                                  "--output", text_all, "--base-output", text_base],
-              [text_all, text_base], per="class"),
-        Stage("train_proposal_net", "train_net.py", [*b, *multi, "--config-file", rpn_cfg, *train_opts,
-                                                     "DATASETS.TEST", "()"],
-              [f"{out}/vild_text"], per="iteration"),
-        Stage("proposals", "export_proposals.py", [*b, "--config-file", rpn_cfg, "--weights",
-                                                   f"{out}/vild_text/model_final.pth", "--dataset", p.train_name,
-                                                   "--output", proposals, "--top-k", "300", *model_opts],
-              [proposals]),
-        Stage("regions", "dump_region_embeddings.py",
-              ["--teacher", teacher, pretrained[0], pretrained[1], "--format", p.fmt, "--dataset-json", p.train_json,
-               "--image-root", p.train_images, "--proposals", proposals, "--output", store, *regions_opts],
-              [store], torchrun=True),
-        Stage("train_vild", "train_net.py", [*b, *multi, "--config-file", vild_cfg, *train_opts, "DATASETS.TEST", "()"],
-              [f"{out}/vild"], per="iteration"),
-        Stage("evaluate", "train_net.py", [*b, *multi, "--eval-only", "--config-file", vild_cfg, "MODEL.WEIGHTS",
-                                           f"{out}/vild/model_final.pth", "OUTPUT_DIR", f"{out}/vild_eval",
-                                           *model_opts],
-              [f"{out}/vild_eval"]),
-        Stage("demo", "demo.py", [*b, "--config-file", vild_cfg, "--weights", f"{out}/vild/model_final.pth",
-                                  "--vocabulary", p.demo_vocabulary, "--input", demo_input, "--output",
-                                  f"{out}/demo", *model_opts],
-              [f"{out}/demo"]),
+        Stage(
+            "text",
+            "dump_text_embeddings.py",
+            [
+                "--teacher",
+                teacher,
+                *pretrained,
+                "--vocabulary",
+                p.vocabulary,
+                "--output",
+                text_all,
+                "--base-output",
+                text_base,
+            ],
+            [text_all, text_base],
+            per="class",
+        ),
+        Stage(
+            "train_proposal_net",
+            "train_net.py",
+            [*b, *multi, "--config-file", rpn_cfg, *train_opts, "DATASETS.TEST", "()"],
+            [f"{out}/vild_text"],
+            per="iteration",
+        ),
+        Stage(
+            "proposals",
+            "export_proposals.py",
+            [
+                *b,
+                "--config-file",
+                rpn_cfg,
+                "--weights",
+                f"{out}/vild_text/model_final.pth",
+                "--dataset",
+                p.train_name,
+                "--output",
+                proposals,
+                "--top-k",
+                "300",
+                *model_opts,
+            ],
+            [proposals],
+        ),
+        Stage(
+            "regions",
+            "dump_region_embeddings.py",
+            [
+                "--teacher",
+                teacher,
+                pretrained[0],
+                pretrained[1],
+                "--format",
+                p.fmt,
+                "--dataset-json",
+                p.train_json,
+                "--image-root",
+                p.train_images,
+                "--proposals",
+                proposals,
+                "--output",
+                store,
+                *regions_opts,
+            ],
+            [store],
+            torchrun=True,
+        ),
+        Stage(
+            "train_vild",
+            "train_net.py",
+            [*b, *multi, "--config-file", vild_cfg, *train_opts, "DATASETS.TEST", "()"],
+            [f"{out}/vild"],
+            per="iteration",
+        ),
+        Stage(
+            "evaluate",
+            "train_net.py",
+            [
+                *b,
+                *multi,
+                "--eval-only",
+                "--config-file",
+                vild_cfg,
+                "MODEL.WEIGHTS",
+                f"{out}/vild/model_final.pth",
+                "OUTPUT_DIR",
+                f"{out}/vild_eval",
+                *model_opts,
+            ],
+            [f"{out}/vild_eval"],
+        ),
+        Stage(
+            "demo",
+            "demo.py",
+            [
+                *b,
+                "--config-file",
+                vild_cfg,
+                "--weights",
+                f"{out}/vild/model_final.pth",
+                "--vocabulary",
+                p.demo_vocabulary,
+                "--input",
+                demo_input,
+                "--output",
+                f"{out}/demo",
+                *model_opts,
+            ],
+            [f"{out}/demo"],
+        ),
     ]
 
 
@@ -120,8 +249,13 @@ def command_line(stage: Stage, gpus: int = 8) -> str:
     import shlex
 
     launcher = f"torchrun --nproc-per-node {gpus}" if stage.torchrun else "python"
-    return " ".join([launcher, f"tools/{stage.tool}", *(a if a.startswith("$") or "/$" in a else shlex.quote(a)
-                                                        for a in stage.args)])
+    return " ".join(
+        [
+            launcher,
+            f"tools/{stage.tool}",
+            *(a if a.startswith("$") or "/$" in a else shlex.quote(a) for a in stage.args),
+        ]
+    )
 
 
 @dataclass
@@ -133,8 +267,9 @@ class StageRun:
     stderr: str
 
 
-def run_stage(stage: Stage, repo: str, cwd: str, datasets_root: str, env: dict | None = None,
-              nproc: int = 1) -> StageRun:
+def run_stage(
+    stage: Stage, repo: str, cwd: str, datasets_root: str, env: dict | None = None, nproc: int = 1
+) -> StageRun:
     """Run one stage as a subprocess in `cwd` with DISTILL_DATASETS set; time, peak memory, output size."""
     import os
     import subprocess
@@ -144,8 +279,11 @@ def run_stage(stage: Stage, repo: str, cwd: str, datasets_root: str, env: dict |
     env = {**(env or os.environ), "DISTILL_DATASETS": datasets_root}
     args = [a.replace("$DISTILL_DATASETS", datasets_root) for a in stage.args]
     tool = os.path.join(repo, "tools", stage.tool)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), tool, *args] \
-        if stage.torchrun else [sys.executable, tool, *args]
+    cmd = (
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), tool, *args]
+        if stage.torchrun
+        else [sys.executable, tool, *args]
+    )
     t0 = time.perf_counter()
     with open(os.path.join(cwd, f"stage_{stage.name}.log"), "w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)

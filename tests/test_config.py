@@ -21,10 +21,14 @@ def test_add_to_foreign_cfg():
 
 
 def test_yaml_base_chain_and_overrides(tmp_path):
-    (tmp_path / "Base.yaml").write_text("MODEL:\n  DISTILL:\n    IMAGE_LOSS_WEIGHT: 1.0\nSOLVER:\n  MAX_ITER: 10\n")
+    (tmp_path / "Base.yaml").write_text(
+        "MODEL:\n  DISTILL:\n    IMAGE_LOSS_WEIGHT: 1.0\nSOLVER:\n  MAX_ITER: 10\n"
+    )
     (tmp_path / "child.yaml").write_text("_BASE_: Base.yaml\nSOLVER:\n  BASE_LR: 0.5\n")
     cfg = load_config(str(tmp_path / "child.yaml"), ["SOLVER.MAX_ITER", "20"])
-    assert cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT == 1.0 and cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 20
+    assert (
+        cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT == 1.0 and cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 20
+    )
     assert cfg.is_frozen()
 
 
@@ -54,17 +58,32 @@ D2_DIFFERENCES = {
     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": "ViLD: boxes for classes never trained",
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": "ViLD: masks for classes never trained",
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm (only read when CLIP_GRADIENTS.ENABLED)",
-    **{k: _FPN for k in ("MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.BACKBONE.NAME", "MODEL.FPN.IN_FEATURES",
-                         "MODEL.RESNETS.OUT_FEATURES", "MODEL.ROI_BOX_HEAD.NAME", "MODEL.ROI_BOX_HEAD.NUM_FC",
-                         "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.ROI_HEADS.IN_FEATURES",
-                         "MODEL.ROI_MASK_HEAD.NUM_CONV", "MODEL.RPN.IN_FEATURES", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-                         "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.PRE_NMS_TOPK_TRAIN")},
+    **{
+        k: _FPN
+        for k in (
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            "MODEL.BACKBONE.NAME",
+            "MODEL.FPN.IN_FEATURES",
+            "MODEL.RESNETS.OUT_FEATURES",
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "MODEL.ROI_BOX_HEAD.NUM_FC",
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+            "MODEL.ROI_HEADS.IN_FEATURES",
+            "MODEL.ROI_MASK_HEAD.NUM_CONV",
+            "MODEL.RPN.IN_FEATURES",
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+            "MODEL.RPN.PRE_NMS_TOPK_TEST",
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+        )
+    },
     **{k: _1X for k in ("SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.STEPS")},
 }
 
 
 def test_defaults_equal_detectron2_except_the_listed_keys():
-    pytest.importorskip("detectron2", reason="detectron2 not installed: the backends' defaults are not compared")
+    pytest.importorskip(
+        "detectron2", reason="detectron2 not installed: the backends' defaults are not compared"
+    )
     from detectron2.config import get_cfg as d2_get_cfg
 
     from distill.integrations.detectron2 import add_distill_config as d2_add_distill_config
@@ -75,7 +94,10 @@ def test_defaults_equal_detectron2_except_the_listed_keys():
     missing = sorted(k for k in ours if k not in theirs)  # every key of ours is detectron2's
     assert not missing, f"keys detectron2 has not: {missing}"
     differ = {k for k in ours if not k.startswith("MODEL.DISTILL.") and _norm(ours[k]) != _norm(theirs[k])}
-    assert differ == set(D2_DIFFERENCES), (sorted(differ - set(D2_DIFFERENCES)), sorted(set(D2_DIFFERENCES) - differ))
+    assert differ == set(D2_DIFFERENCES), (
+        sorted(differ - set(D2_DIFFERENCES)),
+        sorted(set(D2_DIFFERENCES) - differ),
+    )
     assert _flat(d2.MODEL.DISTILL) == _flat(get_cfg().MODEL.DISTILL)  # added to detectron2's config as it is
 
 

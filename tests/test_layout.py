@@ -1,6 +1,7 @@
 """The repository's layout rules that import-linter (pyproject.toml, `make test`) cannot see: tools and
 benchmarks import the package, never each other, and nothing edits the module search path; configs ship with
 the package."""
+
 import ast
 
 import pytest

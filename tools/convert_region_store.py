@@ -7,13 +7,13 @@ The new store has the same chunks, image ids, boxes and skipped items; embedding
 per-row scale (default) or float16. Killed and restarted with the same arguments, it skips the shards
 already converted. The old store is only read.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-from distill.data.region_store import convert_v1
 from distill.utils import DistillInputError, cli_entry, dumps_json
 
 
@@ -22,9 +22,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("source", help="a finished format-1 store")
     p.add_argument("output", help="folder of the format-2 store (created, or resumed)")
-    p.add_argument("--dtype", choices=("int8", "float16"), default="int8")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--dtype",
+        choices=("int8", "float16"),
+        default="int8",
+        help="stored embeddings: int8 with a per-row scale (about half the bytes) or float16",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    from distill.data.region_store import convert_v1
+
     if os.path.abspath(args.source) == os.path.abspath(args.output):
         raise DistillInputError("output must be another folder than the source store", args.output)
     index = convert_v1(args.source, args.output, args.dtype, progress=not args.no_progress)

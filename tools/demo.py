@@ -15,6 +15,7 @@ OUT/<name>_labels.png (0 background, i + 1 the i-th vocabulary class):
 A custom vocabulary is encoded by the config's teacher (MODEL.DISTILL.TEACHER) on the fly and cached under
 $DISTILL_CACHE/text_embeddings. "lvis" reads the class names from $DISTILL_DATASETS/lvis/lvis_v1_val.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,11 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
     for k, img, pred in zip(good, rgb, preds):
         path, pic, lab = images[k], pictures[k], labels[k]
         img = read_image_rgb(str(path))  # drawn and labelled at full size, predicted at most MAX_SIZE_TEST
-        pred = torch.from_numpy(cv2.resize(pred.numpy().astype(np.uint16), (img.shape[2], img.shape[1]),
-                                           interpolation=cv2.INTER_NEAREST).astype(np.int32))
+        pred = torch.from_numpy(
+            cv2.resize(
+                pred.numpy().astype(np.uint16), (img.shape[2], img.shape[1]), interpolation=cv2.INTER_NEAREST
+            ).astype(np.int32)
+        )
         draw_semseg([img], [pred], legend, pic, scale=max(1, 384 // max(img.shape[1:])))
         ok, buf = cv2.imencode(".png", pred.numpy().astype(np.uint8 if len(legend) <= 256 else np.uint16))
         if not ok:
@@ -85,8 +89,9 @@ def saved_config(weights: str, what: str) -> str:
     ckpt = load_torch_file(weights, f"{what} checkpoint")
     text = ckpt.get(META_KEY, {}).get("config") or ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(text, str):
-        raise DistillInputError(f"this {what} checkpoint carries no config (an older one); pass --config-file",
-                                weights)
+        raise DistillInputError(
+            f"this {what} checkpoint carries no config (an older one); pass --config-file", weights
+        )
     fd, path = tempfile.mkstemp(suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -104,34 +109,58 @@ def fit_test_size(img, max_size: int):
     if max(h, w) <= max_size:
         return img
     s = max_size / max(h, w)
-    small = cv2.resize(img.permute(1, 2, 0).numpy(), (max(1, round(w * s)), max(1, round(h * s))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        img.permute(1, 2, 0).numpy(),
+        (max(1, round(w * s)), max(1, round(h * s))),
+        interpolation=cv2.INTER_AREA,
+    )
     return torch.from_numpy(small).permute(2, 0, 1).contiguous()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=None,
-                   help="the model's yaml (teacher, input sizes, architecture); default: the checkpoint's own")
-    p.add_argument("--task", choices=("detect", "semseg"), default="detect",
-                   help="semseg: a segmenter checkpoint (torchvision backend), coloured segmentation + legend")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help="the model's yaml (teacher, input sizes, architecture); default: the checkpoint's own",
+    )
+    p.add_argument(
+        "--task",
+        choices=("detect", "semseg"),
+        default="detect",
+        help="semseg: a segmenter checkpoint (torchvision backend), coloured segmentation + legend",
+    )
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
-    p.add_argument("--vocabulary", choices=("synthetic", "coco", "lvis", "custom"), default=None,
-                   help="class names to detect (default: synthetic, or custom with --custom-vocabulary)")
-    p.add_argument("--custom-vocabulary", default=None, metavar="NAMES",
-                   help='comma-separated class names, e.g. "star,moon,cloud" (implies --vocabulary custom)')
+    p.add_argument(
+        "--vocabulary",
+        choices=("synthetic", "coco", "lvis", "custom"),
+        default=None,
+        help="class names to detect (default: synthetic, or custom with --custom-vocabulary)",
+    )
+    p.add_argument(
+        "--custom-vocabulary",
+        default=None,
+        metavar="NAMES",
+        help='comma-separated class names, e.g. "star,moon,cloud" (implies --vocabulary custom)',
+    )
     p.add_argument("--score-thresh", type=float, default=0.3, help="draw detections scoring at least this")
-    p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
-                   help="auto: detectron2 when installed")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torchvision", "detectron2"),
+        default="auto",
+        help="auto: detectron2 when installed",
+    )
     add_overrides(p)
     return p
 
 
 def check_args(args) -> None:
     if args.custom_vocabulary is not None and args.vocabulary not in (None, "custom"):
-        raise DistillInputError(f"--custom-vocabulary needs --vocabulary custom (got --vocabulary {args.vocabulary})")
+        raise DistillInputError(
+            f"--custom-vocabulary needs --vocabulary custom (got --vocabulary {args.vocabulary})"
+        )
     args.vocabulary = args.vocabulary or ("custom" if args.custom_vocabulary is not None else "synthetic")
 
 
@@ -142,8 +171,11 @@ def main(argv=None) -> int:
     images = list_images(args.input)
     out = Path(args.output)
     if Path(args.input).is_dir() and same_file(out, args.input):
-        raise DistillInputError("--output is the --input folder: the drawn pictures would land among the inputs; "
-                                "choose another folder", out)
+        raise DistillInputError(
+            "--output is the --input folder: the drawn pictures would land among the inputs; "
+            "choose another folder",
+            out,
+        )
     ensure_dir(out, "--output folder")
     if args.task == "semseg":
         return semseg_main(args, images, out)
@@ -164,9 +196,15 @@ def main(argv=None) -> int:
     cfg = backend.load_config(args.config_file or saved_config(weights, "detector"), args.opts)
     names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
     t = cfg.MODEL.DISTILL.TEACHER
-    vocab = vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
+    vocab = vocabulary_embeddings(
+        names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
+    )
     model = backend.load_for_inference(cfg, weights, vocab)
-    coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
     skipped = SkipList()
     for k, (path, drawn_path) in enumerate(zip(images, drawn_paths), 1):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -175,8 +213,14 @@ def main(argv=None) -> int:
             continue
         h, w = bgr.shape[:2]
         det = backend.predict(model, cfg, {"file_name": str(path), "height": h, "width": w, "image_id": k})
-        drawn = render(np.ascontiguousarray(bgr[:, :, ::-1]), det, names, None, args.score_thresh,
-                               scale=max(1, 384 // max(h, w)))
+        drawn = render(
+            np.ascontiguousarray(bgr[:, :, ::-1]),
+            det,
+            names,
+            None,
+            args.score_thresh,
+            scale=max(1, 384 // max(h, w)),
+        )
         del bgr
         ok, buf = cv2.imencode(".png", drawn[:, :, ::-1])
         atomic_write_bytes(drawn_path, buf.tobytes())
@@ -187,8 +231,10 @@ def main(argv=None) -> int:
     for i, a in enumerate(coco["annotations"], 1):
         a["id"] = i
     atomic_write_json(out / "predictions.json", coco)
-    print(f"wrote {len(coco['images'])} drawn image(s) and predictions.json to {out} "
-          "(tools/evaluate.py --predictions reads it, matching images by file name)")
+    print(
+        f"wrote {len(coco['images'])} drawn image(s) and predictions.json to {out} "
+        "(tools/evaluate.py --predictions reads it, matching images by file name)"
+    )
     return skipped.report(len(images))
 
 

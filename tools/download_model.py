@@ -9,6 +9,7 @@
 Extra manifests (--manifest, repeatable, or $DISTILL_MODEL_ZOO_MANIFEST) add a lab's own entries.
 Recipe entries have no file: --all names the command that makes each. Errors: one line, exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,13 @@ def download(names: list[str], args) -> None:
         if "recipe" in entry and args.all:
             print(f"{name}: recipe entry, make it with: {entry['recipe']}", file=sys.stderr)
             continue
-        path = get_checkpoint(name, manifests=args.manifest, offline=args.offline or None,
-                              timeout=args.timeout, progress=not args.quiet)
+        path = get_checkpoint(
+            name,
+            manifests=args.manifest,
+            offline=args.offline or None,
+            timeout=args.timeout,
+            progress=not args.quiet,
+        )
         print(path)
 
 
@@ -57,7 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the entries and whether they are cached")
     p.add_argument("--manifest", action="append", default=[], help="extra manifest json (repeatable)")
     p.add_argument("--offline", action="store_true", help="use only the cache ($DISTILL_OFFLINE)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds without data ($DISTILL_DOWNLOAD_TIMEOUT)")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="seconds without data ($DISTILL_DOWNLOAD_TIMEOUT)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.list:

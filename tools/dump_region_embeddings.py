@@ -11,6 +11,7 @@ uninterrupted run's. Unreadable images and unusable boxes are skipped, counted a
 Images are decoded by --workers DataLoader workers while the teacher encodes; shards (format 2, see
 distill.data.region_store) are written by a background thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,25 +39,48 @@ def _dist_setup(args) -> tuple[int, int, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
-    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
-                   "(random weights)")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help='open_clip tag, checkpoint path, model-zoo name, or "none" (random weights)',
+    )
     p.add_argument("--dataset-json", required=True, help="COCO- or LVIS-format json of the images")
     p.add_argument("--image-root", required=True, help="folder the json's file_name entries are relative to")
     p.add_argument("--format", choices=("coco", "lvis"), default="coco", help="format of --dataset-json")
-    p.add_argument("--proposals", required=True, help="tools/export_proposals.py's .npz, or a json list of "
-                   "{image_id, bbox [x, y, w, h], score}")
+    p.add_argument(
+        "--proposals",
+        required=True,
+        help="tools/export_proposals.py's .npz, or a json list of {image_id, bbox [x, y, w, h], score}",
+    )
     p.add_argument("--output", required=True, help="store folder (resumed when it holds a partial store)")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5],
-                   help="crop scales around each box (ViLD: 1.0 and 1.5), embeddings averaged")
-    p.add_argument("--geometry", choices=("center", "stretch"), default="center",
-                   help="center: square crop around the box; stretch: the box resized to the teacher's input")
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5],
+        help="crop scales around each box (ViLD: 1.0 and 1.5), embeddings averaged",
+    )
+    p.add_argument(
+        "--geometry",
+        choices=("center", "stretch"),
+        default="center",
+        help="center: square crop around the box; stretch: the box resized to the teacher's input",
+    )
     p.add_argument("--max-per-image", type=int, default=300, help="best-scoring proposals kept per image")
     p.add_argument("--chunk-size", type=int, default=64, help="images per shard (the unit of resuming)")
     p.add_argument("--batch-size", type=int, default=256, help="crops per teacher forward pass")
-    p.add_argument("--dtype", choices=("int8", "float16"), default="int8",
-                   help="stored embeddings: int8 with a per-row scale (about half the bytes) or float16")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images (0: in process)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (this rank's GPU when there is one)")
+    p.add_argument(
+        "--dtype",
+        choices=("int8", "float16"),
+        default="int8",
+        help="stored embeddings: int8 with a per-row scale (about half the bytes) or float16",
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers decoding images (0: in process)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (this rank's GPU when there is one)"
+    )
     p.add_argument("--rank", type=int, default=0, help="without torchrun: this process's rank")
     p.add_argument("--world-size", type=int, default=1, help="without torchrun: number of processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,15 +102,29 @@ def main(argv=None) -> int:
     dicts, _ = loader(args.dataset_json, args.image_root)
     proposals = load_proposals(args.proposals, [d["image_id"] for d in dicts], args.max_per_image)
     teacher = create_teacher(args.teacher, args.pretrained, device=device)
-    writer = dump_region_embeddings(teacher, dicts, proposals, args.output, args.scales, args.geometry,
-                                    args.chunk_size, rank, world, args.batch_size, progress=not args.no_progress,
-                                    dtype=args.dtype, num_workers=args.workers)
+    writer = dump_region_embeddings(
+        teacher,
+        dicts,
+        proposals,
+        args.output,
+        args.scales,
+        args.geometry,
+        args.chunk_size,
+        rank,
+        world,
+        args.batch_size,
+        progress=not args.no_progress,
+        dtype=args.dtype,
+        num_workers=args.workers,
+    )
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     if rank == 0:
         if writer.pending(0, 1):
-            print(f"{len(writer.pending(0, 1))} shard(s) of other ranks still missing; rerun to finish",
-                  file=sys.stderr)
+            print(
+                f"{len(writer.pending(0, 1))} shard(s) of other ranks still missing; rerun to finish",
+                file=sys.stderr,
+            )
             return 1
         index = writer.finalize()
         summary = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}

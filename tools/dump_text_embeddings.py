@@ -7,6 +7,7 @@
 
 --vocabulary: a dataset json (its categories, sorted by id), a text file (one name per line), or a comma list.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,30 @@ from distill.utils.io import check_not_input
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
-    p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path, model-zoo name, or \"none\" "
-                   "(random weights: a rehearsal at real shapes)")
-    p.add_argument("--vocabulary", required=True,
-                   help="a dataset json (its categories by id), a text file (one name a line) or \"name1,name2\"")
-    p.add_argument("--templates", default="vild", help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}) or a "
-                   "learned-prompt file from tools/train_prompts.py (.safetensors)")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help='open_clip tag, checkpoint path, model-zoo name, or "none" '
+        "(random weights: a rehearsal at real shapes)",
+    )
+    p.add_argument(
+        "--vocabulary",
+        required=True,
+        help='a dataset json (its categories by id), a text file (one name a line) or "name1,name2"',
+    )
+    p.add_argument(
+        "--templates",
+        default="vild",
+        help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}) or a "
+        "learned-prompt file from tools/train_prompts.py (.safetensors)",
+    )
     p.add_argument("--output", required=True, help=".npy file (a .json sidecar is written beside it)")
-    p.add_argument("--base-output", default=None, help="also write the embeddings of the categories marked "
-                   "\"split\": \"base\" in a dataset json (the training vocabulary of an open-vocabulary recipe)")
+    p.add_argument(
+        "--base-output",
+        default=None,
+        help="also write the embeddings of the categories marked "
+        '"split": "base" in a dataset json (the training vocabulary of an open-vocabulary recipe)',
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if not args.output.endswith(".npy"):
@@ -53,8 +69,16 @@ def main(argv=None) -> int:
         template_set(args.templates)  # an unknown name fails before the teacher loads
     teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
     emb = teacher.encode_text(names, args.templates)
-    prov = {**teacher.provenance(), "templates": args.templates, **prov, **(
-        describe(args.templates) if learned else {"num_templates": len(template_set(args.templates)["templates"])})}
+    prov = {
+        **teacher.provenance(),
+        "templates": args.templates,
+        **prov,
+        **(
+            describe(args.templates)
+            if learned
+            else {"num_templates": len(template_set(args.templates)["templates"])}
+        ),
+    }
     out = ClassEmbeddings(emb.cpu(), names, prov).save(args.output)
     print(f"{out}: {len(names)} classes x {emb.shape[1]} dims ({teacher.arch}, templates {args.templates})")
     if base is not None:

@@ -8,6 +8,7 @@ Writes a flat json of metrics on a 0-100 scale (AP, AP50, AP75, APs, APm, APl, A
 ..., APr, APc, APf for LVIS), from the streaming evaluator the trainers use (distill.evaluation; the numbers
 equal COCOeval / LVISEval). Bad input: one line on stderr, exit code 2, nothing written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,23 +19,40 @@ from distill.utils.io import check_not_input
 
 
 def format_table(metrics: dict) -> str:
-    keys = [k for k in ("AP", "AP50", "AP75", "APr", "APc", "APf", "AP50_base", "AP50_novel", "AP_base",
-                        "AP_novel") if k in metrics]
+    keys = [
+        k
+        for k in ("AP", "AP50", "AP75", "APr", "APc", "APf", "AP50_base", "AP50_novel", "AP_base", "AP_novel")
+        if k in metrics
+    ]
     cell = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| " + \
-        " | ".join(cell(metrics[k]) for k in keys) + " |"
+    return (
+        "| "
+        + " | ".join(keys)
+        + " |\n|"
+        + "---|" * len(keys)
+        + "\n| "
+        + " | ".join(cell(metrics[k]) for k in keys)
+        + " |"
+    )
 
 
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gt", required=True, help="ground-truth json (COCO or LVIS format)")
-    p.add_argument("--predictions", required=True,
-                   help="COCO-format result list (json), or tools/demo.py's predictions.json (images matched by "
-                        "file name, classes by name)")
+    p.add_argument(
+        "--predictions",
+        required=True,
+        help="COCO-format result list (json), or tools/demo.py's predictions.json (images matched by "
+        "file name, classes by name)",
+    )
     p.add_argument("--task", choices=("bbox", "segm"), default="bbox", help="box or mask AP")
-    p.add_argument("--protocol", choices=("coco", "lvis"), default="coco",
-                   help="lvis: federated LVIS evaluation with APr / APc / APf")
+    p.add_argument(
+        "--protocol",
+        choices=("coco", "lvis"),
+        default="coco",
+        help="lvis: federated LVIS evaluation with APr / APc / APf",
+    )
     p.add_argument("--output", help="metrics json to write (atomically)")
     args = p.parse_args(argv)
     if args.output:
@@ -46,7 +64,9 @@ def main(argv=None) -> int:
     if looks_like_object(args.predictions):
         data = read_json(args.predictions, what="predictions file")
         if is_dataset_style(data):
-            preds = dataset_style_to_results(data, read_json(args.gt, what="ground-truth json"), args.predictions)
+            preds = dataset_style_to_results(
+                data, read_json(args.gt, what="ground-truth json"), args.predictions
+            )
     metrics = evaluate_detections(args.gt, preds, task=args.task, protocol=args.protocol)
     metrics = {"task": args.task, "protocol": args.protocol, **metrics}
     if args.output:

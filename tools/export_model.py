@@ -33,8 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--vocabulary", required=True, help='.npy embeddings, "synthetic" or "name1,name2,..."')
     p.add_argument("--output", required=True, help="folder for model.onnx and model.json")
-    p.add_argument("--task", choices=("detect", "semseg"), default="detect",
-                   help="detect: a detector checkpoint; semseg: a segmenter checkpoint")
+    p.add_argument(
+        "--task",
+        choices=("detect", "semseg"),
+        default="detect",
+        help="detect: a detector checkpoint; semseg: a segmenter checkpoint",
+    )
     p.add_argument(
         "--no-nms",
         action="store_true",
@@ -54,8 +58,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--score-thresh", type=float, default=None, help="default: MODEL.ROI_HEADS.SCORE_THRESH_TEST"
     )
-    p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
-                   help="the backend that trained the checkpoint")
+    p.add_argument(
+        "--backend",
+        choices=("torchvision", "detectron2"),
+        default="torchvision",
+        help="the backend that trained the checkpoint",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing export in --output")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)

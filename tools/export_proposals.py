@@ -11,6 +11,7 @@ MAX_SIZE_TEST, boxes are in original pixels). The output is a .npz (per image id
 scores, best first: 0.7 GB for COCO train2017) or, for other names, a json list of {image_id, bbox [x, y, w, h],
 score} (~3 GB for COCO, ~15 GB of memory to load); an existing output is kept unless --overwrite is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", required=True, help="registered dataset name, e.g. distill_ov_coco_train")
     p.add_argument("--output", required=True, help="proposals file to write (.npz, or .json)")
     p.add_argument("--top-k", type=int, default=300, help="proposals per image (ViLD: 300)")
-    p.add_argument("--backend", choices=("auto", "torchvision", "detectron2"), default="auto",
-                   help="auto: the backend the checkpoint was trained with")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torchvision", "detectron2"),
+        default="auto",
+        help="auto: the backend the checkpoint was trained with",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides(p)
@@ -47,8 +52,10 @@ def main(argv=None) -> int:
         raise DistillInputError(f"--top-k must be >= 1, got {args.top_k}")
     cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
-        raise DistillInputError(f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
-                                f"--top-k {args.top_k}")
+        raise DistillInputError(
+            f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
+            f"--top-k {args.top_k}"
+        )
     weights = resolve_weights(args.weights)
     if not Path(weights).is_file():
         raise DistillInputError("weights not found", weights)
@@ -58,9 +65,12 @@ def main(argv=None) -> int:
     from distill.teacher.regions import proposal_records, save_proposals_npz
 
     backend = get_backend(backend_name_for(args.backend, weights))
-    model = backend.load_for_inference(cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS))
-    per_image = backend.iter_dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                                               args.top_k, not args.no_progress)
+    model = backend.load_for_inference(
+        cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS)
+    )
+    per_image = backend.iter_dataset_proposals(
+        model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, args.top_k, not args.no_progress
+    )
     if out.suffix == ".npz":
         n = save_proposals_npz(out, per_image)
     else:

@@ -6,6 +6,7 @@
 Only distill/model_zoo/manifest.json counts: extra manifests ($DISTILL_MODEL_ZOO_MANIFEST) are ignored.
 With --check nothing is written; exit code 1 when the file differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ from distill.utils import atomic_write_bytes, cli_entry
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "MODEL_ZOO.md"),
-                   help="markdown file to write")
+    p.add_argument(
+        "--output",
+        default=str(Path(__file__).resolve().parents[1] / "MODEL_ZOO.md"),
+        help="markdown file to write",
+    )
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is stale")
     args = p.parse_args(argv)
     text = render(load_manifest(MANIFEST))

@@ -7,6 +7,7 @@ reads   coco/annotations/instances_{train,val}2017.json
 writes  coco/annotations/ov_coco/instances_train2017_base.json   (base annotations only)
         coco/annotations/ov_coco/instances_val2017_ov.json       (all 65 categories)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
     ann = datasets_root_arg(args.datasets_root) / "coco" / "annotations"
-    jobs = [("instances_train2017.json", "instances_train2017_base.json", True),
-            ("instances_val2017.json", "instances_val2017_ov.json", False)]
+    jobs = [
+        ("instances_train2017.json", "instances_train2017_base.json", True),
+        ("instances_val2017.json", "instances_val2017_ov.json", False),
+    ]
     for src, dst, train in jobs:
         data = read_json(ann / src, what="COCO annotation file")
         out = make_ov_coco(data, train=train, path=str(ann / src))

@@ -7,6 +7,7 @@ reads   lvis/lvis_v1_{train,val}.json
 writes  lvis/ov_lvis/lvis_v1_train_norare.json   (rare annotations dropped, images kept)
         lvis/ov_lvis/lvis_v1_val_ov.json         (all annotations; categories carry their split)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
     root = datasets_root_arg(args.datasets_root) / "lvis"
-    jobs = [("lvis_v1_train.json", "lvis_v1_train_norare.json", True),
-            ("lvis_v1_val.json", "lvis_v1_val_ov.json", False)]
+    jobs = [
+        ("lvis_v1_train.json", "lvis_v1_train_norare.json", True),
+        ("lvis_v1_val.json", "lvis_v1_val_ov.json", False),
+    ]
     for src, dst, train in jobs:
         data = read_json(root / src, what="LVIS annotation file")
         out = make_ov_lvis(data, train=train, path=str(root / src))

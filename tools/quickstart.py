@@ -21,6 +21,7 @@ override the configs (detector and segmenter).
 `--backend detectron2` trains, proposes, evaluates and draws through detectron2 (its DefaultTrainer, RPN and
 evaluators) with the same config, data, teacher and schedule.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@
 `--num-gpus N` without torchrun starts N local processes (gloo on CPU). The resolved config is saved to
 OUTPUT_DIR/config.yaml. Datasets are looked up under MODEL.DISTILL.DATASETS_ROOT (default $DISTILL_DATASETS or ./datasets).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,17 +24,28 @@ from distill.utils.cli import add_overrides, parse_args
 def default_argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default="", metavar="FILE", help="yaml config (with _BASE_ chains)")
-    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                   help="auto: the backend that trained --eval-only's MODEL.WEIGHTS, else detectron2 when it is "
-                        "installed (distill.integrations.backend.get_backend)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="auto: the backend that trained --eval-only's MODEL.WEIGHTS, else detectron2 when it is "
+        "installed (distill.integrations.backend.get_backend)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train afresh into an OUTPUT_DIR that holds a run (its checkpoints and metrics go)")
-    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into an OUTPUT_DIR that holds a run (its checkpoints and metrics go)",
+    )
+    p.add_argument(
+        "--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training"
+    )
     p.add_argument("--num-gpus", type=int, default=1, help="local processes (GPUs, or CPU processes on gloo)")
     p.add_argument("--num-machines", type=int, default=1, help="machines of a multi-node run")
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's index in a multi-node run")
-    p.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)")
+    p.add_argument(
+        "--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides(p)
     return p
@@ -62,8 +74,15 @@ def _free_port() -> int:
 
 def _worker(local_rank: int, args, world: int, url: str) -> None:
     host, port = url.removeprefix("tcp://").rsplit(":", 1)
-    os.environ.update({"RANK": str(args.machine_rank * args.num_gpus + local_rank), "LOCAL_RANK": str(local_rank),
-                       "WORLD_SIZE": str(world), "MASTER_ADDR": host, "MASTER_PORT": port})
+    os.environ.update(
+        {
+            "RANK": str(args.machine_rank * args.num_gpus + local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": host,
+            "MASTER_PORT": port,
+        }
+    )
     code = run(args)
     if code:
         raise SystemExit(code)

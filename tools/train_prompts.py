@@ -12,6 +12,7 @@ Training data: the base-class annotations of the training split (--benchmark, a 
 embeddings. The output works wherever a template-set name does (--templates of dump_text_embeddings.py,
 MODEL.DISTILL.TEACHER.TEMPLATES, the demo). Checkpoints and the log go to --work-dir (default <output>.work).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,27 +47,44 @@ def _data(args, teacher, cfg):
         data = gt_crop_samples(teacher, dicts, meta, base, progress=not args.no_progress)
         return data, base, {**prov, "source": "ground-truth crops", "num_samples": int(data["label"].numel())}
     if not args.region_store:
-        raise DistillInputError(f"--method {cfg.method} trains on region-store proposals: give --region-store")
+        raise DistillInputError(
+            f"--method {cfg.method} trains on region-store proposals: give --region-store"
+        )
     from distill.data.region_store import RegionEmbeddingStore
 
     store = RegionEmbeddingStore(args.region_store, expected_dim=teacher.dim)
     data = store_samples(store, dicts, meta, base, cfg.fg_iou)
     fg = int((data["label"] >= 0).sum())
-    return data, base, {**prov, "source": "region store", "region_store": str(Path(args.region_store).resolve()),
-                        "num_foreground": fg, "num_background": int(data["label"].numel()) - fg}
+    return (
+        data,
+        base,
+        {
+            **prov,
+            "source": "region store",
+            "region_store": str(Path(args.region_store).resolve()),
+            "num_foreground": fg,
+            "num_background": int(data["label"].numel()) - fg,
+        },
+    )
 
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True, choices=("coop", "detpro", "clip-adapter"),
-                   help="coop: GT crops; detpro: region-store proposals; clip-adapter: an MLP on the class embeddings")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=("coop", "detpro", "clip-adapter"),
+        help="coop: GT crops; detpro: region-store proposals; clip-adapter: an MLP on the class embeddings",
+    )
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
     p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint path or model-zoo name")
     p.add_argument("--benchmark", default=None, help="synthetic benchmark root (its train split)")
     p.add_argument("--train-json", default=None, help="COCO-format training json (instead of --benchmark)")
     p.add_argument("--image-root", default=None, help="image folder of --train-json")
     p.add_argument("--region-store", default=None, help="region-embedding store (detpro, clip-adapter)")
-    p.add_argument("--output", required=True, help=f"learned-prompt file ({SUFFIX}; a .json sidecar beside it)")
+    p.add_argument(
+        "--output", required=True, help=f"learned-prompt file ({SUFFIX}; a .json sidecar beside it)"
+    )
     p.add_argument("--work-dir", default=None, help="checkpoints and log (default: <output>.work)")
     p.add_argument("--resume", action="store_true", help="continue from the work dir's checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the output and restart the work dir")
@@ -81,7 +99,9 @@ def _parser():
             p.add_argument(flag, action="store_true", help=f.metadata.get("help"))
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata.get("help"))
-    p.add_argument("--iou-bins", default="0.5,0.6,0.7,0.8,0.9,1.01", help="DetPro's context-grading bin edges")
+    p.add_argument(
+        "--iou-bins", default="0.5,0.6,0.7,0.8,0.9,1.01", help="DetPro's context-grading bin edges"
+    )
     return p
 
 
@@ -95,17 +115,24 @@ def main(argv=None) -> int:
     if out.exists() and not args.force:
         raise DistillInputError("output exists; pass --force to overwrite it", out)
     if (work / "last.pt").exists() and not (args.resume or args.force):
-        raise DistillInputError("work dir holds a checkpoint; pass --resume to continue or --force to restart", work)
+        raise DistillInputError(
+            "work dir holds a checkpoint; pass --resume to continue or --force to restart", work
+        )
     if args.force and work.exists():
         shutil.rmtree(work)
     try:
         bins = tuple(float(x) for x in args.iou_bins.split(","))
     except ValueError:
-        raise DistillInputError(f"--iou-bins must be comma-separated numbers, not {args.iou_bins!r}") from None
+        raise DistillInputError(
+            f"--iou-bins must be comma-separated numbers, not {args.iou_bins!r}"
+        ) from None
     if len(bins) < 2 or list(bins) != sorted(bins):
         raise DistillInputError("--iou-bins needs at least two increasing edges")
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(PromptTrainConfig)
-              if f.name not in ("method", "iou_bins")}
+    fields = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(PromptTrainConfig)
+        if f.name not in ("method", "iou_bins")
+    }
     cfg = PromptTrainConfig(method=args.method, iou_bins=bins, **fields)
     if cfg.steps < 0 or cfg.batch_size < 1:
         raise DistillInputError("--steps must be >= 0 and --batch-size >= 1")
@@ -116,8 +143,9 @@ def main(argv=None) -> int:
 
     teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
     data, base, prov = _data(args, teacher, cfg)
-    path = train_prompts(teacher, data, base, cfg, out, work, prov, resume=args.resume,
-                         progress=not args.no_progress)
+    path = train_prompts(
+        teacher, data, base, cfg, out, work, prov, resume=args.resume, progress=not args.no_progress
+    )
     print(f"{path}: {cfg.method}, {len(base)} base classes, {cfg.steps} steps on {prov['source']}")
     return 0
 

@@ -7,6 +7,7 @@
 Accuracy: every annotated object of the benchmark's validation images, its region embedding (crops at 1x and
 1.5x, centre geometry) classified against the ViLD prompt ensemble of all class names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,18 @@ from pathlib import Path
 from distill.teacher.train_config import TeacherTrainConfig
 from distill.utils import cli_entry, dumps_json
 
-FIELD_HELP = {"arch": "open_clip architecture of the teacher", "corpus_seed": "seed of the image-caption corpus",
-              "corpus_images": "images in the training corpus", "steps": "training steps",
-              "batch_size": "image-caption pairs per step", "lr": "AdamW learning rate",
-              "weight_decay": "AdamW weight decay", "warmup": "linear warm-up steps", "seed": "training seed",
-              "checkpoint_every": "steps between checkpoints (resume after a kill)"}
+FIELD_HELP = {
+    "arch": "open_clip architecture of the teacher",
+    "corpus_seed": "seed of the image-caption corpus",
+    "corpus_images": "images in the training corpus",
+    "steps": "training steps",
+    "batch_size": "image-caption pairs per step",
+    "lr": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "linear warm-up steps",
+    "seed": "training seed",
+    "checkpoint_every": "steps between checkpoints (resume after a kill)",
+}
 
 
 def _benchmark(path: str | None) -> Path:
@@ -39,12 +47,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="output/teacher", help="checkpoints and the trained weights")
     p.add_argument("--eval-only", action="store_true", help="only measure zero-shot accuracy, no training")
-    p.add_argument("--teacher", default=None, help="model-zoo name or arch (eval); default: the trained weights")
+    p.add_argument(
+        "--teacher", default=None, help="model-zoo name or arch (eval); default: the trained weights"
+    )
     p.add_argument("--benchmark", default=None, help="synthetic benchmark root (default: the quickstart's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     for f in dataclasses.fields(TeacherTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f"{FIELD_HELP[f.name]} (default {f.default})")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f"{FIELD_HELP[f.name]} (default {f.default})",
+        )
     args = p.parse_args(argv)
     import torch
 
@@ -53,10 +67,15 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TeacherTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTrainConfig)})
+    cfg = TeacherTrainConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTrainConfig)}
+    )
     if args.eval_only:
-        teacher = create_teacher(args.teacher) if args.teacher else \
-            create_teacher(cfg.arch, str(Path(args.output_dir) / "teacher_fp16.pt"))
+        teacher = (
+            create_teacher(args.teacher)
+            if args.teacher
+            else create_teacher(cfg.arch, str(Path(args.output_dir) / "teacher_fp16.pt"))
+        )
     else:
         weights = train_teacher(args.output_dir, cfg)
         sha = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -66,8 +85,10 @@ def main(argv=None) -> int:
     print("| class | accuracy |\n|---|---|")
     for name, a in acc["per_class"].items():
         print(f"| {name} | {a:.1f} |")
-    print(f"zero-shot accuracy: all {acc['acc_all']:.1f}  base {acc['acc_base']:.1f}  novel {acc['acc_novel']:.1f} "
-          f"({acc['num_objects']} objects)")
+    print(
+        f"zero-shot accuracy: all {acc['acc_all']:.1f}  base {acc['acc_base']:.1f}  novel {acc['acc_novel']:.1f} "
+        f"({acc['num_objects']} objects)"
+    )
     print(dumps_json({k: v for k, v in acc.items() if k != "per_class"} | {"teacher": teacher.pretrained}))
     return 0
 

@@ -2,6 +2,7 @@
 torchvision backend's full config with detectron2's key names, so one yaml serves both backends;
 `add_distill_config(cfg)` puts MODEL.DISTILL under any yacs / fvcore / detectron2 CfgNode.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ def get_cfg() -> CfgNode:
     return _C.clone()
 
 
-def load_config(config_file: str | None = None, overrides: Sequence[str] = (), base: CfgNode | None = None) -> CfgNode:
+def load_config(
+    config_file: str | None = None, overrides: Sequence[str] = (), base: CfgNode | None = None
+) -> CfgNode:
     """Defaults ← yaml (with `_BASE_` chains) ← KEY VALUE overrides; unknown keys are one clear error."""
     cfg = (base or get_cfg()).clone()
     if config_file:
@@ -41,10 +44,13 @@ def load_config(config_file: str | None = None, overrides: Sequence[str] = (), b
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise DistillInputError(f"not valid yaml ({getattr(e, 'problem', None) or type(e).__name__}{where})",
-                                    config_file) from None
+            raise DistillInputError(
+                f"not valid yaml ({getattr(e, 'problem', None) or type(e).__name__}{where})", config_file
+            ) from None
         except OSError as e:  # a _BASE_ that is missing or unreadable
-            raise DistillInputError(f"cannot read the config ({e.strerror}: {e.filename})", config_file) from None
+            raise DistillInputError(
+                f"cannot read the config ({e.strerror}: {e.filename})", config_file
+            ) from None
         except KeyError as e:
             raise DistillInputError(f"unknown config key {_key(e)}", config_file) from None
         except (ValueError, TypeError) as e:
@@ -75,6 +81,8 @@ def check_schedule(cfg) -> list[str]:
     s = cfg.SOLVER
     warn = []
     if s.WARMUP_ITERS > 0 and s.MAX_ITER < s.WARMUP_ITERS:
-        warn.append(f"SOLVER.MAX_ITER {s.MAX_ITER} is below SOLVER.WARMUP_ITERS {s.WARMUP_ITERS}: the whole run is "
-                    f"warm-up and never reaches BASE_LR {s.BASE_LR:g}; lower SOLVER.WARMUP_ITERS with MAX_ITER")
+        warn.append(
+            f"SOLVER.MAX_ITER {s.MAX_ITER} is below SOLVER.WARMUP_ITERS {s.WARMUP_ITERS}: the whole run is "
+            f"warm-up and never reaches BASE_LR {s.BASE_LR:g}; lower SOLVER.WARMUP_ITERS with MAX_ITER"
+        )
     return warn

@@ -3,6 +3,7 @@ tree with a comment per key. Every key outside MODEL.DISTILL is detectron2's (sa
 default unless `tests/test_config.py` lists it), so one yaml serves both backends; MODEL.DISTILL holds the ViLD
 settings and those detectron2 has no key for, and is added to detectron2's config as it is.
 """
+
 from __future__ import annotations
 
 from fvcore.common.config import CfgNode as CN
@@ -44,7 +45,9 @@ _D.LSJ.ENABLED = False
 _D.LSJ.SIZE = 1024
 _D.LSJ.MIN_SCALE = 0.1
 _D.LSJ.MAX_SCALE = 2.0
-_D.CHECKPOINT_MAX_TO_KEEP = 0  # periodic checkpoints kept (the newest N; 0 keeps all); model_final always stays
+_D.CHECKPOINT_MAX_TO_KEEP = (
+    0  # periodic checkpoints kept (the newest N; 0 keeps all); model_final always stays
+)
 _D.LOG_PERIOD = 20  # iterations between metrics lines (metrics.json, log.txt, progress)
 
 _D.SEM_SEG = CN()  # the open-vocabulary semantic segmenter (both backends read these keys)
@@ -69,7 +72,9 @@ _D.SEM_SEG.WINDOW_STRIDE = 16  # "windows": step between crops
 _D.SEM_SEG.DENSE_TARGET_CACHE = ""  # folder of cached targets ("" = computed online from the frozen teacher)
 # distill cells labelled background too (off: the teacher's targets there drag a class onto the background)
 _D.SEM_SEG.DISTILL_BACKGROUND = False
-_D.SEM_SEG.PROPOSALS = ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+_D.SEM_SEG.PROPOSALS = (
+    ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+)
 # "regions": paint from this region-embedding store (the ViLD step's, same teacher, scales and geometry)
 # instead of cropping again; its boxes replace PROPOSALS for the images it holds
 _D.SEM_SEG.REGION_STORE = ""
@@ -112,7 +117,11 @@ _C.MODEL.RPN = CN()
 _C.MODEL.RPN.IN_FEATURES = ("p2", "p3", "p4", "p5", "p6")
 # anchors with IoU < IOU_THRESHOLDS[0] are negatives, >= IOU_THRESHOLDS[1] positives, in between ignored
 _C.MODEL.RPN.IOU_THRESHOLDS = (0.3, 0.7)
-_C.MODEL.RPN.IOU_LABELS = (0, -1, 1)  # the label of each IoU interval (detectron2's; this backend reads no other)
+_C.MODEL.RPN.IOU_LABELS = (
+    0,
+    -1,
+    1,
+)  # the label of each IoU interval (detectron2's; this backend reads no other)
 _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per FPN level
 _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image

@@ -1,4 +1,5 @@
 """Datasets: COCO / LVIS loaders, open-vocabulary splits, the synthetic benchmark."""
+
 from .datasets import (
     BOX_MODE_XYWH_ABS,
     DatasetMetadata,

@@ -9,6 +9,7 @@ they cannot clash with detectron2's built-in names.
 A name of the form ``coco:ANNOTATIONS.json:IMAGE_FOLDER`` (or ``lvis:...``) is one's own dataset: it needs no
 registration, so `DATASETS.TRAIN ("coco:my/train.json:my/images",)` trains on it from the command line.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,10 +83,15 @@ def register_synthetic(root: str | os.PathLike, prefix: str = "distill_synthetic
 
 def register_ov_coco(datasets_root: str | os.PathLike, prefix: str = "distill_ov_coco") -> list[str]:
     coco = Path(datasets_root) / "coco"
-    files = {"train": ("instances_train2017_base.json", "train2017"), "val": ("instances_val2017_ov.json", "val2017")}
+    files = {
+        "train": ("instances_train2017_base.json", "train2017"),
+        "val": ("instances_val2017_ov.json", "val2017"),
+    }
     for split, (ann, images) in files.items():
-        register(f"{prefix}_{split}", lambda a=ann, i=images: load_coco_json(coco / "annotations" / "ov_coco" / a,
-                                                                             coco / i))
+        register(
+            f"{prefix}_{split}",
+            lambda a=ann, i=images: load_coco_json(coco / "annotations" / "ov_coco" / a, coco / i),
+        )
     return [f"{prefix}_{s}" for s in files]
 
 
@@ -94,7 +100,9 @@ def register_ov_lvis(datasets_root: str | os.PathLike, prefix: str = "distill_ov
     files = {"train": "lvis_v1_train_norare.json", "val": "lvis_v1_val_ov.json"}
     for split, ann in files.items():
         # LVIS names images by coco_url (.../train2017/x.jpg) under the COCO folder
-        register(f"{prefix}_{split}", lambda a=ann: load_lvis_json(root / "lvis" / "ov_lvis" / a, root / "coco"))
+        register(
+            f"{prefix}_{split}", lambda a=ann: load_lvis_json(root / "lvis" / "ov_lvis" / a, root / "coco")
+        )
     return [f"{prefix}_{s}" for s in files]
 
 
@@ -110,4 +118,6 @@ def datasets_root(cfg) -> str:
 
 def register_all(root: str | os.PathLike) -> list[str]:
     """The synthetic benchmark (root/synthetic), OV-COCO and OV-LVIS under one datasets root."""
-    return register_synthetic(os.path.join(root, "synthetic")) + register_ov_coco(root) + register_ov_lvis(root)
+    return (
+        register_synthetic(os.path.join(root, "synthetic")) + register_ov_coco(root) + register_ov_lvis(root)
+    )

@@ -12,6 +12,7 @@ A dataset dict::
 Contiguous ids follow the sorted dataset category ids, as detectron2 does; `DatasetMetadata` holds the
 mapping and the open-vocabulary split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,9 @@ def validate_instances_json(data: Any, path: str, lvis: bool = False) -> None:
             raise DistillInputError(f"'{k}' must be a list", path)
     for c in data["categories"]:
         _require(c, ("id", "name") + (("frequency",) if lvis else ()), "category", path)
-    image_keys = ("id", "height", "width") + (("neg_category_ids", "not_exhaustive_category_ids") if lvis else ())
+    image_keys = ("id", "height", "width") + (
+        ("neg_category_ids", "not_exhaustive_category_ids") if lvis else ()
+    )
     for im in data["images"]:
         _require(im, image_keys, "image", path)
         if "file_name" not in im and "coco_url" not in im:
@@ -80,11 +83,15 @@ def validate_instances_json(data: Any, path: str, lvis: bool = False) -> None:
     image_ids = {im["id"] for im in data["images"]}
     cat_ids = {c["id"] for c in data["categories"]}
     for a in data["annotations"]:
-        _require(a, ("id", "image_id", "category_id", "bbox") + (("area",) if lvis else ()), "annotation", path)
+        _require(
+            a, ("id", "image_id", "category_id", "bbox") + (("area",) if lvis else ()), "annotation", path
+        )
         if a["image_id"] not in image_ids:
             raise DistillInputError(f"annotation {a['id']} names unknown image_id {a['image_id']}", path)
         if a["category_id"] not in cat_ids:
-            raise DistillInputError(f"annotation {a['id']} names unknown category_id {a['category_id']}", path)
+            raise DistillInputError(
+                f"annotation {a['id']} names unknown category_id {a['category_id']}", path
+            )
         if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4):
             raise DistillInputError(f"annotation {a['id']} has a bbox that is not [x, y, w, h]", path)
 
@@ -103,9 +110,13 @@ def _load(json_file, image_root, sem_seg_root, lvis: bool) -> tuple[list[dict], 
     validate_instances_json(data, json_file, lvis=lvis)
     cats = sorted(data["categories"], key=lambda c: c["id"])
     meta = DatasetMetadata(
-        json_file=json_file, image_root=str(image_root), evaluator_type="lvis" if lvis else "coco",
-        category_ids=[c["id"] for c in cats], thing_classes=[c["name"] for c in cats],
-        split=split_from_categories(cats), sem_seg_root=None if sem_seg_root is None else str(sem_seg_root),
+        json_file=json_file,
+        image_root=str(image_root),
+        evaluator_type="lvis" if lvis else "coco",
+        category_ids=[c["id"] for c in cats],
+        thing_classes=[c["name"] for c in cats],
+        split=split_from_categories(cats),
+        sem_seg_root=None if sem_seg_root is None else str(sem_seg_root),
     )
     to_contiguous = meta.thing_dataset_id_to_contiguous_id
     anns_by_image: dict[int, list[dict]] = {im["id"]: [] for im in data["images"]}
@@ -115,8 +126,12 @@ def _load(json_file, image_root, sem_seg_root, lvis: bool) -> tuple[list[dict], 
         if w <= 0 or h <= 0:
             skipped += 1
             continue
-        obj = {"bbox": [x, y, w, h], "bbox_mode": BOX_MODE_XYWH_ABS, "category_id": to_contiguous[a["category_id"]],
-               "iscrowd": int(a.get("iscrowd", 0))}
+        obj = {
+            "bbox": [x, y, w, h],
+            "bbox_mode": BOX_MODE_XYWH_ABS,
+            "category_id": to_contiguous[a["category_id"]],
+            "iscrowd": int(a.get("iscrowd", 0)),
+        }
         if "segmentation" in a:
             obj["segmentation"] = a["segmentation"]
         anns_by_image[a["image_id"]].append(obj)
@@ -124,8 +139,13 @@ def _load(json_file, image_root, sem_seg_root, lvis: bool) -> tuple[list[dict], 
         logger.warning("%s: skipped %d annotation(s) with an empty box", json_file, skipped)
     dicts = []
     for im in sorted(data["images"], key=lambda im: im["id"]):
-        rec = {"file_name": _image_file(im, str(image_root), lvis), "height": int(im["height"]),
-               "width": int(im["width"]), "image_id": im["id"], "annotations": anns_by_image[im["id"]]}
+        rec = {
+            "file_name": _image_file(im, str(image_root), lvis),
+            "height": int(im["height"]),
+            "width": int(im["width"]),
+            "image_id": im["id"],
+            "annotations": anns_by_image[im["id"]],
+        }
         if sem_seg_root is not None:
             sem_name = im.get("sem_seg_file_name", Path(im.get("file_name", "")).with_suffix(".png").name)
             rec["sem_seg_file_name"] = os.path.join(str(sem_seg_root), sem_name)
@@ -136,14 +156,16 @@ def _load(json_file, image_root, sem_seg_root, lvis: bool) -> tuple[list[dict], 
     return dicts, meta
 
 
-def load_coco_json(json_file: str | os.PathLike, image_root: str | os.PathLike,
-                   sem_seg_root: str | os.PathLike | None = None) -> tuple[list[dict], DatasetMetadata]:
+def load_coco_json(
+    json_file: str | os.PathLike, image_root: str | os.PathLike, sem_seg_root: str | os.PathLike | None = None
+) -> tuple[list[dict], DatasetMetadata]:
     """COCO instances json → (dataset dicts, metadata)."""
     return _load(json_file, image_root, sem_seg_root, lvis=False)
 
 
-def load_lvis_json(json_file: str | os.PathLike, image_root: str | os.PathLike,
-                   sem_seg_root: str | os.PathLike | None = None) -> tuple[list[dict], DatasetMetadata]:
+def load_lvis_json(
+    json_file: str | os.PathLike, image_root: str | os.PathLike, sem_seg_root: str | os.PathLike | None = None
+) -> tuple[list[dict], DatasetMetadata]:
     """LVIS json → (dataset dicts with `neg_category_ids` / `not_exhaustive_category_ids`, metadata)."""
     return _load(json_file, image_root, sem_seg_root, lvis=True)
 
@@ -157,8 +179,10 @@ def remap_to_vocabulary(dicts: list[dict], meta: DatasetMetadata, names: list[st
         for a in d["annotations"]:
             name = meta.thing_classes[a["category_id"]]
             if name not in index:
-                raise DistillInputError(f"training annotations hold class {name!r}, which the training vocabulary "
-                                        "lacks (is the training file base-only?)")
+                raise DistillInputError(
+                    f"training annotations hold class {name!r}, which the training vocabulary "
+                    "lacks (is the training file base-only?)"
+                )
             anns.append({**a, "category_id": index[name]})
         out.append({**d, "annotations": anns})
     return out
@@ -169,7 +193,9 @@ def filter_empty(dicts: list[dict]) -> list[dict]:
     return [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
 
 
-def synthetic_dataset(root: str | os.PathLike, split: str, fmt: str = "coco") -> tuple[list[dict], DatasetMetadata]:
+def synthetic_dataset(
+    root: str | os.PathLike, split: str, fmt: str = "coco"
+) -> tuple[list[dict], DatasetMetadata]:
     """Dataset dicts of the synthetic benchmark at `root` ("train" / "val"; "coco" or "lvis" json)."""
     from .synthetic import load_meta
 

@@ -1,4 +1,5 @@
 """Reading dataset images."""
+
 from __future__ import annotations
 
 import os

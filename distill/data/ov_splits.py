@@ -6,6 +6,7 @@
 - Any json whose categories carry ``"split": "base" | "novel"`` (the synthetic benchmark and the files the
   prepare tools write) names its own split.
 """
+
 from __future__ import annotations
 
 import functools
@@ -75,7 +76,9 @@ def split_from_categories(categories: Sequence[dict]) -> CategorySplit | None:
     if cats and all("split" in c for c in cats):
         bad = [c["id"] for c in cats if c["split"] not in ("base", "novel")]
         if bad:
-            raise DistillInputError(f"category {bad[0]} has split {cats[0]['split']!r}; expected base or novel")
+            raise DistillInputError(
+                f"category {bad[0]} has split {cats[0]['split']!r}; expected base or novel"
+            )
         return CategorySplit(
             base=tuple(sorted(c["id"] for c in cats if c["split"] == "base")),
             novel=tuple(sorted(c["id"] for c in cats if c["split"] == "novel")),

@@ -4,6 +4,7 @@ OV-COCO: keep the 65 split categories (the other 15 are dropped from training an
 keeps base annotations only; every image is kept. OV-LVIS: training drops rare annotations (images kept);
 evaluation keeps everything. Categories of every output carry ``"split": "base" | "novel"``.
 """
+
 from __future__ import annotations
 
 from ..utils.errors import DistillInputError
@@ -11,8 +12,12 @@ from .datasets import validate_instances_json
 from .ov_splits import ov_coco_categories, ov_lvis_split
 
 # COCO 2017 spells a few names differently from older releases; both are accepted.
-_COCO_NAME_ALIASES = {"tv": {"tvmonitor"}, "couch": {"sofa"}, "motorcycle": {"motorbike"},
-                      "airplane": {"aeroplane"}}
+_COCO_NAME_ALIASES = {
+    "tv": {"tvmonitor"},
+    "couch": {"sofa"},
+    "motorcycle": {"motorbike"},
+    "airplane": {"aeroplane"},
+}
 
 
 def _check_coco_categories(data: dict, path: str) -> None:
@@ -20,10 +25,13 @@ def _check_coco_categories(data: dict, path: str) -> None:
     for c in ov_coco_categories():
         name = have.get(c["id"])
         if name is None:
-            raise DistillInputError(f"COCO category id {c['id']} ({c['name']}) is missing: not a COCO file?", path)
+            raise DistillInputError(
+                f"COCO category id {c['id']} ({c['name']}) is missing: not a COCO file?", path
+            )
         if name != c["name"] and name not in _COCO_NAME_ALIASES.get(c["name"], ()):
-            raise DistillInputError(f"category id {c['id']} is {name!r}, expected {c['name']!r}: not a COCO file?",
-                                    path)
+            raise DistillInputError(
+                f"category id {c['id']} is {name!r}, expected {c['name']!r}: not a COCO file?", path
+            )
 
 
 def make_ov_coco(data: dict, train: bool, path: str = "<coco json>") -> dict:
@@ -35,8 +43,11 @@ def make_ov_coco(data: dict, train: bool, path: str = "<coco json>") -> dict:
     by_id = {c["id"]: c for c in data["categories"]}
     cats = [{**by_id[cid], "split": split[cid]} for cid in sorted(split)]
     anns = [a for a in data["annotations"] if a["category_id"] in keep]
-    return {**{k: v for k, v in data.items() if k not in ("annotations", "categories")},
-            "categories": cats, "annotations": anns}
+    return {
+        **{k: v for k, v in data.items() if k not in ("annotations", "categories")},
+        "categories": cats,
+        "annotations": anns,
+    }
 
 
 def make_ov_lvis(data: dict, train: bool, path: str = "<lvis json>") -> dict:
@@ -46,5 +57,8 @@ def make_ov_lvis(data: dict, train: bool, path: str = "<lvis json>") -> dict:
     novel = set(split.novel)
     cats = [{**c, "split": "novel" if c["id"] in novel else "base"} for c in data["categories"]]
     anns = [a for a in data["annotations"] if not (train and a["category_id"] in novel)]
-    return {**{k: v for k, v in data.items() if k not in ("annotations", "categories")},
-            "categories": cats, "annotations": anns}
+    return {
+        **{k: v for k, v in data.items() if k not in ("annotations", "categories")},
+        "categories": cats,
+        "annotations": anns,
+    }

@@ -17,6 +17,7 @@ chunks of the sorted image ids, so a restarted job skips finished shards and the
 byte for byte, as an uninterrupted run; rank r of w processes chunks k ≡ r (mod w). Each shard carries the
 hash of meta.json, checked when the shard is opened. Format-1 stores (torch.save shards) open read-only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,17 @@ FORMAT = "distill.region_store/2"
 DTYPES = ("int8", "float16")
 _ST_DTYPES = {"I8": np.int8, "I32": np.int32, "I64": np.int64, "F16": np.float16, "F32": np.float32}
 
-__all__ = ["DTYPES", "FORMAT", "RegionEmbeddingStore", "RegionStoreWriter", "ShardRecord", "chunks", "convert_v1",
-           "dequantize_rows", "quantize_rows"]
+__all__ = [
+    "DTYPES",
+    "FORMAT",
+    "RegionEmbeddingStore",
+    "RegionStoreWriter",
+    "ShardRecord",
+    "chunks",
+    "convert_v1",
+    "dequantize_rows",
+    "quantize_rows",
+]
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +79,9 @@ def _save(path: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
     random, which would break byte-identical resumes)."""
     from safetensors.numpy import save
 
-    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"distill": dumps_json(metadata)})
+    data = save(
+        {k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"distill": dumps_json(metadata)}
+    )
     atomic_write_bytes(path, data)
 
 
@@ -84,7 +96,7 @@ class _Mapped:
                 self.mm.madvise(mmap.MADV_RANDOM)  # reads are a few rows each: no readahead around them
             self.map = np.frombuffer(self.mm, dtype=np.uint8)
             n = int(self.map[:8].view("<u8")[0])
-            header = json.loads(bytes(self.map[8:8 + n]))
+            header = json.loads(bytes(self.map[8 : 8 + n]))
         except (OSError, ValueError) as e:
             raise DistillInputError(f"not a readable safetensors file ({e})", path) from None
         self.metadata: dict = json.loads((header.pop("__metadata__", None) or {}).get("distill", "{}"))
@@ -92,7 +104,9 @@ class _Mapped:
         self._begin: dict[str, int] = {}
         for name, h in header.items():
             a, b = h["data_offsets"]
-            self.arrays[name] = self.map[8 + n + a:8 + n + b].view(_ST_DTYPES[h["dtype"]]).reshape(h["shape"])
+            self.arrays[name] = (
+                self.map[8 + n + a : 8 + n + b].view(_ST_DTYPES[h["dtype"]]).reshape(h["shape"])
+            )
             self._begin[name] = 8 + n + a
 
     def rows(self, name: str, a: int, b: int) -> np.ndarray:
@@ -108,8 +122,14 @@ class _Mapped:
 
 
 class RegionStoreWriter:
-    def __init__(self, root: str | os.PathLike, meta: dict, image_ids: Sequence[int], chunk_size: int = 64,
-                 dtype: str = "int8"):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        meta: dict,
+        image_ids: Sequence[int],
+        chunk_size: int = 64,
+        dtype: str = "int8",
+    ):
         """Open (or resume) a store; `meta` (with chunking and dtype) must equal an existing partial store's."""
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -117,20 +137,32 @@ class RegionStoreWriter:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.root = Path(root)
         ids = sorted(set(image_ids))
-        self.meta = {"format": FORMAT, **meta, "dtype": dtype, "chunk_size": chunk_size, "num_images": len(ids),
-                     "image_ids_sha256": hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()}
+        self.meta = {
+            "format": FORMAT,
+            **meta,
+            "dtype": dtype,
+            "chunk_size": chunk_size,
+            "num_images": len(ids),
+            "image_ids_sha256": hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest(),
+        }
         self.meta_sha256 = _meta_hash(self.meta)
         self.chunks = chunks(ids, chunk_size)
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
             old = read_json(meta_path)
             if old.get("format") == FORMAT_V1:
-                raise DistillInputError("a format-1 store is here; convert it with tools/convert_region_store.py "
-                                        "or use another output folder", self.root)
+                raise DistillInputError(
+                    "a format-1 store is here; convert it with tools/convert_region_store.py "
+                    "or use another output folder",
+                    self.root,
+                )
             if old != self.meta:
                 diff = sorted(k for k in set(old) | set(self.meta) if old.get(k) != self.meta.get(k))
-                raise DistillInputError(f"a store with other settings is here (differs in: {', '.join(diff)}); "
-                                        "use another output folder or remove it", self.root)
+                raise DistillInputError(
+                    f"a store with other settings is here (differs in: {', '.join(diff)}); "
+                    "use another output folder or remove it",
+                    self.root,
+                )
         else:
             atomic_write_json(meta_path, self.meta, indent=1)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
@@ -146,7 +178,9 @@ class RegionStoreWriter:
 
     def pending(self, rank: int = 0, world_size: int = 1) -> list[int]:
         """Chunk indices this rank still has to produce."""
-        return [k for k in range(len(self.chunks)) if k % world_size == rank and not self.shard_path(k).is_file()]
+        return [
+            k for k in range(len(self.chunks)) if k % world_size == rank and not self.shard_path(k).is_file()
+        ]
 
     def write_shard(self, k: int, rec: ShardRecord) -> None:
         """Chunk k's images (a subset of `chunks[k]`, in its order) → one atomic shard."""
@@ -157,26 +191,36 @@ class RegionStoreWriter:
         dim = self.meta["dim"]
         counts = np.array([b.shape[0] for b in rec.boxes], dtype=np.int64)
         emb = torch.cat(rec.embeddings).float() if rec.embeddings else torch.zeros(0, dim)
-        arrays = {"image_ids": np.array(rec.image_ids, dtype=np.int64),
-                  "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                  "boxes": (torch.cat(rec.boxes).float() if rec.boxes else torch.zeros(0, 4)).numpy()}
+        arrays = {
+            "image_ids": np.array(rec.image_ids, dtype=np.int64),
+            "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            "boxes": (torch.cat(rec.boxes).float() if rec.boxes else torch.zeros(0, 4)).numpy(),
+        }
         if emb.shape != (int(counts.sum()), dim):
-            raise ValueError(f"shard {k}: embeddings of shape {tuple(emb.shape)} for {int(counts.sum())} boxes")
+            raise ValueError(
+                f"shard {k}: embeddings of shape {tuple(emb.shape)} for {int(counts.sum())} boxes"
+            )
         if self.dtype == "int8":
             q, scale = quantize_rows(emb)
             arrays["embeddings"], arrays["scales"] = q.numpy(), scale.numpy()
         else:
             arrays["embeddings"] = emb.half().numpy()
-        metadata = {"format": FORMAT, "meta_sha256": self.meta_sha256, "chunk": k,
-                    "skipped_images": list(rec.skipped_images), "skipped_boxes": int(rec.skipped_boxes)}
+        metadata = {
+            "format": FORMAT,
+            "meta_sha256": self.meta_sha256,
+            "chunk": k,
+            "skipped_images": list(rec.skipped_images),
+            "skipped_boxes": int(rec.skipped_boxes),
+        }
         _save(self.shard_path(k), arrays, metadata)
 
     def finalize(self) -> dict:
         """Check every shard is there and belongs here; write index.safetensors, then index.json."""
         missing = [k for k in range(len(self.chunks)) if not self.shard_path(k).is_file()]
         if missing:
-            raise DistillInputError(f"{len(missing)} shard(s) not written yet (first: {_shard_name(missing[0])})",
-                                    self.root)
+            raise DistillInputError(
+                f"{len(missing)} shard(s) not written yet (first: {_shard_name(missing[0])})", self.root
+            )
         ids, shard, start, count, hashes = [], [], [], [], []
         skipped, skipped_boxes = [], 0
         for k in range(len(self.chunks)):
@@ -190,13 +234,24 @@ class RegionStoreWriter:
             skipped_boxes += int(s.metadata["skipped_boxes"])
             hashes.append(_file_sha256(self.shard_path(k)))
         cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
-        arrays = {"image_ids": cat(ids, np.int64), "shard": cat(shard, np.int32), "start": cat(start, np.int64),
-                  "count": cat(count, np.int32)}
+        arrays = {
+            "image_ids": cat(ids, np.int64),
+            "shard": cat(shard, np.int32),
+            "start": cat(start, np.int64),
+            "count": cat(count, np.int32),
+        }
         _save(self.root / "index.safetensors", arrays, {"format": FORMAT, "meta_sha256": self.meta_sha256})
-        index = {"format": FORMAT, "meta_sha256": self.meta_sha256, "num_shards": len(self.chunks),
-                 "shard_sha256": hashes, "index_sha256": _file_sha256(self.root / "index.safetensors"),
-                 "num_images": len(arrays["image_ids"]), "num_regions": int(arrays["count"].sum()),
-                 "skipped_images": sorted(skipped, key=lambda d: d["image_id"]), "skipped_boxes": skipped_boxes}
+        index = {
+            "format": FORMAT,
+            "meta_sha256": self.meta_sha256,
+            "num_shards": len(self.chunks),
+            "shard_sha256": hashes,
+            "index_sha256": _file_sha256(self.root / "index.safetensors"),
+            "num_images": len(arrays["image_ids"]),
+            "num_regions": int(arrays["count"].sum()),
+            "skipped_images": sorted(skipped, key=lambda d: d["image_id"]),
+            "skipped_boxes": skipped_boxes,
+        }
         atomic_write_json(self.root / "index.json", index)
         return index
 
@@ -212,8 +267,11 @@ def _file_sha256(path: Path) -> str:
 def _open_shard(path: Path, meta_sha256: str, k: int) -> _Mapped:
     s = _Mapped(path)
     if s.metadata.get("meta_sha256") != meta_sha256 or s.metadata.get("chunk") != k:
-        raise DistillInputError("shard does not belong to this store (other settings or chunk); rerun the dump "
-                                "into a fresh folder", path)
+        raise DistillInputError(
+            "shard does not belong to this store (other settings or chunk); rerun the dump "
+            "into a fresh folder",
+            path,
+        )
     return s
 
 
@@ -228,8 +286,10 @@ class RegionEmbeddingStore:
         self.root = Path(root)
         if not (self.root / "index.json").is_file():
             if (self.root / "meta.json").is_file():
-                raise DistillInputError("region-embedding store is incomplete (no index.json): rerun the dump "
-                                        "to finish it", self.root)
+                raise DistillInputError(
+                    "region-embedding store is incomplete (no index.json): rerun the dump to finish it",
+                    self.root,
+                )
             raise DistillInputError("region-embedding store not found", self.root)
         self.meta = read_json(self.root / "meta.json")
         self.index = read_json(self.root / "index.json")
@@ -238,16 +298,19 @@ class RegionEmbeddingStore:
         if self.format not in (FORMAT, FORMAT_V1):
             raise DistillInputError(f"unknown region-store format {self.format!r}", self.root)
         if expected_dim is not None and self.dim != expected_dim:
-            raise DistillInputError(f"store holds {self.dim}-dim embeddings, the model expects "
-                                    f"{expected_dim} (teacher {self.meta.get('teacher', {}).get('arch', '?')})",
-                                    self.root)
+            raise DistillInputError(
+                f"store holds {self.dim}-dim embeddings, the model expects "
+                f"{expected_dim} (teacher {self.meta.get('teacher', {}).get('arch', '?')})",
+                self.root,
+            )
         self.cache_shards = cache_shards
         self._pid, self._shards = None, OrderedDict()
         if self._v1 is None:
             self._meta_sha256 = _meta_hash(self.meta)
             if self.index.get("meta_sha256") != self._meta_sha256:
-                raise DistillInputError("meta.json does not match the store's index (edited or mixed stores)",
-                                        self.root)
+                raise DistillInputError(
+                    "meta.json does not match the store's index (edited or mixed stores)", self.root
+                )
             idx = _Mapped(self.root / "index.safetensors")
             if idx.metadata.get("meta_sha256") != self._meta_sha256:
                 raise DistillInputError("index.safetensors belongs to another store", self.root)
@@ -278,7 +341,9 @@ class RegionEmbeddingStore:
     def _shard_map(self, k: int) -> _Mapped:
         if self._pid != os.getpid():  # maps are per process (forked data-loader workers open their own)
             self._pid, self._shards = os.getpid(), OrderedDict()
-        s = self._shards.pop(k, None) or _open_shard(self.root / "shards" / _shard_name(k), self._meta_sha256, k)
+        s = self._shards.pop(k, None) or _open_shard(
+            self.root / "shards" / _shard_name(k), self._meta_sha256, k
+        )
         self._shards[k] = s
         if len(self._shards) > self.cache_shards:
             self._shards.popitem(last=False)
@@ -308,24 +373,36 @@ class RegionEmbeddingStore:
         return {**self.__dict__, "_pid": None, "_shards": OrderedDict()}
 
 
-def convert_v1(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "int8",
-               progress: bool = True) -> dict:
+def convert_v1(
+    src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "int8", progress: bool = True
+) -> dict:
     """A finished format-1 store → a format-2 store at `dst` with the same chunks; resumable (shards already
     converted are skipped). Returns the new index."""
     from tqdm import tqdm
 
     old = RegionStoreV1(src)
-    meta = {k: v for k, v in old.meta.items() if k not in ("format", "chunk_size", "num_images", "image_ids_sha256")}
+    meta = {
+        k: v
+        for k, v in old.meta.items()
+        if k not in ("format", "chunk_size", "num_images", "image_ids_sha256")
+    }
     ids = [int(i) for i in old.index["images"]] + [int(s["image_id"]) for s in old.index["skipped_images"]]
     writer = RegionStoreWriter(dst, meta, ids, old.meta["chunk_size"], dtype=dtype)
-    if writer.meta["image_ids_sha256"] != old.meta["image_ids_sha256"] or len(writer.chunks) != old.index["num_shards"]:
-        raise DistillInputError("the store's index does not account for all its images; it cannot be converted",
-                                src)
+    if (
+        writer.meta["image_ids_sha256"] != old.meta["image_ids_sha256"]
+        or len(writer.chunks) != old.index["num_shards"]
+    ):
+        raise DistillInputError(
+            "the store's index does not account for all its images; it cannot be converted", src
+        )
     for k in tqdm(writer.pending(), desc="convert", unit="shard", disable=not progress):
         s = old._load_shard(k)
         offsets = s["offsets"].tolist()
-        rec = ShardRecord(image_ids=s["image_ids"].tolist(), skipped_images=list(s["skipped_images"]),
-                          skipped_boxes=int(s["skipped_boxes"]))
+        rec = ShardRecord(
+            image_ids=s["image_ids"].tolist(),
+            skipped_images=list(s["skipped_images"]),
+            skipped_boxes=int(s["skipped_boxes"]),
+        )
         for a, b in zip(offsets[:-1], offsets[1:]):
             rec.boxes.append(s["boxes"][a:b])
             rec.embeddings.append(s["embeddings"][a:b].float())

@@ -13,6 +13,7 @@ On disk::
 Work is split into fixed chunks of the sorted image ids, so a restarted job skips finished shards and the
 final store is the same, byte for byte, as an uninterrupted run; rank r of w processes chunks k ≡ r (mod w).
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,7 @@ def _shard_name(k: int) -> str:
 
 def chunks(image_ids: Iterable[int], chunk_size: int) -> list[list[int]]:
     ids = sorted(image_ids)
-    return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
 
 
 class RegionStoreWriterV1:
@@ -57,16 +58,26 @@ class RegionStoreWriterV1:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.root = Path(root)
-        self.meta = {"format": FORMAT, **meta, "chunk_size": chunk_size, "num_images": len(set(image_ids)),
-                     "image_ids_sha256": hashlib.sha256(",".join(map(str, sorted(set(image_ids)))).encode()).hexdigest()}
+        self.meta = {
+            "format": FORMAT,
+            **meta,
+            "chunk_size": chunk_size,
+            "num_images": len(set(image_ids)),
+            "image_ids_sha256": hashlib.sha256(
+                ",".join(map(str, sorted(set(image_ids)))).encode()
+            ).hexdigest(),
+        }
         self.chunks = chunks(set(image_ids), chunk_size)
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
             old = read_json(meta_path)
             if old != self.meta:
                 diff = sorted(k for k in set(old) | set(self.meta) if old.get(k) != self.meta.get(k))
-                raise DistillInputError(f"a store with other settings is here (differs in: {', '.join(diff)}); "
-                                        "use another output folder or remove it", self.root)
+                raise DistillInputError(
+                    f"a store with other settings is here (differs in: {', '.join(diff)}); "
+                    "use another output folder or remove it",
+                    self.root,
+                )
         else:
             atomic_write_json(meta_path, self.meta, indent=1)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
@@ -78,7 +89,9 @@ class RegionStoreWriterV1:
 
     def pending(self, rank: int = 0, world_size: int = 1) -> list[int]:
         """Chunk indices this rank still has to produce."""
-        return [k for k in range(len(self.chunks)) if k % world_size == rank and not self.shard_path(k).is_file()]
+        return [
+            k for k in range(len(self.chunks)) if k % world_size == rank and not self.shard_path(k).is_file()
+        ]
 
     def write_shard(self, k: int, rec: ShardRecord) -> None:
         counts = torch.tensor([b.shape[0] for b in rec.boxes], dtype=torch.long)
@@ -99,8 +112,9 @@ class RegionStoreWriterV1:
         """Check every shard is there and write index.json; returns the index."""
         missing = [k for k in range(len(self.chunks)) if not self.shard_path(k).is_file()]
         if missing:
-            raise DistillInputError(f"{len(missing)} shard(s) not written yet (first: {_shard_name(missing[0])})",
-                                    self.root)
+            raise DistillInputError(
+                f"{len(missing)} shard(s) not written yet (first: {_shard_name(missing[0])})", self.root
+            )
         images, skipped, skipped_boxes, total = {}, [], 0, 0
         shard_hashes = []
         for k in range(len(self.chunks)):
@@ -112,9 +126,16 @@ class RegionStoreWriterV1:
             total += int(s["offsets"][-1])
             skipped += s["skipped_images"]
             skipped_boxes += s["skipped_boxes"]
-        index = {"format": FORMAT, "num_shards": len(self.chunks), "shard_sha256": shard_hashes,
-                 "num_images": len(images), "num_regions": total, "images": images,
-                 "skipped_images": sorted(skipped, key=lambda d: d["image_id"]), "skipped_boxes": skipped_boxes}
+        index = {
+            "format": FORMAT,
+            "num_shards": len(self.chunks),
+            "shard_sha256": shard_hashes,
+            "num_images": len(images),
+            "num_regions": total,
+            "images": images,
+            "skipped_images": sorted(skipped, key=lambda d: d["image_id"]),
+            "skipped_boxes": skipped_boxes,
+        }
         atomic_write_json(self.root / "index.json", index)
         return index
 
@@ -127,17 +148,21 @@ class RegionStoreV1:
         self.root = Path(root)
         if not (self.root / "index.json").is_file():
             if (self.root / "meta.json").is_file():
-                raise DistillInputError("region-embedding store is incomplete (no index.json): rerun the dump "
-                                        "to finish it", self.root)
+                raise DistillInputError(
+                    "region-embedding store is incomplete (no index.json): rerun the dump to finish it",
+                    self.root,
+                )
             raise DistillInputError("region-embedding store not found", self.root)
         self.meta = read_json(self.root / "meta.json")
         self.index = read_json(self.root / "index.json")
         if self.index.get("format") != FORMAT:
             raise DistillInputError(f"not a {FORMAT} store", self.root)
         if expected_dim is not None and self.meta["dim"] != expected_dim:
-            raise DistillInputError(f"store holds {self.meta['dim']}-dim embeddings, the model expects "
-                                    f"{expected_dim} (teacher {self.meta.get('teacher', {}).get('arch', '?')})",
-                                    self.root)
+            raise DistillInputError(
+                f"store holds {self.meta['dim']}-dim embeddings, the model expects "
+                f"{expected_dim} (teacher {self.meta.get('teacher', {}).get('arch', '?')})",
+                self.root,
+            )
         self._load = functools.lru_cache(maxsize=cache_shards)(self._load_shard)
 
     @property

@@ -17,6 +17,7 @@ writes, under OUT (a $DISTILL_DATASETS)::
 
 Objects are filled polygons on noise, so boxes and masks agree with the pixels. Deterministic per seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,30 +34,86 @@ from ..utils.io import atomic_write_bytes, atomic_write_json
 
 # COCO 2017 instance categories: (id, name, supercategory)
 COCO_CATEGORIES = [
-    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"), (4, "motorcycle", "vehicle"),
-    (5, "airplane", "vehicle"), (6, "bus", "vehicle"), (7, "train", "vehicle"), (8, "truck", "vehicle"),
-    (9, "boat", "vehicle"), (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"),
-    (13, "stop sign", "outdoor"), (14, "parking meter", "outdoor"), (15, "bench", "outdoor"),
-    (16, "bird", "animal"), (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"),
-    (20, "sheep", "animal"), (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
-    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
-    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
-    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"), (49, "knife", "kitchen"),
-    (50, "spoon", "kitchen"), (51, "bowl", "kitchen"), (52, "banana", "food"), (53, "apple", "food"),
-    (54, "sandwich", "food"), (55, "orange", "food"), (56, "broccoli", "food"), (57, "carrot", "food"),
-    (58, "hot dog", "food"), (59, "pizza", "food"), (60, "donut", "food"), (61, "cake", "food"),
-    (62, "chair", "furniture"), (63, "couch", "furniture"), (64, "potted plant", "furniture"),
-    (65, "bed", "furniture"), (67, "dining table", "furniture"), (70, "toilet", "furniture"),
-    (72, "tv", "electronic"), (73, "laptop", "electronic"), (74, "mouse", "electronic"),
-    (75, "remote", "electronic"), (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
-    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
-    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"), (88, "teddy bear", "indoor"),
-    (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
+    (1, "person", "person"),
+    (2, "bicycle", "vehicle"),
+    (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"),
+    (5, "airplane", "vehicle"),
+    (6, "bus", "vehicle"),
+    (7, "train", "vehicle"),
+    (8, "truck", "vehicle"),
+    (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"),
+    (11, "fire hydrant", "outdoor"),
+    (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"),
+    (15, "bench", "outdoor"),
+    (16, "bird", "animal"),
+    (17, "cat", "animal"),
+    (18, "dog", "animal"),
+    (19, "horse", "animal"),
+    (20, "sheep", "animal"),
+    (21, "cow", "animal"),
+    (22, "elephant", "animal"),
+    (23, "bear", "animal"),
+    (24, "zebra", "animal"),
+    (25, "giraffe", "animal"),
+    (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"),
+    (31, "handbag", "accessory"),
+    (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"),
+    (34, "frisbee", "sports"),
+    (35, "skis", "sports"),
+    (36, "snowboard", "sports"),
+    (37, "sports ball", "sports"),
+    (38, "kite", "sports"),
+    (39, "baseball bat", "sports"),
+    (40, "baseball glove", "sports"),
+    (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"),
+    (43, "tennis racket", "sports"),
+    (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"),
+    (47, "cup", "kitchen"),
+    (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"),
+    (50, "spoon", "kitchen"),
+    (51, "bowl", "kitchen"),
+    (52, "banana", "food"),
+    (53, "apple", "food"),
+    (54, "sandwich", "food"),
+    (55, "orange", "food"),
+    (56, "broccoli", "food"),
+    (57, "carrot", "food"),
+    (58, "hot dog", "food"),
+    (59, "pizza", "food"),
+    (60, "donut", "food"),
+    (61, "cake", "food"),
+    (62, "chair", "furniture"),
+    (63, "couch", "furniture"),
+    (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"),
+    (67, "dining table", "furniture"),
+    (70, "toilet", "furniture"),
+    (72, "tv", "electronic"),
+    (73, "laptop", "electronic"),
+    (74, "mouse", "electronic"),
+    (75, "remote", "electronic"),
+    (76, "keyboard", "electronic"),
+    (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"),
+    (79, "oven", "appliance"),
+    (80, "toaster", "appliance"),
+    (81, "sink", "appliance"),
+    (82, "refrigerator", "appliance"),
+    (84, "book", "indoor"),
+    (85, "clock", "indoor"),
+    (86, "vase", "indoor"),
+    (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"),
+    (89, "hair drier", "indoor"),
+    (90, "toothbrush", "indoor"),
 ]
 # (width, height) of real COCO 2017 images, landscape and portrait
 COCO_SIZES = [(640, 480), (427, 640), (640, 427), (500, 375), (480, 640), (640, 360)]
@@ -88,8 +145,11 @@ def _annotation(poly: np.ndarray, w: int, h: int, crowd: bool) -> dict:
     flat = [round(float(v), 2) for v in poly.reshape(-1)]
     rle = mask_utils.frPyObjects([flat], h, w)[0]
     x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
-    ann = {"bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)], "area": float(mask_utils.area(rle)),
-           "iscrowd": int(crowd)}
+    ann = {
+        "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)],
+        "area": float(mask_utils.area(rle)),
+        "iscrowd": int(crowd),
+    }
     if crowd:  # COCO writes crowd regions as uncompressed RLE
         flat_mask = mask_utils.decode(rle).reshape(-1, order="F")
         edges = np.flatnonzero(np.diff(flat_mask)) + 1
@@ -116,9 +176,19 @@ def lvis_categories() -> list[dict]:
     cats = []
     for cid, k in enumerate(order, 1):
         f = freqs[k]
-        name = f"{ {'r': 'rare', 'c': 'common', 'f': 'frequent'}[f]}_object_{cid:04d}"
-        cats.append({"id": cid, "name": name, "synonyms": [name], "def": f"an LVIS-shaped category ({f})",
-                     "synset": f"{name}.n.01", "frequency": f, "image_count": 0, "instance_count": 0})
+        name = f"{ {'r': 'rare', 'c': 'common', 'f': 'frequent'}[f] }_object_{cid:04d}"
+        cats.append(
+            {
+                "id": cid,
+                "name": name,
+                "synonyms": [name],
+                "def": f"an LVIS-shaped category ({f})",
+                "synset": f"{name}.n.01",
+                "frequency": f,
+                "image_count": 0,
+                "instance_count": 0,
+            }
+        )
     return cats
 
 
@@ -138,17 +208,35 @@ def _coco_split(split: str, n: int, first_id: int, rng: np.random.Generator, roo
         cats = [int(rng.choice(novel)), int(rng.choice(base)), int(rng.choice(base)), int(rng.choice(others))]
         file_name = f"{image_id:012d}.jpg"
         _write_jpeg(root / "coco" / f"{split}2017" / file_name, _draw_image(rng, w, h, polys))
-        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 1,
-                       "coco_url": f"http://images.cocodataset.org/{split}2017/{file_name}",
-                       "date_captured": "2013-11-14 16:28:13"})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": w,
+                "height": h,
+                "license": 1,
+                "coco_url": f"http://images.cocodataset.org/{split}2017/{file_name}",
+                "date_captured": "2013-11-14 16:28:13",
+            }
+        )
         for j, (poly, cid) in enumerate(zip(polys, cats)):
             crowd = split == "train" and i == 0 and j == len(polys) - 1
-            anns.append({"id": len(anns) + first_id * 100 + 1, "image_id": image_id, "category_id": cid,
-                         **_annotation(poly, w, h, crowd)})
+            anns.append(
+                {
+                    "id": len(anns) + first_id * 100 + 1,
+                    "image_id": image_id,
+                    "category_id": cid,
+                    **_annotation(poly, w, h, crowd),
+                }
+            )
     categories = [{"id": cid, "name": name, "supercategory": sup} for cid, name, sup in COCO_CATEGORIES]
-    return {"info": {"description": "COCO 2017-shaped (distill.data.shaped)", "year": 2017},
-            "licenses": [{"id": 1, "name": "synthetic", "url": ""}], "images": images, "annotations": anns,
-            "categories": categories}
+    return {
+        "info": {"description": "COCO 2017-shaped (distill.data.shaped)", "year": 2017},
+        "licenses": [{"id": 1, "name": "synthetic", "url": ""}],
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+    }
 
 
 def _lvis_split(coco: dict, split: str, cats: list[dict], rng: np.random.Generator) -> dict:
@@ -164,19 +252,48 @@ def _lvis_split(coco: dict, split: str, cats: list[dict], rng: np.random.Generat
         freqs = ["r", "f", "c", "f"][: len(objs)]
         ids = [int(rng.choice(by_freq[f])) for f in freqs]
         neg = sorted({int(v) for v in rng.choice(by_freq["f"], 3, replace=False)} - set(ids))
-        images.append({"id": im["id"], "width": im["width"], "height": im["height"], "coco_url": im["coco_url"],
-                       "flickr_url": "", "date_captured": im["date_captured"], "license": 1,
-                       "neg_category_ids": neg, "not_exhaustive_category_ids": ids[-1:]})
+        images.append(
+            {
+                "id": im["id"],
+                "width": im["width"],
+                "height": im["height"],
+                "coco_url": im["coco_url"],
+                "flickr_url": "",
+                "date_captured": im["date_captured"],
+                "license": 1,
+                "neg_category_ids": neg,
+                "not_exhaustive_category_ids": ids[-1:],
+            }
+        )
         for a, cid in zip(objs, ids):
-            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": cid, "bbox": a["bbox"],
-                         "area": a["area"], "segmentation": a["segmentation"]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": im["id"],
+                    "category_id": cid,
+                    "bbox": a["bbox"],
+                    "area": a["area"],
+                    "segmentation": a["segmentation"],
+                }
+            )
     counts = {c["id"]: set() for c in cats}
     for a in anns:
         counts[a["category_id"]].add(a["image_id"])
-    out_cats = [{**c, "image_count": len(counts[c["id"]]),
-                 "instance_count": sum(a["category_id"] == c["id"] for a in anns)} for c in cats]
-    return {"info": {"description": f"LVIS v1-shaped {split} (distill.data.shaped)", "version": "1.0"},
-            "licenses": coco["licenses"], "images": images, "annotations": anns, "categories": out_cats}
+    out_cats = [
+        {
+            **c,
+            "image_count": len(counts[c["id"]]),
+            "instance_count": sum(a["category_id"] == c["id"] for a in anns),
+        }
+        for c in cats
+    ]
+    return {
+        "info": {"description": f"LVIS v1-shaped {split} (distill.data.shaped)", "version": "1.0"},
+        "licenses": coco["licenses"],
+        "images": images,
+        "annotations": anns,
+        "categories": out_cats,
+    }
 
 
 def write_shaped_tree(root: str | os.PathLike, num_train: int = 3, num_val: int = 2, seed: int = 0) -> Path:

@@ -15,6 +15,7 @@ Layout written under ``out_dir``::
 
 Same config gives byte-identical files (seeded per image, sorted json, lossless PNG).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -130,14 +131,34 @@ _SHAPES = {
     "triangle": lambda: [(_P([[0, -1], [0.95, 0.65], [-0.95, 0.65]]), 1)],
     "diamond": lambda: [(_P([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]]), 1)],
     "star": lambda: [(_star(), 1)],
-    "cross": lambda: [(_P([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1],
-                           [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]]), 1)],
+    "cross": lambda: [
+        (
+            _P(
+                [
+                    [-0.3, -1],
+                    [0.3, -1],
+                    [0.3, -0.3],
+                    [1, -0.3],
+                    [1, 0.3],
+                    [0.3, 0.3],
+                    [0.3, 1],
+                    [-0.3, 1],
+                    [-0.3, 0.3],
+                    [-1, 0.3],
+                    [-1, -0.3],
+                    [-0.3, -0.3],
+                ]
+            ),
+            1,
+        )
+    ],
     "crescent": lambda: [(_circle(), 1), (_circle(r=0.85, cx=0.45, cy=-0.2), -1)],
     "ring": lambda: [(_circle(), 1), (_circle(r=0.55), -1)],
     "heart": lambda: [(_heart(), 1)],
     "semicircle": lambda: [(_semicircle(), 1)],
-    "arrow": lambda: [(_P([[-1, -0.22], [0.15, -0.22], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.22],
-                           [-1, 0.22]]), 1)],
+    "arrow": lambda: [
+        (_P([[-1, -0.22], [0.15, -0.22], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.22], [-1, 0.22]]), 1)
+    ],
     "ellipse": lambda: [(_circle(r=1.0) * [1.0, 0.5], 1)],
     "trapezoid": lambda: [(_P([[-1, 0.55], [1, 0.55], [0.45, -0.55], [-0.45, -0.55]]), 1)],
     "hexagon": lambda: [(_regular(6, phase=0.0), 1)],
@@ -264,17 +285,35 @@ def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool
         img, objects, sem = _render_image(_image_seed(cfg, split, i), cfg)
         _write_png(root / "images" / split / name, img[:, :, ::-1])
         _write_png(root / "sem_seg" / split / name, sem)
-        images.append({"id": image_id, "file_name": name, "height": cfg.image_size, "width": cfg.image_size,
-                       "sem_seg_file_name": name, "coco_url": f"synthetic/{split}/{name}"})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": name,
+                "height": cfg.image_size,
+                "width": cfg.image_size,
+                "sem_seg_file_name": name,
+                "coco_url": f"synthetic/{split}/{name}",
+            }
+        )
         for o in objects:
             rle = _encode_mask(o["visible"])
             bbox = [float(x) for x in mask_utils.toBbox(rle)]
             caption = f"{_article(o['color'])} {o['color']} {o['name']}"
-            anns.append({"image_id": image_id, "category_id": o["category_id"], "bbox": bbox,
-                         "area": float(o["visible"].sum()), "segmentation": rle, "iscrowd": 0,
-                         "color": o["color"], "caption": caption})
-            captions.append({"image_id": image_id, "caption": caption, "bbox": bbox,
-                             "category_id": o["category_id"]})
+            anns.append(
+                {
+                    "image_id": image_id,
+                    "category_id": o["category_id"],
+                    "bbox": bbox,
+                    "area": float(o["visible"].sum()),
+                    "segmentation": rle,
+                    "iscrowd": 0,
+                    "color": o["color"],
+                    "caption": caption,
+                }
+            )
+            captions.append(
+                {"image_id": image_id, "caption": caption, "bbox": bbox, "category_id": o["category_id"]}
+            )
     for k, a in enumerate(anns):
         a["id"] = offset + k + 1
     for k, c in enumerate(captions):
@@ -295,8 +334,17 @@ def _lvis_categories(train_anns: list[dict]) -> list[dict]:
     for c in SYNTHETIC_CATEGORIES:
         n_img = len(img_sets[c["id"]])
         freq = "r" if c["split"] == "novel" else ("f" if n_img >= median else "c")
-        cats.append({**c, "frequency": freq, "synset": f"{c['name']}.n.01", "synonyms": [c["name"]],
-                     "def": f"a {c['name']} shape", "image_count": n_img, "instance_count": counts[c["id"]]})
+        cats.append(
+            {
+                **c,
+                "frequency": freq,
+                "synset": f"{c['name']}.n.01",
+                "synonyms": [c["name"]],
+                "def": f"a {c['name']} shape",
+                "image_count": n_img,
+                "instance_count": counts[c["id"]],
+            }
+        )
     return cats
 
 
@@ -306,13 +354,18 @@ def _lvis_images(images: list[dict], anns: list[dict]) -> list[dict]:
     for a in anns:
         present[a["image_id"]].add(a["category_id"])
     all_ids = {c["id"] for c in SYNTHETIC_CATEGORIES}
-    return [{**im, "neg_category_ids": sorted(all_ids - present[im["id"]]), "not_exhaustive_category_ids": []}
-            for im in images]
+    return [
+        {**im, "neg_category_ids": sorted(all_ids - present[im["id"]]), "not_exhaustive_category_ids": []}
+        for im in images
+    ]
 
 
 def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
-    info = {"description": "distill synthetic open-vocabulary benchmark", "version": GENERATOR_VERSION,
-            "config": dataclasses.asdict(cfg)}
+    info = {
+        "description": "distill synthetic open-vocabulary benchmark",
+        "version": GENERATOR_VERSION,
+        "config": dataclasses.asdict(cfg),
+    }
     train_imgs, train_anns, train_caps = _generate_split(root, "train", cfg, progress)
     val_imgs, val_anns, val_caps = _generate_split(root, "val", cfg, progress)
     cats = [dict(c, supercategory="shape") for c in SYNTHETIC_CATEGORIES]
@@ -320,13 +373,26 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
     base_train = [a for a in train_anns if a["category_id"] in BASE_CATEGORY_IDS]
     ann_dir = root / "annotations"
     files = {
-        "instances_train.json": {"info": info, "images": train_imgs, "annotations": base_train, "categories": cats},
+        "instances_train.json": {
+            "info": info,
+            "images": train_imgs,
+            "annotations": base_train,
+            "categories": cats,
+        },
         "instances_val.json": {"info": info, "images": val_imgs, "annotations": val_anns, "categories": cats},
         # LVIS training drops rare (= novel) annotations, exactly like the COCO-format train file.
-        "lvis_train.json": {"info": info, "images": _lvis_images(train_imgs, train_anns),
-                            "annotations": base_train, "categories": lvis_cats},
-        "lvis_val.json": {"info": info, "images": _lvis_images(val_imgs, val_anns), "annotations": val_anns,
-                          "categories": lvis_cats},
+        "lvis_train.json": {
+            "info": info,
+            "images": _lvis_images(train_imgs, train_anns),
+            "annotations": base_train,
+            "categories": lvis_cats,
+        },
+        "lvis_val.json": {
+            "info": info,
+            "images": _lvis_images(val_imgs, val_anns),
+            "annotations": val_anns,
+            "categories": lvis_cats,
+        },
         "captions_train.json": {"info": info, "images": train_imgs, "annotations": train_caps},
         "captions_val.json": {"info": info, "images": val_imgs, "annotations": val_caps},
     }
@@ -339,20 +405,31 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
         "categories": list(SYNTHETIC_CATEGORIES),
         "base_category_ids": list(BASE_CATEGORY_IDS),
         "novel_category_ids": list(NOVEL_CATEGORY_IDS),
-        "semantic": {"background": SEM_SEG_BACKGROUND, "ignore": SEM_SEG_IGNORE,
-                     "labels": "pixel value = category id; 0 background; 255 ignore (object edges)"},
+        "semantic": {
+            "background": SEM_SEG_BACKGROUND,
+            "ignore": SEM_SEG_IGNORE,
+            "labels": "pixel value = category id; 0 background; 255 ignore (object edges)",
+        },
         "splits": {
-            s: {"image_root": f"images/{s}", "sem_seg_root": f"sem_seg/{s}",
-                "instances": f"annotations/instances_{s}.json", "lvis": f"annotations/lvis_{s}.json",
-                "captions": f"annotations/captions_{s}.json"}
+            s: {
+                "image_root": f"images/{s}",
+                "sem_seg_root": f"sem_seg/{s}",
+                "instances": f"annotations/instances_{s}.json",
+                "lvis": f"annotations/lvis_{s}.json",
+                "captions": f"annotations/captions_{s}.json",
+            }
             for s in ("train", "val")
         },
     }
     atomic_write_json(root / "meta.json", meta, indent=2)
 
 
-def generate(out_dir: str | os.PathLike, config: SyntheticConfig | None = None, overwrite: bool = False,
-             progress: bool = True) -> Path:
+def generate(
+    out_dir: str | os.PathLike,
+    config: SyntheticConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write the benchmark to `out_dir` (built in a temporary folder, then renamed into place).
 
     An existing complete benchmark made with the same config is kept (returned as is); one made with
@@ -363,11 +440,16 @@ def generate(out_dir: str | os.PathLike, config: SyntheticConfig | None = None, 
     meta_path = out / "meta.json"
     if meta_path.is_file():
         meta = read_json(meta_path)
-        same = meta.get("config") == dataclasses.asdict(cfg) and meta.get("generator_version") == GENERATOR_VERSION
+        same = (
+            meta.get("config") == dataclasses.asdict(cfg)
+            and meta.get("generator_version") == GENERATOR_VERSION
+        )
         if same and not overwrite:
             return out
         if not overwrite:
-            raise FileExistsError(f"{out} holds a synthetic benchmark made with another config; pass overwrite=True")
+            raise FileExistsError(
+                f"{out} holds a synthetic benchmark made with another config; pass overwrite=True"
+            )
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not a synthetic benchmark; choose an empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,13 +476,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Write the synthetic open-vocabulary benchmark.")
     p.add_argument("out_dir", help="folder to write the benchmark into")
     for f in dataclasses.fields(SyntheticConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f"SyntheticConfig.{f.name} (default {f.default})")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f"SyntheticConfig.{f.name} (default {f.default})",
+        )
     p.add_argument("--overwrite", action="store_true", help="replace a benchmark made with another config")
     args = p.parse_args(argv)
     cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
     out = generate(args.out_dir, cfg, overwrite=args.overwrite)
-    print(dumps_json({"out_dir": str(out), "base": list(BASE_CATEGORY_IDS), "novel": list(NOVEL_CATEGORY_IDS)}))
+    print(
+        dumps_json({"out_dir": str(out), "base": list(BASE_CATEGORY_IDS), "novel": list(NOVEL_CATEGORY_IDS)})
+    )
     return 0
 
 

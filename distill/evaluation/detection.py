@@ -6,6 +6,7 @@ them; tests/evaluation checks the equality). Base and novel numbers come from th
 
 Metrics are flat, on a 0-100 scale; a metric with nothing to average (no novel category) is None.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,15 +68,23 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
             raise DistillInputError(f"prediction {i} is not an object", path)
         missing = [k for k in need if k not in p]
         if missing:
-            raise DistillInputError(f"prediction {i} is missing field(s) {', '.join(map(repr, missing))}", path)
+            raise DistillInputError(
+                f"prediction {i} is missing field(s) {', '.join(map(repr, missing))}", path
+            )
         if p["image_id"] not in image_ids:
             n = sum(q.get("image_id") not in image_ids for q in preds if isinstance(q, dict))
-            raise DistillInputError(f"prediction {i} names unknown image_id {p['image_id']!r} "
-                                    f"({n} prediction(s) name images not in the ground truth)", path)
+            raise DistillInputError(
+                f"prediction {i} names unknown image_id {p['image_id']!r} "
+                f"({n} prediction(s) name images not in the ground truth)",
+                path,
+            )
         if p["category_id"] not in cat_ids:
             n = sum(q.get("category_id") not in cat_ids for q in preds if isinstance(q, dict))
-            raise DistillInputError(f"prediction {i} names unknown category_id {p['category_id']!r} "
-                                    f"({n} prediction(s) name categories not in the ground truth)", path)
+            raise DistillInputError(
+                f"prediction {i} names unknown category_id {p['category_id']!r} "
+                f"({n} prediction(s) name categories not in the ground truth)",
+                path,
+            )
         if task == "bbox" and not (isinstance(p["bbox"], (list, tuple)) and len(p["bbox"]) == 4):
             raise DistillInputError(f"prediction {i} has a bbox that is not [x, y, w, h]", path)
         if task == "segm" and not (isinstance(p["segmentation"], dict) and "counts" in p["segmentation"]):
@@ -83,8 +92,13 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
     return preds
 
 
-def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.PathLike | list, task: str = "bbox",
-                        protocol: str = "coco", split: CategorySplit | None = None) -> dict:
+def evaluate_detections(
+    gt: str | os.PathLike | dict,
+    predictions: str | os.PathLike | list,
+    task: str = "bbox",
+    protocol: str = "coco",
+    split: CategorySplit | None = None,
+) -> dict:
     """Evaluate COCO-format results against a COCO or LVIS ground truth.
 
     Args:
@@ -115,8 +129,14 @@ def evaluate_detections(gt: str | os.PathLike | dict, predictions: str | os.Path
 
 def format_ov_table(metrics: dict, prefixes: tuple[str, ...] = ("box_", "mask_")) -> str:
     """Markdown table of AP / AP50 for base, novel and all (plus APr/c/f when present), one row per task."""
-    cols = [("AP50_novel", "AP50 novel"), ("AP50_base", "AP50 base"), ("AP50", "AP50 all"),
-            ("AP_novel", "AP novel"), ("AP_base", "AP base"), ("AP", "AP all")]
+    cols = [
+        ("AP50_novel", "AP50 novel"),
+        ("AP50_base", "AP50 base"),
+        ("AP50", "AP50 all"),
+        ("AP_novel", "AP novel"),
+        ("AP_base", "AP base"),
+        ("AP", "AP all"),
+    ]
     if any(p + "APr" in metrics for p in prefixes):
         cols += [("APr", "APr"), ("APc", "APc"), ("APf", "APf")]
     rows = [p for p in prefixes if p + "AP" in metrics]

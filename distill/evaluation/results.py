@@ -1,5 +1,6 @@
 """The demo's predictions.json (dataset-style: its own image ids 1..k with file names, its vocabulary as
 categories) → a COCO results list in a ground truth's ids, matching images by file name and classes by name."""
+
 from __future__ import annotations
 
 from pathlib import PurePath
@@ -35,15 +36,21 @@ def dataset_style_to_results(preds: dict, gt: dict, path: str = "<predictions>")
         else:
             image_map[im["id"]] = ids[0]
     if missing:
-        raise DistillInputError(f"{len(missing)} predicted image(s) have no single ground-truth image of that file "
-                                f"name (e.g. {missing[0]}): predictions of another dataset?", path)
+        raise DistillInputError(
+            f"{len(missing)} predicted image(s) have no single ground-truth image of that file "
+            f"name (e.g. {missing[0]}): predictions of another dataset?",
+            path,
+        )
     gt_cats = {c["name"]: c["id"] for c in gt.get("categories", [])}
     cat_map = {c["id"]: gt_cats.get(c["name"]) for c in preds["categories"]}
     used = {a["category_id"] for a in preds["annotations"]}
     unknown = sorted(c["name"] for c in preds["categories"] if c["id"] in used and cat_map[c["id"]] is None)
     if unknown:
-        raise DistillInputError(f"class(es) {', '.join(unknown[:5])} of the predictions are not in the ground "
-                                "truth's categories (predicted with another vocabulary?)", path)
+        raise DistillInputError(
+            f"class(es) {', '.join(unknown[:5])} of the predictions are not in the ground "
+            "truth's categories (predicted with another vocabulary?)",
+            path,
+        )
     out = []
     for a in preds["annotations"]:
         r = {k: v for k, v in a.items() if k not in ("id", "image_id", "category_id")}

@@ -1,4 +1,5 @@
 """Semantic segmentation: confusion-matrix mIoU with base / novel / harmonic-mean IoU (ZS3Net / SPNet style)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,12 @@ import numpy as np
 from ..utils.errors import DistillInputError
 
 
-def read_sem_seg_png(path: str | os.PathLike, num_classes: int, ignore_label: int = 255,
-                     expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+def read_sem_seg_png(
+    path: str | os.PathLike,
+    num_classes: int,
+    ignore_label: int = 255,
+    expected_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Read a label PNG as (H, W) int64; values must be < num_classes or the ignore label."""
     import cv2
 
@@ -21,15 +26,23 @@ def read_sem_seg_png(path: str | os.PathLike, num_classes: int, ignore_label: in
     if lab is None:
         raise DistillInputError("cannot decode semantic label PNG", path)
     if lab.ndim != 2:
-        raise DistillInputError(f"semantic labels must be a single-channel image, got shape {lab.shape}", path)
+        raise DistillInputError(
+            f"semantic labels must be a single-channel image, got shape {lab.shape}", path
+        )
     if expected_hw is not None and tuple(lab.shape) != tuple(expected_hw):
-        raise DistillInputError(f"label size {lab.shape[1]}x{lab.shape[0]} differs from the image's "
-                                f"{expected_hw[1]}x{expected_hw[0]}", path)
+        raise DistillInputError(
+            f"label size {lab.shape[1]}x{lab.shape[0]} differs from the image's "
+            f"{expected_hw[1]}x{expected_hw[0]}",
+            path,
+        )
     lab = lab.astype(np.int64)
     bad = (lab >= num_classes) & (lab != ignore_label)
     if bad.any():
-        raise DistillInputError(f"label value {int(lab[bad].max())} exceeds the {num_classes} classes "
-                                f"(ignore value is {ignore_label})", path)
+        raise DistillInputError(
+            f"label value {int(lab[bad].max())} exceeds the {num_classes} classes "
+            f"(ignore value is {ignore_label})",
+            path,
+        )
     return lab
 
 
@@ -42,13 +55,21 @@ class SemSegEvaluator:
         class_names: optional names for the per-class IoU keys.
     """
 
-    def __init__(self, num_classes: int, ignore_label: int = 255, base_classes: Sequence[int] | None = None,
-                 novel_classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_label: int = 255,
+        base_classes: Sequence[int] | None = None,
+        novel_classes: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+    ):
         self.num_classes = int(num_classes)
         self.ignore_label = ignore_label
         self.base = list(base_classes) if base_classes is not None else list(range(num_classes))
         self.novel = list(novel_classes or [])
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        )
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.reset()
@@ -68,8 +89,9 @@ class SemSegEvaluator:
             raise ValueError(f"ground-truth label {int(g.max())} outside [0, {self.num_classes})")
         if p.size and (p.max() >= self.num_classes or p.min() < 0):
             raise ValueError(f"predicted label {int(p.max())} outside [0, {self.num_classes})")
-        self.confusion += np.bincount(g * self.num_classes + p, minlength=self.num_classes ** 2).reshape(
-            self.num_classes, self.num_classes)
+        self.confusion += np.bincount(g * self.num_classes + p, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def compute(self) -> dict:
         """mIoU, fwIoU, pixel accuracy, mean accuracy, mIoU_base, mIoU_novel, hIoU, IoU-<name>; 0-100 scale."""
@@ -101,8 +123,13 @@ class SemSegEvaluator:
         return out
 
 
-SEM_SEG_TABLE_KEYS = (("mIoU_base", "mIoU base"), ("mIoU_novel", "mIoU novel"), ("hIoU", "hIoU"),
-                      ("mIoU", "mIoU all"), ("pACC", "pixel acc"))
+SEM_SEG_TABLE_KEYS = (
+    ("mIoU_base", "mIoU base"),
+    ("mIoU_novel", "mIoU novel"),
+    ("hIoU", "hIoU"),
+    ("mIoU", "mIoU all"),
+    ("pACC", "pixel acc"),
+)
 
 
 def format_sem_seg_table(rows: dict) -> str:

@@ -6,6 +6,7 @@ Two implementations, one per framework, with the same behaviour on the same conf
 `distill.integrations.detectron2.backend.Detectron2Backend`. A new framework is one more module with a class
 that has these methods and one more entry in `BACKENDS`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,27 +41,31 @@ class Backend(Protocol):
     def load_model(self, cfg, weights: str) -> torch.nn.Module:
         """cfg's model with a checkpoint's weights (another architecture is one clear error)."""
 
-    def dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                          progress: bool = True) -> list[dict]:
+    def dataset_proposals(
+        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+    ) -> list[dict]:
         """The RPN's top_k proposals per image, as records {image_id, bbox XYWH, score} in original pixels."""
 
-    def iter_dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                               progress: bool = True):
+    def iter_dataset_proposals(
+        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+    ):
         """The same, one image at a time and kept nowhere: yields (image_id, boxes (K, 4) XYXY, scores (K,))."""
 
     def evaluate(self, cfg, model, dataset: str) -> dict:
         """Flat OV metrics ({box,mask}_AP{,50}{,_base,_novel}) of `model` on a registered dataset."""
 
-    def load_for_inference(self, cfg, weights: str, vocabulary: ClassEmbeddings,
-                           novel: torch.Tensor | None = None) -> torch.nn.Module:
+    def load_for_inference(
+        self, cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None
+    ) -> torch.nn.Module:
         """A trained model in eval mode, classifying into `vocabulary`."""
 
     def predict(self, model, cfg, record: dict) -> dict:
         """One {file_name, height, width, image_id} → boxes (N, 4) XYXY, scores (N,), labels (N,) [masks
         (N, H, W) float 0/1], in original pixels."""
 
-    def draw_predictions_grid(self, cfg, weights: str, bench_root: str | Path, out_png: str | Path,
-                              n: int = 6) -> Path:
+    def draw_predictions_grid(
+        self, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
+    ) -> Path:
         """Detections of the test vocabulary on the first `n` validation images holding a novel object."""
 
     def train_net(self, args: argparse.Namespace) -> int:
@@ -86,17 +91,21 @@ def backend_name_for(name: str, weights: str | None = None) -> str:
         return name
     if name == "auto":
         if made == "detectron2" and not detectron2_installed():
-            raise DistillInputError("this checkpoint was trained with the detectron2 backend, which is not "
-                                    "installed (README, 'detectron2 backend')", weights)
+            raise DistillInputError(
+                "this checkpoint was trained with the detectron2 backend, which is not "
+                "installed (README, 'detectron2 backend')",
+                weights,
+            )
         return made
     if made != name:
-        raise DistillInputError(f"this checkpoint was trained with the {made} backend; pass --backend {made} "
-                                "(or auto)", weights)
+        raise DistillInputError(
+            f"this checkpoint was trained with the {made} backend; pass --backend {made} (or auto)", weights
+        )
     return name
 
 
 def get_backend(name: str = "auto") -> Backend:
-    """"torchvision", "detectron2", or "auto" (detectron2 when it is installed). A missing detectron2 is one
+    """ "torchvision", "detectron2", or "auto" (detectron2 when it is installed). A missing detectron2 is one
     clear DistillInputError."""
     if name == "auto":
         name = "detectron2" if detectron2_installed() else "torchvision"

@@ -11,6 +11,7 @@ Stages (each cached under the output folder; a rerun skips finished ones):
   demo       a picture of ViLD's detections on validation images, novel classes named
   semseg     an open-vocabulary semantic segmenter on the ViLD student's backbone (torchvision backend)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,18 @@ SEMSEG_ROW = "CE + pixel distillation"
 
 
 class Pipeline:
-    def __init__(self, out: Path, overrides: list[str], progress: bool = True, teacher: str = TEACHER,
-                 teacher_weights: str | None = None, backend: str = "torchvision",
-                 iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS), semseg_iters: int | None = None,
-                 config_file: str | None = None):
+    def __init__(
+        self,
+        out: Path,
+        overrides: list[str],
+        progress: bool = True,
+        teacher: str = TEACHER,
+        teacher_weights: str | None = None,
+        backend: str = "torchvision",
+        iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS),
+        semseg_iters: int | None = None,
+        config_file: str | None = None,
+    ):
         self.out, self.overrides, self.progress, self.iters = Path(out), overrides, progress, iters
         self.teacher_spec = (teacher, teacher_weights)
         self.text_dir, self.regions = self.out / "text", self.out / "regions"
@@ -61,14 +70,29 @@ class Pipeline:
         """MODEL.DISTILL.TEACHER of another --teacher: the config names the teacher its embeddings came from."""
         if self.teacher_spec == (TEACHER, None):
             return []
-        return ["MODEL.DISTILL.TEACHER.ARCH", self.teacher_spec[0],
-                "MODEL.DISTILL.TEACHER.PRETRAINED", self.teacher_spec[1] or ""]
+        return [
+            "MODEL.DISTILL.TEACHER.ARCH",
+            self.teacher_spec[0],
+            "MODEL.DISTILL.TEACHER.PRETRAINED",
+            self.teacher_spec[1] or "",
+        ]
 
     def cfg(self, output: str, extra: list[str] = ()):
-        opts = ["MODEL.DISTILL.DATASETS_ROOT", str(self.out), "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-                str(self.text_dir / "synthetic_base.npy"), "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
-                str(self.text_dir / "synthetic_all.npy"), "MODEL.DISTILL.REGION_STORE", str(self.regions),
-                "OUTPUT_DIR", str(self.out / output), *self.teacher_opts(), *extra, *self.overrides]
+        opts = [
+            "MODEL.DISTILL.DATASETS_ROOT",
+            str(self.out),
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            str(self.text_dir / "synthetic_base.npy"),
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+            str(self.text_dir / "synthetic_all.npy"),
+            "MODEL.DISTILL.REGION_STORE",
+            str(self.regions),
+            "OUTPUT_DIR",
+            str(self.out / output),
+            *self.teacher_opts(),
+            *extra,
+            *self.overrides,
+        ]
         return self.backend.load_config(self.config_file, opts)
 
     def data(self) -> dict:
@@ -84,7 +108,8 @@ class Pipeline:
         base = meta.contiguous_ids("base")
         _teacher.ClassEmbeddings(emb, meta.thing_classes, prov).save(self.text_dir / "synthetic_all.npy")
         _teacher.ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(
-            self.text_dir / "synthetic_base.npy")
+            self.text_dir / "synthetic_base.npy"
+        )
         return {"classes": len(meta.thing_classes), "base": len(base), "dim": int(emb.shape[1])}
 
     def _train(self, output: str, extra: list[str], init: str = "") -> str:
@@ -100,8 +125,9 @@ class Pipeline:
         cfg = self.cfg("vild_text", text_only)
         model = self.backend.load_model(cfg, weights)
         dicts, _ = synthetic_dataset(self.out / "synthetic", "train")
-        props = self.backend.dataset_proposals(model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                                               PROPOSALS_PER_IMAGE, self.progress)
+        props = self.backend.dataset_proposals(
+            model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, PROPOSALS_PER_IMAGE, self.progress
+        )
         atomic_write_json(self.out / "proposals_train.json", props)
         return {"weights": weights, "proposals": len(props)}
 
@@ -109,10 +135,17 @@ class Pipeline:
         dicts, _ = synthetic_dataset(self.out / "synthetic", "train")
         from ..teacher.regions import dump_region_embeddings, load_proposals  # torch: not for --help
 
-        props = load_proposals(self.out / "proposals_train.json", [d["image_id"] for d in dicts],
-                               PROPOSALS_PER_IMAGE)
-        writer = dump_region_embeddings(_teacher.create_teacher(*self.teacher_spec), dicts, props, self.regions, chunk_size=50,
-                                        progress=self.progress)
+        props = load_proposals(
+            self.out / "proposals_train.json", [d["image_id"] for d in dicts], PROPOSALS_PER_IMAGE
+        )
+        writer = dump_region_embeddings(
+            _teacher.create_teacher(*self.teacher_spec),
+            dicts,
+            props,
+            self.regions,
+            chunk_size=50,
+            progress=self.progress,
+        )
         index = writer.finalize()
         return {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
 
@@ -132,8 +165,12 @@ class Pipeline:
         return results
 
     def demo(self) -> dict:
-        path = self.backend.draw_predictions_grid(self.cfg("vild"), str(self.out / "vild" / "model_final.pth"),
-                                                  self.out / "synthetic", self.out / "detections.png")
+        path = self.backend.draw_predictions_grid(
+            self.cfg("vild"),
+            str(self.out / "vild" / "model_final.pth"),
+            self.out / "synthetic",
+            self.out / "detections.png",
+        )
         return {"picture": str(path)}
 
     def semseg(self) -> dict:
@@ -141,36 +178,64 @@ class Pipeline:
 
         if self.backend.name != "torchvision":
             return {"skipped": f"the segmenter trains on the torchvision backend, not {self.backend.name}"}
-        cfg = load_semseg_config([*semseg_inputs(self.out), "OUTPUT_DIR", str(self.out / "semseg"),
-                                  *self.teacher_opts(), *self.overrides])
-        result = train_and_evaluate_segmenter(self.out / "synthetic", self.out / "semseg",
-                                              _teacher.create_teacher(*self.teacher_spec), cfg,
-                                              variants={SEMSEG_ROW: None}, max_iter=self.semseg_iters,
-                                              progress=self.progress, resume=True)
+        cfg = load_semseg_config(
+            [
+                *semseg_inputs(self.out),
+                "OUTPUT_DIR",
+                str(self.out / "semseg"),
+                *self.teacher_opts(),
+                *self.overrides,
+            ]
+        )
+        result = train_and_evaluate_segmenter(
+            self.out / "synthetic",
+            self.out / "semseg",
+            _teacher.create_teacher(*self.teacher_spec),
+            cfg,
+            variants={SEMSEG_ROW: None},
+            max_iter=self.semseg_iters,
+            progress=self.progress,
+            resume=True,
+        )
         return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}
 
 
 def semseg_inputs(out: Path) -> list[str]:
     """Segmenter config overrides for the student, proposals and region store of the quickstart run in `out`."""
-    return ["MODEL.WEIGHTS", str(out / "vild" / "model_final.pth"),
-            "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(out / "proposals_train.json"),
-            "MODEL.DISTILL.SEM_SEG.REGION_STORE", str(out / "regions")]
+    return [
+        "MODEL.WEIGHTS",
+        str(out / "vild" / "model_final.pth"),
+        "MODEL.DISTILL.SEM_SEG.PROPOSALS",
+        str(out / "proposals_train.json"),
+        "MODEL.DISTILL.SEM_SEG.REGION_STORE",
+        str(out / "regions"),
+    ]
 
 
 def print_table(ev: dict) -> dict:
     rows = [("ViLD-text", ev["vild_text"]), ("ViLD", ev["vild"])]
-    keys = [("AP50_novel", "AP50 novel"), ("AP50_base", "AP50 base"), ("AP50", "AP50 all"),
-            ("AP_novel", "AP novel"), ("AP_base", "AP base"), ("AP", "AP all")]
+    keys = [
+        ("AP50_novel", "AP50 novel"),
+        ("AP50_base", "AP50 base"),
+        ("AP50", "AP50 all"),
+        ("AP_novel", "AP novel"),
+        ("AP_base", "AP base"),
+        ("AP", "AP all"),
+    ]
     print("\n| model | task | " + " | ".join(k[1] for k in keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for name, m in rows:
         for task in ("box", "mask"):
-            cells = " | ".join("-" if m.get(f"{task}_{k}") is None else f"{m[f'{task}_{k}']:.1f}" for k, _ in keys)
+            cells = " | ".join(
+                "-" if m.get(f"{task}_{k}") is None else f"{m[f'{task}_{k}']:.1f}" for k, _ in keys
+            )
             print(f"| {name} | {task} | {cells} |")
     vild = ev["vild"]
-    return {f"{t}_{k}": vild.get(f"{t}_{k}") for t in ("box", "mask") for k in
-            ("AP50_novel", "AP50_base", "AP50", "AP_novel", "AP_base", "AP")} | \
-        {"vild_text_box_AP50_novel": ev["vild_text"].get("box_AP50_novel")}
+    return {
+        f"{t}_{k}": vild.get(f"{t}_{k}")
+        for t in ("box", "mask")
+        for k in ("AP50_novel", "AP50_base", "AP50", "AP_novel", "AP_base", "AP")
+    } | {"vild_text_box_AP50_novel": ev["vild_text"].get("box_AP50_novel")}
 
 
 def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
@@ -180,12 +245,15 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
     done = read_json(done_file) if done_file.is_file() else {}
     ran = done.get("data", {}).get("backend", pipe.backend_name if not done else "torchvision")
     if ran != pipe.backend_name:
-        raise DistillInputError(f"{out} holds a quickstart run of the {ran} backend; use another --output-dir "
-                                "or --force")
+        raise DistillInputError(
+            f"{out} holds a quickstart run of the {ran} backend; use another --output-dir or --force"
+        )
     was = done.get("data", {}).get("iters")
     if was and "proposals" in done and list(was) != list(pipe.iters):
-        raise DistillInputError(f"{out} holds stages trained with --proposal-iters {was[0]} --vild-iters {was[1]}; "
-                                "use the same, another --output-dir, or --force")
+        raise DistillInputError(
+            f"{out} holds stages trained with --proposal-iters {was[0]} --vild-iters {was[1]}; "
+            "use the same, another --output-dir, or --force"
+        )
     t0 = time.time()
     for name in STAGES:
         if name == "semseg" and skip_semseg:
@@ -198,14 +266,18 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
         done[name] = {**result, "seconds": round(time.time() - t, 1)}
         atomic_write_json(done_file, done, indent=1)
         print(f"[quickstart] stage {name}: done in {time.time() - t:.1f}s", flush=True)
-    print(f"\nViLD-text: the proposal network ({pipe.iters[0]} iterations, base classes); ViLD: fine-tuned from it "
-          f"({pipe.iters[1]} iterations). benchmarks/ablation.py compares the variants on one schedule.")
+    print(
+        f"\nViLD-text: the proposal network ({pipe.iters[0]} iterations, base classes); ViLD: fine-tuned from it "
+        f"({pipe.iters[1]} iterations). benchmarks/ablation.py compares the variants on one schedule."
+    )
     summary = print_table(done["eval"])
     seg = done.get("semseg", {}).get("mIoU")
     if seg:
         from ..evaluation import format_sem_seg_table
 
-        print(f"\nsemantic segmentation ({done['semseg']['max_iter']} iterations on the ViLD student's backbone):\n")
+        print(
+            f"\nsemantic segmentation ({done['semseg']['max_iter']} iterations on the ViLD student's backbone):\n"
+        )
         print(format_sem_seg_table({SEMSEG_ROW: seg}))
         summary |= {f"semseg_{k}": seg.get(k) for k in ("mIoU_novel", "mIoU_base", "hIoU", "mIoU", "pACC")}
     summary["wall_s"] = round(time.time() - t0, 1)
@@ -217,35 +289,73 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="The whole open-vocabulary pipeline on the synthetic benchmark, "
-                                "stage by stage (distill.integrations.quickstart).")
-    p.add_argument("--output-dir", default=None, help="default: output/quickstart (torchvision), "
-                   "output/quickstart_detectron2 (detectron2)")
+    p = argparse.ArgumentParser(
+        description="The whole open-vocabulary pipeline on the synthetic benchmark, "
+        "stage by stage (distill.integrations.quickstart)."
+    )
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="default: output/quickstart (torchvision), output/quickstart_detectron2 (detectron2)",
+    )
     p.add_argument("--force", action="store_true", help="rerun every stage from scratch")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--config-file", default=None,
-                   help="detector config (default: the shipped configs/synthetic/vild_r18_fpn_quick.yaml)")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help="detector config (default: the shipped configs/synthetic/vild_r18_fpn_quick.yaml)",
+    )
     p.add_argument("--teacher", default=TEACHER, help="model-zoo teacher or open_clip arch")
     p.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
-    p.add_argument("--proposal-iters", type=int, default=PROPOSAL_NET_ITERS,
-                   help="iterations of the proposal network (ViLD-text on base classes)")
-    p.add_argument("--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it")
-    p.add_argument("--semseg-iters", type=int, default=None,
-                   help="iterations of the segmenter (default: its config, configs/synthetic/semseg_r18_fpn_quick.yaml)")
+    p.add_argument(
+        "--proposal-iters",
+        type=int,
+        default=PROPOSAL_NET_ITERS,
+        help="iterations of the proposal network (ViLD-text on base classes)",
+    )
+    p.add_argument(
+        "--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it"
+    )
+    p.add_argument(
+        "--semseg-iters",
+        type=int,
+        default=None,
+        help="iterations of the segmenter (default: its config, configs/synthetic/semseg_r18_fpn_quick.yaml)",
+    )
     p.add_argument("--skip-semseg", action="store_true", help="detection only: leave out the semseg stage")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default="torchvision",
-                   help="training / inference framework (detectron2 must be installed, see README)")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY VALUE",
-                   help="config overrides (flags may come before or after them)")
+    p.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="torchvision",
+        help="training / inference framework (detectron2 must be installed, see README)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides (flags may come before or after them)",
+    )
     args = parse_args(p, argv)
-    out = Path(args.output_dir or ("output/quickstart" if args.backend == "torchvision"
-                                   else f"output/quickstart_{args.backend}"))
+    out = Path(
+        args.output_dir
+        or ("output/quickstart" if args.backend == "torchvision" else f"output/quickstart_{args.backend}")
+    )
     lock_output_dir(out, "--output-dir")  # one quickstart at a time per folder
     if args.force:
         for p in out.iterdir():
             if p.name != LOCK_NAME:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    pipe = Pipeline(out, args.overrides, not args.no_progress, args.teacher, args.teacher_weights, args.backend,
-                    (args.proposal_iters, args.vild_iters), args.semseg_iters, args.config_file)
+    pipe = Pipeline(
+        out,
+        args.overrides,
+        not args.no_progress,
+        args.teacher,
+        args.teacher_weights,
+        args.backend,
+        (args.proposal_iters, args.vild_iters),
+        args.semseg_iters,
+        args.config_file,
+    )
     run(pipe, args.skip_semseg)
     return 0

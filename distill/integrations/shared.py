@@ -1,6 +1,7 @@
 """Config readers both backends share: the training and test vocabularies (one error each), the text
 classifier, the optimizer choice and the segmentation predictor, built from MODEL.DISTILL / SOLVER keys over
 the core's plain-value pieces (`distill.modeling`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,9 @@ def load_train_vocabulary(cfg) -> ClassEmbeddings:
     against the config's teacher."""
     if _BUILD_VOCABULARY:
         return _BUILD_VOCABULARY[-1]
-    return load_class_embeddings(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS, cfg, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS")
+    return load_class_embeddings(
+        cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS, cfg, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS"
+    )
 
 
 def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, torch.Tensor]:
@@ -41,10 +44,17 @@ def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, to
     order) and the model's embedding size; returns it and its (C,) novel mask."""
     path = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
     if not path:
-        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
-                                "classes; tools/dump_text_embeddings.py)")
-    vocab = load_class_embeddings(path, cfg, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", expected_dim=embed_dim,
-                                  expected_names=meta.thing_classes)
+        raise DistillInputError(
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
+            "classes; tools/dump_text_embeddings.py)"
+        )
+    vocab = load_class_embeddings(
+        path,
+        cfg,
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        expected_dim=embed_dim,
+        expected_names=meta.thing_classes,
+    )
     novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
     novel[meta.contiguous_ids("novel")] = True
     return vocab, novel
@@ -53,7 +63,9 @@ def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, to
 def text_classifier(cfg, vocabulary: ClassEmbeddings) -> TextClassifier:
     """The classifier of MODEL.DISTILL's temperature and background init over `vocabulary`."""
     d = cfg.MODEL.DISTILL
-    return TextClassifier(vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD, class_names=vocabulary.class_names)
+    return TextClassifier(
+        vocabulary.embeddings, d.TEMPERATURE, d.BG_INIT_STD, class_names=vocabulary.class_names
+    )
 
 
 def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
@@ -61,22 +73,38 @@ def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
     is the default)."""
     s, name = cfg.SOLVER, cfg.MODEL.DISTILL.OPTIMIZER
     if name == "SGD":
-        return torch.optim.SGD(params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
-                               weight_decay=s.WEIGHT_DECAY)
+        return torch.optim.SGD(
+            params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY
+        )
     if name == "AdamW":
         return torch.optim.AdamW(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
     raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
 
 
-
-def build_sem_seg_predictor(cfg, vocabulary, in_channels: Sequence[int], in_strides: Sequence[int],
-                            class_values: Sequence[int] | None = None) -> OpenVocabSemSegPredictor:
+def build_sem_seg_predictor(
+    cfg,
+    vocabulary,
+    in_channels: Sequence[int],
+    in_strides: Sequence[int],
+    class_values: Sequence[int] | None = None,
+) -> OpenVocabSemSegPredictor:
     """MODEL.DISTILL(.SEM_SEG)'s predictor over features of `in_channels` at `in_strides`, for `vocabulary`
     (a `ClassEmbeddings`, the training vocabulary); class_values: pixel value of each of its classes (default
     SEM_SEG.TRAIN_LABEL_VALUES, else 0..C-1)."""
     d, s = cfg.MODEL.DISTILL, cfg.MODEL.DISTILL.SEM_SEG
-    head = SemSegEmbedHead(list(in_channels), list(in_strides), vocabulary.dim, s.CONVS_DIM, s.COMMON_STRIDE, s.NORM)
-    values = list(class_values if class_values is not None else (s.TRAIN_LABEL_VALUES or range(len(vocabulary))))
+    head = SemSegEmbedHead(
+        list(in_channels), list(in_strides), vocabulary.dim, s.CONVS_DIM, s.COMMON_STRIDE, s.NORM
+    )
+    values = list(
+        class_values if class_values is not None else (s.TRAIN_LABEL_VALUES or range(len(vocabulary)))
+    )
     label_map = SemSegLabelMap(values, None if s.BACKGROUND_VALUE < 0 else s.BACKGROUND_VALUE, s.IGNORE_VALUE)
-    return OpenVocabSemSegPredictor(head, text_classifier(cfg, vocabulary), label_map, s.LOSS_WEIGHT,
-                                    d.PIXEL_LOSS_WEIGHT, d.PIXEL_LOSS, s.DISTILL_BACKGROUND)
+    return OpenVocabSemSegPredictor(
+        head,
+        text_classifier(cfg, vocabulary),
+        label_map,
+        s.LOSS_WEIGHT,
+        d.PIXEL_LOSS_WEIGHT,
+        d.PIXEL_LOSS,
+        s.DISTILL_BACKGROUND,
+    )

@@ -26,7 +26,7 @@ MAX_ROWS = 50
 
 
 def parse_names(text: str) -> list[str]:
-    """"a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
+    """ "a, b,c" → ["a", "b", "c"]; empty or repeated names are an error."""
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     if not names:
         raise DistillInputError("empty vocabulary: type class names separated by commas")

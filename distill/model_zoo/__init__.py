@@ -41,6 +41,7 @@ Environment:
   ``DISTILL_OFFLINE=1``            use only the cache (and local files): never open a connection.
   ``DISTILL_DOWNLOAD_TIMEOUT``     seconds without data before a download attempt gives up (default 60).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -55,8 +56,17 @@ from .config_files import get_config_file
 from .download import DownloadError, check_file, fetch, sha256_file
 from .manifest import Entry, is_remote, load_zoo, local_path, mirror_url, relative_path, source_url
 
-__all__ = ["DownloadError", "cache_root", "get_checkpoint", "get_config_file", "get_entry", "has_entry", "list_entries",
-           "manifest_paths", "resolve_weights"]
+__all__ = [
+    "DownloadError",
+    "cache_root",
+    "get_checkpoint",
+    "get_config_file",
+    "get_entry",
+    "has_entry",
+    "list_entries",
+    "manifest_paths",
+    "resolve_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +99,9 @@ def _timeout(timeout: float | None) -> float:
     try:
         return float(value)
     except ValueError:
-        raise DistillInputError(f"DISTILL_DOWNLOAD_TIMEOUT must be a number of seconds, got {value!r}") from None
+        raise DistillInputError(
+            f"DISTILL_DOWNLOAD_TIMEOUT must be a number of seconds, got {value!r}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- entries
@@ -101,7 +113,9 @@ def _lookup(name: str, manifests=None) -> Entry:
     zoo = _zoo(manifests)
     if name not in zoo:
         close = difflib.get_close_matches(name, list(zoo), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(zoo)) or 'none'}"
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(zoo)) or 'none'}"
+        )
         raise DistillInputError(f"unknown model-zoo name {name!r}{hint}")
     return zoo[name]
 
@@ -140,8 +154,9 @@ def _shipped(entry: Entry) -> Path:
     data = entry.data
     path = entry.manifest.parent / data["path"]
     if not path.is_file():
-        raise DistillInputError(f"model-zoo file for {entry.name!r} is missing; it is made by: "
-                                f"{data.get('command', '?')}", path)
+        raise DistillInputError(
+            f"model-zoo file for {entry.name!r} is missing; it is made by: {data.get('command', '?')}", path
+        )
     if not _is_verified(path, data["sha256"]):
         raise DistillInputError(f"sha256 of the {entry.name!r} checkpoint does not match the manifest", path)
     return path
@@ -151,16 +166,24 @@ def _download(entry: Entry, dest: Path, offline: bool, **kwargs) -> Path:
     mirror = os.environ.get("DISTILL_MODEL_ZOO_MIRROR")
     url = mirror_url(mirror, entry) if mirror else source_url(entry)
     if offline and is_remote(url):
-        raise DownloadError(f"{entry.name!r} is not in the cache and offline mode is on (DISTILL_OFFLINE); "
-                            f"run `python tools/download_model.py {entry.name}` where there is network, "
-                            f"or put the file at {dest}")
+        raise DownloadError(
+            f"{entry.name!r} is not in the cache and offline mode is on (DISTILL_OFFLINE); "
+            f"run `python tools/download_model.py {entry.name}` where there is network, "
+            f"or put the file at {dest}"
+        )
     logger.info("downloading %s from %s", entry.name, url)
     return fetch(url, dest, sha256=entry.data["sha256"], size=entry.data["size"], what=entry.name, **kwargs)
 
 
-def get_checkpoint(name: str, *, manifests: Iterable[str | os.PathLike] | None = None,
-                   offline: bool | None = None, timeout: float | None = None, retries: int = 3,
-                   progress: bool | None = None) -> Path:
+def get_checkpoint(
+    name: str,
+    *,
+    manifests: Iterable[str | os.PathLike] | None = None,
+    offline: bool | None = None,
+    timeout: float | None = None,
+    retries: int = 3,
+    progress: bool | None = None,
+) -> Path:
     """Local path of a model-zoo checkpoint, downloaded into the cache if needed, full sha256 checked.
 
     Args:
@@ -172,8 +195,9 @@ def get_checkpoint(name: str, *, manifests: Iterable[str | os.PathLike] | None =
     """
     entry = _lookup(name, manifests)
     if "recipe" in entry.data:
-        raise DistillInputError(f"model-zoo entry {name!r} has no file to download; make it with: "
-                                f"{entry.data['recipe']}")
+        raise DistillInputError(
+            f"model-zoo entry {name!r} has no file to download; make it with: {entry.data['recipe']}"
+        )
     if "path" in entry.data:
         return _shipped(entry)
     dest, offline = cache_path(name, manifests), _offline(offline)
@@ -195,7 +219,7 @@ def resolve_weights(spec: str, **kwargs) -> str:
     if not spec:
         return spec
     if spec.startswith(SCHEME):
-        return str(get_checkpoint(spec[len(SCHEME):], **kwargs))
+        return str(get_checkpoint(spec[len(SCHEME) :], **kwargs))
     if spec.startswith("file://"):
         spec = str(local_path(spec))
     if os.path.exists(spec) or "://" in spec:

@@ -1,4 +1,5 @@
 """The configs shipped inside the package (the repository's configs/, see setup.py)."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -17,5 +18,7 @@ def get_config_file(name: str) -> str:
     path = root / name
     if not path.is_file():
         have = sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml")) if root.is_dir() else []
-        raise DistillInputError(f"no shipped config {name!r} (shipped: {', '.join(have) or 'none; reinstall distill'})")
+        raise DistillInputError(
+            f"no shipped config {name!r} (shipped: {', '.join(have) or 'none; reinstall distill'})"
+        )
     return str(path)

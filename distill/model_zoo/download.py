@@ -1,6 +1,7 @@
 """Fetching one file into the cache: stream to `<file>.partial` (resumed with an HTTP Range request after a
 cut connection), check size and full sha256, then `os.replace`. A lock file keeps two processes from
 writing the same `.partial`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -78,8 +79,11 @@ def _acquire(fd: int, path: Path, watch: Path, stall_timeout: float) -> None:
         if (size := _size(watch)) != last:
             last, deadline = size, time.monotonic() + stall_timeout
         elif time.monotonic() > deadline:
-            raise DownloadError(f"process {holder} holds the download lock and its file made no progress for "
-                                f"{stall_timeout:g} s; stop that process", path)
+            raise DownloadError(
+                f"process {holder} holds the download lock and its file made no progress for "
+                f"{stall_timeout:g} s; stop that process",
+                path,
+            )
         time.sleep(0.1)
 
 
@@ -100,12 +104,25 @@ def check_file(path: Path, sha256: str, size: int, what: str) -> None:
     path.unlink()
     found = f"sha256 {got}" if got else f"{got_size} bytes"
     expected = f"sha256 {sha256}" if got else f"{size} bytes"
-    raise DownloadError(f"{what} is corrupt: {found}, the manifest says {expected}; the file was deleted, "
-                        "try again (or check the url / mirror)", path)
+    raise DownloadError(
+        f"{what} is corrupt: {found}, the manifest says {expected}; the file was deleted, "
+        "try again (or check the url / mirror)",
+        path,
+    )
 
 
-def fetch(url: str, dest: Path, *, sha256: str, size: int, timeout: float, retries: int, progress: bool,
-          what: str, lock_timeout: float = 600.0) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str,
+    size: int,
+    timeout: float,
+    retries: int,
+    progress: bool,
+    what: str,
+    lock_timeout: float = 600.0,
+) -> Path:
     """Make `dest` a verified copy of `url` (http(s), file:// or a path) and return it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
@@ -124,14 +141,23 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, timeout: float, retri
     return dest
 
 
-def _http_fetch(url: str, partial: Path, size: int, *, timeout: float, retries: int, progress: bool,
-                what: str) -> None:
+def _http_fetch(
+    url: str, partial: Path, size: int, *, timeout: float, retries: int, progress: bool, what: str
+) -> None:
     from tqdm import tqdm
 
     from ..utils.progress import on_terminal
 
-    bar = tqdm(total=size, initial=_size(partial) or 0, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=what, disable=not on_terminal(progress), leave=False)
+    bar = tqdm(
+        total=size,
+        initial=_size(partial) or 0,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=what,
+        disable=not on_terminal(progress),
+        leave=False,
+    )
     with bar:
         for attempt in range(1, retries + 1):
             try:
@@ -139,10 +165,12 @@ def _http_fetch(url: str, partial: Path, size: int, *, timeout: float, retries: 
             except _Retry as e:
                 if attempt == retries:
                     kept = _size(partial) or 0
-                    raise DownloadError(f"{what}: download from {url} failed after {retries} attempt(s): {e}; "
-                                        f"{kept} of {size} bytes kept in {partial}, a rerun resumes") from None
+                    raise DownloadError(
+                        f"{what}: download from {url} failed after {retries} attempt(s): {e}; "
+                        f"{kept} of {size} bytes kept in {partial}, a rerun resumes"
+                    ) from None
                 logger.warning("%s: %s; retrying (%d/%d)", what, e, attempt, retries - 1)
-                time.sleep(min(0.25 * 2 ** attempt, 5.0))
+                time.sleep(min(0.25 * 2**attempt, 5.0))
 
 
 def _reason(e: BaseException, timeout: float) -> str:

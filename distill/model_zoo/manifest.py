@@ -1,5 +1,6 @@
 """Reading and checking model-zoo manifests (format in the package docstring), and where an entry's file
 comes from: its url, the same file on a mirror, its place in the cache."""
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,25 @@ BACKENDS = ("torchvision", "detectron2")
 SOURCES = ("path", "url", "recipe")
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-FIELDS = {"name", "kind", "description", "license", "path", "url", "recipe", "sha256", "size", "command",
-          "arch", "pretrained", "backend", "teacher", "config", "status", "metrics"}
+FIELDS = {
+    "name",
+    "kind",
+    "description",
+    "license",
+    "path",
+    "url",
+    "recipe",
+    "sha256",
+    "size",
+    "command",
+    "arch",
+    "pretrained",
+    "backend",
+    "teacher",
+    "config",
+    "status",
+    "metrics",
+}
 REMOTE = ("http", "https")
 
 
@@ -47,9 +65,10 @@ def _check_file_fields(e: dict) -> str | None:
 
 def _check_metrics(m) -> str | None:
     if not isinstance(m, dict) or set(m) != {"command", "values"} or not isinstance(m["command"], str):
-        return "'metrics' must be {\"command\": <command that measured them>, \"values\": {name: number}}"
+        return '\'metrics\' must be {"command": <command that measured them>, "values": {name: number}}'
     if not isinstance(m["values"], dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in m["values"].values()):
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in m["values"].values()
+    ):
         return "'metrics.values' must map metric names to numbers"
     return None
 
@@ -88,7 +107,9 @@ def load_manifest(path: str | os.PathLike) -> list[Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise DistillInputError('a model-zoo manifest is {"format": 1, "models": [...]}', path)
     if data.get("format", FORMAT) != FORMAT:
-        raise DistillInputError(f"manifest format {data.get('format')!r} is not supported (only {FORMAT})", path)
+        raise DistillInputError(
+            f"manifest format {data.get('format')!r} is not supported (only {FORMAT})", path
+        )
     base_url = data.get("base_url")
     entries = []
     for i, e in enumerate(data["models"]):
@@ -118,8 +139,11 @@ def _load_zoo(stamps: tuple) -> dict[str, Entry]:  # keyed by mtime too: an edit
     for path, _, _ in stamps:
         for entry in load_manifest(path):
             if entry.name in zoo:
-                raise DistillInputError(f"model-zoo name {entry.name!r} is in both {zoo[entry.name].manifest} "
-                                        f"and {entry.manifest}; rename one", entry.manifest)
+                raise DistillInputError(
+                    f"model-zoo name {entry.name!r} is in both {zoo[entry.name].manifest} "
+                    f"and {entry.manifest}; rename one",
+                    entry.manifest,
+                )
             zoo[entry.name] = entry
     return zoo
 
@@ -162,7 +186,7 @@ def relative_path(entry: Entry) -> str:
         return url.lstrip("/")
     base = (entry.base_url or "").rstrip("/") + "/"
     if entry.base_url and url.startswith(base):
-        return url[len(base):]
+        return url[len(base) :]
     return urlparse(url).path.lstrip("/")
 
 

@@ -1,4 +1,5 @@
 """MODEL_ZOO.md from the built-in manifest (tools/make_model_zoo_md.py writes it; a test compares)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -44,12 +45,21 @@ def _table(rows: list[dict], columns: list[tuple[str, Callable[[dict], object]]]
     return lines
 
 
-TEACHER_COLUMNS = [("name", lambda e: f"`{e['name']}`"), ("open_clip arch", lambda e: e["arch"]),
-                   ("pretrained tag", lambda e: e.get("pretrained")), ("source", _source),
-                   ("size", lambda e: _size(e.get("size")))]
-STUDENT_COLUMNS = [("name", lambda e: f"`{e['name']}`"), ("backend", lambda e: e["backend"]),
-                   ("teacher", lambda e: e.get("teacher")), ("config", lambda e: e.get("config")),
-                   ("source", _source), ("size", lambda e: _size(e.get("size")))]
+TEACHER_COLUMNS = [
+    ("name", lambda e: f"`{e['name']}`"),
+    ("open_clip arch", lambda e: e["arch"]),
+    ("pretrained tag", lambda e: e.get("pretrained")),
+    ("source", _source),
+    ("size", lambda e: _size(e.get("size"))),
+]
+STUDENT_COLUMNS = [
+    ("name", lambda e: f"`{e['name']}`"),
+    ("backend", lambda e: e["backend"]),
+    ("teacher", lambda e: e.get("teacher")),
+    ("config", lambda e: e.get("config")),
+    ("source", _source),
+    ("size", lambda e: _size(e.get("size"))),
+]
 
 
 def _number(v) -> str:
@@ -69,7 +79,9 @@ def _details(e: dict) -> list[str]:
     if "command" in e:
         lines.append(f"- made by: `{e['command']}`")
     if "recipe" in e:
-        lines.append(f"- recipe: `{e['recipe']}`" + (" (config planned)" if e.get("status") == "planned" else ""))
+        lines.append(
+            f"- recipe: `{e['recipe']}`" + (" (config planned)" if e.get("status") == "planned" else "")
+        )
     if e.get("license"):
         lines.append(f"- license: {e['license']}")
     if "metrics" in e:
@@ -82,7 +94,10 @@ def render(entries: list[Entry]) -> str:
     """The whole MODEL_ZOO.md text: a table per kind, then each entry's file, hash and commands."""
     data = sorted((e.data for e in entries), key=lambda e: e["name"])
     lines = [HEADER]
-    for kind, columns, title in (("teacher", TEACHER_COLUMNS, "Teachers"), ("student", STUDENT_COLUMNS, "Students")):
+    for kind, columns, title in (
+        ("teacher", TEACHER_COLUMNS, "Teachers"),
+        ("student", STUDENT_COLUMNS, "Students"),
+    ):
         rows = [e for e in data if e["kind"] == kind]
         lines += [f"## {title}", ""]
         lines += (_table(rows, columns) if rows else ["None yet."]) + [""]

@@ -4,6 +4,7 @@ class-agnostic box regressor and mask head.
 Conventions: C classes in the vocabulary; classifier logits are (N, C + 1) with background in the LAST
 column (detectron2's order; backends with background first permute at their boundary).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -39,16 +40,25 @@ class TextClassifier(nn.Module):
         class_names: the C names, in order (None: unnamed classes).
     """
 
-    def __init__(self, class_embeddings: torch.Tensor, temperature: float = 0.01, bg_init_std: float = 0.01,
-                 class_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        class_embeddings: torch.Tensor,
+        temperature: float = 0.01,
+        bg_init_std: float = 0.01,
+        class_names: Sequence[str] | None = None,
+    ):
         super().__init__()
         if class_embeddings.ndim != 2:
             raise DistillInputError(f"class embeddings must be (C, D), got {tuple(class_embeddings.shape)}")
         self.temperature = float(temperature)
-        self.register_buffer("class_embeddings", F.normalize(class_embeddings.float(), dim=-1), persistent=False)
+        self.register_buffer(
+            "class_embeddings", F.normalize(class_embeddings.float(), dim=-1), persistent=False
+        )
         self.bg_embedding = nn.Parameter(torch.randn(class_embeddings.shape[1]) * bg_init_std)
         if class_names is not None and len(class_names) != class_embeddings.shape[0]:
-            raise DistillInputError(f"{len(class_names)} class names for {class_embeddings.shape[0]} embeddings")
+            raise DistillInputError(
+                f"{len(class_names)} class names for {class_embeddings.shape[0]} embeddings"
+            )
         self.class_names: list[str] | None = None if class_names is None else list(class_names)
 
     @property
@@ -70,8 +80,9 @@ class TextClassifier(nn.Module):
         """Swap the classes scored (e.g. base for training, base + novel or a custom list at inference)."""
         emb = vocabulary.embeddings if isinstance(vocabulary, ClassEmbeddings) else vocabulary
         if emb.ndim != 2 or emb.shape[1] != self.embed_dim:
-            raise DistillInputError(f"vocabulary embeddings have shape {tuple(emb.shape)}; this model needs "
-                                    f"(C, {self.embed_dim})")
+            raise DistillInputError(
+                f"vocabulary embeddings have shape {tuple(emb.shape)}; this model needs (C, {self.embed_dim})"
+            )
         if emb.shape[0] == 0:
             raise DistillInputError("empty vocabulary")
         self.class_embeddings = F.normalize(emb.float(), dim=-1).to(self.bg_embedding.device)
@@ -140,9 +151,15 @@ class ClassAgnosticMaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(self.convs(x))))
 
 
-def ensemble_scores(text_logits: torch.Tensor, image_embeddings: torch.Tensor, class_embeddings: torch.Tensor,
-                    novel_mask: torch.Tensor, temperature: float = 0.01, base_text_weight: float = 2 / 3,
-                    novel_text_weight: float = 1 / 3) -> torch.Tensor:
+def ensemble_scores(
+    text_logits: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    class_embeddings: torch.Tensor,
+    novel_mask: torch.Tensor,
+    temperature: float = 0.01,
+    base_text_weight: float = 2 / 3,
+    novel_text_weight: float = 1 / 3,
+) -> torch.Tensor:
     """ViLD-ensemble class scores: per-class geometric mean of text-branch and image-branch probabilities.
 
     Args:
@@ -156,8 +173,9 @@ def ensemble_scores(text_logits: torch.Tensor, image_embeddings: torch.Tensor, c
         (N, C + 1) scores; the background column is p_text's.
     """
     p_text = text_logits.softmax(-1)
-    p_image = (image_embeddings @ class_embeddings.t() / temperature).softmax(-1)  # no background: the teacher has none
+    p_image = (image_embeddings @ class_embeddings.t() / temperature).softmax(
+        -1
+    )  # no background: the teacher has none
     w = torch.where(novel_mask.to(p_text.device), novel_text_weight, base_text_weight).to(p_text.dtype)
     cls = p_text[:, :-1].clamp_min(1e-12) ** w * p_image.clamp_min(1e-12) ** (1 - w)
     return torch.cat([cls, p_text[:, -1:]], 1)
-

@@ -1,4 +1,5 @@
 """ViLD losses as pure functions of tensors (no framework objects, no side effects)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,12 @@ import torch.nn.functional as F
 NOVEL_LOGIT_MODES = ("zero", "neg_inf")
 
 
-def vild_text_loss(logits: torch.Tensor, labels: torch.Tensor, novel_mask: torch.Tensor | None = None,
-                   novel_mode: str = "zero") -> torch.Tensor:
+def vild_text_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    novel_mask: torch.Tensor | None = None,
+    novel_mode: str = "zero",
+) -> torch.Tensor:
     """Cross entropy over [classes, background] (ViLD-text).
 
     Args:
@@ -33,7 +38,9 @@ def vild_text_loss(logits: torch.Tensor, labels: torch.Tensor, novel_mask: torch
     return F.cross_entropy(logits, labels)
 
 
-def vild_image_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def vild_image_loss(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """L1 between normalised student and teacher region embeddings (ViLD-image).
 
     Args:
@@ -52,8 +59,9 @@ def vild_image_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.T
     return per.mean()
 
 
-def pixel_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1",
-                       valid: torch.Tensor | None = None) -> torch.Tensor:
+def pixel_distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1", valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Dense distillation: (B, D, H, W) student vs teacher pixel embeddings, both normalised over D.
 
     kind "l1": sum over D of |s - t|; "cosine": 1 - cos. Averaged over valid pixels ((B, H, W) bool).

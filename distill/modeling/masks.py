@@ -1,6 +1,7 @@
 """Instance masks kept inside their boxes: pasting N masks into a full (H, W) image at once costs N x H x W
 floats (100 detections on a 24-megapixel photo: 9.6 GB). `BoxMasks` pastes one detection at a time into its
 box only (torchvision's `paste_masks_in_image` arithmetic, so the pixels are the same)."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -20,11 +21,16 @@ class BoxMasks:
         image_size: (H, W).
     """
 
-    def __init__(self, probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], padding: int = 1):
+    def __init__(
+        self, probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], padding: int = 1
+    ):
         probs, scale = expand_masks(probs, padding=padding)
         self.probs = probs.detach().cpu()
-        self.boxes = expand_boxes(boxes.detach().float().cpu(), scale).to(torch.int64) if len(boxes) else \
-            torch.zeros(0, 4, dtype=torch.int64)
+        self.boxes = (
+            expand_boxes(boxes.detach().float().cpu(), scale).to(torch.int64)
+            if len(boxes)
+            else torch.zeros(0, 4, dtype=torch.int64)
+        )
         self.image_size = (int(image_size[0]), int(image_size[1]))
 
     @property
@@ -50,13 +56,13 @@ class BoxMasks:
         x0, x1, y0, y1 = max(b[0], 0), min(b[2] + 1, im_w), max(b[1], 0), min(b[3] + 1, im_h)
         if x1 <= x0 or y1 <= y0:
             return 0, 0, m.new_zeros(0, 0)
-        return y0, x0, m[y0 - b[1]:y1 - b[1], x0 - b[0]:x1 - b[0]]
+        return y0, x0, m[y0 - b[1] : y1 - b[1], x0 - b[0] : x1 - b[0]]
 
     def full(self, i: int, threshold: float = 0.5) -> torch.Tensor:
         """(H, W) bool mask of detection i (one full-size mask at a time)."""
         y0, x0, m = self.local(i)
         out = torch.zeros(self.image_size, dtype=torch.bool)
-        out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m > threshold
+        out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m > threshold
         return out
 
     def dense(self) -> torch.Tensor:
@@ -64,7 +70,7 @@ class BoxMasks:
         out = torch.zeros(self.shape)
         for i in range(len(self)):
             y0, x0, m = self.local(i)
-            out[i, y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+            out[i, y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
         return out
 
 
@@ -85,5 +91,5 @@ def iter_full_masks(masks, threshold: float = 0.5) -> Iterator[np.ndarray]:
     h, w = masks.shape[1:]
     for y0, x0, m in iter_local_masks(masks, threshold):
         full = np.zeros((h, w), np.uint8)
-        full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+        full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
         yield full

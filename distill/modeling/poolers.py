@@ -1,4 +1,5 @@
 """Multi-level RoI pooler on the fused `distill.ops.multilevel_roi_align` op."""
+
 from __future__ import annotations
 
 import math
@@ -20,11 +21,14 @@ def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
         raise ValueError("boxes must hold one (N_i, 4) tensor per image, got an empty list")
     for i, b in enumerate(boxes):
         if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"boxes[{i}] must be an (N, 4) tensor, got "
-                             f"{tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__}")
+            raise ValueError(
+                f"boxes[{i}] must be an (N, 4) tensor, got "
+                f"{tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__}"
+            )
     dtype = boxes[0].dtype if boxes[0].is_floating_point() else torch.float32
-    index = torch.cat([torch.full((b.shape[0], 1), i, dtype=dtype, device=b.device)
-                       for i, b in enumerate(boxes)])
+    index = torch.cat(
+        [torch.full((b.shape[0], 1), i, dtype=dtype, device=b.device) for i, b in enumerate(boxes)]
+    )
     return torch.cat([index, torch.cat([b.to(dtype) for b in boxes])], dim=1)
 
 
@@ -51,9 +55,17 @@ class MultiScaleRoIPooler(nn.Module):
         canonical_box_size, canonical_level: FPN eq. 1 constants.
     """
 
-    def __init__(self, output_size: int | Sequence[int], strides: Sequence[int] | None = None, *,
-                 scales: Sequence[float] | None = None, sampling_ratio: int = 0, aligned: bool = True,
-                 canonical_box_size: float = 224, canonical_level: int = 4):
+    def __init__(
+        self,
+        output_size: int | Sequence[int],
+        strides: Sequence[int] | None = None,
+        *,
+        scales: Sequence[float] | None = None,
+        sampling_ratio: int = 0,
+        aligned: bool = True,
+        canonical_box_size: float = 224,
+        canonical_level: int = 4,
+    ):
         super().__init__()
         if (strides is None) == (scales is None):
             raise ValueError("give exactly one of strides or scales")
@@ -74,10 +86,19 @@ class MultiScaleRoIPooler(nn.Module):
             raise ValueError(f"expected {len(self.strides)} feature levels, got {len(features)}")
         if len(boxes) != features[0].shape[0]:
             raise ValueError(f"boxes has {len(boxes)} entries for a batch of {features[0].shape[0]} images")
-        return multilevel_roi_align(features, boxes_to_rois(boxes), self.output_size, self.strides,
-                                    self.sampling_ratio, self.aligned, self.canonical_box_size,
-                                    self.canonical_level)
+        return multilevel_roi_align(
+            features,
+            boxes_to_rois(boxes),
+            self.output_size,
+            self.strides,
+            self.sampling_ratio,
+            self.aligned,
+            self.canonical_box_size,
+            self.canonical_level,
+        )
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, strides={self.strides}, sampling_ratio={self.sampling_ratio}, "
-                f"aligned={self.aligned}")
+        return (
+            f"output_size={self.output_size}, strides={self.strides}, sampling_ratio={self.sampling_ratio}, "
+            f"aligned={self.aligned}"
+        )

@@ -8,6 +8,7 @@ works in *vocabulary indices* (0..C-1 the classes, C the background, last as in 
 `SemSegLabelMap` converts between them; pixel values of classes outside the vocabulary (novel classes during
 training) become the ignore value.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,10 @@ class SemSegLabelMap:
         if len(set(values)) != len(values):
             raise DistillInputError(f"pixel values of the vocabulary classes and background repeat: {values}")
         if self.ignore_value in values:
-            raise DistillInputError(f"the ignore value {self.ignore_value} is also the pixel value of a class "
-                                    "(or of the background); choose another ignore value")
+            raise DistillInputError(
+                f"the ignore value {self.ignore_value} is also the pixel value of a class "
+                "(or of the background); choose another ignore value"
+            )
         if any(v < 0 for v in values):
             raise DistillInputError(f"pixel values must be >= 0, got {values}")
 
@@ -59,7 +62,8 @@ class SemSegLabelMap:
         size = max(self.class_values + [self.background_value or 0]) + 1
         lut = torch.full((size,), self.ignore_value, dtype=torch.long, device=labels.device)
         lut[torch.tensor(self.class_values, dtype=torch.long, device=labels.device)] = torch.arange(
-            self.num_classes, device=labels.device)
+            self.num_classes, device=labels.device
+        )
         if self.background_value is not None:
             lut[self.background_value] = self.num_classes
         labels = labels.long()
@@ -72,8 +76,13 @@ class SemSegLabelMap:
         return torch.tensor(vals, dtype=torch.long, device=index.device)[index.long()]
 
 
-def check_sem_seg_labels(labels: np.ndarray, path: str, num_values: int, ignore_value: int = 255,
-                         image_hw: tuple[int, int] | None = None) -> np.ndarray:
+def check_sem_seg_labels(
+    labels: np.ndarray,
+    path: str,
+    num_values: int,
+    ignore_value: int = 255,
+    image_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Checks of a decoded label map, each a `DistillInputError` naming `path`.
 
     Args:
@@ -86,20 +95,30 @@ def check_sem_seg_labels(labels: np.ndarray, path: str, num_values: int, ignore_
     if labels.ndim != 2:
         raise DistillInputError(f"semantic labels must be (H, W), got shape {labels.shape}", path)
     if image_hw is not None and tuple(labels.shape) != tuple(image_hw):
-        raise DistillInputError(f"label size {labels.shape[1]}x{labels.shape[0]} differs from the image's "
-                                f"{image_hw[1]}x{image_hw[0]}", path)
+        raise DistillInputError(
+            f"label size {labels.shape[1]}x{labels.shape[0]} differs from the image's "
+            f"{image_hw[1]}x{image_hw[0]}",
+            path,
+        )
     if 0 <= ignore_value < num_values:
-        raise DistillInputError(f"the ignore value {ignore_value} lies inside the {num_values} class values, so "
-                                "a class would never be scored", path)
+        raise DistillInputError(
+            f"the ignore value {ignore_value} lies inside the {num_values} class values, so "
+            "a class would never be scored",
+            path,
+        )
     labels = labels.astype(np.int64)
     bad = (labels >= num_values) & (labels != ignore_value)
     if bad.any():
         ys, xs = np.nonzero(bad)
-        raise DistillInputError(f"label value {int(labels[bad].max())} at (x={xs[0]}, y={ys[0]}) exceeds the "
-                                f"{num_values} classes (ignore value is {ignore_value})", path)
+        raise DistillInputError(
+            f"label value {int(labels[bad].max())} at (x={xs[0]}, y={ys[0]}) exceeds the "
+            f"{num_values} classes (ignore value is {ignore_value})",
+            path,
+        )
     if labels.size and (labels == ignore_value).all():
-        raise DistillInputError(f"every pixel has the ignore value {ignore_value}: wrong ignore value or an "
-                                "empty label map", path)
+        raise DistillInputError(
+            f"every pixel has the ignore value {ignore_value}: wrong ignore value or an empty label map", path
+        )
     return labels
 
 
@@ -127,8 +146,15 @@ class SemSegEmbedHead(nn.Module):
         L2-normalised over D.
     """
 
-    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], embed_dim: int, conv_dims: int = 64,
-                 common_stride: int = 4, norm: str = "GN"):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        embed_dim: int,
+        conv_dims: int = 64,
+        common_stride: int = 4,
+        norm: str = "GN",
+    ):
         super().__init__()
         if len(in_channels) != len(in_strides) or not in_strides:
             raise DistillInputError(f"{len(in_channels)} input channel counts for {len(in_strides)} strides")
@@ -139,7 +165,9 @@ class SemSegEmbedHead(nn.Module):
             n = max(1, int(math.log2(stride) - math.log2(self.common_stride)))
             layers: list[nn.Module] = []
             for k in range(n):
-                conv = nn.Conv2d(ch if k == 0 else conv_dims, conv_dims, 3, padding=1, bias=norm in ("", "none"))
+                conv = nn.Conv2d(
+                    ch if k == 0 else conv_dims, conv_dims, 3, padding=1, bias=norm in ("", "none")
+                )
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
                 layers += [conv, _norm(norm, conv_dims), nn.ReLU(inplace=True)]
                 if stride != self.common_stride:
@@ -159,7 +187,9 @@ class SemSegEmbedHead(nn.Module):
         return F.normalize(self.predictor(x), dim=1)
 
 
-def pixel_logits(classifier: TextClassifier, embeddings: torch.Tensor, background: bool = True) -> torch.Tensor:
+def pixel_logits(
+    classifier: TextClassifier, embeddings: torch.Tensor, background: bool = True
+) -> torch.Tensor:
     """(B, D, h, w) normalised embeddings → (B, C + 1, h, w) logits, background last (or (B, C, h, w))."""
     b, d, h, w = embeddings.shape
     logits = classifier(embeddings.permute(0, 2, 3, 1).reshape(-1, d))
@@ -182,9 +212,14 @@ def sem_seg_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: in
     return F.cross_entropy(logits, labels.long(), ignore_index=ignore_value)
 
 
-def image_pixel_distill_loss(student: torch.Tensor, teacher: Sequence[torch.Tensor] | torch.Tensor,
-                             image_sizes: Sequence[tuple[int, int]], stride: int, kind: str = "l1",
-                             keep: torch.Tensor | None = None) -> torch.Tensor:
+def image_pixel_distill_loss(
+    student: torch.Tensor,
+    teacher: Sequence[torch.Tensor] | torch.Tensor,
+    image_sizes: Sequence[tuple[int, int]],
+    stride: int,
+    kind: str = "l1",
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pixel distillation over a padded batch.
 
     Args:
@@ -226,15 +261,23 @@ class OpenVocabSemSegPredictor(nn.Module):
             pulling background pixels onto them makes that class win everywhere once it joins the vocabulary.
     """
 
-    def __init__(self, embed_head: SemSegEmbedHead, classifier: TextClassifier, label_map: SemSegLabelMap,
-                 ce_weight: float = 1.0, pixel_loss_weight: float = 1.0, pixel_loss: str = "l1",
-                 distill_background: bool = False):
+    def __init__(
+        self,
+        embed_head: SemSegEmbedHead,
+        classifier: TextClassifier,
+        label_map: SemSegLabelMap,
+        ce_weight: float = 1.0,
+        pixel_loss_weight: float = 1.0,
+        pixel_loss: str = "l1",
+        distill_background: bool = False,
+    ):
         super().__init__()
         if pixel_loss not in ("l1", "cosine"):
             raise DistillInputError(f"pixel loss must be 'l1' or 'cosine', got {pixel_loss!r}")
         if label_map.num_classes != classifier.num_classes:
-            raise DistillInputError(f"{label_map.num_classes} label values for {classifier.num_classes} "
-                                    "vocabulary classes")
+            raise DistillInputError(
+                f"{label_map.num_classes} label values for {classifier.num_classes} vocabulary classes"
+            )
         self.embed_head = embed_head
         self.classifier = classifier
         self.label_map = label_map
@@ -260,8 +303,13 @@ class OpenVocabSemSegPredictor(nn.Module):
         self.classifier.set_vocabulary(vocabulary)
         self.label_map = lm
 
-    def forward(self, features: Sequence[torch.Tensor], image_sizes: Sequence[tuple[int, int]],
-                labels: torch.Tensor | None = None, pixel_targets: Sequence[torch.Tensor] | None = None):
+    def forward(
+        self,
+        features: Sequence[torch.Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        labels: torch.Tensor | None = None,
+        pixel_targets: Sequence[torch.Tensor] | None = None,
+    ):
         """
         Args:
             features: P2-P5 (ordered as the head's strides) of a padded (B, 3, H, W) batch.
@@ -280,15 +328,24 @@ class OpenVocabSemSegPredictor(nn.Module):
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), {}
         if labels is None:
             raise ValueError("training needs labels")
-        losses = {"loss_sem_seg": self.ce_weight * sem_seg_ce_loss(logits, self.label_map.to_index(labels),
-                                                                   self.ignore_value)}
+        losses = {
+            "loss_sem_seg": self.ce_weight
+            * sem_seg_ce_loss(logits, self.label_map.to_index(labels), self.ignore_value)
+        }
         if self.pixel_loss_weight > 0:
             if pixel_targets is None:
-                raise DistillInputError("pixel distillation is on (MODEL.DISTILL.PIXEL_LOSS_WEIGHT > 0) but no "
-                                        "dense teacher targets were given")
+                raise DistillInputError(
+                    "pixel distillation is on (MODEL.DISTILL.PIXEL_LOSS_WEIGHT > 0) but no "
+                    "dense teacher targets were given"
+                )
             losses["loss_pixel_distill"] = self.pixel_loss_weight * image_pixel_distill_loss(
-                emb, pixel_targets, image_sizes, self.embed_head.common_stride, self.pixel_loss,
-                self._not_background(labels, emb.shape[-2:]))
+                emb,
+                pixel_targets,
+                image_sizes,
+                self.embed_head.common_stride,
+                self.pixel_loss,
+                self._not_background(labels, emb.shape[-2:]),
+            )
         return None, losses
 
     def _not_background(self, labels: torch.Tensor, hw) -> torch.Tensor | None:

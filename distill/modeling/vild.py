@@ -6,6 +6,7 @@ A backend's RoI heads (torchvision or detectron2) expose `classifier` (a `TextCl
 `set_vocabulary(vocabulary, novel_mask)`, `vocabulary_state()` and `restore_vocabulary(state)`;
 `using_vocabulary` works on any of them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,9 @@ def novel_mask_for(classifier: TextClassifier, novel_mask: torch.Tensor | None) 
 
 
 @contextlib.contextmanager
-def using_vocabulary(heads, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None):
+def using_vocabulary(
+    heads, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None
+):
     """While the block runs, `heads` score `vocabulary` (e.g. the test vocabulary); their own comes back after."""
     saved = heads.vocabulary_state()
     heads.set_vocabulary(vocabulary, novel_mask)
@@ -41,17 +44,25 @@ def using_vocabulary(heads, vocabulary: ClassEmbeddings | torch.Tensor, novel_ma
 
 
 # ---------------------------------------------------------------- training
-def split_sampled_and_distill(x: torch.Tensor, sampled: Sequence[int], distill: Sequence[int]
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
+def split_sampled_and_distill(
+    x: torch.Tensor, sampled: Sequence[int], distill: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, ...) of RoIs pooled in one call, image by image: image i's `sampled[i]` boxes, then its
     `distill[i]` distillation boxes → (sampled RoIs of all images, distillation RoIs of all images)."""
     parts = torch.split(x, [n for pair in zip(sampled, distill) for n in pair])
     return torch.cat(parts[0::2]), torch.cat(parts[1::2])
 
 
-def vild_losses(logits: torch.Tensor, labels: torch.Tensor, novel_mask: torch.Tensor, novel_logit_mode: str,
-                text_loss_weight: float, student: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
-                image_loss_weight: float = 0.0) -> dict[str, torch.Tensor]:
+def vild_losses(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    novel_mask: torch.Tensor,
+    novel_logit_mode: str,
+    text_loss_weight: float,
+    student: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
+    image_loss_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """The ViLD terms: {"loss_vild_text"} on the sampled RoIs ((N, C + 1) logits, background last; (N,) labels in
     [0, C]) and, when `student` (M, D) and `teacher` (M, D) embeddings of the distillation RoIs are given,
     {"loss_vild_image"}. `novel_mask` (C,) applies only when it marks a class (`vild_text_loss`)."""

@@ -3,6 +3,7 @@
 Loading is lazy and happens once; afterwards `torch.ops.distill.*` exist and their Python-side
 registrations (autograd formula, fake kernels) are in place.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -53,10 +54,13 @@ def require_or_warn() -> None:
     if os.environ.get(REQUIRE_ENV, "0") == "1":
         raise RuntimeError(
             f"distill.ops: the compiled extension is missing ({missing_reason()}) and {REQUIRE_ENV}=1. "
-            "Rebuild with `pip install --no-build-isolation -e .` (see setup.py).")
+            "Rebuild with `pip install --no-build-isolation -e .` (see setup.py)."
+        )
     if not _state["warned"]:
         _state["warned"] = True
         warnings.warn(
             f"distill.ops: compiled extension unavailable ({missing_reason()}); using the slower "
             f"pure-PyTorch reference. Set {REQUIRE_ENV}=1 to make this an error.",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )

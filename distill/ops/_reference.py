@@ -5,6 +5,7 @@ output plane is Wy @ F[window] @ Wx^T, with Wy (out_h, S_y) and Wx (out_w, S_x) 
 weights over the window of rows and columns the samples touch. Unlike the compiled op this
 synchronises with the host (to size the sampling grid and the windows) and is much slower.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,9 @@ from torch import Tensor
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def assign_levels(boxes: Tensor, min_level: int, num_levels: int, canonical_box_size: float,
-                  canonical_level: int) -> Tensor:
+def assign_levels(
+    boxes: Tensor, min_level: int, num_levels: int, canonical_box_size: float, canonical_level: int
+) -> Tensor:
     """Level index in [0, num_levels) per box, as detectron2's `assign_boxes_to_levels`.
 
     boxes: (K, 4) x0, y0, x1, y1 in image pixels. Returns (K,) int64. Empty, inverted or NaN boxes
@@ -30,8 +32,9 @@ def assign_levels(boxes: Tensor, min_level: int, num_levels: int, canonical_box_
     return level.to(torch.int64) - min_level
 
 
-def _axis_weights(lo: Tensor, hi: Tensor, scale: Tensor, size: Tensor, bins: int, sampling_ratio: int,
-                  aligned: bool):
+def _axis_weights(
+    lo: Tensor, hi: Tensor, scale: Tensor, size: Tensor, bins: int, sampling_ratio: int, aligned: bool
+):
     """Per-RoI sampling weights along one axis.
 
     lo, hi, scale: (K,) RoI edges in image pixels and the RoI level's scale; size: (K,) map size along
@@ -52,7 +55,11 @@ def _axis_weights(lo: Tensor, hi: Tensor, scale: Tensor, size: Tensor, bins: int
     b = torch.arange(bins, device=lo.device, dtype=lo.dtype)[None, :, None]
     i = torch.arange(max_grid, device=lo.device, dtype=lo.dtype)[None, None, :]
     g = grid[:, None, None]
-    pos = start[:, None, None] + b * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / g.clamp(min=1)
+    pos = (
+        start[:, None, None]
+        + b * bin_size[:, None, None]
+        + (i + 0.5) * bin_size[:, None, None] / g.clamp(min=1)
+    )
     size_f = size.to(lo.dtype)[:, None, None]
     valid = (i < g) & (pos >= -1) & (pos <= size_f)
     pos = pos.clamp(min=0)
@@ -78,9 +85,16 @@ def _axis_weights(lo: Tensor, hi: Tensor, scale: Tensor, size: Tensor, bins: int
     return weights.view(-1, bins, span), first
 
 
-def multilevel_roi_align_reference(features: list[Tensor], rois: Tensor, output_size: tuple[int, int],
-                                   strides: list[int], sampling_ratio: int = 0, aligned: bool = True,
-                                   canonical_box_size: float = 224, canonical_level: int = 4) -> Tensor:
+def multilevel_roi_align_reference(
+    features: list[Tensor],
+    rois: Tensor,
+    output_size: tuple[int, int],
+    strides: list[int],
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    canonical_box_size: float = 224,
+    canonical_level: int = 4,
+) -> Tensor:
     """Reference multi-level RoIAlign. Arguments as `distill.ops.multilevel_roi_align` (already
     validated); returns (K, C, out_h, out_w) in the features' dtype, accumulated in fp32 or fp64."""
     out_h, out_w = output_size
@@ -104,8 +118,7 @@ def multilevel_roi_align_reference(features: list[Tensor], rois: Tensor, output_
     span_y, span_x = wy.shape[2], wx.shape[2]
     rows = torch.minimum(y0[:, None] + torch.arange(span_y, device=device), heights[level][:, None] - 1)
     cols = torch.minimum(x0[:, None] + torch.arange(span_x, device=device), widths[level][:, None] - 1)
-    index = (level_offset[:, None, None] + rows[:, :, None] * widths[level][:, None, None]
-             + cols[:, None, :])
+    index = level_offset[:, None, None] + rows[:, :, None] * widths[level][:, None, None] + cols[:, None, :]
     batch_index = rois[:, 0].to(torch.int64)
 
     chunk = max(1, _CHUNK_ELEMENTS // max(1, span_y * span_x * channels))

@@ -1,5 +1,6 @@
 """Python-side registrations for the ops declared in distill/csrc/ops.cpp: fake (meta) kernels for
 torch.compile and the autograd formula. Called once by the loader after the extension is imported."""
+
 from __future__ import annotations
 
 import torch
@@ -12,15 +13,35 @@ _CROP_TAPS = "distill::crop_taps"
 _NMS = "distill::nms"
 
 
-def _fake_forward(features, rois, output_h, output_w, sampling_ratio, aligned, min_level,
-                  canonical_box_size, canonical_level):
+def _fake_forward(
+    features,
+    rois,
+    output_h,
+    output_w,
+    sampling_ratio,
+    aligned,
+    min_level,
+    canonical_box_size,
+    canonical_level,
+):
     """(K, C, output_h, output_w) in the features' dtype."""
     f0 = features[0]
     return f0.new_empty((rois.shape[0], f0.shape[1], output_h, output_w))
 
 
-def _fake_backward(grad, rois, batch_size, channels, heights, widths, sampling_ratio, aligned,
-                   min_level, canonical_box_size, canonical_level):
+def _fake_backward(
+    grad,
+    rois,
+    batch_size,
+    channels,
+    heights,
+    widths,
+    sampling_ratio,
+    aligned,
+    min_level,
+    canonical_box_size,
+    canonical_level,
+):
     """Flat (sum_l B * C * H_l * W_l,) buffer in grad's dtype."""
     numel = sum(batch_size * channels * h * w for h, w in zip(heights, widths))
     return grad.new_empty((numel,))
@@ -28,8 +49,9 @@ def _fake_backward(grad, rois, batch_size, channels, heights, widths, sampling_r
 
 def _fake_resample_crops(image, y_index, y_weight, x_index, x_weight, mean, std):
     """(N, C, S_y, S_x) float32."""
-    return image.new_empty((y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1]),
-                           dtype=torch.float32)
+    return image.new_empty(
+        (y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1]), dtype=torch.float32
+    )
 
 
 def _fake_resample_crops_out(image, y_index, y_weight, x_index, x_weight, mean, std, out):
@@ -61,8 +83,10 @@ def _setup_context(ctx, inputs, output):
 def split_levels(flat, batch_size, channels, heights, widths):
     """Views of the flat gradient buffer as per-level (B, C, H_l, W_l) tensors."""
     sizes = [batch_size * channels * h * w for h, w in zip(heights, widths)]
-    return [chunk.view(batch_size, channels, h, w)
-            for chunk, h, w in zip(torch.split(flat, sizes), heights, widths)]
+    return [
+        chunk.view(batch_size, channels, h, w)
+        for chunk, h, w in zip(torch.split(flat, sizes), heights, widths)
+    ]
 
 
 def _backward(ctx, grad):
@@ -72,8 +96,18 @@ def _backward(ctx, grad):
     grads = None
     if ctx.needs_input_grad[0]:
         flat = torch.ops.distill.multilevel_roi_align_backward(
-            grad.contiguous(), rois, batch_size, channels, ctx.heights, ctx.widths, sampling_ratio,
-            aligned, min_level, box_size, level)
+            grad.contiguous(),
+            rois,
+            batch_size,
+            channels,
+            ctx.heights,
+            ctx.widths,
+            sampling_ratio,
+            aligned,
+            min_level,
+            box_size,
+            level,
+        )
         grads = split_levels(flat, batch_size, channels, ctx.heights, ctx.widths)
     return grads, None, None, None, None, None, None, None, None
 

@@ -7,6 +7,7 @@ with torch's include paths and flags, for sm_75 and sm_90 (CUDA 13 dropped sm_70
 also get sm_70). Nothing runs them: it only proves the kernels compile on machines without a GPU.
 Exits 0 with a notice when nvcc is absent, non-zero when compilation fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,33 @@ def nvcc_command(nvcc: str, source: Path, output: Path, archs: list[str]) -> lis
     import torch
     from torch.utils import cpp_extension
 
-    includes = [*cpp_extension.include_paths(), os.path.join(cuda_home, "include"),
-                sysconfig.get_paths()["include"]]
+    includes = [
+        *cpp_extension.include_paths(),
+        os.path.join(cuda_home, "include"),
+        sysconfig.get_paths()["include"],
+    ]
     abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", 1))
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    return [nvcc, "-c", str(source), "-o", str(output), "-std=c++20", "-O3", "--threads", "2",
-            "-Xcompiler", "-fPIC", *cpp_extension.COMMON_NVCC_FLAGS, *gencode, "-DWITH_CUDA",
-            "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C",
-            f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *[f"-I{p}" for p in includes]]
+    return [
+        nvcc,
+        "-c",
+        str(source),
+        "-o",
+        str(output),
+        "-std=c++20",
+        "-O3",
+        "--threads",
+        "2",
+        "-Xcompiler",
+        "-fPIC",
+        *cpp_extension.COMMON_NVCC_FLAGS,
+        *gencode,
+        "-DWITH_CUDA",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        "-DTORCH_EXTENSION_NAME=_C",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        *[f"-I{p}" for p in includes],
+    ]
 
 
 def cuda_check() -> int:
@@ -76,11 +96,16 @@ def cuda_check() -> int:
             cmd = nvcc_command(nvcc, source, Path(tmp) / (source.stem + ".o"), archs)
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
-                print(f"cuda-check: FAILED to compile {source}\n$ {' '.join(cmd)}\n{result.stdout}"
-                      f"{result.stderr}", file=sys.stderr)
+                print(
+                    f"cuda-check: FAILED to compile {source}\n$ {' '.join(cmd)}\n{result.stdout}"
+                    f"{result.stderr}",
+                    file=sys.stderr,
+                )
                 return 1
-    print(f"cuda-check: OK, compiled {len(sources)} CUDA source(s) with {nvcc} for "
-          f"{', '.join('sm_' + a for a in archs)} in {time.perf_counter() - start:.0f} s")
+    print(
+        f"cuda-check: OK, compiled {len(sources)} CUDA source(s) with {nvcc} for "
+        f"{', '.join('sm_' + a for a in archs)} in {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Non-maximum suppression: `distill::nms` on CPU (torchvision.ops.nms's result, several times faster for
 RPN-sized inputs), torchvision's kernels elsewhere and when the extension is not built."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return torchvision.ops.nms(boxes, scores, iou_threshold)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """torchvision.ops.batched_nms (NMS within each value of idxs (N,)), with its two strategies on CPU (one `nms`
     of boxes offset per group up to 1000 boxes, one `nms` per group above), so the result is torchvision's."""
     if boxes.device.type != "cpu":

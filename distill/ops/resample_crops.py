@@ -5,6 +5,7 @@ The taps (which pixels each output row / column reads, with what weight) come fr
 distill.teacher.crops for PIL-exact bicubic crops. The compiled kernels reproduce
 `resample_crops_reference` bit for bit (float32 sums in the same order).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,16 @@ def compiled_for(device: torch.device) -> bool:
     return device.type == "cuda" and _loader.cuda_compiled()
 
 
-def resample_crops(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Tensor, x_weight: Tensor,
-                   mean: Sequence[float], std: Sequence[float], out: Tensor | None = None) -> Tensor:
+def resample_crops(
+    image: Tensor,
+    y_index: Tensor,
+    y_weight: Tensor,
+    x_index: Tensor,
+    x_weight: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    out: Tensor | None = None,
+) -> Tensor:
     """Separable resampling + 8-bit quantisation + normalisation of N crops of one image.
 
     Args:
@@ -42,8 +51,10 @@ def resample_crops(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Te
     if out is not None:
         shape = (y_index.shape[0], image.shape[0], y_index.shape[1], x_index.shape[1])
         if out.dtype != torch.float32 or tuple(out.shape) != shape or out.device != image.device:
-            raise ValueError(f"out must be float32 of shape {shape} on {image.device}, got {out.dtype} "
-                             f"{tuple(out.shape)} on {out.device}")
+            raise ValueError(
+                f"out must be float32 of shape {shape} on {image.device}, got {out.dtype} "
+                f"{tuple(out.shape)} on {out.device}"
+            )
         if image.device.type == "cpu" and out.is_contiguous() and _has_out_kernel():
             torch.ops.distill.resample_crops_out(image, y_index, y_weight, x_index, x_weight, mean, std, out)
             return out
@@ -59,8 +70,15 @@ def _has_out_kernel() -> bool:
     return _loader.ops_available() and hasattr(torch.ops.distill, "resample_crops_out")
 
 
-def resample_crops_reference(image: Tensor, y_index: Tensor, y_weight: Tensor, x_index: Tensor,
-                             x_weight: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def resample_crops_reference(
+    image: Tensor,
+    y_index: Tensor,
+    y_weight: Tensor,
+    x_index: Tensor,
+    x_weight: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Tensor:
     """Pure-PyTorch `resample_crops` (same arguments and result); memory grows as N * C * S_y * W."""
     img = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     channels = img.shape[0]
@@ -103,13 +121,17 @@ def _check(image, y_index, y_weight, x_index, x_weight, mean, std):
         if weight.dtype != torch.float32:
             raise TypeError(f"{axis}_weight must be float32, got {weight.dtype}")
         if weight.shape != index.shape:
-            raise ValueError(f"{axis}_weight has shape {tuple(weight.shape)}, {axis}_index {tuple(index.shape)}")
+            raise ValueError(
+                f"{axis}_weight has shape {tuple(weight.shape)}, {axis}_index {tuple(index.shape)}"
+            )
         if index.device != image.device or weight.device != image.device:
             raise ValueError(f"{axis} taps are on {index.device}, image on {image.device}")
     if y_index.shape[0] != x_index.shape[0]:
         raise ValueError(f"y taps for {y_index.shape[0]} crops, x taps for {x_index.shape[0]}")
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != image.shape[0] or len(std) != image.shape[0]:
-        raise ValueError(f"mean and std need one value per image channel ({image.shape[0]}), "
-                         f"got {len(mean)} and {len(std)}")
+        raise ValueError(
+            f"mean and std need one value per image channel ({image.shape[0]}), "
+            f"got {len(mean)} and {len(std)}"
+        )
     return image, mean, std

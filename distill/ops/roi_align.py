@@ -1,4 +1,5 @@
 """Multi-level RoIAlign (detectron2 ROIPooler + ROIAlignV2 semantics) on the fused `distill` op."""
+
 from __future__ import annotations
 
 import math
@@ -18,10 +19,18 @@ def has_compiled_ops() -> bool:
     return _loader.ops_available()
 
 
-def multilevel_roi_align(features: Sequence[Tensor], rois: Tensor, output_size: int | Sequence[int],
-                         strides: Sequence[int], sampling_ratio: int = 0, aligned: bool = True,
-                         canonical_box_size: float = 224, canonical_level: int = 4, *,
-                         check_inputs: bool | None = None) -> Tensor:
+def multilevel_roi_align(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    output_size: int | Sequence[int],
+    strides: Sequence[int],
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    canonical_box_size: float = 224,
+    canonical_level: int = 4,
+    *,
+    check_inputs: bool | None = None,
+) -> Tensor:
     """RoIAlign over a feature pyramid, each RoI pooled from the level FPN eq. 1 assigns it.
 
     Args:
@@ -50,12 +59,27 @@ def multilevel_roi_align(features: Sequence[Tensor], rois: Tensor, output_size: 
     min_level = int(math.log2(strides[0]))
     if _loader.ops_available():
         return torch.ops.distill.multilevel_roi_align(
-            list(features), rois, out_h, out_w, int(sampling_ratio), bool(aligned), min_level,
-            float(canonical_box_size), int(canonical_level))
+            list(features),
+            rois,
+            out_h,
+            out_w,
+            int(sampling_ratio),
+            bool(aligned),
+            min_level,
+            float(canonical_box_size),
+            int(canonical_level),
+        )
     _loader.require_or_warn()
-    return multilevel_roi_align_reference(list(features), rois, (out_h, out_w), list(strides),
-                                          int(sampling_ratio), bool(aligned), canonical_box_size,
-                                          canonical_level)
+    return multilevel_roi_align_reference(
+        list(features),
+        rois,
+        (out_h, out_w),
+        list(strides),
+        int(sampling_ratio),
+        bool(aligned),
+        canonical_box_size,
+        canonical_level,
+    )
 
 
 def _check_args(features, rois, output_size, strides, sampling_ratio, canonical_box_size):
@@ -90,8 +114,9 @@ def _check_features(features) -> None:
         if f.device != f0.device:
             raise ValueError(f"features[{i}] is on {f.device}, features[0] on {f0.device}")
         if f.shape[:2] != f0.shape[:2]:
-            raise ValueError(f"features[{i}] has (B, C) = {tuple(f.shape[:2])}, "
-                             f"features[0] has {tuple(f0.shape[:2])}")
+            raise ValueError(
+                f"features[{i}] has (B, C) = {tuple(f.shape[:2])}, features[0] has {tuple(f0.shape[:2])}"
+            )
         if f.shape[2] == 0 or f.shape[3] == 0:
             raise ValueError(f"features[{i}] has an empty spatial size {tuple(f.shape[2:])}")
 
@@ -114,8 +139,9 @@ def check_strides(strides, num_levels: int) -> None:
         if isinstance(s, bool) or not float(s).is_integer() or s < 1 or int(s) & (int(s) - 1):
             raise ValueError(f"strides must be powers of two, got strides[{i}] = {s!r}")
         if i and int(s) != 2 * int(strides[i - 1]):
-            raise ValueError(f"strides must be consecutive powers of two (each twice the previous), "
-                             f"got {list(strides)!r}")
+            raise ValueError(
+                f"strides must be consecutive powers of two (each twice the previous), got {list(strides)!r}"
+            )
 
 
 def _check_batch_indices(rois: Tensor, batch_size: int) -> None:

@@ -1,6 +1,7 @@
 """Inputs checked where they enter against what they must fit: class embeddings against the config's teacher,
 the region store against the class embeddings and the training images. Each mismatch that would train or
 evaluate to a wrong result with exit 0 is one DistillInputError naming the file to fix."""
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,9 @@ def teacher_mismatch(provenance: dict, teacher_cfg) -> str | None:
     return None
 
 
-def load_class_embeddings(path: str, cfg, key: str, expected_dim: int | None = None,
-                          expected_names: Sequence[str] | None = None) -> ClassEmbeddings:
+def load_class_embeddings(
+    path: str, cfg, key: str, expected_dim: int | None = None, expected_names: Sequence[str] | None = None
+) -> ClassEmbeddings:
     """ClassEmbeddings.load plus the check against cfg.MODEL.DISTILL.TEACHER; `key` is the config key (for the
     message), e.g. "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS"."""
     if not path:
@@ -47,13 +49,17 @@ def load_class_embeddings(path: str, cfg, key: str, expected_dim: int | None = N
     emb = ClassEmbeddings.load(path, expected_dim=expected_dim, expected_names=expected_names)
     why = teacher_mismatch(emb.provenance, cfg.MODEL.DISTILL.TEACHER)
     if why:
-        raise DistillInputError(f"{key}: {why} (MODEL.DISTILL.TEACHER); redo them with "
-                                "tools/dump_text_embeddings.py or fix the config", path)
+        raise DistillInputError(
+            f"{key}: {why} (MODEL.DISTILL.TEACHER); redo them with "
+            "tools/dump_text_embeddings.py or fix the config",
+            path,
+        )
     return emb
 
 
-def check_region_store(store_path: str, vocab: ClassEmbeddings, vocab_key: str, image_ids: Iterable[int],
-                       teacher_cfg=None):
+def check_region_store(
+    store_path: str, vocab: ClassEmbeddings, vocab_key: str, image_ids: Iterable[int], teacher_cfg=None
+):
     """The region store must hold the class embeddings' dim and teacher and cover the training images.
 
     Returns the opened RegionEmbeddingStore. Covering none of the images is an error (the ViLD-image loss
@@ -69,15 +75,20 @@ def check_region_store(store_path: str, vocab: ClassEmbeddings, vocab_key: str, 
             raise DistillInputError(f"region store {why} (MODEL.DISTILL.TEACHER)", store_path)
     if store.dim != vocab.dim:
         vt = (vocab.provenance.get("teacher") or {}).get("arch", "?")
-        raise DistillInputError(f"{vocab_key} holds {vocab.dim}-dim embeddings (teacher {vt}) but the region "
-                                f"store {store_path} holds {store.dim}-dim ones (teacher "
-                                f"{store_teacher.get('arch', '?')}): one of them is from another teacher")
+        raise DistillInputError(
+            f"{vocab_key} holds {vocab.dim}-dim embeddings (teacher {vt}) but the region "
+            f"store {store_path} holds {store.dim}-dim ones (teacher "
+            f"{store_teacher.get('arch', '?')}): one of them is from another teacher"
+        )
     ids = set(image_ids)
     covered = sum(1 for i in ids if i in store)
     if ids and covered == 0:
-        raise DistillInputError(f"region store covers none of the {len(ids)} training images (another dataset's "
-                                "store?): the ViLD-image loss would be 0 all run; set MODEL.DISTILL.REGION_STORE "
-                                "to the store of DATASETS.TRAIN, or MODEL.DISTILL.IMAGE_LOSS_WEIGHT 0", store_path)
+        raise DistillInputError(
+            f"region store covers none of the {len(ids)} training images (another dataset's "
+            "store?): the ViLD-image loss would be 0 all run; set MODEL.DISTILL.REGION_STORE "
+            "to the store of DATASETS.TRAIN, or MODEL.DISTILL.IMAGE_LOSS_WEIGHT 0",
+            store_path,
+        )
     if ids and covered < len(ids) / 2:
         logger.warning("region store %s covers only %d of %d training images", store_path, covered, len(ids))
     return store

@@ -10,6 +10,7 @@ Resampling is PIL's: separable bicubic with a = -0.5, the support widened by the
 (antialiasing), taps limited to the crop and renormalised; parts of a box outside the image are black, as
 a PIL crop pads them; the result is quantised to 8 bits like PIL's output.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -52,8 +53,14 @@ def _bicubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def _taps(start: torch.Tensor, length: torch.Tensor, resized: torch.Tensor, offset: torch.Tensor, size: int,
-          limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _taps(
+    start: torch.Tensor,
+    length: torch.Tensor,
+    resized: torch.Tensor,
+    offset: torch.Tensor,
+    size: int,
+    limit: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PIL's 1-D resampling coefficients for output pixels offset .. offset + size of each crop.
 
     Args: (N,) crop start (image pixels), crop length, resized length, centre-crop offset; `limit` is the
@@ -63,7 +70,9 @@ def _taps(start: torch.Tensor, length: torch.Tensor, resized: torch.Tensor, offs
     scale = length / resized
     filt = scale.clamp(min=1.0)  # downscaling widens the filter: antialiasing
     support = 2.0 * filt
-    center = (offset[:, None] + torch.arange(size, dtype=scale.dtype, device=scale.device) + 0.5) * scale[:, None]
+    center = (offset[:, None] + torch.arange(size, dtype=scale.dtype, device=scale.device) + 0.5) * scale[
+        :, None
+    ]
     lo = torch.floor(center - support[:, None] + 0.5).clamp(min=0)
     hi = torch.minimum(torch.floor(center + support[:, None] + 0.5), length[:, None])
     k = int(torch.ceil(support.max()).item()) * 2 + 1
@@ -107,9 +116,16 @@ def crop_taps(image: torch.Tensor, boxes: torch.Tensor, size: int, geometry: str
     return iy, wy.float(), ix, wx.float()
 
 
-def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, mean: Sequence[float],
-                          std: Sequence[float], geometry: str = "center", chunk: int | None = None,
-                          out: torch.Tensor | None = None) -> torch.Tensor:
+def crop_resize_normalize(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    geometry: str = "center",
+    chunk: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Crop every box of one image, resize to (size, size) and normalise, as the PIL path would.
 
     Runs the fused `distill.ops.resample_crops` kernel where it is compiled for the image's device, else
@@ -137,14 +153,21 @@ def crop_resize_normalize(image: torch.Tensor, boxes: torch.Tensor, size: int, m
         out = torch.empty((n, image.shape[0], size, size), device=image.device)
     chunk = chunk or 256
     for s in range(0, n, chunk):
-        resample_crops(image, *crop_taps(image, boxes[s:s + chunk], size, geometry), mean, std,
-                       out=out[s:s + chunk])
+        resample_crops(
+            image, *crop_taps(image, boxes[s : s + chunk], size, geometry), mean, std, out=out[s : s + chunk]
+        )
     return out
 
 
-def crop_resize_normalize_reference(image: torch.Tensor, boxes: torch.Tensor, size: int,
-                                    mean: Sequence[float], std: Sequence[float], geometry: str = "center",
-                                    chunk: int | None = None) -> torch.Tensor:
+def crop_resize_normalize_reference(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    geometry: str = "center",
+    chunk: int | None = None,
+) -> torch.Tensor:
     """Pure-PyTorch `crop_resize_normalize` (same arguments and result), the definition the fused kernel
     reproduces. `chunk` default keeps the (3, chunk, size, W) intermediate near 1M values (the vertical
     pass runs over the union of the chunk's columns, so big chunks waste work)."""
@@ -190,8 +213,15 @@ class CropBatcher:
         last = batcher.flush()                        # the partial batch (or None)
     """
 
-    def __init__(self, batch_size: int, size: int, mean: Sequence[float], std: Sequence[float],
-                 geometry: str = "center", device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        batch_size: int,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        geometry: str = "center",
+        device: str | torch.device = "cpu",
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.size, self.mean, self.std, self.geometry = size, tuple(mean), tuple(std), geometry
@@ -205,8 +235,15 @@ class CropBatcher:
         j, n, cap = 0, boxes.shape[0], self.buffer.shape[0]
         while j < n:
             m = min(n - j, cap - self.filled)
-            crop_resize_normalize(image, boxes[j:j + m], self.size, self.mean, self.std, self.geometry,
-                                  out=self.buffer[self.filled:self.filled + m])
+            crop_resize_normalize(
+                image,
+                boxes[j : j + m],
+                self.size,
+                self.mean,
+                self.std,
+                self.geometry,
+                out=self.buffer[self.filled : self.filled + m],
+            )
             self.filled += m
             j += m
             if self.filled == cap:

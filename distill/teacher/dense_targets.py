@@ -19,6 +19,7 @@ Cache layout (one folder per teacher + settings, so two runs that share them sha
     cache_root/<key>/meta.json          teacher provenance, kind and settings (written first)
     cache_root/<key>/<image_id>.pt      {"image_id", "file_name", "hw", "targets": (D, h, w) fp16}, atomic
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,7 +64,9 @@ class DenseTargetConfig:
 
     def __post_init__(self):
         if self.kind not in DENSE_TARGET_KINDS:
-            raise DistillInputError(f"dense target kind must be one of {DENSE_TARGET_KINDS}, got {self.kind!r}")
+            raise DistillInputError(
+                f"dense target kind must be one of {DENSE_TARGET_KINDS}, got {self.kind!r}"
+            )
         if self.stride < 1 or self.window_stride < 1 or self.input_scale <= 0 or not self.window_sizes:
             raise DistillInputError(f"bad dense target settings {self}")
         object.__setattr__(self, "window_sizes", tuple(int(s) for s in self.window_sizes))
@@ -92,8 +95,14 @@ def window_boxes(height: int, width: int, sizes: Sequence[int], stride: int) -> 
     return torch.tensor(out, dtype=torch.float32).view(-1, 4)
 
 
-def regions_to_dense(embeddings: torch.Tensor, boxes: torch.Tensor, height: int, width: int, stride: int,
-                     sigma_frac: float = 0.35) -> torch.Tensor:
+def regions_to_dense(
+    embeddings: torch.Tensor,
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    stride: int,
+    sigma_frac: float = 0.35,
+) -> torch.Tensor:
     """Paint region embeddings back onto pixels.
 
     Args:
@@ -126,7 +135,9 @@ def _as_float_image(image: torch.Tensor) -> torch.Tensor:
     return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
 
 
-def dense_targets_pixels(teacher, image: torch.Tensor, stride: int = 8, input_scale: float = 2.0) -> torch.Tensor:
+def dense_targets_pixels(
+    teacher, image: torch.Tensor, stride: int = 8, input_scale: float = 2.0
+) -> torch.Tensor:
     """(3, H, W) RGB (uint8 or [0, 1]) → (D, ceil(H/stride), ceil(W/stride)) from `teacher.encode_pixels`."""
     img = _as_float_image(image)
     height, width = img.shape[1:]
@@ -138,9 +149,15 @@ def dense_targets_pixels(teacher, image: torch.Tensor, stride: int = 8, input_sc
     return F.normalize(dense[0], dim=0)
 
 
-def dense_targets_regions(teacher, image: torch.Tensor, boxes: torch.Tensor, stride: int = 8,
-                          scales: Sequence[float] = (1.0,), sigma_frac: float = 0.35,
-                          geometry: str = "stretch") -> torch.Tensor:
+def dense_targets_regions(
+    teacher,
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    stride: int = 8,
+    scales: Sequence[float] = (1.0,),
+    sigma_frac: float = 0.35,
+    geometry: str = "stretch",
+) -> torch.Tensor:
     """Teacher crops of `boxes` ((N, 4) XYXY) painted back: (D, ceil(H/stride), ceil(W/stride))."""
     img = _as_float_image(image)
     if boxes.shape[0] == 0:
@@ -156,8 +173,9 @@ def dense_targets_windows(teacher, image: torch.Tensor, cfg: DenseTargetConfig) 
     return dense_targets_regions(teacher, image, boxes, cfg.stride, cfg.window_scales, cfg.sigma_frac)
 
 
-def compute_dense_targets(teacher, image: torch.Tensor, cfg: DenseTargetConfig,
-                          boxes: torch.Tensor | None = None) -> torch.Tensor:
+def compute_dense_targets(
+    teacher, image: torch.Tensor, cfg: DenseTargetConfig, boxes: torch.Tensor | None = None
+) -> torch.Tensor:
     """One image (3, H, W) → its (D, h, w) targets of `cfg.kind`, float32 on the CPU.
 
     boxes: (N, 4) XYXY, required by the "regions" kind (boxes outside the image or under 1 px are dropped).
@@ -171,8 +189,9 @@ def compute_dense_targets(teacher, image: torch.Tensor, cfg: DenseTargetConfig,
             raise DistillInputError('dense targets of kind "regions" need boxes (proposals) for every image')
         boxes = boxes.float().view(-1, 4)
         boxes = boxes[check_boxes(boxes, image.shape[1], image.shape[2])]
-        out = dense_targets_regions(teacher, image, boxes, cfg.stride, cfg.region_scales, cfg.sigma_frac,
-                                    cfg.region_geometry)
+        out = dense_targets_regions(
+            teacher, image, boxes, cfg.stride, cfg.region_scales, cfg.sigma_frac, cfg.region_geometry
+        )
     return out.cpu()
 
 
@@ -180,18 +199,25 @@ def open_region_store(root: str | os.PathLike, teacher, cfg: DenseTargetConfig):
     """The region-embedding store at `root` for "regions" targets; one clear error unless `teacher` made it with
     cfg's crop scales and geometry (then its embeddings are the targets' crops, already computed)."""
     store = RegionEmbeddingStore(root, expected_dim=teacher.dim)
-    want = {"teacher": teacher.provenance()["teacher"], "scales": list(cfg.region_scales),
-            "geometry": cfg.region_geometry}
+    want = {
+        "teacher": teacher.provenance()["teacher"],
+        "scales": list(cfg.region_scales),
+        "geometry": cfg.region_geometry,
+    }
     bad = [k for k, v in want.items() if store.meta.get(k) != v]
     if bad:
-        raise DistillInputError(f"the region store was made with another {', '.join(bad)} than the dense targets "
-                                f"ask for ({ {k: store.meta.get(k) for k in bad} } vs { {k: want[k] for k in bad} })",
-                                root)
+        raise DistillInputError(
+            f"the region store was made with another {', '.join(bad)} than the dense targets "
+            f"ask for ({ {k: store.meta.get(k) for k in bad} } vs { {k: want[k] for k in bad} })",
+            root,
+        )
     return store
 
 
-def dense_targets_from_store(store, image_id, height: int, width: int, cfg: DenseTargetConfig) -> torch.Tensor:
-    """"regions" targets (D, ceil(H/stride), ceil(W/stride)) of one image from a store's boxes and embeddings."""
+def dense_targets_from_store(
+    store, image_id, height: int, width: int, cfg: DenseTargetConfig
+) -> torch.Tensor:
+    """ "regions" targets (D, ceil(H/stride), ceil(W/stride)) of one image from a store's boxes and embeddings."""
     boxes, emb = store[image_id]
     if boxes.shape[0] == 0:
         return torch.zeros(store.dim, *target_hw(height, width, cfg.stride))
@@ -223,16 +249,24 @@ class DenseTargetCache:
         if meta_path.is_file():
             old = read_json(meta_path, what="dense target cache meta")
             if old != self.meta:
-                raise DistillInputError("dense target cache was made with other settings or another teacher; "
-                                        "delete it or choose another cache root", meta_path)
+                raise DistillInputError(
+                    "dense target cache was made with other settings or another teacher; "
+                    "delete it or choose another cache root",
+                    meta_path,
+                )
         else:
             atomic_write_json(meta_path, self.meta, indent=1)
 
     def path(self, image_id) -> Path:
         return self.dir / f"{image_id}.pt"
 
-    def get(self, image_id, image: torch.Tensor | None = None, file_name: str | None = None,
-            boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def get(
+        self,
+        image_id,
+        image: torch.Tensor | None = None,
+        file_name: str | None = None,
+        boxes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(D, h, w) fp16 targets of one image: read from the cache, else computed from `image` (or the
         file; `boxes` for the "regions" kind) and stored."""
         p = self.path(image_id)
@@ -244,8 +278,10 @@ class DenseTargetCache:
             image = read_image_rgb(file_name)
         targets = compute_dense_targets(self.teacher, image, self.cfg, boxes).half()
         buf = io.BytesIO()
-        torch.save({"image_id": image_id, "file_name": file_name, "hw": list(image.shape[1:]),
-                    "targets": targets}, buf)
+        torch.save(
+            {"image_id": image_id, "file_name": file_name, "hw": list(image.shape[1:]), "targets": targets},
+            buf,
+        )
         atomic_write_bytes(p, buf.getvalue())
         return targets
 
@@ -254,10 +290,15 @@ class DenseTargetCache:
             rec = torch.load(p, map_location="cpu", weights_only=True)
             t = rec["targets"]
         except Exception as e:  # noqa: BLE001 - any unreadable cache entry is one clear error
-            raise DistillInputError(f"unreadable dense target cache entry ({e}); delete it to recompute", p) from None
+            raise DistillInputError(
+                f"unreadable dense target cache entry ({e}); delete it to recompute", p
+            ) from None
         if t.ndim != 3 or t.shape[0] != self.meta["dim"] or rec.get("image_id") != image_id:
-            raise DistillInputError(f"dense target cache entry has shape {tuple(t.shape)} / image "
-                                    f"{rec.get('image_id')!r}; expected dim {self.meta['dim']}, image {image_id}", p)
+            raise DistillInputError(
+                f"dense target cache entry has shape {tuple(t.shape)} / image "
+                f"{rec.get('image_id')!r}; expected dim {self.meta['dim']}, image {image_id}",
+                p,
+            )
         return t
 
     def build(self, dataset_dicts: Sequence[dict], boxes: dict | None = None, progress: bool = False) -> dict:
@@ -268,7 +309,12 @@ class DenseTargetCache:
         from ..utils.progress import on_terminal
 
         out = {}
-        for d in tqdm(dataset_dicts, desc=f"dense targets ({self.cfg.kind})", disable=not on_terminal(progress), unit="img"):
+        for d in tqdm(
+            dataset_dicts,
+            desc=f"dense targets ({self.cfg.kind})",
+            disable=not on_terminal(progress),
+            unit="img",
+        ):
             b = None if boxes is None else boxes.get(d["image_id"], torch.zeros(0, 4))
             out[d["image_id"]] = self.get(d["image_id"], file_name=d["file_name"], boxes=b)
         return out

@@ -1,4 +1,5 @@
 """Class embeddings on disk: a (C, D) float32 .npy plus a json sidecar of provenance, checked on load."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +37,13 @@ class ClassEmbeddings:
 
     def __post_init__(self):
         if self.embeddings.ndim != 2:
-            raise DistillInputError(f"class embeddings must be (C, D), got shape {tuple(self.embeddings.shape)}")
+            raise DistillInputError(
+                f"class embeddings must be (C, D), got shape {tuple(self.embeddings.shape)}"
+            )
         if self.embeddings.shape[0] != len(self.class_names):
-            raise DistillInputError(f"{self.embeddings.shape[0]} embeddings for {len(self.class_names)} class names")
+            raise DistillInputError(
+                f"{self.embeddings.shape[0]} embeddings for {len(self.class_names)} class names"
+            )
         if len(self.class_names) == 0:
             raise DistillInputError("empty vocabulary: no class names")
 
@@ -71,37 +76,59 @@ class ClassEmbeddings:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
-             expected_names: Sequence[str] | None = None) -> "ClassEmbeddings":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        expected_dim: int | None = None,
+        expected_names: Sequence[str] | None = None,
+    ) -> "ClassEmbeddings":
         """Load and check: sidecar present, file hash, shape, normalisation, and the expected dim / names."""
         path = Path(path)
         if not path.is_file():
             raise DistillInputError("class embeddings file not found", path)
         meta = read_json(sidecar_path(path), what="class embeddings sidecar")
         if meta.get("format") != FORMAT:
-            raise DistillInputError(f"sidecar format {meta.get('format')!r} is not {FORMAT!r}", sidecar_path(path))
+            raise DistillInputError(
+                f"sidecar format {meta.get('format')!r} is not {FORMAT!r}", sidecar_path(path)
+            )
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            raise DistillInputError("file does not match the sha256 in its sidecar (corrupt or replaced)", path)
+            raise DistillInputError(
+                "file does not match the sha256 in its sidecar (corrupt or replaced)", path
+            )
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as e:
             raise DistillInputError(f"not a .npy array ({e})", path) from None
         names = list(meta.get("class_names", []))
         if arr.ndim != 2 or list(arr.shape) != list(meta.get("shape", [])) or arr.shape[0] != len(names):
-            raise DistillInputError(f"array shape {arr.shape} disagrees with its sidecar ({len(names)} names)", path)
+            raise DistillInputError(
+                f"array shape {arr.shape} disagrees with its sidecar ({len(names)} names)", path
+            )
         if names_sha256(names) != meta.get("class_names_sha256"):
             raise DistillInputError("class list does not match its hash in the sidecar", sidecar_path(path))
         if not np.allclose(np.linalg.norm(arr, axis=1), 1.0, atol=1e-3):
             raise DistillInputError("rows are not L2-normalised", path)
         if expected_dim is not None and arr.shape[1] != expected_dim:
-            raise DistillInputError(f"embedding dim {arr.shape[1]} does not match the model's {expected_dim} "
-                                    f"(made by teacher {meta.get('teacher', {}).get('arch', '?')})", path)
+            raise DistillInputError(
+                f"embedding dim {arr.shape[1]} does not match the model's {expected_dim} "
+                f"(made by teacher {meta.get('teacher', {}).get('arch', '?')})",
+                path,
+            )
         if expected_names is not None and list(expected_names) != names:
-            diff = next((i for i, (a, b) in enumerate(zip(expected_names, names)) if a != b),
-                        min(len(names), len(expected_names)))
-            raise DistillInputError(f"class list differs from the expected one ({len(names)} vs "
-                                    f"{len(expected_names)} classes, first difference at index {diff})", path)
-        provenance = {k: v for k, v in meta.items() if k not in
-                      ("format", "shape", "dim", "normalized", "class_names", "class_names_sha256", "sha256")}
+            diff = next(
+                (i for i, (a, b) in enumerate(zip(expected_names, names)) if a != b),
+                min(len(names), len(expected_names)),
+            )
+            raise DistillInputError(
+                f"class list differs from the expected one ({len(names)} vs "
+                f"{len(expected_names)} classes, first difference at index {diff})",
+                path,
+            )
+        provenance = {
+            k: v
+            for k, v in meta.items()
+            if k
+            not in ("format", "shape", "dim", "normalized", "class_names", "class_names_sha256", "sha256")
+        }
         return cls(torch.from_numpy(arr.astype(np.float32)), names, provenance)

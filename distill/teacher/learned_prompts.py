@@ -11,6 +11,7 @@ of the tensor file. Anywhere a template-set name is accepted, a path to such a f
 - CLIP-Adapter (text side): class embeddings t (C, D) of a hand template set go through a residual
   bottleneck MLP: normalise(alpha * mlp(t) + (1 - alpha) * t).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,9 @@ def _text_tower(model):
     tower = getattr(model, "text", model)
     need = ("token_embedding", "positional_embedding", "transformer", "ln_final")
     if not all(hasattr(tower, n) for n in need):
-        raise DistillInputError(f"learned prompts need an open_clip text transformer, not {type(tower).__name__}")
+        raise DistillInputError(
+            f"learned prompts need an open_clip text transformer, not {type(tower).__name__}"
+        )
     return tower
 
 
@@ -82,7 +85,7 @@ def encode_with_context(model, tokens: torch.Tensor, ctx: torch.Tensor) -> torch
     m = ctx.shape[-2]
     x = tower.token_embedding(tokens).to(cast)
     ctx = ctx.to(cast).expand(tokens.shape[0], -1, -1) if ctx.ndim == 2 else ctx.to(cast)
-    x = torch.cat([x[:, :1], ctx, x[:, 1 + m:]], 1)
+    x = torch.cat([x[:, :1], ctx, x[:, 1 + m :]], 1)
     x = x + tower.positional_embedding.to(cast)
     x = tower.transformer(x, attn_mask=tower.attn_mask)
     x = tower.ln_final(x)
@@ -116,28 +119,41 @@ def prompt_tokens(tokenizer, words: str, class_names: Sequence[str]) -> torch.Te
 class PromptLearner(nn.Module):
     """K prompts of M context vectors (class-shared (K, M, W) or class-specific (K, C, M, W))."""
 
-    def __init__(self, teacher, class_names: Sequence[str], m: int = 0, init: str = "a photo of a",
-                 num_prompts: int = 1, class_specific: bool = False, init_std: float = 0.02):
+    def __init__(
+        self,
+        teacher,
+        class_names: Sequence[str],
+        m: int = 0,
+        init: str = "a photo of a",
+        num_prompts: int = 1,
+        class_specific: bool = False,
+        init_std: float = 0.02,
+    ):
         super().__init__()
         self.words, self.m = context_tokens(teacher.tokenizer, init, m)
         self.class_names = list(class_names)
         tower = _text_tower(teacher.model)
         with torch.no_grad():
             if init:
-                ids = teacher.tokenizer([self.words])[0, 1:1 + self.m].to(teacher.device)
+                ids = teacher.tokenizer([self.words])[0, 1 : 1 + self.m].to(teacher.device)
                 base = tower.token_embedding(ids).float()  # (M, W)
             else:
                 base = torch.randn(self.m, tower.token_embedding.weight.shape[1]) * init_std
-        shape = (num_prompts, len(self.class_names), self.m, base.shape[-1]) if class_specific else \
-            (num_prompts, self.m, base.shape[-1])
+        shape = (
+            (num_prompts, len(self.class_names), self.m, base.shape[-1])
+            if class_specific
+            else (num_prompts, self.m, base.shape[-1])
+        )
         self.ctx = nn.Parameter(base.expand(*shape).clone())
-        self.register_buffer("tokens", prompt_tokens(teacher.tokenizer, self.words, self.class_names),
-                             persistent=False)
+        self.register_buffer(
+            "tokens", prompt_tokens(teacher.tokenizer, self.words, self.class_names), persistent=False
+        )
 
     def forward(self, model) -> torch.Tensor:
         """→ (K, C, D) L2-normalised class embeddings, one set per prompt."""
-        return torch.stack([F.normalize(encode_with_context(model, self.tokens, c).float(), dim=-1)
-                            for c in self.ctx])
+        return torch.stack(
+            [F.normalize(encode_with_context(model, self.tokens, c).float(), dim=-1) for c in self.ctx]
+        )
 
 
 class TextAdapter(nn.Module):
@@ -173,8 +189,9 @@ def save_learned(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
         raise DistillInputError(f"a learned-prompt file ends in {SUFFIX}", path)
     data = save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()})
     atomic_write_bytes(path, data)
-    atomic_write_json(sidecar_path(path), {"format": FORMAT, **meta, "sha256": hashlib.sha256(data).hexdigest()},
-                      indent=1)
+    atomic_write_json(
+        sidecar_path(path), {"format": FORMAT, **meta, "sha256": hashlib.sha256(data).hexdigest()}, indent=1
+    )
     return path
 
 
@@ -195,8 +212,11 @@ def load_learned(path: str | os.PathLike, teacher=None) -> tuple[dict[str, torch
     if teacher is not None:
         want, have = meta.get("teacher", {}), teacher_record(teacher)
         if (want.get("arch"), want.get("text_tower_sha256")) != (have["arch"], have["text_tower_sha256"]):
-            raise DistillInputError(f"learned for teacher {want.get('arch')} ({want.get('pretrained')}), not this "
-                                    f"teacher {have['arch']} ({have['pretrained']}): text-tower weights differ", path)
+            raise DistillInputError(
+                f"learned for teacher {want.get('arch')} ({want.get('pretrained')}), not this "
+                f"teacher {have['arch']} ({have['pretrained']}): text-tower weights differ",
+                path,
+            )
     return tensors, meta
 
 
@@ -218,12 +238,18 @@ def encode_learned(teacher, class_names: Sequence[str], path: str | os.PathLike)
                 raise DistillInputError(f"class-specific prompts have no context for {missing[:3]}", path)
             ctx = ctx[:, [known[n] for n in names]]
         tokens = prompt_tokens(teacher.tokenizer, meta["words"], names).to(teacher.device)
-        per = torch.stack([F.normalize(encode_with_context(teacher.model, tokens, c).float(), dim=-1) for c in ctx])
+        per = torch.stack(
+            [F.normalize(encode_with_context(teacher.model, tokens, c).float(), dim=-1) for c in ctx]
+        )
     return ensemble(per)
 
 
 def describe(path: str | os.PathLike) -> dict:
     """Provenance to copy into a class-embedding sidecar made from this file."""
     meta = read_json(sidecar_path(path), what="learned-prompt sidecar")
-    return {"learned_prompts": {k: meta.get(k) for k in ("method", "m", "num_prompts", "class_specific", "sha256",
-                                                         "training_data")}}
+    return {
+        "learned_prompts": {
+            k: meta.get(k)
+            for k in ("method", "m", "num_prompts", "class_specific", "sha256", "training_data")
+        }
+    }

@@ -8,6 +8,7 @@
 - CLIP-Adapter: the residual bottleneck MLP on the base classes' hand-prompt embeddings, trained on the
   foreground region embeddings of the store, cross entropy over the base vocabulary.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,13 @@ logger = logging.getLogger(__name__)
 def _gt_boxes(d: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 4) XYXY and (N,) contiguous labels of an image's non-crowd annotations (XYWH in the dicts)."""
     anns = [a for a in d["annotations"] if not a.get("iscrowd", 0)]
-    boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns], dtype=torch.float32).view(-1, 4)
+    boxes = torch.tensor(
+        [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+            for a in anns
+        ],
+        dtype=torch.float32,
+    ).view(-1, 4)
     return boxes, torch.tensor([a["category_id"] for a in anns], dtype=torch.long)
 
 
@@ -52,7 +58,9 @@ def _base_index(meta, base_names: Sequence[str]) -> dict[int, int]:
 
 
 @torch.no_grad()
-def gt_crop_samples(teacher, dicts: list[dict], meta, base_names: Sequence[str], progress: bool = False) -> dict:
+def gt_crop_samples(
+    teacher, dicts: list[dict], meta, base_names: Sequence[str], progress: bool = False
+) -> dict:
     """CoOp's data: {"emb": (N, D) region embeddings of base GT boxes (crops 1x, 1.5x), "label": (N,)}."""
     to_base = _base_index(meta, base_names)
     embs, labels = [], []
@@ -84,7 +92,11 @@ def store_samples(store, dicts: list[dict], meta, base_names: Sequence[str], fg_
         gt, lab = gt[keep], lab[keep]
         if gt.shape[0]:
             iou, j = box_iou(boxes.float(), gt).max(1)
-            label = torch.tensor([to_base[int(c)] for c in lab[j]]) if len(j) else torch.zeros(0, dtype=torch.long)
+            label = (
+                torch.tensor([to_base[int(c)] for c in lab[j]])
+                if len(j)
+                else torch.zeros(0, dtype=torch.long)
+            )
             label = torch.where(iou >= fg_iou, label, torch.full_like(label, -1))
         else:
             iou, label = torch.zeros(boxes.shape[0]), torch.full((boxes.shape[0],), -1)
@@ -138,8 +150,17 @@ def _build(teacher, base_names, cfg):
     return PromptLearner(teacher, base_names, cfg.m, cfg.init, k, cfg.class_specific), None
 
 
-def train_prompts(teacher, data: dict, base_names: Sequence[str], cfg: PromptTrainConfig, output: str | Path,
-                  work_dir: str | Path, training_data: dict, resume: bool = True, progress: bool = True) -> Path:
+def train_prompts(
+    teacher,
+    data: dict,
+    base_names: Sequence[str],
+    cfg: PromptTrainConfig,
+    output: str | Path,
+    work_dir: str | Path,
+    training_data: dict,
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
     """Fit `cfg.method` on `data` (see gt_crop_samples / store_samples) and write the learned-prompt file."""
     if cfg.method not in ("coop", "detpro", "clip-adapter"):
         raise DistillInputError(f"unknown method {cfg.method!r}; choose coop, detpro or clip-adapter")
@@ -152,13 +173,21 @@ def train_prompts(teacher, data: dict, base_names: Sequence[str], cfg: PromptTra
     scale = float(teacher.model.logit_scale.exp().clamp(max=100))
     fg = torch.nonzero(data["label"] >= 0).flatten()
     bg = torch.nonzero(data["label"] < 0).flatten()
-    bins = [torch.nonzero((data["label"] >= 0) & (data["iou"] >= lo) & (data["iou"] < hi)).flatten()
-            for lo, hi in zip(cfg.iou_bins[:-1], cfg.iou_bins[1:])] if cfg.method == "detpro" else []
+    bins = (
+        [
+            torch.nonzero((data["label"] >= 0) & (data["iou"] >= lo) & (data["iou"] < hi)).flatten()
+            for lo, hi in zip(cfg.iou_bins[:-1], cfg.iou_bins[1:])
+        ]
+        if cfg.method == "detpro"
+        else []
+    )
     ckpt, start = Path(work_dir) / "last.pt", 0
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state["config"] != asdict(cfg):
-            raise DistillInputError("checkpoint was made with another configuration; use another work dir", ckpt)
+            raise DistillInputError(
+                "checkpoint was made with another configuration; use another work dir", ckpt
+            )
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -181,23 +210,42 @@ def train_prompts(teacher, data: dict, base_names: Sequence[str], cfg: PromptTra
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             with atomic_path(ckpt) as tmp:
-                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-                            "step": step + 1, "config": asdict(cfg)}, tmp)
+                torch.save(
+                    {
+                        "module": module.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step + 1,
+                        "config": asdict(cfg),
+                    },
+                    tmp,
+                )
     return _save(module, teacher, base_names, cfg, output, training_data)
 
 
 def _save(module, teacher, base_names, cfg, output, training_data) -> Path:
-    meta = {"method": cfg.method, "teacher": teacher_record(teacher), "class_names": list(base_names),
-            "training_data": training_data, "config": asdict(cfg)}
+    meta = {
+        "method": cfg.method,
+        "teacher": teacher_record(teacher),
+        "class_names": list(base_names),
+        "training_data": training_data,
+        "config": asdict(cfg),
+    }
     if cfg.method == "clip-adapter":
         tensors = dict(module.state_dict())
         meta |= {"base_templates": cfg.base_templates, "alpha": cfg.alpha, "reduction": cfg.reduction}
     else:
         tensors = {"ctx": module.ctx}
-        meta |= {"m": module.m, "words": module.words, "init": cfg.init, "num_prompts": int(module.ctx.shape[0]),
-                 "class_specific": cfg.class_specific,
-                 "iou_bins": list(cfg.iou_bins) if cfg.method == "detpro" else None}
+        meta |= {
+            "m": module.m,
+            "words": module.words,
+            "init": cfg.init,
+            "num_prompts": int(module.ctx.shape[0]),
+            "class_specific": cfg.class_specific,
+            "iou_bins": list(cfg.iou_bins) if cfg.method == "detpro" else None,
+        }
     return save_learned(output, tensors, meta)
 
 
@@ -207,5 +255,13 @@ def zero_shot_top1(class_emb: torch.Tensor, emb: torch.Tensor, labels: torch.Ten
     return 100.0 * ((emb @ class_emb.t()).argmax(1) == labels).float().mean().item()
 
 
-__all__ = ["PromptTrainConfig", "box_iou", "ensemble", "gt_crop_samples", "store_samples", "train_prompts",
-           "uniform_ce_loss", "zero_shot_top1"]
+__all__ = [
+    "PromptTrainConfig",
+    "box_iou",
+    "ensemble",
+    "gt_crop_samples",
+    "store_samples",
+    "train_prompts",
+    "uniform_ce_loss",
+    "zero_shot_top1",
+]

@@ -1,4 +1,5 @@
 """Offline ViLD step: teacher region embeddings of every proposal of a dataset, into a region store."""
+
 from __future__ import annotations
 
 import io
@@ -27,9 +28,14 @@ logger = logging.getLogger(__name__)
 
 def proposal_records(image_id: int, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict]:
     """(K, 4) XYXY boxes and (K,) scores → the json records `load_proposals` reads (bbox XYWH)."""
-    return [{"image_id": image_id, "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2),
-                                           round(b[3] - b[1], 2)], "score": round(s, 5)}
-            for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist())]
+    return [
+        {
+            "image_id": image_id,
+            "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+            "score": round(s, 5),
+        }
+        for b, s in zip(boxes.cpu().tolist(), scores.cpu().tolist())
+    ]
 
 
 def save_proposals_npz(path: str | os.PathLike, per_image) -> int:
@@ -44,9 +50,13 @@ def save_proposals_npz(path: str | os.PathLike, per_image) -> int:
         boxes.append(b[order].float().numpy())
         scores.append(s[order].float().numpy())
     buf = io.BytesIO()
-    np.savez(buf, image_ids=np.array(ids, np.int64), counts=np.array(counts, np.int64),
-             boxes=np.concatenate(boxes).reshape(-1, 4) if boxes else np.zeros((0, 4), np.float32),
-             scores=np.concatenate(scores) if scores else np.zeros(0, np.float32))
+    np.savez(
+        buf,
+        image_ids=np.array(ids, np.int64),
+        counts=np.array(counts, np.int64),
+        boxes=np.concatenate(boxes).reshape(-1, 4) if boxes else np.zeros((0, 4), np.float32),
+        scores=np.concatenate(scores) if scores else np.zeros(0, np.float32),
+    )
     atomic_write_bytes(path, buf.getvalue())
     return int(sum(counts))
 
@@ -56,14 +66,16 @@ def _load_proposals_npz(path, known: set, max_per_image: int) -> dict:
         with np.load(path) as z:
             ids, counts, boxes = z["image_ids"], z["counts"], z["boxes"]
     except (OSError, ValueError, KeyError) as e:
-        raise DistillInputError(f"not a proposals .npz (image_ids, counts, boxes, scores): {e}", path) from None
+        raise DistillInputError(
+            f"not a proposals .npz (image_ids, counts, boxes, scores): {e}", path
+        ) from None
     if counts.sum() != boxes.shape[0] or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DistillInputError("proposals .npz: counts do not add up to the boxes", path)
     out, start = {}, 0
     for image_id, n in zip(ids.tolist(), counts.tolist()):
         if image_id not in known:
             raise DistillInputError(f"proposals name image_id {image_id!r}, which the dataset lacks", path)
-        out[image_id] = torch.from_numpy(boxes[start:start + min(n, max_per_image)].copy())
+        out[image_id] = torch.from_numpy(boxes[start : start + min(n, max_per_image)].copy())
         start += n
     return out
 
@@ -84,7 +96,9 @@ def load_proposals(path: str | os.PathLike, image_ids: Sequence[int], max_per_im
         if not isinstance(p, dict) or not {"image_id", "bbox"} <= set(p):
             raise DistillInputError(f"proposal {i} lacks image_id or bbox", path)
         if p["image_id"] not in known:
-            raise DistillInputError(f"proposal {i} names image_id {p['image_id']!r}, which the dataset lacks", path)
+            raise DistillInputError(
+                f"proposal {i} names image_id {p['image_id']!r}, which the dataset lacks", path
+            )
         if not (isinstance(p["bbox"], list) and len(p["bbox"]) == 4):
             raise DistillInputError(f"proposal {i} has a bbox that is not [x, y, w, h]", path)
         per_image[p["image_id"]].append((float(p.get("score", 0.0)), p["bbox"]))
@@ -156,8 +170,9 @@ class _ChunkEncoder:
 
     def __init__(self, teacher: Teacher, scales: Sequence[float], geometry: str, batch_size: int):
         self.teacher, self.scales = teacher, tuple(scales)
-        self.batcher = CropBatcher(batch_size, teacher.input_size, teacher.mean, teacher.std, geometry,
-                                   teacher.device)
+        self.batcher = CropBatcher(
+            batch_size, teacher.input_size, teacher.mean, teacher.std, geometry, teacher.device
+        )
         self.start()
 
     def start(self) -> None:
@@ -178,7 +193,7 @@ class _ChunkEncoder:
         pos = 0
         for b in self.rec.boxes:
             n = b.shape[0]
-            per_scale = emb[pos:pos + n * len(self.scales)].view(len(self.scales), n, emb.shape[1])
+            per_scale = emb[pos : pos + n * len(self.scales)].view(len(self.scales), n, emb.shape[1])
             self.rec.embeddings.append(F.normalize(per_scale.sum(0), dim=-1))
             pos += n * len(self.scales)
         rec = self.rec
@@ -186,10 +201,21 @@ class _ChunkEncoder:
         return rec
 
 
-def dump_region_embeddings(teacher: Teacher, dataset_dicts: list[dict], proposals: dict, out_dir: str | Path,
-                           scales: Sequence[float] = (1.0, 1.5), geometry: str = "center", chunk_size: int = 64,
-                           rank: int = 0, world_size: int = 1, batch_size: int = 256, progress: bool = True,
-                           dtype: str = "int8", num_workers: int = 2) -> RegionStoreWriter:
+def dump_region_embeddings(
+    teacher: Teacher,
+    dataset_dicts: list[dict],
+    proposals: dict,
+    out_dir: str | Path,
+    scales: Sequence[float] = (1.0, 1.5),
+    geometry: str = "center",
+    chunk_size: int = 64,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 256,
+    progress: bool = True,
+    dtype: str = "int8",
+    num_workers: int = 2,
+) -> RegionStoreWriter:
     """Embed each image's proposals; writes this rank's pending shards (finished shards are skipped).
 
     A pipeline: images decoded by `num_workers` DataLoader workers, crops cut in batches on the teacher's
@@ -204,10 +230,21 @@ def dump_region_embeddings(teacher: Teacher, dataset_dicts: list[dict], proposal
     writer = RegionStoreWriter(out_dir, meta, list(by_id), chunk_size, dtype=dtype)
     todo = writer.pending(rank, world_size)
     items = [(k, i, by_id[i]["file_name"]) for k in todo for i in writer.chunks[k]]
-    loader = torch.utils.data.DataLoader(_Images(items), batch_size=None, num_workers=num_workers,
-                                         collate_fn=_as_is, prefetch_factor=8 if num_workers else None)
-    bar = tqdm(total=len(items), desc=f"regions[{rank}/{world_size}]", unit="img", position=rank,
-               disable=not on_terminal(progress), dynamic_ncols=True)
+    loader = torch.utils.data.DataLoader(
+        _Images(items),
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_as_is,
+        prefetch_factor=8 if num_workers else None,
+    )
+    bar = tqdm(
+        total=len(items),
+        desc=f"regions[{rank}/{world_size}]",
+        unit="img",
+        position=rank,
+        disable=not on_terminal(progress),
+        dynamic_ncols=True,
+    )
     encoder = _ChunkEncoder(teacher, scales, geometry, batch_size)
     shards = _ShardWriterThread(writer)
     current, crops, t0 = None, 0, time.time()

@@ -1,4 +1,5 @@
 """The open_clip teacher: text, region and dense pixel embeddings, all L2-normalised."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,12 +63,15 @@ def _resolve_pretrained(arch: str, pretrained: str | None) -> tuple[str | None, 
     name = pretrained.removeprefix("distill://")
     if has_entry(name):
         return str(get_checkpoint(name)), name
-    raise DistillInputError(f"unknown pretrained tag {pretrained!r} for {arch}; open_clip knows "
-                            f"{', '.join(tags) or 'none'}; also accepted: a checkpoint path or a model-zoo name")
+    raise DistillInputError(
+        f"unknown pretrained tag {pretrained!r} for {arch}; open_clip knows "
+        f"{', '.join(tags) or 'none'}; also accepted: a checkpoint path or a model-zoo name"
+    )
 
 
-def create_teacher(arch: str, pretrained: str | None = None, device: str | torch.device = "cpu",
-                   precision: str = "fp32") -> "Teacher":
+def create_teacher(
+    arch: str, pretrained: str | None = None, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> "Teacher":
     """An open_clip teacher.
 
     Args:
@@ -97,20 +101,24 @@ def create_teacher(arch: str, pretrained: str | None = None, device: str | torch
         logger.warning("teacher %s has random weights (no pretrained tag or checkpoint given)", arch)
     local = weights is not None and os.path.isfile(weights)
     with torch_file_errors(weights, "teacher checkpoint") if local else contextlib.nullcontext():
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, precision=precision,
-                                                                     device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=weights, precision=precision, device=device
+        )
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
     if weights is None:
         zoo_name = pretrained = None
-    return Teacher(model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained,
-                   precision=precision)
+    return Teacher(
+        model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained, precision=precision
+    )
 
 
 class Teacher:
     """A frozen open_clip model with the three encoders the students learn from."""
 
-    def __init__(self, model, tokenizer, preprocess, arch: str, pretrained: str | None, precision: str = "fp32"):
+    def __init__(
+        self, model, tokenizer, preprocess, arch: str, pretrained: str | None, precision: str = "fp32"
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess = preprocess  # open_clip's PIL preprocessing (the per-box reference path)
@@ -122,10 +130,13 @@ class Teacher:
         visual = model.visual
         size = getattr(visual, "image_size", 224)
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self.mean = tuple(float(x) for x in getattr(visual, "image_mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.mean = tuple(
+            float(x) for x in getattr(visual, "image_mean", (0.48145466, 0.4578275, 0.40821073))
+        )
         self.std = tuple(float(x) for x in getattr(visual, "image_std", (0.26862954, 0.26130258, 0.27577711)))
-        self.dim = int(model.text_projection.shape[1] if model.text_projection is not None
-                       else model.visual.output_dim)
+        self.dim = int(
+            model.text_projection.shape[1] if model.text_projection is not None else model.visual.output_dim
+        )
 
     @property
     def device(self) -> torch.device:
@@ -136,13 +147,20 @@ class Teacher:
         return next(self.model.visual.parameters()).dtype
 
     def provenance(self) -> dict:
-        return {"teacher": {"arch": self.arch, "pretrained": self.pretrained, "precision": self.precision,
-                            "input_size": self.input_size}}
+        return {
+            "teacher": {
+                "arch": self.arch,
+                "pretrained": self.pretrained,
+                "precision": self.precision,
+                "input_size": self.input_size,
+            }
+        }
 
     # ------------------------------------------------------------------ text
     @torch.no_grad()
-    def encode_text(self, class_names: Sequence[str], templates: str | Sequence[str] = "vild",
-                    batch_size: int = 512) -> torch.Tensor:
+    def encode_text(
+        self, class_names: Sequence[str], templates: str | Sequence[str] = "vild", batch_size: int = 512
+    ) -> torch.Tensor:
         """(C,) names → (C, D): each prompt embedded and normalised, averaged per class, re-normalised.
 
         `templates`: a template-set name, a list of "{}" templates, or a learned-prompt file (.safetensors).
@@ -156,7 +174,7 @@ class Teacher:
         flat = [p for ps in prompts for p in ps]
         embs = []
         for i in range(0, len(flat), batch_size):
-            tokens = self.tokenizer(flat[i:i + batch_size]).to(self.device)
+            tokens = self.tokenizer(flat[i : i + batch_size]).to(self.device)
             embs.append(F.normalize(self._encode_tokens(tokens).float(), dim=-1))
         per_prompt = torch.cat(embs).view(len(names), len(prompts[0]), -1)
         return F.normalize(per_prompt.mean(1), dim=-1)
@@ -187,22 +205,29 @@ class Teacher:
         """(N, 3, S, S) normalised crops at the input size → (N, D) L2-normalised."""
         out = []
         for i in range(0, crops.shape[0], batch_size):
-            x = crops[i:i + batch_size].to(self.device, self.dtype)
+            x = crops[i : i + batch_size].to(self.device, self.dtype)
             out.append(F.normalize(self.model.encode_image(x).float(), dim=-1))
         if not out:
             return torch.zeros(0, self.dim)
         return torch.cat(out)
 
-    def crop_regions(self, image: torch.Tensor, boxes: torch.Tensor, scale: float = 1.0,
-                     geometry: str = "center") -> torch.Tensor:
+    def crop_regions(
+        self, image: torch.Tensor, boxes: torch.Tensor, scale: float = 1.0, geometry: str = "center"
+    ) -> torch.Tensor:
         """(3, H, W) image and (N, 4) XYXY boxes → (N, 3, S, S) normalised crops of the boxes grown by `scale`."""
-        return crop_resize_normalize(image, scale_boxes(boxes.float(), scale), self.input_size, self.mean,
-                                     self.std, geometry=geometry)
+        return crop_resize_normalize(
+            image, scale_boxes(boxes.float(), scale), self.input_size, self.mean, self.std, geometry=geometry
+        )
 
     @torch.no_grad()
-    def encode_regions(self, images: Sequence[torch.Tensor] | torch.Tensor, boxes: Sequence[torch.Tensor],
-                       scales: Sequence[float] = (1.0, 1.5), geometry: str = "center",
-                       batch_size: int = 256) -> torch.Tensor:
+    def encode_regions(
+        self,
+        images: Sequence[torch.Tensor] | torch.Tensor,
+        boxes: Sequence[torch.Tensor],
+        scales: Sequence[float] = (1.0, 1.5),
+        geometry: str = "center",
+        batch_size: int = 256,
+    ) -> torch.Tensor:
         """Region embeddings, ViLD-style.
 
         Args:
@@ -216,8 +241,10 @@ class Teacher:
             raise DistillInputError(f"{len(images)} images but {len(boxes)} box lists")
         total = None
         for s in scales:
-            crops = [self.crop_regions(img.to(self.device), b.to(self.device), s, geometry)
-                     for img, b in zip(images, boxes)]
+            crops = [
+                self.crop_regions(img.to(self.device), b.to(self.device), s, geometry)
+                for img, b in zip(images, boxes)
+            ]
             emb = self.encode_image(torch.cat(crops), batch_size) if crops else torch.zeros(0, self.dim)
             total = emb if total is None else total + emb
         return F.normalize(total, dim=-1)
@@ -247,8 +274,10 @@ class Teacher:
         elif hasattr(visual, "attnpool") and hasattr(visual, "stem"):
             dense = self._dense_resnet(visual, x)
         else:
-            raise DistillInputError(f"encode_pixels supports open_clip ViT and ModifiedResNet teachers, "
-                                    f"not {type(visual).__name__} ({self.arch})")
+            raise DistillInputError(
+                f"encode_pixels supports open_clip ViT and ModifiedResNet teachers, "
+                f"not {type(visual).__name__} ({self.arch})"
+            )
         return F.normalize(dense.float(), dim=1)
 
     def _dense_vit(self, visual, x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +300,7 @@ class Teacher:
         last = blocks[-1]
         attn = last.attn
         width = x.shape[-1]
-        v = F.linear(last.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
+        v = F.linear(last.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
         v = last.ls_1(attn.out_proj(v))
         v = visual.ln_post(v[:, 1:]) @ visual.proj  # (B, h*w, D)
         return v.transpose(1, 2).reshape(v.shape[0], -1, h, w)

@@ -1,4 +1,5 @@
 """The tiny teacher's training recipe (no torch: tools/train_teacher.py builds its --help from it)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

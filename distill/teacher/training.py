@@ -5,6 +5,7 @@ the way CLIP saw the world; its corpus is a synthetic world of its own (another 
 benchmark's validation images. Positives are caption-compatible pairs: same category, and the same colour
 when the caption names one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,14 @@ def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
     for a in caps["annotations"]:
         x, y, w, h = a["bbox"]
         colour = a["caption"].split()[1]
-        objects.append({"image": index[a["image_id"]], "box": [x, y, x + w, y + h], "category_id": a["category_id"],
-                        "colour": colour})
+        objects.append(
+            {
+                "image": index[a["image_id"]],
+                "box": [x, y, x + w, y + h],
+                "category_id": a["category_id"],
+                "colour": colour,
+            }
+        )
     return images, objects
 
 
@@ -55,8 +62,16 @@ def _sampling_grid(boxes: torch.Tensor, size: int, height: int, width: int) -> t
     return torch.stack([gx, gy], -1)
 
 
-def _augment_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, mean, std, geometry: str = "center",
-                   mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+def _augment_crops(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    mean,
+    std,
+    geometry: str = "center",
+    mode: str = "bilinear",
+    antialias: bool = True,
+) -> torch.Tensor:
     """Training-time crops (continuous boxes, bilinear, mip levels for large boxes): the augmentation the
     shipped teacher was trained with, kept as is so its recorded command still reproduces it. Inference uses
     the PIL-exact `crop_resize_normalize`.
@@ -84,7 +99,11 @@ def _augment_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, mean, st
     if n == 0:
         return out
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
-    level = torch.floor(torch.log2(side / size)).clamp(min=0).long() if antialias else torch.zeros_like(side).long()
+    level = (
+        torch.floor(torch.log2(side / size)).clamp(min=0).long()
+        if antialias
+        else torch.zeros_like(side).long()
+    )
     _, height, width = image.shape
     pyramid = [image]  # level k: the image halved k times (each level from the one above: cheap)
     for lvl in torch.unique(level).tolist():
@@ -92,8 +111,11 @@ def _augment_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, mean, st
         while len(pyramid) <= lvl:
             prev = pyramid[-1]
             h, w = max(1, math.ceil(prev.shape[1] / 2)), max(1, math.ceil(prev.shape[2] / 2))
-            pyramid.append(F.interpolate(prev[None], size=(h, w), mode="bilinear", antialias=True,
-                                         align_corners=False)[0])
+            pyramid.append(
+                F.interpolate(prev[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[
+                    0
+                ]
+            )
         src = pyramid[lvl]
         sh, sw = src.shape[1:]
         # sample in the mip level's pixel units (its pixels are (W / sw) input pixels wide)
@@ -104,6 +126,7 @@ def _augment_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, mean, st
     if mode == "bicubic":
         out.clamp_(0.0, 1.0)  # bicubic overshoots; a PIL crop is uint8, so it cannot
     return (out - mean_t) / std_t
+
 
 def _caption(rng: random.Random, name: str, colour: str) -> tuple[str, bool]:
     """A caption of one object and whether it names the colour."""
@@ -156,7 +179,9 @@ def multi_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Te
     return -(i2t.mean() + t2i.mean()) / 2
 
 
-def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = True, progress: bool = True) -> Path:
+def train_teacher(
+    out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = True, progress: bool = True
+) -> Path:
     """Train and return the path of the fp16 weights (`out_dir/teacher_fp16.pt`)."""
     import open_clip
     from tqdm import tqdm
@@ -168,8 +193,11 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    corpus = generate(out / "corpus", SyntheticConfig(seed=cfg.corpus_seed, num_train=cfg.corpus_images, num_val=0),
-                      progress=progress)
+    corpus = generate(
+        out / "corpus",
+        SyntheticConfig(seed=cfg.corpus_seed, num_train=cfg.corpus_images, num_val=0),
+        progress=progress,
+    )
     images, objects = load_corpus(corpus)
     _register_model_configs()
     model, _, _ = open_clip.create_model_and_transforms(cfg.arch)
@@ -179,10 +207,14 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
     mean, std = visual.image_mean, visual.image_std
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
-                                              (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
+    )
     start = 0
     ckpt = out / "last.pt"
     if resume and ckpt.is_file():
@@ -195,9 +227,17 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
         start = state["step"]
         logger.info("resumed teacher training at step %d", start)
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="teacher", disable=not on_terminal(progress))
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="teacher",
+        disable=not on_terminal(progress),
+    )
     for step in bar:
-        crops, tokens, cats, colours, named = _batch(rng, images, objects, size, mean, std, cfg.batch_size, tokenizer)
+        crops, tokens, cats, colours, named = _batch(
+            rng, images, objects, size, mean, std, cfg.batch_size, tokenizer
+        )
         img = F.normalize(model.encode_image(crops), dim=-1)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         loss = multi_positive_clip_loss(img, txt, _positives(cats, colours, named), model.logit_scale.exp())
@@ -210,9 +250,18 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "rng": rng.getstate(),
-                            "torch_rng": torch.get_rng_state(), "step": step + 1, "config": asdict(cfg)}, tmp)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step + 1,
+                        "config": asdict(cfg),
+                    },
+                    tmp,
+                )
     weights = out / "teacher_fp16.pt"
     with atomic_path(weights) as tmp:
         torch.save({k: v.detach().half() for k, v in model.state_dict().items()}, tmp)
@@ -220,8 +269,14 @@ def train_teacher(out_dir: str | Path, cfg: TeacherTrainConfig, resume: bool = T
 
 
 @torch.no_grad()
-def zero_shot_accuracy(teacher, benchmark_root: str | Path, split: str = "val", templates: str = "vild",
-                       scales=(1.0, 1.5), geometry: str = "center") -> dict:
+def zero_shot_accuracy(
+    teacher,
+    benchmark_root: str | Path,
+    split: str = "val",
+    templates: str = "vild",
+    scales=(1.0, 1.5),
+    geometry: str = "center",
+) -> dict:
     """Classify every annotated object's region embedding against the class text embeddings."""
     from ..data.datasets import synthetic_dataset
 
@@ -234,8 +289,13 @@ def zero_shot_accuracy(teacher, benchmark_root: str | Path, split: str = "val", 
             continue
         bgr = cv2.imread(d["file_name"], cv2.IMREAD_COLOR)
         img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in d["annotations"]], dtype=torch.float32)
+        boxes = torch.tensor(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in d["annotations"]
+            ],
+            dtype=torch.float32,
+        )
         emb = teacher.encode_regions([img], [boxes], scales=scales, geometry=geometry)
         pred = (emb @ text.t()).argmax(1)
         lab = torch.tensor([a["category_id"] for a in d["annotations"]])
@@ -243,9 +303,15 @@ def zero_shot_accuracy(teacher, benchmark_root: str | Path, split: str = "val", 
         labels.append(lab)
     correct_t, labels_t = torch.cat(correct), torch.cat(labels)
     is_novel = torch.tensor([int(c) in novel for c in labels_t])
-    per_class = {meta.thing_classes[c]: 100 * correct_t[labels_t == c].float().mean().item()
-                 for c in range(len(meta.thing_classes)) if (labels_t == c).any()}
-    return {"acc_all": 100 * correct_t.float().mean().item(),
-            "acc_novel": 100 * correct_t[is_novel].float().mean().item(),
-            "acc_base": 100 * correct_t[~is_novel].float().mean().item(),
-            "num_objects": int(labels_t.numel()), "per_class": per_class}
+    per_class = {
+        meta.thing_classes[c]: 100 * correct_t[labels_t == c].float().mean().item()
+        for c in range(len(meta.thing_classes))
+        if (labels_t == c).any()
+    }
+    return {
+        "acc_all": 100 * correct_t.float().mean().item(),
+        "acc_novel": 100 * correct_t[is_novel].float().mean().item(),
+        "acc_base": 100 * correct_t[~is_novel].float().mean().item(),
+        "num_objects": int(labels_t.numel()),
+        "per_class": per_class,
+    }

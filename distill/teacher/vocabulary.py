@@ -1,5 +1,6 @@
 """Vocabularies (lists of class names) and their class embeddings for the tools: from a dataset json, a
 names file, a comma list or a named set (synthetic, COCO, LVIS); text embeddings cached by teacher and names."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,18 @@ def read_vocabulary(spec: str) -> tuple[list[str], dict]:
             if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
                 raise DistillInputError("json has no 'categories' list with id and name", path)
             cats = sorted(cats, key=lambda c: c["id"])
-            return [c["name"] for c in cats], {"vocabulary": str(path), "category_ids": [c["id"] for c in cats]}
+            return [c["name"] for c in cats], {
+                "vocabulary": str(path),
+                "category_ids": [c["id"] for c in cats],
+            }
         names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         if not names:
             raise DistillInputError("names file is empty", path)
         return names, {"vocabulary": str(path)}
     if "," not in spec and ("/" in spec or os.sep in spec or path.suffix):
-        raise DistillInputError("vocabulary file not found (a one-class vocabulary has no '/' or '.'; a list "
-                                "needs commas)", path)
+        raise DistillInputError(
+            "vocabulary file not found (a one-class vocabulary has no '/' or '.'; a list needs commas)", path
+        )
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise DistillInputError("empty vocabulary")
@@ -58,33 +63,40 @@ def named_vocabulary(kind: str, custom: str | None = None) -> list[str]:
         return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
     names = [n.strip() for n in (custom or "").split(",") if n.strip()]
     if not names:
-        raise DistillInputError("--vocabulary custom needs --custom-vocabulary \"name1,name2,...\" (empty vocabulary)")
+        raise DistillInputError(
+            '--vocabulary custom needs --custom-vocabulary "name1,name2,..." (empty vocabulary)'
+        )
     if len(set(names)) != len(names):
         raise DistillInputError("a class name appears twice in --custom-vocabulary")
     return names
 
 
-def vocabulary_embeddings(names: list[str], arch: str, pretrained: str, templates: str,
-                          existing: str | None = None) -> ClassEmbeddings:
+def vocabulary_embeddings(
+    names: list[str], arch: str, pretrained: str, templates: str, existing: str | None = None
+) -> ClassEmbeddings:
     """`existing` (a ClassEmbeddings file) when it holds exactly these names, else the teacher's text embeddings
     (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
     if existing and Path(existing).is_file():
         emb = ClassEmbeddings.load(existing)
         why = teacher_mismatch(emb.provenance, SimpleNamespace(ARCH=arch, PRETRAINED=pretrained))
         if why:  # a file of another teacher would score nothing right
-            raise DistillInputError(f"MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: {why} (MODEL.DISTILL.TEACHER)", existing)
+            raise DistillInputError(
+                f"MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: {why} (MODEL.DISTILL.TEACHER)", existing
+            )
         if emb.class_names == names:
             return emb
-    tag = templates + (":" + describe(templates)["learned_prompts"]["sha256"]
-                       if is_learned_prompts(templates) else "")  # a retrained file is a new key
+    tag = templates + (
+        ":" + describe(templates)["learned_prompts"]["sha256"] if is_learned_prompts(templates) else ""
+    )  # a retrained file is a new key
     key = hashlib.sha256("\n".join([arch, pretrained, tag, *names]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")) / "text_embeddings"
     path = cache / f"{key}.npy"
     if path.is_file():
         return ClassEmbeddings.load(path, expected_names=names)
     teacher = create_teacher(arch, pretrained or None)
-    emb = ClassEmbeddings(teacher.encode_text(names, templates).cpu(), names,
-                          {**teacher.provenance(), "templates": templates})
+    emb = ClassEmbeddings(
+        teacher.encode_text(names, templates).cpu(), names, {**teacher.provenance(), "templates": templates}
+    )
     emb.save(path)
     return emb
 
@@ -97,16 +109,19 @@ def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
         return ClassEmbeddings.load(spec)
     names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
     t = cfg.MODEL.DISTILL.TEACHER
-    return vocabulary_embeddings(names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS)
+    return vocabulary_embeddings(
+        names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
+    )
 
 
 def base_vocabulary(spec: str, names: list[str]) -> list[str]:
     """Names of the categories of dataset json `spec` with "split": "base", in the order of `names`."""
     if Path(spec).suffix.lower() != ".json":
-        raise DistillInputError("--base-output needs a dataset json --vocabulary (its categories' \"split\")")
+        raise DistillInputError('--base-output needs a dataset json --vocabulary (its categories\' "split")')
     split = {c["name"]: c.get("split") for c in read_json(spec, what="dataset json")["categories"]}
     base = [n for n in names if split.get(n) == "base"]
     if not base:
-        raise DistillInputError("no category has \"split\": \"base\" (files of tools/prepare_ov_*.py have it)",
-                                spec)
+        raise DistillInputError(
+            'no category has "split": "base" (files of tools/prepare_ov_*.py have it)', spec
+        )
     return base

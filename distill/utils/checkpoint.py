@@ -1,5 +1,6 @@
 """Reading torch files the user names (--weights, MODEL.WEIGHTS, last_checkpoint): a zero-byte, truncated or
 foreign file is one DistillInputError, never EOFError / PytorchStreamReader / KeyError: 'model'."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,11 +23,22 @@ def torch_file_errors(path: str | os.PathLike, what: str = "checkpoint") -> Iter
         raise DistillInputError(f"{what} is an empty file (an interrupted copy or save?)", path)
     try:
         yield
-    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
-            UnicodeDecodeError, IndexError, KeyError, OSError) as e:
+    except (
+        EOFError,
+        RuntimeError,
+        pickle.UnpicklingError,
+        ValueError,
+        AttributeError,
+        ImportError,
+        UnicodeDecodeError,
+        IndexError,
+        KeyError,
+        OSError,
+    ) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise DistillInputError(f"cannot read {what}: truncated, corrupt or not a torch file ({first})",
-                                path) from None
+        raise DistillInputError(
+            f"cannot read {what}: truncated, corrupt or not a torch file ({first})", path
+        ) from None
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", weights_only: bool = True) -> Any:
@@ -42,11 +54,22 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", weights_o
     import torch
 
     obj = load_torch_file(path, what, weights_only)
-    if isinstance(obj, dict) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (
+        isinstance(obj, dict)
+        and "model" not in obj
+        and obj
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
         obj = {"model": obj}
     state = obj.get("model") if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DistillInputError(f"not a model checkpoint (no 'model' state dict of tensors in the {what})", path)
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise DistillInputError(
+            f"not a model checkpoint (no 'model' state dict of tensors in the {what})", path
+        )
     return obj
 
 
@@ -74,8 +97,10 @@ def inference_meta(backend: str, cfg, vocabulary=None) -> dict:
     text) and the training vocabulary's provenance and class names."""
     meta = {"backend": backend, "config": cfg.dump()}
     if vocabulary is not None:
-        meta["vocabulary"] = {"class_names": list(vocabulary.class_names),
-                              "provenance": dict(vocabulary.provenance)}
+        meta["vocabulary"] = {
+            "class_names": list(vocabulary.class_names),
+            "provenance": dict(vocabulary.provenance),
+        }
     return meta
 
 

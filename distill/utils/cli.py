@@ -1,5 +1,6 @@
 """What every command-line tool shares: KEY VALUE overrides that mix with flags, image inputs, output paths
 that never overwrite an input. No torch here: `--help` stays fast."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def add_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("opts", nargs="*", default=[], metavar="KEY VALUE",
-                   help="config overrides, e.g. SOLVER.MAX_ITER 100 (flags may come before or after them)")
+    p.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides, e.g. SOLVER.MAX_ITER 100 (flags may come before or after them)",
+    )
 
 
 def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,12 +47,15 @@ def output_names(images: Sequence[Path], out_dir: Path, suffix: str = ".png") ->
     """OUT/<stem><suffix> per image (OUT/<name><suffix> where two images share a stem), refusing any that is
     one of the inputs: drawing into the input folder must not replace the user's images."""
     stems = [p.stem for p in images]
-    outs = [out_dir / (f"{p.stem}{suffix}" if stems.count(p.stem) == 1 else f"{p.name}{suffix}") for p in images]
+    outs = [
+        out_dir / (f"{p.stem}{suffix}" if stems.count(p.stem) == 1 else f"{p.name}{suffix}") for p in images
+    ]
     for o in outs:
         for i in images:
             if same_file(o, i):
-                raise DistillInputError(f"--output would overwrite the input image {i}; choose another folder",
-                                        out_dir)
+                raise DistillInputError(
+                    f"--output would overwrite the input image {i}; choose another folder", out_dir
+                )
     return outs
 
 
@@ -63,6 +72,8 @@ class SkipList:
     def report(self, total: int) -> int:
         if not self.items:
             return 0
-        print(f"error: skipped {len(self.items)} of {total} input(s): " + "; ".join(p for p, _ in self.items),
-              file=sys.stderr)
+        print(
+            f"error: skipped {len(self.items)} of {total} input(s): " + "; ".join(p for p, _ in self.items),
+            file=sys.stderr,
+        )
         return 2

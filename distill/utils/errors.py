@@ -1,4 +1,5 @@
 """One exception type for bad user input, and the command-line wrapper that turns it into one line."""
+
 from __future__ import annotations
 
 import functools
@@ -40,5 +41,7 @@ def check_checkpoint_fits(incompatible) -> None:
     bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
     bad += [f"{k} missing" for k in incompatible.missing_keys]
     if bad:
-        raise DistillInputError(f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
-                                "another architecture or config?")
+        raise DistillInputError(
+            f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
+            "another architecture or config?"
+        )

@@ -1,5 +1,6 @@
 """Atomic file writes and checked reads: an interrupted job never leaves a half-written file, an OS error on a
 write path is one line (DistillInputError), and what is written honours the umask."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,12 +27,18 @@ def chmod_default(path: str | os.PathLike, directory: bool = False) -> None:
 
 def write_error(path: str | os.PathLike, e: OSError, what: str = "") -> DistillInputError:
     """An OS error while writing `path` as one line, with what to do about the usual ones."""
-    hint = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-            errno.EEXIST: "a file is in the way of a folder", errno.ENOTDIR: "a file is in the way of a folder",
-            errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
+    hint = {
+        errno.ENOSPC: "disk full",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EEXIST: "a file is in the way of a folder",
+        errno.ENOTDIR: "a file is in the way of a folder",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(e.errno, e.strerror or str(e))
     where = e.filename if getattr(e, "filename", None) and str(e.filename) != str(path) else None
-    return DistillInputError(f"cannot write {what + ' ' if what else ''}({hint}"
-                             f"{f': {where}' if where else ''})", path)
+    return DistillInputError(
+        f"cannot write {what + ' ' if what else ''}({hint}{f': {where}' if where else ''})", path
+    )
 
 
 def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -98,7 +105,9 @@ def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
         with open(path, "rb") as f:
             return json.loads(f.read())
     except json.JSONDecodeError as e:
-        raise DistillInputError(f"not valid json ({e.msg} at line {e.lineno}, column {e.colno})", path) from None
+        raise DistillInputError(
+            f"not valid json ({e.msg} at line {e.lineno}, column {e.colno})", path
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise DistillInputError(f"cannot read {what} ({e})", path) from None
 

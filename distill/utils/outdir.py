@@ -1,5 +1,6 @@
 """An output folder belongs to one run: a second writer is refused while the first holds the lock, and a fresh
 run does not silently replace a finished one's model and append to its metrics."""
+
 from __future__ import annotations
 
 import fcntl
@@ -32,8 +33,10 @@ def lock_output_dir(path: str | os.PathLike, what: str = "OUTPUT_DIR") -> Path:
     except BlockingIOError:
         owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise DistillInputError(f"another run (pid {owner}) is writing into this {what}; wait for it or choose "
-                                "another folder", path) from None
+        raise DistillInputError(
+            f"another run (pid {owner}) is writing into this {what}; wait for it or choose another folder",
+            path,
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[key] = fd
@@ -55,8 +58,11 @@ def claim_training_dir(path: str | os.PathLike, resume: bool, overwrite: bool = 
     found = previous_run(path)
     if found and not resume:
         if not overwrite:
-            raise DistillInputError(f"OUTPUT_DIR holds a training run ({', '.join(found[:3])}); pass --resume to "
-                                    "continue it, --overwrite to start again, or choose another OUTPUT_DIR", path)
+            raise DistillInputError(
+                f"OUTPUT_DIR holds a training run ({', '.join(found[:3])}); pass --resume to "
+                "continue it, --overwrite to start again, or choose another OUTPUT_DIR",
+                path,
+            )
         for name in found:
             (path / name).unlink(missing_ok=True)
         for p in path.glob("events.out.tfevents.*"):

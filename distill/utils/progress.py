@@ -1,5 +1,6 @@
 """Progress bars only where someone watches: tqdm draws on a terminal; redirected to a file, it would write one
 `\\r`-joined line of every refresh, so there callers log periodic lines instead."""
+
 from __future__ import annotations
 
 import sys

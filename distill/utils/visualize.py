@@ -1,4 +1,5 @@
 """Drawing detections with OpenCV: boxes, translucent masks and "name score" labels."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,16 +15,23 @@ def _color(i: int) -> tuple[int, int, int]:
     return int(bgr[2]), int(bgr[1]), int(bgr[0])
 
 
-def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores: Sequence[float],
-                    class_names: Sequence[str], masks: np.ndarray | None = None,
-                    novel: Sequence[bool] | None = None, scale: int = 1) -> np.ndarray:
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    class_names: Sequence[str],
+    masks: np.ndarray | None = None,
+    novel: Sequence[bool] | None = None,
+    scale: int = 1,
+) -> np.ndarray:
     """image (H, W, 3) uint8 RGB; boxes (N, 4) XYXY; masks (N, H, W) bool, or N (y0, x0, (h, w) bool) masks
     inside their boxes, or None → a new RGB image, `scale` times larger. Novel classes get a trailing "*"."""
     out = image.astype(np.uint8, copy=True)
     if masks is not None:
         for m, lab in zip(masks, labels):
             y0, x0, m = m if isinstance(m, tuple) else (0, 0, m)
-            region = out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]  # a view: blend inside the box only
+            region = out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]  # a view: blend inside the box only
             region[m] = np.clip(0.55 * region[m] + 0.45 * np.array(_color(lab), np.float32), 0, 255)
     if scale != 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
@@ -36,6 +44,7 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
         text = f"{name} {s:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
         cv2.rectangle(out, (x0, max(0, y0 - th - 3)), (x0 + tw + 2, y0), c, -1)
-        cv2.putText(out, text, (x0 + 1, max(th, y0 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            out, text, (x0 + 1, max(th, y0 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA
+        )
     return out

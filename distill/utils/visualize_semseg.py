@@ -1,5 +1,6 @@
 """Drawing semantic segmentations with OpenCV: the image under translucent class colours, and a legend of the
 vocabulary (the colours are `visualize`'s, so a class looks the same in detections and segmentations)."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,17 @@ def semseg_colors(num_classes: int, background: int | None = 0) -> np.ndarray:
     return out
 
 
-def render_semseg(image_rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.55,
-                  scale: int = 1, background: int | None = 0, ignore_value: int = 255,
-                  legend_on: bool = True, present_only: bool = False) -> np.ndarray:
+def render_semseg(
+    image_rgb: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    alpha: float = 0.55,
+    scale: int = 1,
+    background: int | None = 0,
+    ignore_value: int = 255,
+    legend_on: bool = True,
+    present_only: bool = False,
+) -> np.ndarray:
     """Colour a segmentation over its image and add a legend of the vocabulary on the right.
 
     Args:
@@ -45,26 +54,34 @@ def render_semseg(image_rgb: np.ndarray, labels: np.ndarray, class_names: Sequen
     out = np.empty(image_rgb.shape, np.uint8)
     present: set = set()
     for y in range(0, labels.shape[0], 256):  # bands of rows: a photo's float copies would take gigabytes
-        lab = np.asarray(labels[y:y + 256]).astype(np.int64)
+        lab = np.asarray(labels[y : y + 256]).astype(np.int64)
         present |= set(np.unique(lab).tolist())
         known = (lab >= 0) & (lab < n) & (lab != ignore_value)
         if background is not None:
             known &= lab != background
-        band = image_rgb[y:y + 256].astype(np.float32)
+        band = image_rgb[y : y + 256].astype(np.float32)
         band[known] = (1 - alpha) * band[known] + alpha * colors[lab[known]]
-        out[y:y + 256] = np.clip(band, 0, 255).astype(np.uint8)
+        out[y : y + 256] = np.clip(band, 0, 255).astype(np.uint8)
     if scale != 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     if not legend_on:
         return np.ascontiguousarray(out)
-    return np.concatenate([out, _legend(class_names, colors.astype(np.uint8), present, out.shape[0], present_only)],
-                          1)
+    return np.concatenate(
+        [out, _legend(class_names, colors.astype(np.uint8), present, out.shape[0], present_only)], 1
+    )
 
 
-def _legend(names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool) -> np.ndarray:
+def _legend(
+    names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool
+) -> np.ndarray:
     items = [(i, nm) for i, nm in enumerate(names) if nm and (i in present or not present_only)]
-    width = 8 + _SWATCH + 6 + max([cv2.getTextSize(nm, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] for _, nm in items]
-                                  or [0]) + 6
+    width = (
+        8
+        + _SWATCH
+        + 6
+        + max([cv2.getTextSize(nm, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] for _, nm in items] or [0])
+        + 6
+    )
     rows_per_col = max(1, (height - 4) // _ROW)
     ncol = max(1, -(-len(items) // rows_per_col))
     panel = np.full((max(height, 4 + _ROW * min(len(items), rows_per_col)), width * ncol, 3), 255, np.uint8)
@@ -73,20 +90,30 @@ def _legend(names: Sequence[str], colors: np.ndarray, present: set, height: int,
         cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), tuple(int(c) for c in colors[i]), -1)
         cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), (0, 0, 0), 1)
         ink = (0, 0, 0) if i in present else (150, 150, 150)
-        cv2.putText(panel, nm, (x + _SWATCH + 6, y + _SWATCH - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.35, ink, 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            panel, nm, (x + _SWATCH + 6, y + _SWATCH - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.35, ink, 1, cv2.LINE_AA
+        )
     return panel[:height] if panel.shape[0] > height else panel
 
 
-def draw_semseg(images: Sequence, preds: Sequence, legend: Sequence[str], out_path: str | os.PathLike,
-                scale: int = 3) -> Path:
+def draw_semseg(
+    images: Sequence, preds: Sequence, legend: Sequence[str], out_path: str | os.PathLike, scale: int = 3
+) -> Path:
     """One picture: the (3, H, W) RGB images side by side under their coloured (H, W) label maps (tensors or
     arrays), and the legend; written atomically (the format from the suffix, default PNG)."""
     from .errors import DistillInputError
     from .io import atomic_write_bytes
 
-    tiles = [render_semseg(np.asarray(img).transpose(1, 2, 0), np.asarray(p), legend, scale=scale,
-                           legend_on=k == len(images) - 1) for k, (img, p) in enumerate(zip(images, preds))]
+    tiles = [
+        render_semseg(
+            np.asarray(img).transpose(1, 2, 0),
+            np.asarray(p),
+            legend,
+            scale=scale,
+            legend_on=k == len(images) - 1,
+        )
+        for k, (img, p) in enumerate(zip(images, preds))
+    ]
     h = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
     canvas = np.concatenate(tiles, 1)

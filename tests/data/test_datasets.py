@@ -18,8 +18,25 @@ from distill.utils import DistillInputError
 from tests.conftest import SMALL, load
 
 # The standard OV-COCO split (Bansal et al.; OVR-CNN, ViLD, Detic), written out independently of the data file.
-NOVEL_NAMES = ["airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard", "skateboard",
-               "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors"]
+NOVEL_NAMES = [
+    "airplane",
+    "bus",
+    "cat",
+    "dog",
+    "cow",
+    "elephant",
+    "umbrella",
+    "tie",
+    "snowboard",
+    "skateboard",
+    "cup",
+    "knife",
+    "cake",
+    "couch",
+    "keyboard",
+    "sink",
+    "scissors",
+]
 NOVEL_IDS = [5, 6, 17, 18, 21, 22, 28, 32, 36, 41, 47, 49, 61, 63, 76, 81, 87]
 DROPPED_IDS = [10, 11, 13, 14, 37, 39, 40, 43, 46, 58, 64, 67, 77, 88, 89]
 
@@ -38,8 +55,13 @@ def test_ov_coco_split_is_the_standard_one():
 
 def test_split_from_categories_sources():
     assert split_from_categories([{"id": i, "name": str(i)} for i in ov_coco_split().all]) == ov_coco_split()
-    lv = split_from_categories([{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "f"},
-                                {"id": 3, "name": "c", "frequency": "c"}])
+    lv = split_from_categories(
+        [
+            {"id": 1, "name": "a", "frequency": "r"},
+            {"id": 2, "name": "b", "frequency": "f"},
+            {"id": 3, "name": "c", "frequency": "c"},
+        ]
+    )
     assert lv.novel == (1,) and lv.base == (2, 3)
     assert split_from_categories([{"id": 1, "name": "a"}]) is None
 
@@ -75,16 +97,33 @@ def _write(tmp_path, obj, name="bad.json"):
     return p
 
 
-@pytest.mark.parametrize("obj, message", [
-    ("{not json", "not valid json"),
-    ({"images": [], "annotations": []}, "missing field(s) 'categories'"),
-    ({"images": [{"id": 1, "file_name": "a.png", "height": 4}], "annotations": [], "categories": []},
-     "image (id 1) is missing field(s) 'width'"),
-    ({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}], "categories": [{"id": 1, "name": "x"}],
-      "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]}, "unknown image_id 2"),
-    ({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}], "categories": [{"id": 1, "name": "x"}],
-      "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1]}]}, "unknown category_id 3"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ("{not json", "not valid json"),
+        ({"images": [], "annotations": []}, "missing field(s) 'categories'"),
+        (
+            {"images": [{"id": 1, "file_name": "a.png", "height": 4}], "annotations": [], "categories": []},
+            "image (id 1) is missing field(s) 'width'",
+        ),
+        (
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
+                "categories": [{"id": 1, "name": "x"}],
+                "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+            },
+            "unknown image_id 2",
+        ),
+        (
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
+                "categories": [{"id": 1, "name": "x"}],
+                "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1]}],
+            },
+            "unknown category_id 3",
+        ),
+    ],
+)
 def test_bad_json_gives_clear_error(tmp_path, obj, message):
     p = _write(tmp_path, obj)
     with pytest.raises(DistillInputError) as e:
@@ -95,7 +134,13 @@ def test_bad_json_gives_clear_error(tmp_path, obj, message):
 def test_missing_file_and_lvis_fields(tmp_path):
     with pytest.raises(DistillInputError, match="not found"):
         load_coco_json(tmp_path / "nope.json", tmp_path)
-    p = _write(tmp_path, {"images": [{"id": 1, "coco_url": "x/train/1.png", "height": 4, "width": 4}],
-                          "annotations": [], "categories": [{"id": 1, "name": "x", "frequency": "r"}]})
+    p = _write(
+        tmp_path,
+        {
+            "images": [{"id": 1, "coco_url": "x/train/1.png", "height": 4, "width": 4}],
+            "annotations": [],
+            "categories": [{"id": 1, "name": "x", "frequency": "r"}],
+        },
+    )
     with pytest.raises(DistillInputError, match="neg_category_ids"):
         load_lvis_json(p, tmp_path)

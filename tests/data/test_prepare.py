@@ -19,7 +19,9 @@ def _fake_coco():
     anns, k = [], 0
     for im, cid in [(1, 1), (1, 5), (2, 17), (2, 10), (3, 88), (3, 90), (3, 6)]:
         k += 1
-        anns.append({"id": k, "image_id": im, "category_id": cid, "bbox": [1, 1, 3, 3], "area": 9, "iscrowd": 0})
+        anns.append(
+            {"id": k, "image_id": im, "category_id": cid, "bbox": [1, 1, 3, 3], "area": 9, "iscrowd": 0}
+        )
     return {"info": {}, "licenses": [], "images": images, "annotations": anns, "categories": cats}
 
 
@@ -53,7 +55,9 @@ def test_make_ov_lvis(synthetic_root):
 
 def _run(tool, root):
     env = {**os.environ, "DISTILL_DATASETS": str(root)}
-    return subprocess.run([sys.executable, str(REPO / "tools" / tool)], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / tool)], env=env, capture_output=True, text=True
+    )
 
 
 def test_prepare_ov_coco_tool(tmp_path):

@@ -95,7 +95,7 @@ def test_int8_rows_keep_cosine_and_halve_the_bytes(tmp_path):
             rec = ShardRecord(image_ids=list(ids))
             for i in ids:
                 rec.boxes.append(torch.rand(10, 4) * 100)
-                rec.embeddings.append(torch.nn.functional.normalize(x[i * 10:(i + 1) * 10], dim=1))
+                rec.embeddings.append(torch.nn.functional.normalize(x[i * 10 : (i + 1) * 10], dim=1))
             w.write_shard(k, rec)
         w.finalize()
         sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype / "shards").iterdir())
@@ -133,7 +133,9 @@ def test_provenance_is_checked(tmp_path):
     with pytest.raises(DistillInputError, match="does not belong"):
         RegionStoreWriter(tmp_path / "a", META, [1, 2], chunk_size=1).finalize()
     with pytest.raises(DistillInputError, match="dtype"):
-        RegionStoreWriter(tmp_path / "b", {**META, "teacher": {"arch": "y"}}, [1, 2], chunk_size=1, dtype="float16")
+        RegionStoreWriter(
+            tmp_path / "b", {**META, "teacher": {"arch": "y"}}, [1, 2], chunk_size=1, dtype="float16"
+        )
     RegionStoreWriter(tmp_path / "b", {**META, "teacher": {"arch": "y"}}, [1, 2], chunk_size=1).finalize()
     meta = json.loads((tmp_path / "b" / "meta.json").read_text())
     (tmp_path / "b" / "meta.json").write_text(json.dumps({**meta, "dim": 4, "scales": [1.0]}))
@@ -176,18 +178,29 @@ def test_convert_format_1_resumes_to_the_same_bytes(tmp_path):
         assert torch.equal(new[i][0], old[i][0]) and torch.allclose(new[i][1], old[i][1], atol=0.1)
 
     def digest():
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "v2").rglob("*")
-                if p.is_file()}
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (tmp_path / "v2").rglob("*")
+            if p.is_file()
+        }
 
     before = digest()
     (tmp_path / "v2" / "index.json").unlink()  # as if killed before the end, one shard short
     (tmp_path / "v2" / "shards" / "shard-000001.safetensors").unlink()
     tool = Path(__file__).resolve().parents[2] / "tools" / "convert_region_store.py"
-    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "v1"), str(tmp_path / "v2"), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(tool), str(tmp_path / "v1"), str(tmp_path / "v2"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["num_regions"] == index["num_regions"]
     assert digest() == before
-    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "none"), str(tmp_path / "v3")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(tool), str(tmp_path / "none"), str(tmp_path / "v3")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr

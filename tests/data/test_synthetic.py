@@ -38,7 +38,9 @@ def test_categories_and_split():
 def test_same_seed_byte_identical_and_other_seed_differs(synthetic_root, tmp_path):
     again = generate(tmp_path / "again", SyntheticConfig(**SMALL), progress=False)
     assert _tree_digest(again) == _tree_digest(synthetic_root)
-    other = generate(tmp_path / "other", SyntheticConfig(**{**SMALL, "seed": SMALL["seed"] + 1}), progress=False)
+    other = generate(
+        tmp_path / "other", SyntheticConfig(**{**SMALL, "seed": SMALL["seed"] + 1}), progress=False
+    )
     a, b = _tree_digest(other), _tree_digest(synthetic_root)
     assert a.keys() == b.keys()
     assert a["images/train/000001.png"] != b["images/train/000001.png"]
@@ -76,8 +78,10 @@ def test_masks_boxes_and_semantic_labels_agree(synthetic_root):
             assert set(np.unique(sem[m])) <= {a["category_id"], SEM_SEG_IGNORE}
             # the mask interior (away from the void band) carries the object's label
             assert (sem[m] == a["category_id"]).mean() > 0.3
-        occluded += sum(len(set(np.unique(sem[mask_utils.decode(a["segmentation"]).astype(bool)]))) > 1
-                        for a in anns[im["id"]])
+        occluded += sum(
+            len(set(np.unique(sem[mask_utils.decode(a["segmentation"]).astype(bool)]))) > 1
+            for a in anns[im["id"]]
+        )
     assert occluded > 0
 
 
@@ -117,5 +121,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(syn, "atomic_write_json", boom)
     with pytest.raises(KeyboardInterrupt):
-        generate(tmp_path / "bench", SyntheticConfig(**{**SMALL, "num_train": 2, "num_val": 1}), progress=False)
+        generate(
+            tmp_path / "bench", SyntheticConfig(**{**SMALL, "num_train": 2, "num_val": 1}), progress=False
+        )
     assert list(tmp_path.iterdir()) == []

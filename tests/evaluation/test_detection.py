@@ -25,12 +25,25 @@ def noisy_predictions(gt: dict, seed: int = 0) -> list[dict]:
         for _ in range(2):
             j = rng.normal(0, 1.5, 4)
             cid = a["category_id"] if rng.random() < 0.75 else int(rng.choice(cat_ids))
-            preds.append({"image_id": a["image_id"], "category_id": cid, "score": float(rng.random()),
-                          "bbox": [x + j[0], y + j[1], max(1.0, w + j[2]), max(1.0, h + j[3])],
-                          "segmentation": a["segmentation"]})
+            preds.append(
+                {
+                    "image_id": a["image_id"],
+                    "category_id": cid,
+                    "score": float(rng.random()),
+                    "bbox": [x + j[0], y + j[1], max(1.0, w + j[2]), max(1.0, h + j[3])],
+                    "segmentation": a["segmentation"],
+                }
+            )
     for im in gt["images"]:
-        preds.append({"image_id": im["id"], "category_id": int(rng.choice(cat_ids)), "score": float(rng.random()),
-                      "bbox": [5.0, 5.0, 20.0, 20.0], "segmentation": gt["annotations"][0]["segmentation"]})
+        preds.append(
+            {
+                "image_id": im["id"],
+                "category_id": int(rng.choice(cat_ids)),
+                "score": float(rng.random()),
+                "bbox": [5.0, 5.0, 20.0, 20.0],
+                "segmentation": gt["annotations"][0]["segmentation"],
+            }
+        )
     return preds
 
 
@@ -74,8 +87,10 @@ def test_coco_overall_and_split_match_pycocotools(coco_case, task):
 
 def test_perfect_predictions_score_100(coco_case):
     gt_path, gt, _ = coco_case
-    preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-             for a in gt["annotations"]]
+    preds = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in gt["annotations"]
+    ]
     m = evaluate_detections(gt_path, preds)
     assert m["AP"] == pytest.approx(100) and m["AP50_novel"] == pytest.approx(100)
 

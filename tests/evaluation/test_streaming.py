@@ -102,7 +102,7 @@ def test_detection_limits_equal_reference(shape):
     if shape == "coco":  # crowd two categories, so that each has more than 100 detections in an image
         for _, d in dets:
             d["category_ids"][: len(d["category_ids"]) // 2] = d["category_ids"][0]
-            d["category_ids"][len(d["category_ids"]) // 2:] = d["category_ids"][1]
+            d["category_ids"][len(d["category_ids"]) // 2 :] = d["category_ids"][1]
     ev, m = ours(gt, dets, shape, "bbox")
     ref, precision = reference(gt, dets, shape, "bbox")
     from distill.evaluation.streaming import accumulate

@@ -1,5 +1,6 @@
 """get_backend and the Backend protocol: both backends implement it; names and a missing detectron2 are one
 clear error."""
+
 import importlib.util
 import inspect
 
@@ -9,16 +10,38 @@ from distill.integrations import backend as B
 from distill.utils import DistillInputError
 
 HAS_D2 = importlib.util.find_spec("detectron2") is not None
-PROTOCOL_METHODS = sorted(n for n, v in vars(B.Backend).items() if inspect.isfunction(v) and not n.startswith("_"))
+PROTOCOL_METHODS = sorted(
+    n for n, v in vars(B.Backend).items() if inspect.isfunction(v) and not n.startswith("_")
+)
 
 
 def test_protocol_lists_what_the_pipeline_uses():
-    assert {"load_config", "register_synthetic", "train", "load_model", "dataset_proposals", "evaluate",
-            "load_for_inference", "predict", "draw_predictions_grid", "train_net"} == set(PROTOCOL_METHODS)
+    assert {
+        "load_config",
+        "register_synthetic",
+        "train",
+        "load_model",
+        "dataset_proposals",
+        "evaluate",
+        "load_for_inference",
+        "predict",
+        "draw_predictions_grid",
+        "train_net",
+    } == set(PROTOCOL_METHODS)
 
 
-@pytest.mark.parametrize("name", ["torchvision", pytest.param("detectron2", marks=pytest.mark.skipif(
-    not HAS_D2, reason="detectron2 is not installed (README, 'detectron2 backend')"))])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torchvision",
+        pytest.param(
+            "detectron2",
+            marks=pytest.mark.skipif(
+                not HAS_D2, reason="detectron2 is not installed (README, 'detectron2 backend')"
+            ),
+        ),
+    ],
+)
 def test_each_backend_implements_the_protocol(name):
     b = B.get_backend(name)
     assert isinstance(b, B.Backend) and b.name == name

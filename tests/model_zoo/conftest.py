@@ -1,4 +1,5 @@
 """A real HTTP server on 127.0.0.1 for the download tests: Range requests, cut connections, stalls, 404."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-ENV = ("DISTILL_MODEL_ZOO_MIRROR", "DISTILL_MODEL_ZOO_MANIFEST", "DISTILL_OFFLINE", "DISTILL_DOWNLOAD_TIMEOUT")
+ENV = (
+    "DISTILL_MODEL_ZOO_MIRROR",
+    "DISTILL_MODEL_ZOO_MANIFEST",
+    "DISTILL_OFFLINE",
+    "DISTILL_DOWNLOAD_TIMEOUT",
+)
 
 
 class ZooServer(ThreadingHTTPServer):
@@ -84,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_body(self, body: bytes, action, arg) -> None:
         if action in ("cut", "hang"):
-            self.wfile.write(body[:int(arg)])
+            self.wfile.write(body[: int(arg)])
             self.wfile.flush()
             if action == "hang":
                 self.server.stopping.wait(30)
@@ -93,7 +99,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         step = 32 << 10
         for i in range(0, len(body), step):
-            self.wfile.write(body[i:i + step])
+            self.wfile.write(body[i : i + step])
             if action == "slow" and self.server.stopping.wait(arg):  # True: shutting down
                 return
 
@@ -129,8 +135,14 @@ def payload(n: int = 1_000_000, seed: int = 0) -> bytes:
 
 
 def file_entry(name: str, data: bytes, url: str, kind: str = "teacher", **extra) -> dict:
-    entry = {"name": name, "kind": kind, "url": url, "sha256": hashlib.sha256(data).hexdigest(),
-             "size": len(data), "command": "python tools/train_teacher.py"}
+    entry = {
+        "name": name,
+        "kind": kind,
+        "url": url,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "command": "python tools/train_teacher.py",
+    }
     entry.update({"arch": "distill-tiny-vit"} if kind == "teacher" else {"backend": "torchvision"})
     return {**entry, **extra}
 

@@ -1,4 +1,5 @@
 """Two processes fetching one name; a download process killed while it holds the lock."""
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,20 @@ from .conftest import child_env, file_entry, payload, sha, write_manifest
 
 DATA = payload(1_500_000, seed=3)
 PATH = "/zoo/tiny.pt"
-CHILD = ("import sys; from distill.model_zoo import get_checkpoint; "
-         "print(get_checkpoint(sys.argv[1], manifests=[sys.argv[2]], progress=False))")
+CHILD = (
+    "import sys; from distill.model_zoo import get_checkpoint; "
+    "print(get_checkpoint(sys.argv[1], manifests=[sys.argv[2]], progress=False))"
+)
 
 
 def start(zoo) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, "tiny", str(zoo)], env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, "tiny", str(zoo)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def serve(server, tmp_path, delay: float):

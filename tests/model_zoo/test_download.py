@@ -1,4 +1,5 @@
 """Downloads against a real HTTP server: good file, resume, corrupt file, 404, timeout, mirror, offline."""
+
 from __future__ import annotations
 
 import time
@@ -42,7 +43,9 @@ def test_cut_connection_resumes_with_range(server, zoo):
 
 def test_partial_file_is_resumed_by_the_next_call(server, zoo):
     server.plan[PATH] = [("cut", 250_000)]
-    with pytest.raises(DownloadError, match=r"connection closed after 250000 of 1000000 bytes.*rerun resumes"):
+    with pytest.raises(
+        DownloadError, match=r"connection closed after 250000 of 1000000 bytes.*rerun resumes"
+    ):
         get(zoo, retries=1)
     partial = cache_path("tiny", [zoo]).with_name("tiny.pt.partial")
     assert partial.stat().st_size == 250_000
@@ -116,8 +119,11 @@ def test_timeout_from_environment(server, zoo, monkeypatch):
 def test_mirror_serves_the_same_relative_path(server, tmp_path, monkeypatch):
     server.files["/mirror/teachers/tiny.pt"] = DATA
     dead = "http://127.0.0.1:9/zoo"  # nothing listens on the discard port
-    zoo = write_manifest(tmp_path / "zoo.json", [file_entry("tiny", DATA, f"{dead}/teachers/tiny.pt"),
-                                                 file_entry("rel", DATA, "teachers/tiny.pt")], base_url=dead)
+    zoo = write_manifest(
+        tmp_path / "zoo.json",
+        [file_entry("tiny", DATA, f"{dead}/teachers/tiny.pt"), file_entry("rel", DATA, "teachers/tiny.pt")],
+        base_url=dead,
+    )
     monkeypatch.setenv("DISTILL_MODEL_ZOO_MIRROR", server.url("/mirror/"))
     assert get(zoo).read_bytes() == DATA
     assert get_checkpoint("rel", manifests=[zoo], progress=False).read_bytes() == DATA
@@ -127,8 +133,11 @@ def test_mirror_serves_the_same_relative_path(server, tmp_path, monkeypatch):
 def test_mirror_folder(tmp_path, monkeypatch):
     (tmp_path / "mirror/teachers").mkdir(parents=True)
     (tmp_path / "mirror/teachers/tiny.pt").write_bytes(DATA)
-    zoo = write_manifest(tmp_path / "zoo.json", [file_entry("tiny", DATA, "https://host.invalid/zoo/teachers/tiny.pt")],
-                         base_url="https://host.invalid/zoo")
+    zoo = write_manifest(
+        tmp_path / "zoo.json",
+        [file_entry("tiny", DATA, "https://host.invalid/zoo/teachers/tiny.pt")],
+        base_url="https://host.invalid/zoo",
+    )
     monkeypatch.setenv("DISTILL_MODEL_ZOO_MIRROR", str(tmp_path / "mirror"))
     assert get(zoo).read_bytes() == DATA
 
@@ -137,9 +146,15 @@ def test_file_urls_and_plain_paths(tmp_path):
     src = tmp_path / "lab" / "tiny.pt"
     src.parent.mkdir()
     src.write_bytes(DATA)
-    zoo = write_manifest(tmp_path / "lab" / "zoo.json", [
-        file_entry("by-file-url", DATA, src.as_uri()), file_entry("by-path", DATA, str(src)),
-        file_entry("by-relative-path", DATA, "tiny.pt"), file_entry("missing", DATA, "nope.pt")])
+    zoo = write_manifest(
+        tmp_path / "lab" / "zoo.json",
+        [
+            file_entry("by-file-url", DATA, src.as_uri()),
+            file_entry("by-path", DATA, str(src)),
+            file_entry("by-relative-path", DATA, "tiny.pt"),
+            file_entry("missing", DATA, "nope.pt"),
+        ],
+    )
     for name in ("by-file-url", "by-path", "by-relative-path"):
         path = get_checkpoint(name, manifests=[zoo])
         assert path.read_bytes() == DATA and path != src
@@ -171,5 +186,14 @@ def test_lock_holder_without_progress_is_reported(server, tmp_path):
     dest.parent.mkdir()
     with file_lock(dest.with_name("tiny.pt.lock"), dest.with_name("tiny.pt.partial"), 60):
         with pytest.raises(DownloadError, match="made no progress for 0.3 s"):
-            fetch(server.url(PATH), dest, sha256="0" * 64, size=1, timeout=1, retries=1, progress=False,
-                  what="tiny", lock_timeout=0.3)
+            fetch(
+                server.url(PATH),
+                dest,
+                sha256="0" * 64,
+                size=1,
+                timeout=1,
+                retries=1,
+                progress=False,
+                what="tiny",
+                lock_timeout=0.3,
+            )

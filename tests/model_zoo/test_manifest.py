@@ -1,4 +1,5 @@
 """Manifest checking, extra manifests beside the built-in one, resolve_weights and tools/download_model.py."""
+
 from __future__ import annotations
 
 import subprocess
@@ -66,7 +67,9 @@ BAD = [
 
 @pytest.mark.parametrize("change, message", BAD)
 def test_bad_entries_are_one_line_errors(tmp_path, change, message):
-    path = write_manifest(tmp_path / "bad.json", [{**file_entry("lab-x", DATA, "x.pt", kind="student"), **change}])
+    path = write_manifest(
+        tmp_path / "bad.json", [{**file_entry("lab-x", DATA, "x.pt", kind="student"), **change}]
+    )
     with pytest.raises(DistillInputError, match=message) as e:
         list_entries([path])
     assert str(path) in str(e.value) and "\n" not in str(e.value)
@@ -100,8 +103,13 @@ def test_resolve_weights(lab, tmp_path, monkeypatch):
 
 
 def tool(*args, **env):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "download_model.py"), *map(str, args)],
-                          capture_output=True, text=True, env=child_env(**env), timeout=60)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "download_model.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        timeout=60,
+    )
 
 
 def test_download_tool(lab, zoo_env):
@@ -118,7 +126,9 @@ def test_download_tool(lab, zoo_env):
 
 def test_download_tool_errors(lab):
     r = tool("lab-r5", "--manifest", lab)
-    assert r.returncode == 2 and r.stderr.startswith("error: unknown model-zoo name 'lab-r5'; did you mean lab-r50")
+    assert r.returncode == 2 and r.stderr.startswith(
+        "error: unknown model-zoo name 'lab-r5'; did you mean lab-r50"
+    )
     assert len(r.stderr.strip().splitlines()) == 1
     r = tool()
     assert r.returncode == 2 and "give --all" in r.stderr

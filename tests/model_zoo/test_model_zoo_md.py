@@ -1,5 +1,6 @@
 """The built-in manifest against the tree: MODEL_ZOO.md up to date, configs present, hashes well formed,
 shipped files there and matching."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,16 +29,26 @@ def test_model_zoo_md_matches_the_manifest():
 
 def test_make_model_zoo_md_check_ignores_extra_manifests(tmp_path):
     extra = write_manifest(tmp_path / "lab.json", [file_entry("lab-x", b"x", "x.pt")])
-    r = subprocess.run([sys.executable, str(REPO / "tools/make_model_zoo_md.py"), "--check"], capture_output=True,
-                       text=True, env=child_env(DISTILL_MODEL_ZOO_MANIFEST=str(extra)), timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools/make_model_zoo_md.py"), "--check"],
+        capture_output=True,
+        text=True,
+        env=child_env(DISTILL_MODEL_ZOO_MANIFEST=str(extra)),
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
 
 
 def test_check_reports_a_stale_file(tmp_path):
     stale = tmp_path / "MODEL_ZOO.md"
     stale.write_text("# Model zoo\n")
-    r = subprocess.run([sys.executable, str(REPO / "tools/make_model_zoo_md.py"), "--check", "--output", stale],
-                       capture_output=True, text=True, env=child_env(), timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools/make_model_zoo_md.py"), "--check", "--output", stale],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
     assert r.returncode == 1 and "out of date" in r.stderr
 
 
@@ -55,7 +66,7 @@ def entry_problems(entry: dict) -> list[str]:
         if "recipe" not in entry:
             problems.append("only a recipe entry may have a planned config")
         elif exists:
-            problems.append(f"{config} exists now: drop \"status\": \"planned\" and {FIX}")
+            problems.append(f'{config} exists now: drop "status": "planned" and {FIX}')
     elif config is not None and not exists:
         problems.append(f"config {config} does not exist")
     if "path" in entry:
@@ -78,23 +89,42 @@ def test_entry_matches_the_tree(entry):
 
 
 def test_entry_check_catches_mismatches():
-    student = {"name": "s", "kind": "student", "backend": "torchvision", "command": "make s",
-               "sha256": "0" * 64, "size": 1, "url": "https://h/s.pt"}
+    student = {
+        "name": "s",
+        "kind": "student",
+        "backend": "torchvision",
+        "command": "make s",
+        "sha256": "0" * 64,
+        "size": 1,
+        "url": "https://h/s.pt",
+    }
     assert entry_problems(student) == []
     assert entry_problems({**student, "sha256": "0" * 63}) == [f"sha256 {'0' * 63!r} is not 64 hex digits"]
-    assert entry_problems({**student, "config": "configs/none.yaml"}) == ["config configs/none.yaml does not exist"]
+    assert entry_problems({**student, "config": "configs/none.yaml"}) == [
+        "config configs/none.yaml does not exist"
+    ]
     assert entry_problems({**student, "config": "configs/none.yaml", "status": "planned"}) == [
-        "only a recipe entry may have a planned config"]
+        "only a recipe entry may have a planned config"
+    ]
     recipe = {"name": "r", "kind": "student", "backend": "torchvision", "recipe": "make r"}
     assert entry_problems({**recipe, "config": "configs/none.yaml", "status": "planned"}) == []
     assert entry_problems({**student, "url": None, "path": "weights/none.pt"})[0].startswith("shipped file")
 
 
 def test_render_follows_the_manifest(tmp_path):
-    path = write_manifest(tmp_path / "m.json", [
-        file_entry("t-a", b"abc", "https://h/t-a.pt", pretrained="openai",
-                   metrics={"command": "python tools/train_teacher.py --eval-only", "values": {"acc": 91.234}}),
-        {"name": "s-b", "kind": "student", "backend": "detectron2", "recipe": "make s | tee log"}])
+    path = write_manifest(
+        tmp_path / "m.json",
+        [
+            file_entry(
+                "t-a",
+                b"abc",
+                "https://h/t-a.pt",
+                pretrained="openai",
+                metrics={"command": "python tools/train_teacher.py --eval-only", "values": {"acc": 91.234}},
+            ),
+            {"name": "s-b", "kind": "student", "backend": "detectron2", "recipe": "make s | tee log"},
+        ],
+    )
     text = render(load_manifest(path))
     assert "| `t-a` | distill-tiny-vit | openai | download | 0.0 MB |" in text
     assert "acc 91.23; measured by `python tools/train_teacher.py --eval-only`" in text

@@ -40,6 +40,12 @@ def test_coco_rles_and_drawing_same_as_with_dense_masks():
     from distill.modeling.masks import iter_local_masks
 
     a = draw_detections(img, boxes.numpy(), [0] * 7, [0.9] * 7, ["x"], ref[:1])
-    b = draw_detections(img, boxes.numpy(), [0] * 7, [0.9] * 7, ["x"],
-                        list(iter_local_masks(BoxMasks(probs, boxes, size)))[:1])
+    b = draw_detections(
+        img,
+        boxes.numpy(),
+        [0] * 7,
+        [0.9] * 7,
+        ["x"],
+        list(iter_local_masks(BoxMasks(probs, boxes, size)))[:1],
+    )
     assert np.array_equal(a, b)

@@ -1,4 +1,5 @@
 """MultiScaleRoIPooler on the fused op."""
+
 import pytest
 import torch
 from torchvision.ops import roi_align
@@ -45,7 +46,9 @@ def test_pooler_matches_per_level_roi_align():
 
 def test_scales_and_strides_are_equivalent():
     feats, box_lists = features(), [boxes(5), boxes(5, seed=2)]
-    by_scales = MultiScaleRoIPooler((7, 5), scales=[1 / s for s in STRIDES], sampling_ratio=2)(feats, box_lists)
+    by_scales = MultiScaleRoIPooler((7, 5), scales=[1 / s for s in STRIDES], sampling_ratio=2)(
+        feats, box_lists
+    )
     by_strides = MultiScaleRoIPooler((7, 5), STRIDES, sampling_ratio=2)(feats, box_lists)
     torch.testing.assert_close(by_scales, by_strides, rtol=0, atol=0)
 

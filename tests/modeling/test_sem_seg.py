@@ -52,7 +52,9 @@ def test_label_map_rejects_bad_values():
 def test_check_labels_errors_name_the_file():
     lab = np.array([[0, 1], [2, 255]], np.uint8)
     assert check_sem_seg_labels(lab, "x.png", 3, 255, (2, 2)).dtype == np.int64
-    with pytest.raises(DistillInputError, match=r"x\.png: label value 7 at \(x=1, y=0\) exceeds the 3 classes"):
+    with pytest.raises(
+        DistillInputError, match=r"x\.png: label value 7 at \(x=1, y=0\) exceeds the 3 classes"
+    ):
         check_sem_seg_labels(np.array([[0, 7], [0, 0]]), "x.png", 3)
     with pytest.raises(DistillInputError, match=r"x\.png: label size 2x2 differs from the image's 4x3"):
         check_sem_seg_labels(lab, "x.png", 3, 255, (3, 4))
@@ -120,9 +122,12 @@ def test_image_pixel_distill_loss(kind):
     assert part.item() == pytest.approx(pixel_distill_loss(s, tt, kind, valid).item(), rel=1e-5)
     # teacher at another resolution is resized bilinearly to the student's grid
     low = F.normalize(torch.randn(2, D, 2, 2), dim=1)
-    expect = pixel_distill_loss(s, F.interpolate(low, size=(8, 8), mode="bilinear", align_corners=False), kind)
+    expect = pixel_distill_loss(
+        s, F.interpolate(low, size=(8, 8), mode="bilinear", align_corners=False), kind
+    )
     assert image_pixel_distill_loss(s, list(low), [(32, 32)] * 2, 4, kind).item() == pytest.approx(
-        expect.item(), rel=1e-5)
+        expect.item(), rel=1e-5
+    )
     assert image_pixel_distill_loss(s, list(t), [(32, 32)] * 2, 4, kind).item() > 0
     assert image_pixel_distill_loss(s, list(s), [(32, 32)] * 2, 4, kind).item() == pytest.approx(0, abs=1e-6)
 
@@ -202,4 +207,5 @@ def test_background_cells_are_not_distilled_by_default():
     pred.distill_background = True
     _, losses = pred(feats, [(32, 32)] * 2, labels, targets)
     assert losses["loss_pixel_distill"].item() == pytest.approx(
-        image_pixel_distill_loss(emb, targets, [(32, 32)] * 2, 4, "l1").item(), rel=1e-5)
+        image_pixel_distill_loss(emb, targets, [(32, 32)] * 2, 4, "l1").item(), rel=1e-5
+    )

@@ -54,7 +54,9 @@ def test_vild_text_loss_novel_modes():
     assert plain.item() == pytest.approx(-torch.log_softmax(logits, 1)[0, 0].item())
     novel = torch.tensor([False, True, False])
     zero = vild_text_loss(logits, label, novel, "zero")  # novel logit 5 → 0, still in the denominator
-    assert zero.item() == pytest.approx(-torch.log_softmax(torch.tensor([[2.0, 0.0, 0.5, 1.0]]), 1)[0, 0].item())
+    assert zero.item() == pytest.approx(
+        -torch.log_softmax(torch.tensor([[2.0, 0.0, 0.5, 1.0]]), 1)[0, 0].item()
+    )
     drop = vild_text_loss(logits, label, novel, "neg_inf")
     assert drop.item() == pytest.approx(-torch.log_softmax(torch.tensor([[2.0, 0.5, 1.0]]), 1)[0, 0].item())
     empty = vild_text_loss(torch.zeros(0, 4, requires_grad=True), torch.zeros(0, dtype=torch.long))

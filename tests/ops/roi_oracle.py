@@ -1,5 +1,6 @@
 """Test helpers for the multi-level RoIAlign: a literal float64 scalar oracle, the detectron2-style
 per-level torchvision baseline and random inputs with awkward boxes."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,12 @@ def oracle_bilinear(plane, y, x):
         x_high = x_low + 1
     ly, lx = y - y_low, x - x_low
     hy, hx = 1.0 - ly, 1.0 - lx
-    return (hy * hx * plane[y_low][x_low] + hy * lx * plane[y_low][x_high]
-            + ly * hx * plane[y_high][x_low] + ly * lx * plane[y_high][x_high])
+    return (
+        hy * hx * plane[y_low][x_low]
+        + hy * lx * plane[y_low][x_high]
+        + ly * hx * plane[y_high][x_low]
+        + ly * lx * plane[y_high][x_high]
+    )
 
 
 def oracle_roi_align(features, rois, output_size, strides, sampling_ratio=0, aligned=True):
@@ -94,8 +99,12 @@ def torchvision_levels(features, rois, output_size, strides, sampling_ratio=0, a
 def random_features(batch=2, channels=3, image=(96, 128), strides=STRIDES, dtype=torch.float32, seed=0):
     """Feature maps with detectron2's FPN sizes ceil(image / stride)."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, channels, math.ceil(image[0] / s), math.ceil(image[1] / s), generator=g,
-                        dtype=dtype) for s in strides]
+    return [
+        torch.randn(
+            batch, channels, math.ceil(image[0] / s), math.ceil(image[1] / s), generator=g, dtype=dtype
+        )
+        for s in strides
+    ]
 
 
 def random_rois(num, batch=2, image=(96, 128), seed=0, dtype=torch.float32):
@@ -106,9 +115,9 @@ def random_rois(num, batch=2, image=(96, 128), seed=0, dtype=torch.float32):
     kinds = torch.randint(0, 5, (num,), generator=g)
     xy = torch.rand(num, 2, generator=g) * torch.tensor([w, h])
     size = torch.rand(num, 2, generator=g) * torch.tensor([w, h])
-    size = torch.where(kinds[:, None] == 1, size * 0.02, size)             # tiny
-    size = torch.where(kinds[:, None] == 2, size * 6.0, size)              # huge (beyond the image)
-    xy = torch.where(kinds[:, None] == 3, xy - size * 0.7, xy)             # across the top-left border
+    size = torch.where(kinds[:, None] == 1, size * 0.02, size)  # tiny
+    size = torch.where(kinds[:, None] == 2, size * 6.0, size)  # huge (beyond the image)
+    xy = torch.where(kinds[:, None] == 3, xy - size * 0.7, xy)  # across the top-left border
     xy = torch.where(kinds[:, None] == 4, torch.tensor([w, h]) - size * 0.3, xy)  # bottom-right border
     boxes = torch.cat([xy, xy + size], dim=1)
     index = torch.randint(0, batch, (num, 1), generator=g).float()

@@ -1,5 +1,6 @@
 """distill.ops.nms / batched_nms: torchvision's results (ties, degenerate boxes, both float dtypes), the
 fallback, bad input, and the RPN that uses them."""
+
 import pytest
 import torch
 import torchvision
@@ -33,7 +34,9 @@ def test_nms_equals_torchvision(dtype, ties):
 
 
 @needs_ops
-@pytest.mark.parametrize("n", [300, 1000, 1001, 2500])  # both of torchvision's strategies (up to / over 1000 boxes)
+@pytest.mark.parametrize(
+    "n", [300, 1000, 1001, 2500]
+)  # both of torchvision's strategies (up to / over 1000 boxes)
 def test_batched_nms_equals_torchvision(n):
     for seed in range(10):
         b, s = _boxes(n, seed, ties=seed % 2 == 1)
@@ -77,12 +80,24 @@ def test_rpn_proposals_equal_torchvision_rpn(training):
     torch.manual_seed(0)
     anchors = AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3)
     head = RPNHead(8, 3)
-    args = (anchors, head, 0.7, 0.3, 64, 0.5, {"training": 300, "testing": 200}, {"training": 150, "testing": 100},
-            0.7)
+    args = (
+        anchors,
+        head,
+        0.7,
+        0.3,
+        64,
+        0.5,
+        {"training": 300, "testing": 200},
+        {"training": 150, "testing": 100},
+        0.7,
+    )
     ours, theirs = RPN(*args), RegionProposalNetwork(*args)
     images = ImageList(torch.zeros(2, 3, 128, 96), [(128, 96), (120, 90)])
     feats = {str(k): torch.randn(2, 8, 32 // 2**k, 24 // 2**k) for k in range(3)}
-    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]])}, {"boxes": torch.tensor([[5.0, 20.0, 80.0, 90.0]])}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]])},
+        {"boxes": torch.tensor([[5.0, 20.0, 80.0, 90.0]])},
+    ]
     ours.train(training)
     theirs.train(training)
     torch.manual_seed(1)

@@ -1,5 +1,6 @@
 """torch.library.opcheck for every distill:: op (schema, fake kernel, autograd registration and dispatch
 agree): on CPU, and on CUDA for the ops with CUDA kernels (marked gpu)."""
+
 import pytest
 import torch
 
@@ -8,9 +9,19 @@ from distill.teacher.crops import crop_taps
 from tests.ops.roi_oracle import random_features, random_rois
 
 pytestmark = pytest.mark.skipif(not has_compiled_ops(), reason="distill._C extension not built")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not (torch.cuda.is_available() and has_compiled_ops() and _loader.cuda_compiled()),
-    reason="needs a CUDA device and distill._C built with CUDA")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(
+                not (torch.cuda.is_available() and has_compiled_ops() and _loader.cuda_compiled()),
+                reason="needs a CUDA device and distill._C built with CUDA",
+            ),
+        ],
+    ),
+]
 ROI_ALIGN_PARAMS = (3, 2, 0, True, 2, 224.0, 4)  # output_h, output_w, sampling_ratio, aligned, min_level, ...
 
 
@@ -29,10 +40,19 @@ def test_multilevel_roi_align(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_multilevel_roi_align_backward(device):
     features, rois = roi_case(device)
-    grad = torch.randn(rois.shape[0], 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    grad = torch.randn(
+        rois.shape[0], 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7)
+    )
     b, c = features[0].shape[:2]
-    args = (grad.to(device), rois, b, c, [f.shape[2] for f in features], [f.shape[3] for f in features],
-            *ROI_ALIGN_PARAMS[2:])
+    args = (
+        grad.to(device),
+        rois,
+        b,
+        c,
+        [f.shape[2] for f in features],
+        [f.shape[3] for f in features],
+        *ROI_ALIGN_PARAMS[2:],
+    )
     torch.library.opcheck(torch.ops.distill.multilevel_roi_align_backward.default, args)
 
 
@@ -40,8 +60,9 @@ def crop_case(device, dtype):
     g = torch.Generator().manual_seed(3)
     image = torch.randint(0, 256, (3, 40, 56), generator=g, dtype=torch.uint8)
     image = image if dtype == torch.uint8 else image.float() / 255
-    boxes = torch.tensor([[2.0, 3.0, 30.0, 25.0], [10.5, 0.0, 56.0, 40.0], [-4.0, 5.0, 20.0, 60.0]],
-                         dtype=torch.float64)
+    boxes = torch.tensor(
+        [[2.0, 3.0, 30.0, 25.0], [10.5, 0.0, 56.0, 40.0], [-4.0, 5.0, 20.0, 60.0]], dtype=torch.float64
+    )
     return image, boxes
 
 
@@ -59,8 +80,9 @@ def test_resample_crops_out(dtype):  # CPU only: other devices copy resample_cro
     image, boxes = crop_case("cpu", dtype)
     taps = crop_taps(image, boxes, 16)
     out = torch.empty(3, 3, 16, 16)
-    torch.library.opcheck(torch.ops.distill.resample_crops_out.default,
-                          (image, *taps, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], out))
+    torch.library.opcheck(
+        torch.ops.distill.resample_crops_out.default, (image, *taps, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], out)
+    )
 
 
 def test_crop_taps():

@@ -1,4 +1,5 @@
 """`python -m distill.ops.build cuda-check` without nvcc: a visible skip notice and exit code 0."""
+
 from distill.ops import build
 
 

@@ -1,5 +1,6 @@
 """Gradients of distill.ops.multilevel_roi_align: gradcheck in float64 and agreement with torchvision's
 per-level backward and with the reference."""
+
 import pytest
 import torch
 
@@ -53,8 +54,10 @@ def test_backward_matches_torchvision_per_level(sampling_ratio):
 def test_backward_matches_reference_float64():
     features = random_features(channels=3, dtype=torch.float64, seed=22)
     rois = random_rois(100, seed=23, dtype=torch.float64)
-    for a, b in zip(grads(multilevel_roi_align, features, rois, 0),
-                    grads(multilevel_roi_align_reference, features, rois, 0)):
+    for a, b in zip(
+        grads(multilevel_roi_align, features, rois, 0),
+        grads(multilevel_roi_align_reference, features, rois, 0),
+    ):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 

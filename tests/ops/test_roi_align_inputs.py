@@ -1,4 +1,5 @@
 """Bad input is rejected with a ValueError/TypeError naming the argument, before any kernel runs."""
+
 import pytest
 
 from distill.ops import multilevel_roi_align
@@ -10,29 +11,40 @@ def good():
     return random_features(channels=2), random_rois(6)
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda f, r: (f[0], r, 7, STRIDES), TypeError, "features"),
-    (lambda f, r: ([], r, 7, STRIDES), TypeError, "features"),
-    (lambda f, r: ([f[0], f[1].numpy(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\]"),
-    (lambda f, r: ([f[0][0], *f[1:]], r, 7, STRIDES), ValueError, r"features\[0\] must be 4-D"),
-    (lambda f, r: ([f[0], f[1].long(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\]"),
-    (lambda f, r: ([f[0], f[1].double(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\] has dtype"),
-    (lambda f, r: ([f[0], f[1][:1], *f[2:]], r, 7, STRIDES), ValueError, r"features\[1\] has \(B, C\)"),
-    (lambda f, r: ([f[0], f[1][:, :1], *f[2:]], r, 7, STRIDES), ValueError, r"features\[1\] has \(B, C\)"),
-    (lambda f, r: ([f[0], f[1].to("meta"), *f[2:]], r, 7, STRIDES), ValueError, r"features\[1\] is on meta"),
-    (lambda f, r: (f, r.numpy(), 7, STRIDES), TypeError, "rois"),
-    (lambda f, r: (f, r.long(), 7, STRIDES), TypeError, "rois"),
-    (lambda f, r: (f, r[:, 1:], 7, STRIDES), ValueError, r"rois must be \(K, 5\)"),
-    (lambda f, r: (f, r[0], 7, STRIDES), ValueError, r"rois must be \(K, 5\)"),
-    (lambda f, r: (f, r.to("meta"), 7, STRIDES), ValueError, "rois is on meta"),
-    (lambda f, r: (f, r, 7, [4, 8, 16]), ValueError, "strides"),
-    (lambda f, r: (f, r, 7, [4, 8, 12, 16]), ValueError, "strides must be powers of two"),
-    (lambda f, r: (f, r, 7, [3, 6, 12, 24]), ValueError, "strides must be powers of two"),
-    (lambda f, r: (f, r, 7, [4, 16, 32, 64]), ValueError, "consecutive"),
-    (lambda f, r: (f, r, 7, [32, 16, 8, 4]), ValueError, "consecutive"),
-    (lambda f, r: (f, r, 0, STRIDES), ValueError, "output_size"),
-    (lambda f, r: (f, r, (7, 7, 7), STRIDES), ValueError, "output_size"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda f, r: (f[0], r, 7, STRIDES), TypeError, "features"),
+        (lambda f, r: ([], r, 7, STRIDES), TypeError, "features"),
+        (lambda f, r: ([f[0], f[1].numpy(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\]"),
+        (lambda f, r: ([f[0][0], *f[1:]], r, 7, STRIDES), ValueError, r"features\[0\] must be 4-D"),
+        (lambda f, r: ([f[0], f[1].long(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\]"),
+        (lambda f, r: ([f[0], f[1].double(), *f[2:]], r, 7, STRIDES), TypeError, r"features\[1\] has dtype"),
+        (lambda f, r: ([f[0], f[1][:1], *f[2:]], r, 7, STRIDES), ValueError, r"features\[1\] has \(B, C\)"),
+        (
+            lambda f, r: ([f[0], f[1][:, :1], *f[2:]], r, 7, STRIDES),
+            ValueError,
+            r"features\[1\] has \(B, C\)",
+        ),
+        (
+            lambda f, r: ([f[0], f[1].to("meta"), *f[2:]], r, 7, STRIDES),
+            ValueError,
+            r"features\[1\] is on meta",
+        ),
+        (lambda f, r: (f, r.numpy(), 7, STRIDES), TypeError, "rois"),
+        (lambda f, r: (f, r.long(), 7, STRIDES), TypeError, "rois"),
+        (lambda f, r: (f, r[:, 1:], 7, STRIDES), ValueError, r"rois must be \(K, 5\)"),
+        (lambda f, r: (f, r[0], 7, STRIDES), ValueError, r"rois must be \(K, 5\)"),
+        (lambda f, r: (f, r.to("meta"), 7, STRIDES), ValueError, "rois is on meta"),
+        (lambda f, r: (f, r, 7, [4, 8, 16]), ValueError, "strides"),
+        (lambda f, r: (f, r, 7, [4, 8, 12, 16]), ValueError, "strides must be powers of two"),
+        (lambda f, r: (f, r, 7, [3, 6, 12, 24]), ValueError, "strides must be powers of two"),
+        (lambda f, r: (f, r, 7, [4, 16, 32, 64]), ValueError, "consecutive"),
+        (lambda f, r: (f, r, 7, [32, 16, 8, 4]), ValueError, "consecutive"),
+        (lambda f, r: (f, r, 0, STRIDES), ValueError, "output_size"),
+        (lambda f, r: (f, r, (7, 7, 7), STRIDES), ValueError, "output_size"),
+    ],
+)
 def test_bad_arguments(good, make, error, match):
     with pytest.raises(error, match=match):
         multilevel_roi_align(*make(*good))

@@ -1,5 +1,6 @@
 """How the op runs: compiled extension present, torch.compile, autocast, the reference fallback and
 DISTILL_REQUIRE_OPS, CPU vs CUDA parity."""
+
 import shutil
 import warnings
 
@@ -103,7 +104,9 @@ def cuda_ops_available():
     return torch.cuda.is_available() and has_compiled_ops() and _loader.cuda_compiled()
 
 
-needs_cuda = pytest.mark.skipif(not cuda_ops_available(), reason="needs a CUDA device and distill._C built with CUDA")
+needs_cuda = pytest.mark.skipif(
+    not cuda_ops_available(), reason="needs a CUDA device and distill._C built with CUDA"
+)
 
 
 @pytest.mark.gpu

@@ -1,5 +1,6 @@
 """Forward values of distill.ops.multilevel_roi_align against a float64 scalar oracle, torchvision's
 roi_align applied level by level (detectron2 ROIPooler semantics) and the pure-PyTorch reference."""
+
 import pytest
 import torch
 
@@ -27,8 +28,9 @@ def test_matches_scalar_oracle(backend, sampling_ratio, aligned):
     features = random_features(channels=2, dtype=torch.float64, seed=1)
     rois = random_rois(15, seed=2, dtype=torch.float64)
     out = backend(features, rois, (3, 4), STRIDES, sampling_ratio, aligned)
-    expected = torch.tensor(oracle_roi_align(features, rois, (3, 4), STRIDES, sampling_ratio, aligned),
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        oracle_roi_align(features, rois, (3, 4), STRIDES, sampling_ratio, aligned), dtype=torch.float64
+    )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -63,7 +65,9 @@ def test_empty_rois(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_degenerate_boxes_pool_finest_level_or_zero(backend):
     features = random_features(channels=3)
-    rois = torch.tensor([[0, 10, 10, 10, 10], [1, 20, 30, 5, 8], [0, 5, 5, 5.5, 40], [1, -50, -50, -20, -20.0]])
+    rois = torch.tensor(
+        [[0, 10, 10, 10, 10], [1, 20, 30, 5, 8], [0, 5, 5, 5.5, 40], [1, -50, -50, -20, -20.0]]
+    )
     out = backend(features, rois, (2, 2), STRIDES)
     expected = torchvision_levels(features, rois, (2, 2), STRIDES)
     assert (out - expected).abs().max().item() <= 1e-6
@@ -75,7 +79,10 @@ def test_roi_order_and_batch_index_order(backend):
     rois = random_rois(40, batch=3, seed=7)
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
     out = backend(features, rois, (7, 7), STRIDES)
-    torch.testing.assert_close(backend(features, rois[perm], (7, 7), STRIDES), out[perm], rtol=0, atol=0)
+    # the compiled op pools each RoI alone (bit-exact under any order); the reference's batched weight
+    # products may round differently when the RoIs sit at other positions of the batch
+    atol = 0 if backend is compiled else 1e-6
+    torch.testing.assert_close(backend(features, rois[perm], (7, 7), STRIDES), out[perm], rtol=0, atol=atol)
 
 
 @needs_ops
@@ -84,8 +91,10 @@ def test_roi_order_and_batch_index_order(backend):
 def test_compiled_matches_reference(dtype, sampling_ratio):
     features = random_features(channels=6, dtype=dtype, seed=8)
     rois = random_rois(200, seed=9, dtype=dtype)
-    torch.testing.assert_close(compiled(features, rois, (7, 7), STRIDES, sampling_ratio),
-                               reference(features, rois, (7, 7), STRIDES, sampling_ratio))
+    torch.testing.assert_close(
+        compiled(features, rois, (7, 7), STRIDES, sampling_ratio),
+        reference(features, rois, (7, 7), STRIDES, sampling_ratio),
+    )
 
 
 @needs_ops

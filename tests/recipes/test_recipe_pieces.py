@@ -1,5 +1,6 @@
 """The pieces the real recipes added: their configs on both backends, repeat-factor sampling, large-scale jitter,
 compact proposals, the shaped trees, random-weight teachers and trimmed text tokens."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,10 @@ def test_recipe_configs_load_on_torchvision_with_the_published_settings():
     for path in CONFIGS:
         cfg = load_config(str(path))
         d, lvis = cfg.MODEL.DISTILL, "ov_lvis" in str(path)
-        assert d.TEACHER.ARCH == ("ViT-L-14" if "vitl14" in path.name else "ViT-B-32") and d.TEACHER.PRETRAINED == "openai"
+        assert (
+            d.TEACHER.ARCH == ("ViT-L-14" if "vitl14" in path.name else "ViT-B-32")
+            and d.TEACHER.PRETRAINED == "openai"
+        )
         assert d.IMAGE_LOSS_WEIGHT == (0.0 if path.name.startswith("vild_text") else 0.5)
         assert cfg.MODEL.RESNETS.DEPTH == 50 and d.BACKBONE_WEIGHTS == "imagenet" and d.LSJ.ENABLED
         assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, d.LSJ.SIZE) == (1024, 1024, 1024)
@@ -43,10 +47,12 @@ def test_recipe_configs_load_on_detectron2_with_msra_r50():
 
 def test_repeat_factors_follow_the_lvis_rule():
     # category 2 in one of 11 images: f = 1/11, t = 0.4 → r = sqrt(4.4); category 1 (f = 10/11) → 1
-    dicts = [{"annotations": [{"category_id": 1}] + ([{"category_id": 2}] if i == 0 else [])} for i in range(10)]
+    dicts = [
+        {"annotations": [{"category_id": 1}] + ([{"category_id": 2}] if i == 0 else [])} for i in range(10)
+    ]
     dicts.append({"annotations": []})
     f = repeat_factors(dicts, 0.4)
-    assert f[0] == pytest.approx(4.4 ** 0.5) and f[1] == pytest.approx(1.0) and f[-1] == 1.0
+    assert f[0] == pytest.approx(4.4**0.5) and f[1] == pytest.approx(1.0) and f[-1] == 1.0
     rng = np.random.default_rng(0)
     idx = np.concatenate([repeated_indices(np.array([1.5, 1.0]), rng) for _ in range(2000)])
     assert np.bincount(idx)[0] / 2000 == pytest.approx(1.5, abs=0.05)
@@ -64,8 +70,13 @@ def test_lsj_mapper_crops_to_the_square_and_drops_cut_regions(tmp_path):
     root = write_shaped_tree(tmp_path, 2, 1)
     im = read_json(root / "coco/annotations/instances_train2017.json")
     anns = [a for a in im["annotations"] if a["image_id"] == 1 and not a["iscrowd"]]
-    d = {"file_name": str(root / "coco/train2017/000000000001.jpg"), "image_id": 1, "height": 480, "width": 640,
-         "annotations": [{**a, "category_id": 0} for a in anns]}
+    d = {
+        "file_name": str(root / "coco/train2017/000000000001.jpg"),
+        "image_id": 1,
+        "height": 480,
+        "width": 640,
+        "annotations": [{**a, "category_id": 0} for a in anns],
+    }
     sizes = set()
     for seed in range(6):
         m = DatasetMapper(MapperConfig(lsj=(256, 0.5, 2.0), flip_prob=0.5), seed=seed)(d)
@@ -96,8 +107,11 @@ def test_proposals_npz_round_trip_and_errors(tmp_path):
 def test_shaped_trees_have_the_real_structure(tmp_path):
     root = write_shaped_tree(tmp_path, 3, 2)
     coco = read_json(root / "coco/annotations/instances_train2017.json")
-    assert len(coco["categories"]) == 80 and coco["categories"][-1] == {"id": 90, "name": "toothbrush",
-                                                                          "supercategory": "indoor"}
+    assert len(coco["categories"]) == 80 and coco["categories"][-1] == {
+        "id": 90,
+        "name": "toothbrush",
+        "supercategory": "indoor",
+    }
     assert {(i["width"], i["height"]) for i in coco["images"]} >= {(640, 480), (427, 640)}
     assert any(a["iscrowd"] and isinstance(a["segmentation"], dict) for a in coco["annotations"])
     assert any(isinstance(a["segmentation"], list) for a in coco["annotations"])
@@ -117,14 +131,18 @@ def test_random_weight_teacher_and_trimmed_text_tokens():
     assert t.pretrained is None
     tokens = t.tokenizer(["a photo of a cat.", "a very long prompt of a much longer category name"])
     with torch.no_grad():
-        torch.testing.assert_close(t._encode_tokens(tokens), t.model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            t._encode_tokens(tokens), t.model.encode_text(tokens), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_serialized_list_returns_equal_items_from_one_buffer():
     from distill.data.serialize import SerializedList
 
-    items = [{"image_id": i, "annotations": [{"bbox": [i, 0, 1, 1], "segmentation": [[0, 0, 1, 1, 2, 0]]}]}
-             for i in range(50)] + [{}]
+    items = [
+        {"image_id": i, "annotations": [{"bbox": [i, 0, 1, 1], "segmentation": [[0, 0, 1, 1, 2, 0]]}]}
+        for i in range(50)
+    ] + [{}]
     s = SerializedList(items)
     assert len(s) == 51 and [s[i] for i in range(51)] == items and s.nbytes > 0
     assert len(SerializedList([])) == 0
@@ -154,9 +172,17 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
     ov = make_ov_coco(read_json(root / "coco/annotations/instances_train2017.json"), train=False)
     atomic_write_json(tmp_path / "ov.json", ov)
     dicts, _ = load_coco_json(tmp_path / "ov.json", root / "coco/train2017")
-    cfg = d2.load_detectron2_config(str(REPO / "configs/ov_lvis/vild_r50_fpn_lsj.yaml"),
-                                    ["MODEL.DISTILL.BACKBONE_WEIGHTS", "", "MODEL.DISTILL.LSJ.SIZE", "256",
-                                     "MODEL.DISTILL.REGION_STORE", ""])
+    cfg = d2.load_detectron2_config(
+        str(REPO / "configs/ov_lvis/vild_r50_fpn_lsj.yaml"),
+        [
+            "MODEL.DISTILL.BACKBONE_WEIGHTS",
+            "",
+            "MODEL.DISTILL.LSJ.SIZE",
+            "256",
+            "MODEL.DISTILL.REGION_STORE",
+            "",
+        ],
+    )
     mapper = d2.ViLDDatasetMapper(cfg, True)
     for _ in range(4):
         out = mapper(dict(dicts[0]))

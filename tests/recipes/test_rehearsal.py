@@ -3,6 +3,7 @@ LVIS-shaped trees at the configs' real shapes: ViT-B-32 (random weights) at 224 
 with LSJ, 300 proposals per training image, 65 / 1,203 classes. One iteration per training, one prompt
 template and 16 regions per image (the proposals file keeps 300) keep it to minutes on a CPU. The
 backend-free stages (splits, text and region embeddings) run once per dataset, on the torchvision half."""
+
 import os
 import shutil
 
@@ -40,13 +41,23 @@ def shaped(tmp_path_factory):
 def _check(stage: str, dataset: str, out) -> None:
     if stage == "text":
         n_all, n_base = CLASSES[dataset]
-        assert ClassEmbeddings.load(out / "text" / f"{dataset}_all_vitb32.npy").embeddings.shape == (n_all, 512)
-        assert ClassEmbeddings.load(out / "text" / f"{dataset}_base_vitb32.npy").embeddings.shape == (n_base, 512)
+        assert ClassEmbeddings.load(out / "text" / f"{dataset}_all_vitb32.npy").embeddings.shape == (
+            n_all,
+            512,
+        )
+        assert ClassEmbeddings.load(out / "text" / f"{dataset}_base_vitb32.npy").embeddings.shape == (
+            n_base,
+            512,
+        )
     elif stage in ("train_proposal_net", "train_vild"):
-        assert (out / ("vild_text" if stage == "train_proposal_net" else "vild") / "model_final.pth").is_file()
+        assert (
+            out / ("vild_text" if stage == "train_proposal_net" else "vild") / "model_final.pth"
+        ).is_file()
     elif stage == "proposals":
         with np.load(out / "proposals_train_vitb32.npz") as z:
-            assert z["image_ids"].tolist() == list(range(1, NUM_TRAIN + 1))  # the image without annotations too
+            assert z["image_ids"].tolist() == list(
+                range(1, NUM_TRAIN + 1)
+            )  # the image without annotations too
             assert z["counts"].tolist() == [300] * NUM_TRAIN and z["boxes"].shape == (300 * NUM_TRAIN, 4)
     elif stage == "regions":
         store = RegionEmbeddingStore(out / "regions_vitb32", expected_dim=512)
@@ -57,8 +68,11 @@ def _check(stage: str, dataset: str, out) -> None:
         assert 0 < boxes.shape[0] <= REGIONS and emb.shape == (boxes.shape[0], 512)
     elif stage == "evaluate":
         m = read_json(out / "vild_eval" / "inference" / VAL_NAME[dataset] / "metrics.json")
-        keys = ["box_AP50_novel", "box_AP50_base", "box_AP50"] if dataset == "ov_coco" else \
-            ["mask_APr", "box_APr", "mask_AP"]
+        keys = (
+            ["box_AP50_novel", "box_AP50_base", "box_AP50"]
+            if dataset == "ov_coco"
+            else ["mask_APr", "box_APr", "mask_AP"]
+        )
         assert all(isinstance(m.get(k), float) for k in keys), m
     elif stage == "demo":
         img = cv2.imread(str(out / "demo" / f"{NUM_TRAIN + 1:012d}.png"))
@@ -71,10 +85,19 @@ def _rehearse(dataset: str, backend: str, shaped, cwd, shared_from=None) -> None
     os.symlink(REPO / "configs", cwd / "configs")  # the configs' relative paths, as in a checkout
     out = cwd / "output" / dataset
     demo = str(shaped / "coco" / "val2017" / f"{NUM_TRAIN + 1:012d}.jpg")
-    stages = recipe(dataset, backend, str(shaped), Rehearsal(iterations=1, regions_per_image=REGIONS,
-                                                             demo_image=demo))
-    assert [s.name for s in stages] == ["prepare", "text", "train_proposal_net", "proposals", "regions",
-                                        "train_vild", "evaluate", "demo"]
+    stages = recipe(
+        dataset, backend, str(shaped), Rehearsal(iterations=1, regions_per_image=REGIONS, demo_image=demo)
+    )
+    assert [s.name for s in stages] == [
+        "prepare",
+        "text",
+        "train_proposal_net",
+        "proposals",
+        "regions",
+        "train_vild",
+        "evaluate",
+        "demo",
+    ]
     if shared_from is not None:
         out.mkdir(parents=True)
         for name in ("text", "regions_vitb32"):

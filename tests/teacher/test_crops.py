@@ -44,7 +44,9 @@ def test_center_crops_match_pil_preprocessing(smooth_image, size):
     boxes = torch.cat([xy, xy + 8 + torch.rand(24, 2, generator=g) * 300], 1).round()  # some past the border
     pil = Image.fromarray(smooth_image)
     ref = torch.stack([pre(pil.crop(tuple(b.tolist()))) for b in boxes])
-    out = crop_resize_normalize(torch.from_numpy(smooth_image).permute(2, 0, 1), boxes, size, MEAN, STD, "center")
+    out = crop_resize_normalize(
+        torch.from_numpy(smooth_image).permute(2, 0, 1), boxes, size, MEAN, STD, "center"
+    )
     cos = torch.nn.functional.cosine_similarity(out.flatten(1), ref.flatten(1))
     assert cos.min() > 0.999
     # PIL rounds between its two passes; we round once: at most a few 8-bit levels apart

@@ -1,4 +1,5 @@
 """The fused `distill::resample_crops` kernel against the pure-PyTorch reference crops."""
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -22,8 +23,16 @@ def random_boxes(n, height=40, width=56, seed=1):
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * torch.tensor([width + 20.0, height + 20.0]) - 15
     wh = 1 + torch.rand(n, 2, generator=g) * 59
-    tiny = torch.tensor([[3.0, 4.0, 4.0, 5.0], [10.0, 10.0, 12.0, 11.0], [5.5, 6.5, 7.5, 7.5],
-                         [20.0, 20.0, 20.0, 20.0], [-3.0, -2.0, -1.0, -1.0], [width - 1.0, 0.0, width + 1.0, 2.0]])
+    tiny = torch.tensor(
+        [
+            [3.0, 4.0, 4.0, 5.0],
+            [10.0, 10.0, 12.0, 11.0],
+            [5.5, 6.5, 7.5, 7.5],
+            [20.0, 20.0, 20.0, 20.0],
+            [-3.0, -2.0, -1.0, -1.0],
+            [width - 1.0, 0.0, width + 1.0, 2.0],
+        ]
+    )
     return torch.cat([torch.cat([xy, xy + wh], 1), tiny])
 
 
@@ -36,10 +45,17 @@ def assert_same_crops(out, ref):
 
 
 @needs_ops
-@pytest.mark.parametrize("geometry, dtype, size", [
-    ("center", torch.uint8, 24), ("center", torch.float32, 24), ("stretch", torch.uint8, 24),
-    ("stretch", torch.float32, 24), ("center", torch.float64, 7), ("stretch", torch.uint8, 7),
-])
+@pytest.mark.parametrize(
+    "geometry, dtype, size",
+    [
+        ("center", torch.uint8, 24),
+        ("center", torch.float32, 24),
+        ("stretch", torch.uint8, 24),
+        ("stretch", torch.float32, 24),
+        ("center", torch.float64, 7),
+        ("stretch", torch.uint8, 7),
+    ],
+)
 def test_op_matches_reference(geometry, dtype, size):
     img, boxes = random_image(dtype), random_boxes(30)
     assert crops.resample_crops_compiled(img.device)  # not comparing the reference with itself
@@ -55,7 +71,10 @@ def test_compiled_taps_match_python_taps(geometry, size):
     """distill::crop_taps computes crops._taps: same K, indices and (float32) weights; size 2 needs K > 256."""
     boxes = torch.cat([random_boxes(10, 480, 640, seed=6) * 6, random_boxes(10, seed=7)])
     b, w, h, new_w, new_h, left, top = crops._geometry(boxes.double(), size, geometry)
-    for args, limit in (((b[:, 1].contiguous(), h, new_h, top), 480), ((b[:, 0].contiguous(), w, new_w, left), 640)):
+    for args, limit in (
+        ((b[:, 1].contiguous(), h, new_h, top), 480),
+        ((b[:, 0].contiguous(), w, new_w, left), 640),
+    ):
         index, weight = crops._taps(*args, size, limit)
         c_index, c_weight = torch.ops.distill.crop_taps(*args, size, limit)
         assert torch.equal(c_index, index)
@@ -77,7 +96,10 @@ def test_op_on_arbitrary_taps(dtype):
     g = torch.Generator().manual_seed(3)
     img = random_image(dtype, 9, 11)[:2]
     n, sy, sx = 5, 6, 4
-    y_index, x_index = torch.randint(0, 9, (n, sy, 3), generator=g), torch.randint(0, 11, (n, sx, 5), generator=g)
+    y_index, x_index = (
+        torch.randint(0, 9, (n, sy, 3), generator=g),
+        torch.randint(0, 11, (n, sx, 5), generator=g),
+    )
     y_weight, x_weight = torch.randn(n, sy, 3, generator=g), torch.randn(n, sx, 5, generator=g)
     y_weight[0] = 0  # a crop with no rows
     x_weight[1, :, 0] = 0
@@ -87,7 +109,9 @@ def test_op_on_arbitrary_taps(dtype):
     assert out.shape == (n, 2, sy, sx)
     raw = (out - ref).abs() * torch.tensor(std).view(1, 2, 1, 1)
     assert raw.max() <= 1 / 255 + 1e-6 and (raw > 1e-5).float().mean() <= 0.01
-    assert torch.allclose(out[0], ((0 - torch.tensor(mean)) / torch.tensor(std)).view(2, 1, 1).expand(2, sy, sx))
+    assert torch.allclose(
+        out[0], ((0 - torch.tensor(mean)) / torch.tensor(std)).view(2, 1, 1).expand(2, sy, sx)
+    )
 
 
 @needs_ops
@@ -101,15 +125,23 @@ def test_empty_box_list():
     assert torch.ops.distill.resample_crops(img, *empty, list(MEAN), list(STD)).shape == (0, 3, 16, 16)
 
 
-@pytest.mark.parametrize("image, boxes, error, match", [
-    (torch.zeros(40, 56), torch.zeros(1, 4), ValueError, r"image must be a \(3, H, W\)"),
-    (torch.zeros(1, 3, 40, 56), torch.zeros(1, 4), ValueError, r"image must be a \(3, H, W\)"),
-    (torch.zeros(3, 40, 56, dtype=torch.int32), torch.zeros(1, 4), TypeError, "image must be uint8 or floating"),
-    (torch.zeros(3, 40, 56), torch.zeros(1, 4, dtype=torch.int64), TypeError, "boxes must be floating"),
-    (torch.zeros(3, 40, 56), torch.zeros(4), ValueError, r"boxes must be an \(N, 4\)"),
-    (torch.zeros(3, 40, 56), torch.zeros(2, 5), ValueError, r"boxes must be an \(N, 4\)"),
-    (torch.zeros(3, 40, 56), [[0.0, 0.0, 4.0, 4.0]], ValueError, r"boxes must be an \(N, 4\)"),
-])
+@pytest.mark.parametrize(
+    "image, boxes, error, match",
+    [
+        (torch.zeros(40, 56), torch.zeros(1, 4), ValueError, r"image must be a \(3, H, W\)"),
+        (torch.zeros(1, 3, 40, 56), torch.zeros(1, 4), ValueError, r"image must be a \(3, H, W\)"),
+        (
+            torch.zeros(3, 40, 56, dtype=torch.int32),
+            torch.zeros(1, 4),
+            TypeError,
+            "image must be uint8 or floating",
+        ),
+        (torch.zeros(3, 40, 56), torch.zeros(1, 4, dtype=torch.int64), TypeError, "boxes must be floating"),
+        (torch.zeros(3, 40, 56), torch.zeros(4), ValueError, r"boxes must be an \(N, 4\)"),
+        (torch.zeros(3, 40, 56), torch.zeros(2, 5), ValueError, r"boxes must be an \(N, 4\)"),
+        (torch.zeros(3, 40, 56), [[0.0, 0.0, 4.0, 4.0]], ValueError, r"boxes must be an \(N, 4\)"),
+    ],
+)
 def test_crop_bad_input(image, boxes, error, match):
     with pytest.raises(error, match=match):
         crop_resize_normalize(image, boxes, 16, MEAN, STD)
@@ -119,32 +151,44 @@ def _taps():
     return crop_taps(random_image(torch.uint8), random_boxes(4), 8)
 
 
-@pytest.mark.parametrize("edit, error, match", [
-    (lambda a: {**a, "image": a["image"][0]}, ValueError, r"image must be a non-empty \(C, H, W\)"),
-    (lambda a: {**a, "image": a["image"].long()}, TypeError, "image must be uint8 or floating"),
-    (lambda a: {**a, "y_index": a["y_index"].int()}, TypeError, "y_index must be int64"),
-    (lambda a: {**a, "x_index": a["x_index"][0]}, ValueError, r"x_index must be \(N, S, K\)"),
-    (lambda a: {**a, "x_weight": a["x_weight"].double()}, TypeError, "x_weight must be float32"),
-    (lambda a: {**a, "y_weight": a["y_weight"][:, :, :2]}, ValueError, "y_weight has shape"),
-    (lambda a: {**a, "x_index": a["x_index"][:2], "x_weight": a["x_weight"][:2]}, ValueError, r"y taps for \d+ crops"),
-    (lambda a: {**a, "mean": (0.5, 0.5)}, ValueError, "one value per image channel"),
-])
+@pytest.mark.parametrize(
+    "edit, error, match",
+    [
+        (lambda a: {**a, "image": a["image"][0]}, ValueError, r"image must be a non-empty \(C, H, W\)"),
+        (lambda a: {**a, "image": a["image"].long()}, TypeError, "image must be uint8 or floating"),
+        (lambda a: {**a, "y_index": a["y_index"].int()}, TypeError, "y_index must be int64"),
+        (lambda a: {**a, "x_index": a["x_index"][0]}, ValueError, r"x_index must be \(N, S, K\)"),
+        (lambda a: {**a, "x_weight": a["x_weight"].double()}, TypeError, "x_weight must be float32"),
+        (lambda a: {**a, "y_weight": a["y_weight"][:, :, :2]}, ValueError, "y_weight has shape"),
+        (
+            lambda a: {**a, "x_index": a["x_index"][:2], "x_weight": a["x_weight"][:2]},
+            ValueError,
+            r"y taps for \d+ crops",
+        ),
+        (lambda a: {**a, "mean": (0.5, 0.5)}, ValueError, "one value per image channel"),
+    ],
+)
 def test_op_bad_input(edit, error, match):
     iy, wy, ix, wx = _taps()
-    args = dict(image=random_image(torch.uint8), y_index=iy, y_weight=wy, x_index=ix, x_weight=wx, mean=MEAN, std=STD)
+    args = dict(
+        image=random_image(torch.uint8), y_index=iy, y_weight=wy, x_index=ix, x_weight=wx, mean=MEAN, std=STD
+    )
     with pytest.raises(error, match=match):
         resample_crops(**edit(args))
 
 
 @needs_ops
-@pytest.mark.parametrize("edit, match", [
-    (lambda a: a.__setitem__(0, a[0].float().unsqueeze(0)), r"image must be \(C, H, W\)"),
-    (lambda a: a.__setitem__(0, a[0].double()), "image must be uint8 or float32"),
-    (lambda a: a.__setitem__(1, a[1].int()), "y_index must be int64"),
-    (lambda a: a.__setitem__(4, a[4].half()), "x_weight must be float32"),
-    (lambda a: a.__setitem__(3, a[3] + 100), r"x_index holds \d+, outside \[0, 56\)"),
-    (lambda a: a.__setitem__(5, [0.5]), "one value per image channel"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda a: a.__setitem__(0, a[0].float().unsqueeze(0)), r"image must be \(C, H, W\)"),
+        (lambda a: a.__setitem__(0, a[0].double()), "image must be uint8 or float32"),
+        (lambda a: a.__setitem__(1, a[1].int()), "y_index must be int64"),
+        (lambda a: a.__setitem__(4, a[4].half()), "x_weight must be float32"),
+        (lambda a: a.__setitem__(3, a[3] + 100), r"x_index holds \d+, outside \[0, 56\)"),
+        (lambda a: a.__setitem__(5, [0.5]), "one value per image channel"),
+    ],
+)
 def test_compiled_op_rejects_bad_input(edit, match):
     """Direct torch.ops calls skip the Python checks; the kernel's own checks still give clear errors."""
     args = [random_image(torch.uint8), *_taps(), list(MEAN), list(STD)]
@@ -176,8 +220,10 @@ def test_compiled_taps_reject_bad_input():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (torch.cuda.is_available() and has_compiled_ops() and _loader.cuda_compiled()),
-                    reason="needs a CUDA device and distill._C built with CUDA")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and has_compiled_ops() and _loader.cuda_compiled()),
+    reason="needs a CUDA device and distill._C built with CUDA",
+)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("geometry", ["center", "stretch"])
 def test_cuda_kernel_matches_cpu(dtype, geometry):

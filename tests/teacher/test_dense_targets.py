@@ -80,7 +80,9 @@ def test_real_tiny_teacher_both_kinds():
     teacher = create_teacher("distill-tiny-rn", None)  # random weights: shapes only
     img = torch.rand(3, 64, 64)
     for kind in ("pixels", "windows"):
-        out = compute_dense_targets(teacher, img, DenseTargetConfig(kind=kind, window_sizes=(32,), window_stride=32))
+        out = compute_dense_targets(
+            teacher, img, DenseTargetConfig(kind=kind, window_sizes=(32,), window_stride=32)
+        )
         assert out.shape == (teacher.dim, 8, 8) and torch.isfinite(out).all()
 
 
@@ -171,8 +173,10 @@ def test_regions_painted_from_the_region_store_equal_the_cropped_ones(tmp_path):
         assert torch.allclose(got, want, atol=1e-2), d["image_id"]  # the store keeps int8 embeddings
     assert dense_targets_from_store(store, 5, 48, 64, cfg).abs().sum() == 0
 
-    samples = [{"image_id": d["image_id"], "file_name": d["file_name"], "image": read_image_rgb(d["file_name"])}
-               for d in dicts]
+    samples = [
+        {"image_id": d["image_id"], "file_name": d["file_name"], "image": read_image_rgb(d["file_name"])}
+        for d in dicts
+    ]
     calls = t.calls
     out = dense_targets_for(samples, t, cfg, None, None, store=store)
     assert t.calls == calls and sorted(out) == [3, 4, 5] and out[3].dtype == torch.float16  # no crop again

@@ -14,7 +14,8 @@ CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 def _emb(tmp_path, name, arch, pretrained, dim=8):
     e = F.normalize(torch.randn(3, dim), dim=1)
     return ClassEmbeddings(e, ["a", "b", "c"], {"teacher": {"arch": arch, "pretrained": pretrained}}).save(
-        tmp_path / name)
+        tmp_path / name
+    )
 
 
 def test_class_embeddings_of_another_teacher_are_refused(tmp_path):
@@ -34,11 +35,21 @@ def test_class_embeddings_of_another_teacher_are_refused(tmp_path):
 def _store(root, dim, image_ids):
     from distill.data.region_store import RegionStoreWriter, ShardRecord
 
-    w = RegionStoreWriter(root, {"dim": dim, "teacher": {"arch": "distill-tiny-rn"}}, image_ids, chunk_size=10)
+    w = RegionStoreWriter(
+        root, {"dim": dim, "teacher": {"arch": "distill-tiny-rn"}}, image_ids, chunk_size=10
+    )
     for k in w.pending():
         ids = sorted(w.chunks[k])
-        w.write_shard(k, ShardRecord(ids, [torch.zeros(1, 4) for _ in ids],
-                                     [F.normalize(torch.ones(1, dim), dim=1) for _ in ids], [], 0))
+        w.write_shard(
+            k,
+            ShardRecord(
+                ids,
+                [torch.zeros(1, 4) for _ in ids],
+                [F.normalize(torch.ones(1, dim), dim=1) for _ in ids],
+                [],
+                0,
+            ),
+        )
     w.finalize()
     return str(root)
 

@@ -22,7 +22,8 @@ def test_zero_steps_equal_the_hand_template(tiny_teacher):
     hand = tiny_teacher.encode_text(NAMES, ["a photo of a {}."])
     for specific in (False, True):
         per = PromptLearner(tiny_teacher, NAMES, init="a photo of a", num_prompts=2, class_specific=specific)(
-            tiny_teacher.model)
+            tiny_teacher.model
+        )
         assert per.shape == (2, len(NAMES), tiny_teacher.dim)
         torch.testing.assert_close(per[0], hand, atol=1e-6, rtol=0)
         torch.testing.assert_close(per[1], hand, atol=1e-6, rtol=0)
@@ -41,8 +42,9 @@ def test_zero_step_file_matches_and_training_fits(tiny_teacher, tmp_path, method
     data = _fake_data(tiny_teacher.dim)
     data["label"][::8] = -1  # some background for DetPro
     cfg = PromptTrainConfig(method=method, steps=0, alpha=0.0 if method == "clip-adapter" else 0.2)
-    path = train_prompts(tiny_teacher, data, NAMES, cfg, tmp_path / "p0.safetensors", tmp_path / "w0", {"x": 1},
-                         progress=False)
+    path = train_prompts(
+        tiny_teacher, data, NAMES, cfg, tmp_path / "p0.safetensors", tmp_path / "w0", {"x": 1}, progress=False
+    )
     hand = tiny_teacher.encode_text(NAMES, "vild" if method == "clip-adapter" else ["a photo of a {}."])
     torch.testing.assert_close(tiny_teacher.encode_text(NAMES, str(path)), hand, atol=1e-6, rtol=0)
     meta = json.loads((tmp_path / "p0.safetensors.json").read_text())
@@ -55,15 +57,24 @@ def test_zero_step_file_matches_and_training_fits(tiny_teacher, tmp_path, method
         return ((data["emb"][fg] @ emb.t()).argmax(1) == data["label"][fg]).float().mean().item()
 
     cfg = PromptTrainConfig(method=method, steps=60, lr=0.02, batch_size=64, iou_bins=(0.5, 0.7, 1.01))
-    fitted = train_prompts(tiny_teacher, data, NAMES, cfg, tmp_path / "p.safetensors", tmp_path / "w", {},
-                           progress=False)
+    fitted = train_prompts(
+        tiny_teacher, data, NAMES, cfg, tmp_path / "p.safetensors", tmp_path / "w", {}, progress=False
+    )
     assert acc(fitted) > acc(path) + 0.2
 
 
 def test_class_specific_prompts_follow_names_and_reject_unknown(tiny_teacher, tmp_path):
     cfg = PromptTrainConfig(method="coop", steps=0, class_specific=True)
-    path = train_prompts(tiny_teacher, _fake_data(tiny_teacher.dim), NAMES, cfg, tmp_path / "c.safetensors",
-                         tmp_path / "w", {}, progress=False)
+    path = train_prompts(
+        tiny_teacher,
+        _fake_data(tiny_teacher.dim),
+        NAMES,
+        cfg,
+        tmp_path / "c.safetensors",
+        tmp_path / "w",
+        {},
+        progress=False,
+    )
     a = encode_learned(tiny_teacher, NAMES, path)
     b = encode_learned(tiny_teacher, NAMES[::-1], path)
     torch.testing.assert_close(a.flip(0), b)
@@ -72,8 +83,16 @@ def test_class_specific_prompts_follow_names_and_reject_unknown(tiny_teacher, tm
 
 
 def test_load_checks_teacher_and_hash(tiny_teacher, tmp_path):
-    path = train_prompts(tiny_teacher, _fake_data(tiny_teacher.dim), NAMES, PromptTrainConfig(steps=0),
-                         tmp_path / "p.safetensors", tmp_path / "w", {}, progress=False)
+    path = train_prompts(
+        tiny_teacher,
+        _fake_data(tiny_teacher.dim),
+        NAMES,
+        PromptTrainConfig(steps=0),
+        tmp_path / "p.safetensors",
+        tmp_path / "w",
+        {},
+        progress=False,
+    )
     torch.manual_seed(123)
     other = create_teacher("distill-tiny-vit")  # same arch, other (random) weights
     with pytest.raises(DistillInputError, match="text-tower weights differ"):
@@ -107,9 +126,16 @@ def test_store_samples_labels_by_iou_with_base_boxes():
     from types import SimpleNamespace
 
     meta = SimpleNamespace(thing_classes=["circle", "diamond", "square"])
-    d = {"image_id": 7, "annotations": [{"bbox": [0, 0, 10, 10], "category_id": 2},
-                                        {"bbox": [50, 50, 10, 10], "category_id": 1}]}  # diamond: not base
-    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 16], [50, 50, 60, 60], [30, 30, 40, 40]], dtype=torch.float32)
+    d = {
+        "image_id": 7,
+        "annotations": [
+            {"bbox": [0, 0, 10, 10], "category_id": 2},
+            {"bbox": [50, 50, 10, 10], "category_id": 1},
+        ],
+    }  # diamond: not base
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 16], [50, 50, 60, 60], [30, 30, 40, 40]], dtype=torch.float32
+    )
     store = _Store({7: (boxes, torch.randn(4, 8).half())})
     out = store_samples(store, [d], meta, ["circle", "square"])
     assert out["label"].tolist() == [1, 1, -1, -1]
@@ -120,8 +146,16 @@ def test_store_samples_labels_by_iou_with_base_boxes():
 def test_config_templates_key_takes_a_learned_file(tiny_teacher, tmp_path):
     from distill.config import load_config
 
-    path = train_prompts(tiny_teacher, _fake_data(tiny_teacher.dim), NAMES, PromptTrainConfig(steps=3, lr=0.05),
-                         tmp_path / "p.safetensors", tmp_path / "w", {}, progress=False)
+    path = train_prompts(
+        tiny_teacher,
+        _fake_data(tiny_teacher.dim),
+        NAMES,
+        PromptTrainConfig(steps=3, lr=0.05),
+        tmp_path / "p.safetensors",
+        tmp_path / "w",
+        {},
+        progress=False,
+    )
     cfg = load_config(None, ["MODEL.DISTILL.TEACHER.TEMPLATES", str(path)])
     emb = tiny_teacher.encode_text(NAMES, cfg.MODEL.DISTILL.TEACHER.TEMPLATES)
     torch.testing.assert_close(emb, encode_learned(tiny_teacher, NAMES, path))
@@ -133,10 +167,20 @@ def test_vocabulary_cache_follows_a_retrained_file(tiny_teacher, tiny_weights, t
 
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
     path, data = tmp_path / "p.safetensors", _fake_data(tiny_teacher.dim)
-    train_prompts(tiny_teacher, data, NAMES, PromptTrainConfig(steps=0), path, tmp_path / "w0", {}, progress=False)
+    train_prompts(
+        tiny_teacher, data, NAMES, PromptTrainConfig(steps=0), path, tmp_path / "w0", {}, progress=False
+    )
     a = vocabulary_embeddings(NAMES, "distill-tiny-vit", str(tiny_weights), str(path)).embeddings
-    train_prompts(tiny_teacher, data, NAMES, PromptTrainConfig(steps=3, lr=0.05), path, tmp_path / "w1", {},
-                  progress=False)
+    train_prompts(
+        tiny_teacher,
+        data,
+        NAMES,
+        PromptTrainConfig(steps=3, lr=0.05),
+        path,
+        tmp_path / "w1",
+        {},
+        progress=False,
+    )
     b = vocabulary_embeddings(NAMES, "distill-tiny-vit", str(tiny_weights), str(path)).embeddings
     torch.testing.assert_close(b, encode_learned(tiny_teacher, NAMES, path))
     assert not torch.allclose(a, b, atol=1e-4)

@@ -1,4 +1,5 @@
 """The shipped tiny teacher: loads by model-zoo name, matches the per-box PIL reference, and classifies crops."""
+
 import json
 
 import numpy as np
@@ -30,13 +31,21 @@ def test_center_crops_agree_with_pil_reference(teacher, synthetic_root):
     val = json.loads((synthetic_root / "annotations/instances_val.json").read_text())
     cos = []
     for im in val["images"][:6]:
-        rgb = np.array(Image.open(synthetic_root / "images/val" / im["file_name"]).convert("RGB"))  # writable copy
-        b = torch.tensor([a["bbox"] for a in val["annotations"] if a["image_id"] == im["id"]], dtype=torch.float32)
+        rgb = np.array(
+            Image.open(synthetic_root / "images/val" / im["file_name"]).convert("RGB")
+        )  # writable copy
+        b = torch.tensor(
+            [a["bbox"] for a in val["annotations"] if a["image_id"] == im["id"]], dtype=torch.float32
+        )
         boxes = torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
         ours = teacher.encode_regions([torch.from_numpy(rgb).permute(2, 0, 1)], [boxes], scales=(1.0, 1.5))
         pil = Image.fromarray(rgb)
-        ref = sum(teacher.encode_image(torch.stack([teacher.preprocess(pil.crop(tuple(x.tolist())))
-                                                    for x in scale_boxes(boxes, s)])) for s in (1.0, 1.5))
+        ref = sum(
+            teacher.encode_image(
+                torch.stack([teacher.preprocess(pil.crop(tuple(x.tolist()))) for x in scale_boxes(boxes, s)])
+            )
+            for s in (1.0, 1.5)
+        )
         cos.append(F.cosine_similarity(ours, F.normalize(ref, dim=-1)))
     assert torch.cat(cos).min() >= 0.99
 

@@ -54,7 +54,7 @@ def test_encode_regions_sums_normalised_scales(tiny_teacher, synthetic_root):
     assert emb.shape == (boxes.shape[0] + 1, t.dim)
     one = t.encode_image(t.crop_regions(img, boxes, 1.0))
     big = t.encode_image(t.crop_regions(img, boxes, 1.5))
-    assert torch.allclose(emb[:boxes.shape[0]], F.normalize(one + big, dim=-1), atol=1e-5)
+    assert torch.allclose(emb[: boxes.shape[0]], F.normalize(one + big, dim=-1), atol=1e-5)
     assert torch.allclose(emb[-1], emb[0], atol=1e-5)
     assert t.encode_regions([img], [torch.zeros(0, 4)]).shape == (0, t.dim)
 
@@ -90,8 +90,11 @@ def test_encode_pixels_vit_shapes_and_value_path(tiny_teacher):
 def test_encode_pixels_resnet(tmp_path):
     import open_clip
 
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "distill-test-rn.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "distill-test-rn.json")
     t = create_teacher("distill-test-rn")
@@ -100,7 +103,9 @@ def test_encode_pixels_resnet(tmp_path):
 
 
 def test_check_boxes():
-    b = torch.tensor([[0, 0, 10, 10], [5, 5, 5, 20], [200, 200, 300, 300], [0, 0, float("nan"), 4], [-5, -5, 3, 3]])
+    b = torch.tensor(
+        [[0, 0, 10, 10], [5, 5, 5, 20], [200, 200, 300, 300], [0, 0, float("nan"), 4], [-5, -5, 3, 3]]
+    )
     assert check_boxes(b.float(), 100, 100).tolist() == [True, False, False, False, True]
     with pytest.raises(DistillInputError, match=r"\(N, 4\)"):
         check_boxes(torch.zeros(3), 10, 10)

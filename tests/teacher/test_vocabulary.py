@@ -1,4 +1,5 @@
 """Vocabularies for the tools: dataset json / names file / comma list, named sets, cached text embeddings."""
+
 import json
 
 import pytest
@@ -11,7 +12,10 @@ from distill.utils import DistillInputError
 def test_read_vocabulary_sources(tmp_path):
     js = tmp_path / "ds.json"
     js.write_text(json.dumps({"categories": [{"id": 7, "name": "moon"}, {"id": 2, "name": "star"}]}))
-    assert vocabulary.read_vocabulary(str(js)) == (["star", "moon"], {"vocabulary": str(js), "category_ids": [2, 7]})
+    assert vocabulary.read_vocabulary(str(js)) == (
+        ["star", "moon"],
+        {"vocabulary": str(js), "category_ids": [2, 7]},
+    )
     txt = tmp_path / "names.txt"
     txt.write_text("# comment\ncat\n\ndog\n")
     assert vocabulary.read_vocabulary(str(txt))[0] == ["cat", "dog"]
@@ -39,8 +43,12 @@ def test_vocabulary_embeddings_reuses_a_matching_file_then_the_cache(tmp_path, m
     names = ["star", "moon"]
     emb = torch.nn.functional.normalize(torch.randn(2, 8, generator=torch.Generator().manual_seed(0)), dim=1)
     existing = ClassEmbeddings(emb, names, {"teacher": "x"}).save(tmp_path / "test.npy")
-    assert vocabulary.vocabulary_embeddings(names, "distill-tiny-rn", "synthetic-tiny-teacher", "vild",
-                                            str(existing)).class_names == names
+    assert (
+        vocabulary.vocabulary_embeddings(
+            names, "distill-tiny-rn", "synthetic-tiny-teacher", "vild", str(existing)
+        ).class_names
+        == names
+    )
     args = (["star", "circle"], "distill-tiny-rn", "synthetic-tiny-teacher", "vild", str(existing))
     first = vocabulary.vocabulary_embeddings(*args)  # other names: the teacher encodes them
     assert first.class_names == ["star", "circle"] and len(list((tmp_path / "cache").rglob("*.npy"))) == 1

@@ -1,5 +1,6 @@
 """Every tool: `--help` works without importing torch (it takes seconds: the help must not), and every option
 has help text."""
+
 import json
 import subprocess
 import sys
@@ -14,8 +15,12 @@ TOOLS = sorted(p.name for p in (REPO / "tools").glob("*.py") if not p.name.start
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help_is_light_and_complete(tool):
-    r = subprocess.run([sys.executable, str(REPO / "tests/tools/help_probe.py"), str(REPO / "tools" / tool)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/tools/help_probe.py"), str(REPO / "tools" / tool)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["parsers"] >= 1
@@ -39,8 +44,10 @@ def test_flags_after_overrides_are_accepted():
 
     train_net = SimpleNamespace(**runpy.run_path(str(REPO / "tools/train_net.py")))
 
-    args = parse_args(train_net.default_argument_parser(),
-                      ["--config-file", "x.yaml", "SOLVER.MAX_ITER", "10", "--resume", "SEED", "-1", "--eval-only"])
+    args = parse_args(
+        train_net.default_argument_parser(),
+        ["--config-file", "x.yaml", "SOLVER.MAX_ITER", "10", "--resume", "SEED", "-1", "--eval-only"],
+    )
     assert args.resume and args.eval_only and args.opts == ["SOLVER.MAX_ITER", "10", "SEED", "-1"]
     with pytest.raises(SystemExit):
         parse_args(train_net.default_argument_parser(), ["SOLVER.MAX_ITER", "10", "--no-such-flag"])

@@ -47,13 +47,16 @@ def _unknown_ids(preds, d):
     return f
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing_gt", "ground-truth file not found"),
-    ("missing_pred", "predictions file not found"),
-    ("empty", "no predictions"),
-    ("unknown", "unknown category_id 12345"),
-    ("gt_fields", "missing field(s) 'categories'"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing_gt", "ground-truth file not found"),
+        ("missing_pred", "predictions file not found"),
+        ("empty", "no predictions"),
+        ("unknown", "unknown category_id 12345"),
+        ("gt_fields", "missing field(s) 'categories'"),
+    ],
+)
 def test_bad_input_one_line_exit_2_nothing_written(files, case, needle):
     gt, preds, d = files
     if case == "missing_gt":

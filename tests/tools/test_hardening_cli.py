@@ -1,5 +1,6 @@
 """What a newcomer broke (issue 20), at the command line: each case is one line on stderr and exit 2 (or a loud
 warning), nothing of the user's is overwritten, nothing half written. Tools run in-process (main(argv))."""
+
 import json
 import runpy
 import subprocess
@@ -21,14 +22,35 @@ def _tool(name: str) -> SimpleNamespace:
     return SimpleNamespace(**runpy.run_path(str(REPO / "tools" / f"{name}.py")))
 
 
-demo, dump_text_embeddings, evaluate, train_net = (_tool(n) for n in ("demo", "dump_text_embeddings", "evaluate",
-                                                                       "train_net"))
+demo, dump_text_embeddings, evaluate, train_net = (
+    _tool(n) for n in ("demo", "dump_text_embeddings", "evaluate", "train_net")
+)
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
-SMALL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
-         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96",
-         "TEST.DETECTIONS_PER_IMAGE", "20", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-         "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.DISTILL.REGION_STORE", ""]
+SMALL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "MODEL.DISTILL.REGION_STORE",
+    "",
+]
 TEACHER = {"arch": "distill-tiny-rn", "pretrained": "synthetic-tiny-teacher"}
 
 
@@ -45,14 +67,33 @@ def _vocab(d, dim=32, teacher=TEACHER):
 
 def opts(env, out, *extra):
     base, allv = env["vocab"]
-    return [*SMALL, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", base, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", allv,
-            "MODEL.DISTILL.DATASETS_ROOT", str(env["root"].parent), "OUTPUT_DIR", str(out), *extra]
+    return [
+        *SMALL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        base,
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        allv,
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(env["root"].parent),
+        "OUTPUT_DIR",
+        str(out),
+        *extra,
+    ]
 
 
 def train(env, out, *extra, flags=()):
     """train_net in-process; no evaluation after training unless `extra` sets DATASETS.TEST."""
-    return train_net.main(["--config-file", CONFIG, "--backend", "torchvision", "--no-progress", *flags,
-                           *opts(env, out, "DATASETS.TEST", "()", *extra)])
+    return train_net.main(
+        [
+            "--config-file",
+            CONFIG,
+            "--backend",
+            "torchvision",
+            "--no-progress",
+            *flags,
+            *opts(env, out, "DATASETS.TEST", "()", *extra),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +138,33 @@ def test_overwrite_starts_again(env, tmp_path, capsys):
 
 def test_a_second_writer_is_refused(env, tmp_path):
     lock_output_dir(tmp_path / "busy")  # this process is the first writer
-    r = subprocess.run([sys.executable, str(REPO / "tools/train_net.py"), "--config-file", CONFIG, "--backend",
-                        "torchvision", *opts(env, tmp_path / "busy", "SOLVER.MAX_ITER", "1")],
-                       capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools/train_net.py"),
+            "--config-file",
+            CONFIG,
+            "--backend",
+            "torchvision",
+            *opts(env, tmp_path / "busy", "SOLVER.MAX_ITER", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 2 and "another run (pid" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "busy" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("content, message", [(b"", "empty file"), ("half", "truncated, corrupt"),
-                                              (b"\x89PNG\r\n\x1a\n0000", "truncated, corrupt"),
-                                              ("other", "not a model checkpoint")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        ("half", "truncated, corrupt"),
+        (b"\x89PNG\r\n\x1a\n0000", "truncated, corrupt"),
+        ("other", "not a model checkpoint"),
+    ],
+)
 def test_unreadable_weights_are_one_line(env, tmp_path, capsys, content, message):
     w = tmp_path / "w.pth"
     if content == "half":
@@ -119,8 +177,24 @@ def test_unreadable_weights_are_one_line(env, tmp_path, capsys, content, message
     assert train(env, tmp_path / "e", "MODEL.WEIGHTS", str(w), flags=["--eval-only"]) == 2
     assert message in err(capsys)
     img = env["root"] / "images/val/000001.png"
-    assert demo.main(["--config-file", CONFIG, "--backend", "torchvision", "--weights", str(w), "--input", str(img),
-                      "--output", str(tmp_path / "d"), *opts(env, tmp_path / "x")]) == 2
+    assert (
+        demo.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--backend",
+                "torchvision",
+                "--weights",
+                str(w),
+                "--input",
+                str(img),
+                "--output",
+                str(tmp_path / "d"),
+                *opts(env, tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert message in err(capsys)
 
 
@@ -150,12 +224,35 @@ def test_class_embeddings_of_another_teacher(env, tmp_path, capsys):
     o = opts(env, tmp_path / "t", "SOLVER.MAX_ITER", "1", "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", base)
     assert train_net.main(["--config-file", CONFIG, "--backend", "torchvision", *o]) == 2
     assert "made by teacher RN50/openai" in err(capsys)
-    o = opts(env, tmp_path / "t2", "MODEL.WEIGHTS", str(env["weights"]), "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", allv)
+    o = opts(
+        env,
+        tmp_path / "t2",
+        "MODEL.WEIGHTS",
+        str(env["weights"]),
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        allv,
+    )
     assert train_net.main(["--config-file", CONFIG, "--backend", "torchvision", "--eval-only", *o]) == 2
     assert "TEST_CLASS_EMBEDDINGS: made by teacher RN50/openai" in err(capsys)
     img = env["root"] / "images/val/000001.png"
-    assert demo.main(["--config-file", CONFIG, "--backend", "torchvision", "--weights", str(env["weights"]),
-                      "--input", str(img), "--output", str(tmp_path / "d"), *o]) == 2
+    assert (
+        demo.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--backend",
+                "torchvision",
+                "--weights",
+                str(env["weights"]),
+                "--input",
+                str(img),
+                "--output",
+                str(tmp_path / "d"),
+                *o,
+            ]
+        )
+        == 2
+    )
     assert "made by teacher RN50/openai" in err(capsys)
 
 
@@ -179,8 +276,17 @@ def test_demo_folder_runs_skip_and_never_draw_over_inputs(env, tmp_path, capsys)
         (imgs / n).write_bytes((env["root"] / "images/val" / n).read_bytes())
     (imgs / "000000.png").write_bytes(b"not an image")
     before = {p.name: p.read_bytes() for p in imgs.iterdir()}
-    args = ["--config-file", CONFIG, "--backend", "torchvision", "--weights", str(env["weights"]),
-            "--score-thresh", "0.0", *opts(env, tmp_path / "x")]
+    args = [
+        "--config-file",
+        CONFIG,
+        "--backend",
+        "torchvision",
+        "--weights",
+        str(env["weights"]),
+        "--score-thresh",
+        "0.0",
+        *opts(env, tmp_path / "x"),
+    ]
     assert demo.main(["--input", str(imgs), "--output", str(imgs), *args]) == 2
     assert "--input folder" in err(capsys)
     assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before
@@ -193,20 +299,39 @@ def test_demo_folder_runs_skip_and_never_draw_over_inputs(env, tmp_path, capsys)
     assert (out / "000001.png").is_file() and (out / "000002.png").is_file()
     # the demo's predictions.json evaluates against the dataset's ground truth (images matched by file name)
     gt = env["root"] / "annotations/instances_val.json"
-    assert evaluate.main(["--gt", str(gt), "--predictions", str(out / "predictions.json"),
-                          "--output", str(out / "m.json")]) == 0
+    assert (
+        evaluate.main(
+            ["--gt", str(gt), "--predictions", str(out / "predictions.json"), "--output", str(out / "m.json")]
+        )
+        == 0
+    )
     assert "AP50" in json.loads((out / "m.json").read_text())
-    assert evaluate.main(["--gt", str(gt), "--predictions", str(out / "predictions.json"),
-                          "--output", str(gt)]) == 2
+    assert (
+        evaluate.main(["--gt", str(gt), "--predictions", str(out / "predictions.json"), "--output", str(gt)])
+        == 2
+    )
     assert "would overwrite the input" in err(capsys)
 
 
 def test_demo_vocabulary_flags_and_output_a_file(env, tmp_path, capsys):
     img = env["root"] / "images/val/000001.png"
-    args = ["--config-file", CONFIG, "--backend", "torchvision", "--weights", str(env["weights"]),
-            "--input", str(img), *opts(env, tmp_path / "x")]
-    assert demo.main([*args, "--output", str(tmp_path / "o"), "--vocabulary", "coco",
-                      "--custom-vocabulary", "cat,dog"]) == 2
+    args = [
+        "--config-file",
+        CONFIG,
+        "--backend",
+        "torchvision",
+        "--weights",
+        str(env["weights"]),
+        "--input",
+        str(img),
+        *opts(env, tmp_path / "x"),
+    ]
+    assert (
+        demo.main(
+            [*args, "--output", str(tmp_path / "o"), "--vocabulary", "coco", "--custom-vocabulary", "cat,dog"]
+        )
+        == 2
+    )
     assert "--custom-vocabulary needs --vocabulary custom" in err(capsys)
     (tmp_path / "f").write_text("x")
     assert demo.main([*args, "--output", str(tmp_path / "f")]) == 2
@@ -215,12 +340,27 @@ def test_demo_vocabulary_flags_and_output_a_file(env, tmp_path, capsys):
 
 def test_dump_text_embeddings_mistyped_path_and_bad_output(tmp_path, capsys):
     for spec in ("datasets/coco/annotations/instances_val2017.jsn", "names/pets"):
-        assert dump_text_embeddings.main(["--teacher", "x", "--vocabulary", spec,
-                                          "--output", str(tmp_path / "a.npy")]) == 2
+        assert (
+            dump_text_embeddings.main(
+                ["--teacher", "x", "--vocabulary", spec, "--output", str(tmp_path / "a.npy")]
+            )
+            == 2
+        )
         assert "vocabulary file not found" in err(capsys)
     (tmp_path / "names.txt").write_text("cat\n")
-    assert dump_text_embeddings.main(["--teacher", "x", "--vocabulary", str(tmp_path / "names.txt"),
-                                      "--output", str(tmp_path / "names.txt")]) == 2
+    assert (
+        dump_text_embeddings.main(
+            [
+                "--teacher",
+                "x",
+                "--vocabulary",
+                str(tmp_path / "names.txt"),
+                "--output",
+                str(tmp_path / "names.txt"),
+            ]
+        )
+        == 2
+    )
     assert "--output must be a .npy" in err(capsys)
     assert (tmp_path / "names.txt").read_text() == "cat\n"
 
@@ -240,11 +380,28 @@ def test_checkpoint_carries_backend_and_the_right_one_is_picked(env, tmp_path, c
     # the demo from anywhere: the config's training embeddings need not exist for inference
     img = env["root"] / "images/val/000001.png"
     o = opts(env, tmp_path / "x", "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", "output/nowhere/base.npy")
-    assert demo.main(["--config-file", CONFIG, "--weights", str(env["weights"]), "--input", str(img),
-                      "--output", str(tmp_path / "d"), *o]) == 0
+    assert (
+        demo.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--weights",
+                str(env["weights"]),
+                "--input",
+                str(img),
+                "--output",
+                str(tmp_path / "d"),
+                *o,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "d" / "000001.png").is_file()
     # nor its --config-file: the checkpoint's own config is used
-    assert demo.main(["--weights", str(env["weights"]), "--input", str(img), "--output", str(tmp_path / "e")]) == 0
+    assert (
+        demo.main(["--weights", str(env["weights"]), "--input", str(img), "--output", str(tmp_path / "e")])
+        == 0
+    )
     assert (tmp_path / "e" / "predictions.json").is_file()
 
 
@@ -252,11 +409,31 @@ def test_train_on_own_coco_json_by_name(env, tmp_path, capsys):
     root = env["root"]
     spec = f"coco:{root / 'annotations/instances_train.json'}:{root / 'images/train'}"
     val = f"coco:{root / 'annotations/instances_val.json'}:{root / 'images/val'}"
-    assert train(env, tmp_path / "own", "SOLVER.MAX_ITER", "1", "DATASETS.TRAIN", f"('{spec}',)",
-                 "DATASETS.TEST", f"('{val}',)") == 0
+    assert (
+        train(
+            env,
+            tmp_path / "own",
+            "SOLVER.MAX_ITER",
+            "1",
+            "DATASETS.TRAIN",
+            f"('{spec}',)",
+            "DATASETS.TEST",
+            f"('{val}',)",
+        )
+        == 0
+    )
     assert "AP50" in capsys.readouterr().out
-    assert train(env, tmp_path / "own2", "SOLVER.MAX_ITER", "1", "DATASETS.TRAIN",
-                 f"('coco:{root}/nope.json:{root}',)") == 2
+    assert (
+        train(
+            env,
+            tmp_path / "own2",
+            "SOLVER.MAX_ITER",
+            "1",
+            "DATASETS.TRAIN",
+            f"('coco:{root}/nope.json:{root}',)",
+        )
+        == 2
+    )
     assert "annotation file of dataset" in err(capsys)
 
 
@@ -269,7 +446,9 @@ def test_semseg_demo_with_300_classes_writes_16_bit_labels(env, tmp_path, capsys
 
     SEMSEG_CONFIG = get_config_file("synthetic/semseg_r18_fpn_quick.yaml")
     cfg = __import__("distill.config", fromlist=["load_config"]).load_config(
-        SEMSEG_CONFIG, ["MODEL.WEIGHTS", "", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16", "MODEL.FPN.OUT_CHANNELS", "16"])
+        SEMSEG_CONFIG,
+        ["MODEL.WEIGHTS", "", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16", "MODEL.FPN.OUT_CHANNELS", "16"],
+    )
     t = cfg.MODEL.DISTILL.TEACHER
     dim = create_teacher(t.ARCH, t.PRETRAINED).dim
     vocab = ClassEmbeddings(F.normalize(torch.randn(3, dim), dim=1), ["a", "b", "c"])
@@ -277,9 +456,27 @@ def test_semseg_demo_with_300_classes_writes_16_bit_labels(env, tmp_path, capsys
     save_segmenter(build_sem_seg_model(cfg, vocab, [1, 2, 3]), tmp_path / "seg.pth", cfg)
     names = ",".join(f"thing{i}" for i in range(300))
     img = env["root"] / "images/val/000001.png"
-    assert demo.main(["--task", "semseg", "--config-file", SEMSEG_CONFIG, "--weights", str(tmp_path / "seg.pth"),
-                      "--input", str(img), "--output", str(tmp_path / "o"), "--custom-vocabulary", names,
-                      "MODEL.DISTILL.TEACHER.TEMPLATES", "simple"]) == 0
+    assert (
+        demo.main(
+            [
+                "--task",
+                "semseg",
+                "--config-file",
+                SEMSEG_CONFIG,
+                "--weights",
+                str(tmp_path / "seg.pth"),
+                "--input",
+                str(img),
+                "--output",
+                str(tmp_path / "o"),
+                "--custom-vocabulary",
+                names,
+                "MODEL.DISTILL.TEACHER.TEMPLATES",
+                "simple",
+            ]
+        )
+        == 0
+    )
     labels = cv2.imread(str(tmp_path / "o" / "000001_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == "uint16" and labels.shape == (96, 96) and labels.max() <= 300
 
@@ -293,14 +490,31 @@ def test_full_disk_or_read_only_output_is_one_line(env, tmp_path, capsys, monkey
     im, cat = (json.loads(gt.read_text())[k][0]["id"] for k in ("images", "categories"))
     preds.write_text(json.dumps([{"image_id": im, "category_id": cat, "bbox": [0, 0, 5, 5], "score": 0.5}]))
     for code, words in ((errno.ENOSPC, "disk full"), (errno.EROFS, "read-only file system")):
+
         def fail(*a, _code=code, **k):
             raise OSError(_code, os.strerror(_code))
 
         monkeypatch.setattr(os, "replace", fail)
-        assert evaluate.main(["--gt", str(gt), "--predictions", str(preds), "--output", str(tmp_path / "m.json")]) == 2
+        assert (
+            evaluate.main(
+                ["--gt", str(gt), "--predictions", str(preds), "--output", str(tmp_path / "m.json")]
+            )
+            == 2
+        )
         assert words in err(capsys)
-        assert dump_text_embeddings.main(["--teacher", "synthetic-tiny-teacher", "--vocabulary", "cat,dog",
-                                          "--output", str(tmp_path / "v.npy")]) == 2
+        assert (
+            dump_text_embeddings.main(
+                [
+                    "--teacher",
+                    "synthetic-tiny-teacher",
+                    "--vocabulary",
+                    "cat,dog",
+                    "--output",
+                    str(tmp_path / "v.npy"),
+                ]
+            )
+            == 2
+        )
         assert words in err(capsys)
         monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]  # nothing half written

@@ -1,6 +1,7 @@
 """The quickstart (distill.integrations.quickstart, behind tools/quickstart.py) end to end on a tiny benchmark
 and a few iterations, on each installed backend: every stage runs, the table and JSON come out, a rerun skips
 cached stages, a folder of the other backend is refused."""
+
 import importlib.util
 import json
 
@@ -9,20 +10,56 @@ import pytest
 from distill.data.synthetic import SyntheticConfig
 from distill.integrations import quickstart
 
-TINY = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.DISTILL.NUM_DISTILL_PROPOSALS", "4"]
-BACKENDS = ["torchvision", pytest.param("detectron2", marks=pytest.mark.skipif(
-    importlib.util.find_spec("detectron2") is None, reason="detectron2 is not installed (README, 'detectron2 backend')"))]
+TINY = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "8",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "MODEL.DISTILL.NUM_DISTILL_PROPOSALS",
+    "4",
+]
+BACKENDS = [
+    "torchvision",
+    pytest.param(
+        "detectron2",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("detectron2") is None,
+            reason="detectron2 is not installed (README, 'detectron2 backend')",
+        ),
+    ),
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(quickstart, "QUICKSTART_DATA", SyntheticConfig(seed=5, num_train=12, num_val=8,
-                                                                       image_size=96))
+    monkeypatch.setattr(
+        quickstart, "QUICKSTART_DATA", SyntheticConfig(seed=5, num_train=12, num_val=8, image_size=96)
+    )
     out = tmp_path / "qs"
-    args = ["--output-dir", str(out), "--no-progress", "--backend", backend, "--proposal-iters", "3",
-            "--vild-iters", "2", "--semseg-iters", "2", *TINY]
+    args = [
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        "--backend",
+        backend,
+        "--proposal-iters",
+        "3",
+        "--vild-iters",
+        "2",
+        "--semseg-iters",
+        "2",
+        *TINY,
+    ]
     assert quickstart.main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads(printed.strip().splitlines()[-1])

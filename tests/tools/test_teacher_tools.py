@@ -18,31 +18,79 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def tool(name, *args, **kw):
-    return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)], capture_output=True,
-                          text=True, env=ENV, **kw)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        **kw,
+    )
 
 
 def test_dump_text_embeddings_from_json_txt_and_list(tmp_path, synthetic_root, tiny_weights):  # noqa: F811
     gt = synthetic_root / "annotations/instances_val.json"
-    r = tool("dump_text_embeddings.py", "--teacher", "distill-tiny-vit", "--pretrained", tiny_weights,
-             "--vocabulary", gt, "--output", tmp_path / "a.npy")
+    r = tool(
+        "dump_text_embeddings.py",
+        "--teacher",
+        "distill-tiny-vit",
+        "--pretrained",
+        tiny_weights,
+        "--vocabulary",
+        gt,
+        "--output",
+        tmp_path / "a.npy",
+    )
     assert r.returncode == 0, r.stderr
     names = [c["name"] for c in sorted(load(gt)["categories"], key=lambda c: c["id"])]
     e = ClassEmbeddings.load(tmp_path / "a.npy", expected_names=names)
     assert e.provenance["templates"] == "vild" and e.provenance["num_templates"] == 63
     assert e.provenance["teacher"]["arch"] == "distill-tiny-vit"
     (tmp_path / "names.txt").write_text("# pets\ncat\ndog\n")
-    r = tool("dump_text_embeddings.py", "--teacher", "distill-tiny-vit", "--pretrained", tiny_weights,
-             "--vocabulary", tmp_path / "names.txt", "--templates", "simple", "--output", tmp_path / "b.npy")
+    r = tool(
+        "dump_text_embeddings.py",
+        "--teacher",
+        "distill-tiny-vit",
+        "--pretrained",
+        tiny_weights,
+        "--vocabulary",
+        tmp_path / "names.txt",
+        "--templates",
+        "simple",
+        "--output",
+        tmp_path / "b.npy",
+    )
     assert r.returncode == 0 and ClassEmbeddings.load(tmp_path / "b.npy").class_names == ["cat", "dog"]
-    r = tool("dump_text_embeddings.py", "--teacher", "distill-tiny-vit", "--pretrained", tiny_weights,
-             "--vocabulary", "cat, dog,cat", "--output", tmp_path / "c.npy")
+    r = tool(
+        "dump_text_embeddings.py",
+        "--teacher",
+        "distill-tiny-vit",
+        "--pretrained",
+        tiny_weights,
+        "--vocabulary",
+        "cat, dog,cat",
+        "--output",
+        tmp_path / "c.npy",
+    )
     assert r.returncode == 2 and "appears twice" in r.stderr
-    r = tool("dump_text_embeddings.py", "--teacher", "no-such-arch", "--vocabulary", "cat",
-             "--output", tmp_path / "d.npy")
+    r = tool(
+        "dump_text_embeddings.py",
+        "--teacher",
+        "no-such-arch",
+        "--vocabulary",
+        "cat",
+        "--output",
+        tmp_path / "d.npy",
+    )
     assert r.returncode == 2 and "unknown teacher architecture" in r.stderr and "Traceback" not in r.stderr
-    r = tool("dump_text_embeddings.py", "--teacher", "distill-tiny-vit", "--vocabulary", tmp_path / "none.json",
-             "--output", tmp_path / "e.npy")
+    r = tool(
+        "dump_text_embeddings.py",
+        "--teacher",
+        "distill-tiny-vit",
+        "--vocabulary",
+        tmp_path / "none.json",
+        "--output",
+        tmp_path / "e.npy",
+    )
     assert r.returncode == 2 and "vocabulary file not found" in r.stderr
     assert not (tmp_path / "d.npy").exists() and not (tmp_path / "e.npy").exists()
 
@@ -63,25 +111,49 @@ def region_job(synthetic_root, tmp_path_factory):
         x, y, w, h = a["bbox"]
         for _ in range(20):
             j = rng.normal(0, 2, 4)
-            props.append({"image_id": a["image_id"], "bbox": [x + j[0], y + j[1], w + abs(j[2]), h + abs(j[3])],
-                          "score": float(rng.random())})
+            props.append(
+                {
+                    "image_id": a["image_id"],
+                    "bbox": [x + j[0], y + j[1], w + abs(j[2]), h + abs(j[3])],
+                    "score": float(rng.random()),
+                }
+            )
     first = gt["images"][0]["id"]
-    props += [{"image_id": first, "bbox": [3, 3, 0, 10], "score": 1.0},
-              {"image_id": first, "bbox": [500, 500, 10, 10], "score": 1.0}]
+    props += [
+        {"image_id": first, "bbox": [3, 3, 0, 10], "score": 1.0},
+        {"image_id": first, "bbox": [500, 500, 10, 10], "score": 1.0},
+    ]
     (d / "props.json").write_text(json.dumps(props))
     return synthetic_root / "annotations/instances_val.json", images, d / "props.json"
 
 
 def _dump(job, out, weights, **kw):
     gt, images, props = job
-    args = ["--teacher", "distill-tiny-vit", "--pretrained", weights, "--dataset-json", gt, "--image-root", images,
-            "--proposals", props, "--output", out, "--chunk-size", "1", "--no-progress"]
+    args = [
+        "--teacher",
+        "distill-tiny-vit",
+        "--pretrained",
+        weights,
+        "--dataset-json",
+        gt,
+        "--image-root",
+        images,
+        "--proposals",
+        props,
+        "--output",
+        out,
+        "--chunk-size",
+        "1",
+        "--no-progress",
+    ]
     cmd = [sys.executable, str(REPO / "tools" / "dump_region_embeddings.py"), *map(str, args)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kw)
 
 
 def _digest(root):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_region_dump_counts_skips_and_resumes_after_kill(region_job, tmp_path, tiny_weights):  # noqa: F811
@@ -89,8 +161,12 @@ def test_region_dump_counts_skips_and_resumes_after_kill(region_job, tmp_path, t
     out, err = full.communicate(timeout=300)
     assert full.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary == {"num_images": SMALL["num_val"] - 1, "num_regions": summary["num_regions"],
-                       "skipped_boxes": 2, "skipped_images": 1}
+    assert summary == {
+        "num_images": SMALL["num_val"] - 1,
+        "num_regions": summary["num_regions"],
+        "skipped_boxes": 2,
+        "skipped_images": 1,
+    }
     assert "cannot decode image" in err
     store = RegionEmbeddingStore(tmp_path / "full", expected_dim=128)
     gt = load(region_job[0])

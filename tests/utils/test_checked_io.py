@@ -29,7 +29,9 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask022):
 def test_synthetic_dataset_folder_honours_the_umask(tmp_path, umask022):
     from distill.data.synthetic import SyntheticConfig, generate
 
-    out = generate(tmp_path / "bench", SyntheticConfig(seed=1, num_train=2, num_val=1, image_size=64), progress=False)
+    out = generate(
+        tmp_path / "bench", SyntheticConfig(seed=1, num_train=2, num_val=1, image_size=64), progress=False
+    )
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "meta.json").stat().st_mode) == 0o644
 
@@ -46,6 +48,7 @@ def test_write_path_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     for what, code in (("disk full", errno.ENOSPC), ("read-only", errno.EROFS)):
+
         def fail(*a, _code=code, **k):
             raise OSError(_code, os.strerror(_code))
 
@@ -94,11 +97,15 @@ def test_broken_yaml_is_one_line(tmp_path):
 
 
 def test_max_iter_below_warmup_warns():
-    cfg = load_config(str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml"),
-                      ["SOLVER.MAX_ITER", "60", "SOLVER.WARMUP_ITERS", "100"])
+    cfg = load_config(
+        str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml"),
+        ["SOLVER.MAX_ITER", "60", "SOLVER.WARMUP_ITERS", "100"],
+    )
     assert any("below SOLVER.WARMUP_ITERS 100" in w for w in check_schedule(cfg))
-    cfg = load_config(str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml"),
-                      ["SOLVER.MAX_ITER", "600", "SOLVER.WARMUP_ITERS", "100"])
+    cfg = load_config(
+        str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml"),
+        ["SOLVER.MAX_ITER", "600", "SOLVER.WARMUP_ITERS", "100"],
+    )
     assert check_schedule(cfg) == []
 
 

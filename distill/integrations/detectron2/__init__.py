@@ -8,6 +8,7 @@
 `FusedROIPooler` (poolers.py) needs no detectron2 and imports without it; everything else needs detectron2
 (official source install, see README).
 """
+
 from __future__ import annotations
 
 try:
@@ -35,10 +36,27 @@ if _IMPORT_ERROR is None:
     from .sem_seg import OpenVocabSemanticSegmentor, OpenVocabSemSegHead  # noqa: F401  (registers both)
     from .trainer import ViLDTrainer, train_main
 
-    __all__ = ["add_distill_config", "build_vild_model", "get_detectron2_cfg", "load_detectron2_config",
-               "to_detectron2_cfg", "ViLDDatasetMapper", "register_ov_coco", "register_ov_lvis",
-               "register_synthetic", "OVEvaluator", "ViLDRCNN", "FusedROIPooler", "ViLDPredictor", "ViLDRoIHeads",
-               "ViLDTrainer", "train_main", "demo", "proposals", "Detectron2Backend"]
+    __all__ = [
+        "add_distill_config",
+        "build_vild_model",
+        "get_detectron2_cfg",
+        "load_detectron2_config",
+        "to_detectron2_cfg",
+        "ViLDDatasetMapper",
+        "register_ov_coco",
+        "register_ov_lvis",
+        "register_synthetic",
+        "OVEvaluator",
+        "ViLDRCNN",
+        "FusedROIPooler",
+        "ViLDPredictor",
+        "ViLDRoIHeads",
+        "ViLDTrainer",
+        "train_main",
+        "demo",
+        "proposals",
+        "Detectron2Backend",
+    ]
 else:
     from ...utils.errors import DistillInputError
 
@@ -48,6 +66,8 @@ else:
     def __getattr__(name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        raise Detectron2Missing(f"distill.integrations.detectron2.{name} needs detectron2, which is not installed "
-                                f"({_IMPORT_ERROR}); install it from source (README, 'detectron2 backend') or use "
-                                "--backend torchvision")
+        raise Detectron2Missing(
+            f"distill.integrations.detectron2.{name} needs detectron2, which is not installed "
+            f"({_IMPORT_ERROR}); install it from source (README, 'detectron2 backend') or use "
+            "--backend torchvision"
+        )

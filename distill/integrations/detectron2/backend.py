@@ -1,5 +1,6 @@
 """The detectron2 backend behind the `Backend` protocol (distill.integrations.backend): detectron2's
 DefaultTrainer, RPN and evaluators on the same config, data and teacher as the torchvision backend."""
+
 from __future__ import annotations
 
 import os
@@ -44,12 +45,14 @@ class Detectron2Backend:
         StrictCheckpointer(model).load(weights)
         return model
 
-    def dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                          progress: bool = True) -> list[dict]:
+    def dataset_proposals(
+        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+    ) -> list[dict]:
         return proposals.dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
 
-    def iter_dataset_proposals(self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                               progress: bool = True):
+    def iter_dataset_proposals(
+        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+    ):
         return proposals.iter_dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
 
     def evaluate(self, cfg, model, dataset: str) -> dict:
@@ -58,15 +61,17 @@ class Detectron2Backend:
         one.DATASETS.TEST = (dataset,)
         return flatten_ov_results(ViLDTrainer.test(one, model))
 
-    def load_for_inference(self, cfg, weights: str, vocabulary: ClassEmbeddings,
-                           novel: torch.Tensor | None = None) -> torch.nn.Module:
+    def load_for_inference(
+        self, cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None
+    ) -> torch.nn.Module:
         return demo.load_for_inference(cfg, weights, vocabulary, novel)
 
     def predict(self, model, cfg, record: dict) -> dict:
         return demo.predict(model, cfg, record)
 
-    def draw_predictions_grid(self, cfg, weights: str, bench_root: str | Path, out_png: str | Path,
-                              n: int = 6) -> Path:
+    def draw_predictions_grid(
+        self, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
+    ) -> Path:
         return demo.draw_predictions_grid(cfg, weights, bench_root, out_png, n)
 
     def train_net(self, args) -> int:

@@ -4,6 +4,7 @@ Configs: detectron2's `get_cfg()` plus `MODEL.DISTILL` (`distill.config.add_dist
 yaml files under configs/ load here unchanged, and a torchvision-backend config converts with
 `to_detectron2_cfg` (its keys are detectron2's).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,11 @@ def imagenet_backbone(cfg: CfgNode) -> CfgNode:
     """MODEL.DISTILL.BACKBONE_WEIGHTS "imagenet" on this backend: MSRA's R-50 / R-101 (MODEL.WEIGHTS, when unset)
     and the input they were trained with (BGR, std 1, stride in the 1x1 conv), for training and testing alike."""
     r = cfg.MODEL.RESNETS
-    if cfg.MODEL.DISTILL.BACKBONE_WEIGHTS != "imagenet" or r.DEPTH not in (50, 101) or \
-            "resnet" not in cfg.MODEL.BACKBONE.NAME:
+    if (
+        cfg.MODEL.DISTILL.BACKBONE_WEIGHTS != "imagenet"
+        or r.DEPTH not in (50, 101)
+        or "resnet" not in cfg.MODEL.BACKBONE.NAME
+    ):
         return cfg
     frozen = cfg.is_frozen()
     cfg.defrost()
@@ -75,7 +79,9 @@ def to_detectron2_cfg(cfg) -> CfgNode:
     try:
         out.merge_from_other_cfg(cfg)
     except KeyError as e:
-        raise DistillInputError(f"config key {e.args[0] if e.args else e} has no detectron2 counterpart") from None
+        raise DistillInputError(
+            f"config key {e.args[0] if e.args else e} has no detectron2 counterpart"
+        ) from None
     out.freeze()
     return imagenet_backbone(out)
 
@@ -89,6 +95,10 @@ def build_vild_model(cfg) -> torch.nn.Module:
         model.to(torch.device(cfg.MODEL.DEVICE))
     else:
         model = build_model(cfg)
-    logger.info("ViLD model: %s + %s, %.1fM parameters", type(model).__name__, cfg.MODEL.ROI_HEADS.NAME,
-                sum(p.numel() for p in model.parameters()) / 1e6)
+    logger.info(
+        "ViLD model: %s + %s, %.1fM parameters",
+        type(model).__name__,
+        cfg.MODEL.ROI_HEADS.NAME,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return model

@@ -9,6 +9,7 @@ Each name is registered in the core catalog (`distill.data.catalog`) and in dete
 MetadataCatalog gets thing_classes, the id mapping, json_file, evaluator_type and the base / novel split
 when the dataset is first loaded (the files may not exist when it is registered).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,11 +33,15 @@ def load_ov_dataset(name: str) -> tuple[list[dict], DatasetMetadata]:
     dicts, meta = core_catalog.get_dataset(name)
     m = MetadataCatalog.get(name)
     if not hasattr(m, "thing_classes"):
-        m.set(thing_classes=list(meta.thing_classes),
-              thing_dataset_id_to_contiguous_id=dict(meta.thing_dataset_id_to_contiguous_id),
-              json_file=meta.json_file, image_root=meta.image_root, evaluator_type=meta.evaluator_type,
-              base_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("base")],
-              novel_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("novel")])
+        m.set(
+            thing_classes=list(meta.thing_classes),
+            thing_dataset_id_to_contiguous_id=dict(meta.thing_dataset_id_to_contiguous_id),
+            json_file=meta.json_file,
+            image_root=meta.image_root,
+            evaluator_type=meta.evaluator_type,
+            base_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("base")],
+            novel_classes=[meta.thing_classes[i] for i in meta.contiguous_ids("novel")],
+        )
     return dicts, meta
 
 
@@ -90,8 +95,15 @@ class ViLDDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *, region_store: str | None = None, num_distill: int = 300,
-                 crops: bool = False, **kwargs):
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        region_store: str | None = None,
+        num_distill: int = 300,
+        crops: bool = False,
+        **kwargs,
+    ):
         super().__init__(is_train, **kwargs)
         self.crops = crops  # LSJ crops: polygons are cut as masks (detectron2's polygon crop needs shapely)
         self.region_store_path = region_store or None
@@ -102,13 +114,17 @@ class ViLDDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         d = cfg.MODEL.DISTILL
-        if is_train and d.LSJ.ENABLED:  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
+        if (
+            is_train and d.LSJ.ENABLED
+        ):  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
             from detectron2.data import transforms as T
 
             j = d.LSJ
-            ret["augmentations"] = [T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),
-                                    T.FixedSizeCrop((j.SIZE, j.SIZE), pad=False),
-                                    *[a for a in ret["augmentations"] if isinstance(a, T.RandomFlip)]]
+            ret["augmentations"] = [
+                T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),
+                T.FixedSizeCrop((j.SIZE, j.SIZE), pad=False),
+                *[a for a in ret["augmentations"] if isinstance(a, T.RandomFlip)],
+            ]
             ret["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped masks follow the masks
             ret["crops"] = True
         ret["region_store"] = d.REGION_STORE if (is_train and d.IMAGE_LOSS_WEIGHT > 0) else None
@@ -130,8 +146,11 @@ class ViLDDatasetMapper(DatasetMapper):
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         fmt = self.instance_mask_format
-        if self.use_instance_mask and fmt == "polygon" and any(
-                isinstance(a.get("segmentation"), dict) for a in dataset_dict["annotations"]):
+        if (
+            self.use_instance_mask
+            and fmt == "polygon"
+            and any(isinstance(a.get("segmentation"), dict) for a in dataset_dict["annotations"])
+        ):
             self.instance_mask_format = "bitmask"
         try:
             super()._transform_annotations(dataset_dict, transforms, image_shape)
@@ -147,7 +166,9 @@ class ViLDDatasetMapper(DatasetMapper):
         else:
             boxes, emb = torch.zeros(0, 4), torch.zeros(0, store.dim, dtype=torch.float16)
         if len(boxes):
-            boxes = torch.as_tensor(transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32)
+            boxes = torch.as_tensor(
+                transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32
+            )
         b = Boxes(boxes.float().reshape(-1, 4))
         b.clip(image_shape)
         keep = b.nonempty()  # regions a crop cut away have no pixels left to match their embeddings

@@ -3,6 +3,7 @@ torchvision backend's demo.py, so tools/demo.py can dispatch). `cfg` may be a to
 (`distill.config.load_config`) or a detectron2 one; detections are dicts of tensors in original pixels:
 boxes (N, 4) XYXY, scores (N,), labels (N,) vocabulary indices and, with masks, masks (N, H, W) float 0/1.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

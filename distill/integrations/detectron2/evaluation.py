@@ -5,6 +5,7 @@ novel split), and the test-vocabulary switch used while evaluating.
 scale, NaN where a group is empty, as detectron2's EvalHook needs floats); `flatten_ov_results` turns it into the
 core's flat box_ / mask_ keys that `format_ov_table` prints.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,9 +53,17 @@ class OVEvaluator(DatasetEvaluator):
         if self._ev is None:
             if self._gt is None:
                 self._gt, _ = load_ground_truth(self.meta.json_file, self.meta.evaluator_type)
-            results = os.path.join(self.output_dir, "coco_instances_results.json") if self.output_dir else None
-            self._ev = DetectionEvaluator(self._gt, ("bbox", "segm") if masks else ("bbox",), self.meta.evaluator_type,
-                                          self.meta.split, results_file=results, distributed=self.distributed)
+            results = (
+                os.path.join(self.output_dir, "coco_instances_results.json") if self.output_dir else None
+            )
+            self._ev = DetectionEvaluator(
+                self._gt,
+                ("bbox", "segm") if masks else ("bbox",),
+                self.meta.evaluator_type,
+                self.meta.split,
+                results_file=results,
+                distributed=self.distributed,
+            )
         return self._ev
 
     def process(self, inputs, outputs) -> None:
@@ -78,10 +87,15 @@ class OVEvaluator(DatasetEvaluator):
             return OrderedDict()
         out = OrderedDict()
         for task, m in metrics.items():
-            out[task] = {k: (math.nan if v is None else float(v)) for k, v in m.items()
-                         if k not in ("num_images", "num_predictions")}
+            out[task] = {
+                k: (math.nan if v is None else float(v))
+                for k, v in m.items()
+                if k not in ("num_images", "num_predictions")
+            }
         if self.output_dir:
-            atomic_write_json(os.path.join(self.output_dir, "metrics.json"), flatten_ov_results(out), indent=2)
+            atomic_write_json(
+                os.path.join(self.output_dir, "metrics.json"), flatten_ov_results(out), indent=2
+            )
         return out
 
 

@@ -7,6 +7,7 @@
 Same constructor and forward as `detectron2.modeling.poolers.ROIPooler`, one kernel for all levels
 instead of one roi_align per level plus a gather/scatter (and a host sync) per level.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,16 +25,19 @@ _ALIGNED = {"ROIAlignV2": True, "ROIAlign": False}
 class FusedROIPooler(nn.Module):
     """detectron2 `ROIPooler` for pooler_type "ROIAlignV2" (aligned) or "ROIAlign" (legacy)."""
 
-    def __init__(self, output_size, scales, sampling_ratio, pooler_type, canonical_box_size=224,
-                 canonical_level=4):
+    def __init__(
+        self, output_size, scales, sampling_ratio, pooler_type, canonical_box_size=224, canonical_level=4
+    ):
         super().__init__()
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         if len(output_size) != 2 or not all(isinstance(s, int) for s in output_size):
             raise ValueError(f"output_size must be an int or (h, w), got {output_size!r}")
         if pooler_type not in _ALIGNED:
-            raise ValueError(f"FusedROIPooler supports pooler_type {sorted(_ALIGNED)}, got {pooler_type!r}; "
-                             "use detectron2's ROIPooler for ROIPool or ROIAlignRotated")
+            raise ValueError(
+                f"FusedROIPooler supports pooler_type {sorted(_ALIGNED)}, got {pooler_type!r}; "
+                "use detectron2's ROIPooler for ROIPool or ROIAlignRotated"
+            )
         self.output_size = tuple(output_size)
         self.strides = strides_from_scales(scales)
         self.sampling_ratio = sampling_ratio
@@ -60,5 +64,13 @@ class FusedROIPooler(nn.Module):
         if len(box_lists) == 0:
             return torch.zeros((0, x[0].shape[1], *self.output_size), device=x[0].device, dtype=x[0].dtype)
         rois = boxes_to_rois([b.tensor if hasattr(b, "tensor") else b for b in box_lists])
-        return multilevel_roi_align(x, rois, self.output_size, self.strides, self.sampling_ratio, self.aligned,
-                                    self.canonical_box_size, self.canonical_level)
+        return multilevel_roi_align(
+            x,
+            rois,
+            self.output_size,
+            self.strides,
+            self.sampling_ratio,
+            self.aligned,
+            self.canonical_box_size,
+            self.canonical_level,
+        )

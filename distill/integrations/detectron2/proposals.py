@@ -1,5 +1,6 @@
 """RPN proposals of a trained detector over a dataset, as the json list the region dump reads (the
 detectron2 counterpart of the torchvision backend's proposals.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -22,23 +23,33 @@ def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tens
     return out
 
 
-def iter_dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                           progress: bool = True):
+def iter_dataset_proposals(
+    model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+):
     """Yields (image_id, boxes (K, 4) XYXY original pixels, scores (K,)) per image; nothing is kept."""
     from tqdm import tqdm
 
     from ...utils.progress import on_terminal
 
     model.eval()
-    mapper = DatasetMapper(is_train=False, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
-                           image_format=model.input_format)
+    mapper = DatasetMapper(
+        is_train=False,
+        augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+        image_format=model.input_format,
+    )
     for d in tqdm(dicts, desc="proposals", unit="img", disable=not on_terminal(progress)):
-        (boxes, scores), = rpn_proposals(model, [mapper(d)], top_k)
+        ((boxes, scores),) = rpn_proposals(model, [mapper(d)], top_k)
         yield d["image_id"], boxes.cpu(), scores.cpu()
 
 
-def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                      progress: bool = True) -> list[dict]:
+def dataset_proposals(
+    model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+) -> list[dict]:
     """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
-    return [r for image_id, boxes, scores in iter_dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
-            for r in proposal_records(image_id, boxes, scores)]
+    return [
+        r
+        for image_id, boxes, scores in iter_dataset_proposals(
+            model, dicts, min_size, max_size, top_k, progress
+        )
+        for r in proposal_records(image_id, boxes, scores)
+    ]

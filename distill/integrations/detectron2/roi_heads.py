@@ -5,6 +5,7 @@ Labels need no conversion here: detectron2, like the core classifier, puts backg
 The number of classes is the vocabulary's (MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS); ROI_HEADS.NUM_CLASSES is
 not read.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,12 +56,26 @@ class ViLDPredictor(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec | int, vocabulary: ClassEmbeddings | torch.Tensor, *,
-                 box2box_transform: Box2BoxTransform, temperature: float = 0.01, bg_init_std: float = 0.01,
-                 text_loss_weight: float = 1.0, novel_logit_mode: str = "zero", ensemble: bool = False,
-                 base_text_weight: float = 2 / 3, novel_text_weight: float = 1 / 3,
-                 box_reg_loss_type: str = "smooth_l1", smooth_l1_beta: float = 0.0, box_reg_loss_weight: float = 1.0,
-                 test_score_thresh: float = 0.05, test_nms_thresh: float = 0.5, test_topk_per_image: int = 100):
+    def __init__(
+        self,
+        input_shape: ShapeSpec | int,
+        vocabulary: ClassEmbeddings | torch.Tensor,
+        *,
+        box2box_transform: Box2BoxTransform,
+        temperature: float = 0.01,
+        bg_init_std: float = 0.01,
+        text_loss_weight: float = 1.0,
+        novel_logit_mode: str = "zero",
+        ensemble: bool = False,
+        base_text_weight: float = 2 / 3,
+        novel_text_weight: float = 1 / 3,
+        box_reg_loss_type: str = "smooth_l1",
+        smooth_l1_beta: float = 0.0,
+        box_reg_loss_weight: float = 1.0,
+        test_score_thresh: float = 0.05,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+    ):
         super().__init__()
         if isinstance(input_shape, int):
             input_shape = ShapeSpec(channels=input_shape)
@@ -73,7 +88,11 @@ class ViLDPredictor(nn.Module):
         self.box_regressor = ClassAgnosticBoxRegressor(in_dim)
         self.box2box_transform = box2box_transform
         self.text_loss_weight, self.novel_logit_mode = text_loss_weight, novel_logit_mode
-        self.ensemble, self.base_text_weight, self.novel_text_weight = ensemble, base_text_weight, novel_text_weight
+        self.ensemble, self.base_text_weight, self.novel_text_weight = (
+            ensemble,
+            base_text_weight,
+            novel_text_weight,
+        )
         self.box_reg_loss_type, self.smooth_l1_beta = box_reg_loss_type, smooth_l1_beta
         self.box_reg_loss_weight = box_reg_loss_weight
         self.test_score_thresh, self.test_nms_thresh = test_score_thresh, test_nms_thresh
@@ -84,22 +103,32 @@ class ViLDPredictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec, vocabulary: ClassEmbeddings | None = None) -> dict:
         d, bh = cfg.MODEL.DISTILL, cfg.MODEL.ROI_BOX_HEAD
-        return {"input_shape": input_shape, "vocabulary": load_train_vocabulary(cfg) if vocabulary is None else vocabulary,
-                "box2box_transform": Box2BoxTransform(weights=bh.BBOX_REG_WEIGHTS), "temperature": d.TEMPERATURE,
-                "bg_init_std": d.BG_INIT_STD, "text_loss_weight": d.TEXT_LOSS_WEIGHT,
-                "novel_logit_mode": d.NOVEL_LOGIT_MODE, "ensemble": d.ENSEMBLE.ENABLED,
-                "base_text_weight": d.ENSEMBLE.BASE_TEXT_WEIGHT, "novel_text_weight": d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
-                "box_reg_loss_type": bh.BBOX_REG_LOSS_TYPE, "smooth_l1_beta": bh.SMOOTH_L1_BETA,
-                "box_reg_loss_weight": bh.BBOX_REG_LOSS_WEIGHT,
-                "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-                "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-                "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE}
+        return {
+            "input_shape": input_shape,
+            "vocabulary": load_train_vocabulary(cfg) if vocabulary is None else vocabulary,
+            "box2box_transform": Box2BoxTransform(weights=bh.BBOX_REG_WEIGHTS),
+            "temperature": d.TEMPERATURE,
+            "bg_init_std": d.BG_INIT_STD,
+            "text_loss_weight": d.TEXT_LOSS_WEIGHT,
+            "novel_logit_mode": d.NOVEL_LOGIT_MODE,
+            "ensemble": d.ENSEMBLE.ENABLED,
+            "base_text_weight": d.ENSEMBLE.BASE_TEXT_WEIGHT,
+            "novel_text_weight": d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
+            "box_reg_loss_type": bh.BBOX_REG_LOSS_TYPE,
+            "smooth_l1_beta": bh.SMOOTH_L1_BETA,
+            "box_reg_loss_weight": bh.BBOX_REG_LOSS_WEIGHT,
+            "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
 
     @property
     def num_classes(self) -> int:
         return self.classifier.num_classes
 
-    def set_vocabulary(self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None):
+    def set_vocabulary(
+        self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None
+    ):
         self.classifier.set_vocabulary(vocabulary)
         self.novel_mask = novel_mask_for(self.classifier, novel_mask)
 
@@ -116,28 +145,43 @@ class ViLDPredictor(nn.Module):
         return self.classifier(emb), self.box_regressor(x), image
 
     # ------------------------------------------------------------------ training
-    def losses(self, predictions, proposals: list[Instances], image: tuple | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self, predictions, proposals: list[Instances], image: tuple | None = None
+    ) -> dict[str, torch.Tensor]:
         """`image`: (student (M, D), teacher (M, D), weight) of the distillation RoIs, or None."""
         logits, deltas, _ = predictions
-        gt_classes = cat([p.gt_classes for p in proposals], dim=0) if proposals else logits.new_zeros(0).long()
+        gt_classes = (
+            cat([p.gt_classes for p in proposals], dim=0) if proposals else logits.new_zeros(0).long()
+        )
         self._log_classification_stats(logits.detach(), gt_classes)
-        vl = vild_losses(logits, gt_classes, self.novel_mask, self.novel_logit_mode, self.text_loss_weight,
-                         *(image or ()))
+        vl = vild_losses(
+            logits, gt_classes, self.novel_mask, self.novel_logit_mode, self.text_loss_weight, *(image or ())
+        )
         losses = {"loss_vild_text": vl.pop("loss_vild_text")}
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-            gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
+            gt_boxes = cat(
+                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0
+            )
         else:
             proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
-        losses["loss_box_reg"] = self.box_reg_loss_weight * self._box_reg_loss(proposal_boxes, gt_boxes, deltas,
-                                                                               gt_classes)
+        losses["loss_box_reg"] = self.box_reg_loss_weight * self._box_reg_loss(
+            proposal_boxes, gt_boxes, deltas, gt_classes
+        )
         return {**losses, **vl}
 
     def _box_reg_loss(self, proposal_boxes, gt_boxes, deltas, gt_classes) -> torch.Tensor:
         """Class-agnostic regression on foreground RoIs, normalised by all sampled RoIs (detectron2's)."""
         fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
-        loss = _dense_box_regression_loss([proposal_boxes[fg]], self.box2box_transform, [deltas[fg].unsqueeze(0)],
-                                          [gt_boxes[fg]], ..., self.box_reg_loss_type, self.smooth_l1_beta)
+        loss = _dense_box_regression_loss(
+            [proposal_boxes[fg]],
+            self.box2box_transform,
+            [deltas[fg].unsqueeze(0)],
+            [gt_boxes[fg]],
+            ...,
+            self.box_reg_loss_type,
+            self.smooth_l1_beta,
+        )
         return loss / max(gt_classes.numel(), 1.0)
 
     def _log_classification_stats(self, logits: torch.Tensor, gt_classes: torch.Tensor) -> None:
@@ -146,7 +190,10 @@ class ViLDPredictor(nn.Module):
         pred = logits.argmax(1)
         bg = logits.shape[1] - 1
         fg = gt_classes < bg
-        stats = {"cls_accuracy": (pred == gt_classes).float().mean().item(), "fg_fraction": fg.float().mean().item()}
+        stats = {
+            "cls_accuracy": (pred == gt_classes).float().mean().item(),
+            "fg_fraction": fg.float().mean().item(),
+        }
         if fg.any():
             stats["fg_cls_accuracy"] = (pred[fg] == gt_classes[fg]).float().mean().item()
             stats["false_negative"] = (pred[fg] == bg).float().mean().item()
@@ -157,8 +204,15 @@ class ViLDPredictor(nn.Module):
         """Per image (R_i, C + 1) class scores, background last (softmax, or ViLD-ensemble's geometric mean)."""
         logits, _, image = predictions
         if self.ensemble:
-            scores = ensemble_scores(logits, image, self.classifier.class_embeddings, self.novel_mask,
-                                     self.classifier.temperature, self.base_text_weight, self.novel_text_weight)
+            scores = ensemble_scores(
+                logits,
+                image,
+                self.classifier.class_embeddings,
+                self.novel_mask,
+                self.classifier.temperature,
+                self.base_text_weight,
+                self.novel_text_weight,
+            )
         else:
             scores = logits.softmax(-1)
         return scores.split([len(p) for p in proposals], dim=0)
@@ -172,9 +226,14 @@ class ViLDPredictor(nn.Module):
         return self.box2box_transform.apply_deltas(deltas, boxes).split([len(p) for p in proposals], dim=0)
 
     def inference(self, predictions, proposals: list[Instances]):
-        return fast_rcnn_inference(self.predict_boxes(predictions, proposals), self.predict_probs(predictions, proposals),
-                                   [p.image_size for p in proposals], self.test_score_thresh, self.test_nms_thresh,
-                                   self.test_topk_per_image)
+        return fast_rcnn_inference(
+            self.predict_boxes(predictions, proposals),
+            self.predict_probs(predictions, proposals),
+            [p.image_size for p in proposals],
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
+        )
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -200,8 +259,10 @@ class ViLDRoIHeads(StandardROIHeads):
     def _init_box_head(cls, cfg, input_shape):
         bh = cfg.MODEL.ROI_BOX_HEAD
         if not bh.CLS_AGNOSTIC_BBOX_REG:
-            raise DistillInputError("ViLD needs class-agnostic box regression (novel classes): set "
-                                    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True")
+            raise DistillInputError(
+                "ViLD needs class-agnostic box regression (novel classes): set "
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True"
+            )
         if bh.TRAIN_ON_PRED_BOXES:
             raise DistillInputError("ViLDRoIHeads does not support MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
@@ -212,9 +273,13 @@ class ViLDRoIHeads(StandardROIHeads):
         res = bh.POOLER_RESOLUTION
         box_head = build_box_head(cfg, ShapeSpec(channels=channels.pop(), height=res, width=res))
         vocabulary = load_train_vocabulary(cfg)
-        return {"box_in_features": in_features, "box_pooler": build_pooler(cfg, bh, scales), "box_head": box_head,
-                "box_predictor": ViLDPredictor(cfg, box_head.output_shape, vocabulary),
-                "num_classes": len(vocabulary)}
+        return {
+            "box_in_features": in_features,
+            "box_pooler": build_pooler(cfg, bh, scales),
+            "box_head": box_head,
+            "box_predictor": ViLDPredictor(cfg, box_head.output_shape, vocabulary),
+            "num_classes": len(vocabulary),
+        }
 
     @classmethod
     def _init_mask_head(cls, cfg, input_shape):
@@ -222,8 +287,10 @@ class ViLDRoIHeads(StandardROIHeads):
         if not ret:
             return ret
         if not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
-            raise DistillInputError("ViLD needs a class-agnostic mask head (novel classes): set "
-                                    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True")
+            raise DistillInputError(
+                "ViLD needs a class-agnostic mask head (novel classes): set "
+                "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True"
+            )
         if ret["mask_pooler"] is not None:
             scales = tuple(1.0 / input_shape[k].stride for k in ret["mask_in_features"])
             ret["mask_pooler"] = build_pooler(cfg, cfg.MODEL.ROI_MASK_HEAD, scales)
@@ -238,7 +305,9 @@ class ViLDRoIHeads(StandardROIHeads):
     def novel_mask(self) -> torch.Tensor:
         return self.box_predictor.novel_mask
 
-    def set_vocabulary(self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None):
+    def set_vocabulary(
+        self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None
+    ):
         """Score another vocabulary (e.g. base + novel at test time); `novel_mask` (C,) drives the ensemble."""
         self.box_predictor.set_vocabulary(vocabulary, novel_mask)
         self.num_classes = self.box_predictor.num_classes
@@ -277,10 +346,13 @@ class ViLDRoIHeads(StandardROIHeads):
         x = self.box_head(self.box_pooler(feats, boxes))
         if not use_image:
             return self.box_predictor.losses(self.box_predictor(x), proposals)
-        x_sampled, x_distill = split_sampled_and_distill(x, [len(p) for p in proposals], [len(db) for db, _ in distill])
+        x_sampled, x_distill = split_sampled_and_distill(
+            x, [len(p) for p in proposals], [len(db) for db, _ in distill]
+        )
         student = self.box_predictor.image_embeddings(x_distill)
         teacher = torch.cat([de for _, de in distill])
-        losses = self.box_predictor.losses(self.box_predictor(x_sampled), proposals,
-                                           (student, teacher, self.image_loss_weight))
+        losses = self.box_predictor.losses(
+            self.box_predictor(x_sampled), proposals, (student, teacher, self.image_loss_weight)
+        )
         _put_scalars(num_distill_rois=student.shape[0] / max(len(distill), 1))
         return losses

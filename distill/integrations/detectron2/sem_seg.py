@@ -12,6 +12,7 @@ same keys the torchvision backend reads); of MODEL.SEM_SEG_HEAD only NAME and IN
 synthetic yaml starts from the ViLD student (MODEL.WEIGHTS, loaded by detectron2's checkpointer: a checkpoint
 of this backend) with its ResNet frozen (FREEZE_AT 5).
 """
+
 from __future__ import annotations
 
 from typing import Dict
@@ -34,13 +35,20 @@ class OpenVocabSemSegHead(nn.Module):
     inference → ((B, K, H, W) logits, {}), K = C + 1 with the background last."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, in_features: list[str],
-                 predictor: OpenVocabSemSegPredictor):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        in_features: list[str],
+        predictor: OpenVocabSemSegPredictor,
+    ):
         super().__init__()
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise DistillInputError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, which the backbone lacks "
-                                    f"(it has {sorted(input_shape)})")
+            raise DistillInputError(
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, which the backbone lacks "
+                f"(it has {sorted(input_shape)})"
+            )
         self.in_features = list(in_features)
         self.predictor = predictor
 
@@ -51,19 +59,27 @@ class OpenVocabSemSegHead(nn.Module):
         shapes = [input_shape[f] for f in feats if f in input_shape]
         predictor = None  # a missing feature is __init__'s clear error
         if len(shapes) == len(feats):
-            predictor = build_sem_seg_predictor(cfg, vocab, [x.channels for x in shapes], [x.stride for x in shapes])
+            predictor = build_sem_seg_predictor(
+                cfg, vocab, [x.channels for x in shapes], [x.stride for x in shapes]
+            )
         return {"input_shape": input_shape, "in_features": feats, "predictor": predictor}
 
     @property
     def ignore_value(self) -> int:  # SemanticSegmentor pads the targets with it
         return self.predictor.ignore_value
 
-    def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor | None = None,
-                pixel_targets: list[torch.Tensor] | None = None, image_sizes: list[tuple[int, int]] | None = None):
+    def forward(
+        self,
+        features: Dict[str, torch.Tensor],
+        targets: torch.Tensor | None = None,
+        pixel_targets: list[torch.Tensor] | None = None,
+        image_sizes: list[tuple[int, int]] | None = None,
+    ):
         x = [features[f] for f in self.in_features]
         if image_sizes is None:  # plain SemanticSegmentor: the padded size (only the distillation needs it)
-            image_sizes = [tuple(int(v) * self.predictor.embed_head.in_strides[0] for v in x[0].shape[-2:])] * \
-                x[0].shape[0]
+            image_sizes = [
+                tuple(int(v) * self.predictor.embed_head.in_strides[0] for v in x[0].shape[-2:])
+            ] * x[0].shape[0]
         return self.predictor(x, image_sizes, targets if self.training else None, pixel_targets)
 
 
@@ -76,12 +92,17 @@ class OpenVocabSemanticSegmentor(SemanticSegmentor):
         if not self.training or "pixel_targets" not in batched_inputs[0]:
             return super().forward(batched_inputs)
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility,
-                                        padding_constraints=self.backbone.padding_constraints)
+        images = ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
         features = self.backbone(images.tensor)
-        targets = ImageList.from_tensors([x["sem_seg"].to(self.device) for x in batched_inputs],
-                                         self.backbone.size_divisibility, self.sem_seg_head.ignore_value,
-                                         self.backbone.padding_constraints).tensor
-        _, losses = self.sem_seg_head(features, targets, [x["pixel_targets"] for x in batched_inputs],
-                                      images.image_sizes)
+        targets = ImageList.from_tensors(
+            [x["sem_seg"].to(self.device) for x in batched_inputs],
+            self.backbone.size_divisibility,
+            self.sem_seg_head.ignore_value,
+            self.backbone.padding_constraints,
+        ).tensor
+        _, losses = self.sem_seg_head(
+            features, targets, [x["pixel_targets"] for x in batched_inputs], images.image_sizes
+        )
         return losses

@@ -6,6 +6,7 @@ training vocabulary by class name; RepeatFactorTrainingSampler on LVIS-protocol 
 proposals from MODEL.DISTILL.REGION_STORE), the optimizer (MODEL.DISTILL.OPTIMIZER: SGD or AdamW, no weight decay
 on the background embedding), the open-vocabulary evaluators and the test vocabulary switched in while testing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,9 +140,13 @@ class ViLDTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         params = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-            overrides={"bg_embedding": {"weight_decay": 0.0}})  # normalised in use: decay only shrinks its scale
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            overrides={"bg_embedding": {"weight_decay": 0.0}},
+        )  # normalised in use: decay only shrinks its scale
         return add_gradient_clipping(cfg, build_optimizer(cfg, params))
 
     @classmethod
@@ -150,11 +155,18 @@ class ViLDTrainer(DefaultTrainer):
         dicts, lvis = load_train_set(cfg, vocab)
         d = cfg.MODEL.DISTILL
         if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-            check_region_store(d.REGION_STORE, vocab, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-                               [x["image_id"] for x in dicts], d.TEACHER)  # fail early, clearly
+            check_region_store(
+                d.REGION_STORE,
+                vocab,
+                "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+                [x["image_id"] for x in dicts],
+                d.TEACHER,
+            )  # fail early, clearly
         if lvis and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
-            logger.info("LVIS-protocol training data: using RepeatFactorTrainingSampler (threshold %s)",
-                        cfg.DATALOADER.REPEAT_THRESHOLD)
+            logger.info(
+                "LVIS-protocol training data: using RepeatFactorTrainingSampler (threshold %s)",
+                cfg.DATALOADER.REPEAT_THRESHOLD,
+            )
             cfg = cfg.clone()
             cfg.defrost()
             cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
@@ -166,7 +178,9 @@ class ViLDTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return OVEvaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+        return OVEvaluator(
+            dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -193,7 +207,10 @@ class ViLDTrainer(DefaultTrainer):
         return hooks
 
     def build_writers(self):
-        writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+        writers = [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+        ]
         try:
             from detectron2.utils.events import TensorboardXWriter
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -243,7 +260,9 @@ def main(args) -> dict:
         if "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise DistillInputError("MODEL.WEIGHTS not found", cfg.MODEL.WEIGHTS)
         model = ViLDTrainer.build_model(cfg)
-        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         results = ViLDTrainer.test(cfg, model)
     else:
         trainer = ViLDTrainer(cfg)
@@ -277,6 +296,12 @@ def train_main(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _main_in_env_group(args)
     else:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
     return 0

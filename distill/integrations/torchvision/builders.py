@@ -1,4 +1,5 @@
 """cfg → ViLD detector on torchvision (ResNet-FPN of any depth, torchvision RPN, core ViLD heads)."""
+
 from __future__ import annotations
 
 import logging
@@ -57,31 +58,40 @@ def build_backbone(cfg) -> BackboneWithFPN:
         if any(name.startswith(f) for f in frozen):
             p.requires_grad_(False)
     c = 64 if r.DEPTH < 50 else 256
-    return BackboneWithFPN(net, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                           [c, 2 * c, 4 * c, 8 * c], cfg.MODEL.FPN.OUT_CHANNELS, extra_blocks=LastLevelMaxPool())
+    return BackboneWithFPN(
+        net,
+        {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        [c, 2 * c, 4 * c, 8 * c],
+        cfg.MODEL.FPN.OUT_CHANNELS,
+        extra_blocks=LastLevelMaxPool(),
+    )
 
 
 def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
-    """"imagenet": torchvision's ImageNet weights (downloaded where there is network); else a file path."""
+    """ "imagenet": torchvision's ImageNet weights (downloaded where there is network); else a file path."""
     if spec == "imagenet":
         enum = getattr(resnet, f"ResNet{depth}_Weights").DEFAULT
         try:
             state = enum.get_state_dict(progress=True)
         except Exception as e:  # noqa: BLE001 - no network, proxy, ...: one clear message
-            raise DistillInputError(f"cannot fetch torchvision's ImageNet ResNet-{depth} weights ({e}); set "
-                                    "MODEL.DISTILL.BACKBONE_WEIGHTS to a local file or to \"\" to train from scratch"
-                                    ) from None
+            raise DistillInputError(
+                f"cannot fetch torchvision's ImageNet ResNet-{depth} weights ({e}); set "
+                'MODEL.DISTILL.BACKBONE_WEIGHTS to a local file or to "" to train from scratch'
+            ) from None
     else:
         if not os.path.isfile(spec):
             raise DistillInputError("backbone weights not found", spec)
         state = load_torch_file(spec, "backbone weights")
         state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else {}
-    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
-                                              strict=False)
+    missing, unexpected = net.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False
+    )
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing:
-        raise DistillInputError(f"backbone weights miss {len(missing)} tensors (e.g. {missing[0]}): "
-                                f"not a ResNet-{depth}?", spec if spec != "imagenet" else None)
+        raise DistillInputError(
+            f"backbone weights miss {len(missing)} tensors (e.g. {missing[0]}): not a ResNet-{depth}?",
+            spec if spec != "imagenet" else None,
+        )
 
 
 def _check_supported(cfg) -> None:
@@ -90,14 +100,20 @@ def _check_supported(cfg) -> None:
     if m.META_ARCHITECTURE not in ("GeneralizedRCNN", "ViLDRCNN"):
         raise DistillInputError(f"MODEL.META_ARCHITECTURE {m.META_ARCHITECTURE!r} is not a ViLD detector")
     if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME != "ViLDRoIHeads":
-        raise DistillInputError("the torchvision backend builds ResNet-FPN + ViLDRoIHeads only; got "
-                                f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}")
-    if m.ROI_BOX_HEAD.POOLER_TYPE != "ROIAlignV2" or (m.MASK_ON and m.ROI_MASK_HEAD.POOLER_TYPE != "ROIAlignV2"):
+        raise DistillInputError(
+            "the torchvision backend builds ResNet-FPN + ViLDRoIHeads only; got "
+            f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}"
+        )
+    if m.ROI_BOX_HEAD.POOLER_TYPE != "ROIAlignV2" or (
+        m.MASK_ON and m.ROI_MASK_HEAD.POOLER_TYPE != "ROIAlignV2"
+    ):
         raise DistillInputError("the torchvision backend pools with ROIAlignV2 only")
     if not m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG or not m.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
         raise DistillInputError("ViLD needs class-agnostic box regression and masks (novel classes)")
     if cfg.TEST.AUG.ENABLED:
-        raise DistillInputError("TEST.AUG (test-time augmentation) is not implemented by the torchvision detector")
+        raise DistillInputError(
+            "TEST.AUG (test-time augmentation) is not implemented by the torchvision detector"
+        )
     if cfg.INPUT.FORMAT != "RGB":
         raise DistillInputError("the torchvision backend reads RGB images: set INPUT.FORMAT RGB")
 
@@ -112,31 +128,52 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     ratios = tuple(tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS)
     anchors = AnchorGenerator(sizes, ratios * len(sizes) if len(ratios) == 1 else ratios)
     if tuple(m.RPN.IOU_LABELS) != (0, -1, 1) or len(m.RPN.IOU_THRESHOLDS) != 2:
-        raise DistillInputError("the torchvision RPN reads two MODEL.RPN.IOU_THRESHOLDS (negative below the first, "
-                                "positive from the second) with IOU_LABELS [0, -1, 1]")
+        raise DistillInputError(
+            "the torchvision RPN reads two MODEL.RPN.IOU_THRESHOLDS (negative below the first, "
+            "positive from the second) with IOU_LABELS [0, -1, 1]"
+        )
     bg_iou, fg_iou = m.RPN.IOU_THRESHOLDS
     rpn = RPN(
-        anchors, RPNHead(ch, anchors.num_anchors_per_location()[0]), fg_iou, bg_iou, m.RPN.BATCH_SIZE_PER_IMAGE,
-        m.RPN.POSITIVE_FRACTION, {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
-        {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST}, m.RPN.NMS_THRESH)
+        anchors,
+        RPNHead(ch, anchors.num_anchors_per_location()[0]),
+        fg_iou,
+        bg_iou,
+        m.RPN.BATCH_SIZE_PER_IMAGE,
+        m.RPN.POSITIVE_FRACTION,
+        {"training": m.RPN.PRE_NMS_TOPK_TRAIN, "testing": m.RPN.PRE_NMS_TOPK_TEST},
+        {"training": m.RPN.POST_NMS_TOPK_TRAIN, "testing": m.RPN.POST_NMS_TOPK_TEST},
+        m.RPN.NMS_THRESH,
+    )
     bh = m.ROI_BOX_HEAD
     box_head = FastRCNNConvFCHead(ch, bh.POOLER_RESOLUTION, bh.FC_DIM, bh.NUM_FC)
     mh = m.ROI_MASK_HEAD
     roi_heads = ViLDRoIHeads(
         MultiScaleRoIPooler(bh.POOLER_RESOLUTION, STRIDES, sampling_ratio=bh.POOLER_SAMPLING_RATIO),
-        box_head, RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
+        box_head,
+        RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
         text_classifier(cfg, vocabulary),
         ClassAgnosticBoxRegressor(box_head.out_dim),
         MultiScaleRoIPooler(mh.POOLER_RESOLUTION, STRIDES, sampling_ratio=mh.POOLER_SAMPLING_RATIO)
-        if m.MASK_ON else None,
+        if m.MASK_ON
+        else None,
         ClassAgnosticMaskHead(ch, mh.CONV_DIM, mh.NUM_CONV) if m.MASK_ON else None,
-        image_embed_head=RegionEmbeddingHead(box_head.out_dim, vocabulary.dim) if d.ENSEMBLE.ENABLED else None,
-        text_loss_weight=d.TEXT_LOSS_WEIGHT, image_loss_weight=d.IMAGE_LOSS_WEIGHT,
-        novel_logit_mode=d.NOVEL_LOGIT_MODE, ensemble=d.ENSEMBLE.ENABLED,
-        base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT, novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
-        fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0], bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
-        batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE, positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
-        bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS), score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
-        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
-        smooth_l1_beta=bh.SMOOTH_L1_BETA)
+        image_embed_head=RegionEmbeddingHead(box_head.out_dim, vocabulary.dim)
+        if d.ENSEMBLE.ENABLED
+        else None,
+        text_loss_weight=d.TEXT_LOSS_WEIGHT,
+        image_loss_weight=d.IMAGE_LOSS_WEIGHT,
+        novel_logit_mode=d.NOVEL_LOGIT_MODE,
+        ensemble=d.ENSEMBLE.ENABLED,
+        base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT,
+        novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
+        fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
+        bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
+        batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+        positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
+        bbox_reg_weights=tuple(bh.BBOX_REG_WEIGHTS),
+        score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
+        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST,
+        detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        smooth_l1_beta=bh.SMOOTH_L1_BETA,
+    )
     return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

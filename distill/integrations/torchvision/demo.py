@@ -1,4 +1,5 @@
 """Inference on images with any vocabulary, drawn, for the torchvision backend."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,14 @@ def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: to
 @torch.no_grad()
 def predict(model, cfg, d: dict) -> dict:
     """One dataset-style dict ({file_name, height, width, image_id}) → detections in original pixels."""
-    mapper = DatasetMapper(MapperConfig(min_sizes=(cfg.INPUT.MIN_SIZE_TEST,), max_size=cfg.INPUT.MAX_SIZE_TEST,
-                                        is_train=False, mask_on=False))
+    mapper = DatasetMapper(
+        MapperConfig(
+            min_sizes=(cfg.INPUT.MIN_SIZE_TEST,),
+            max_size=cfg.INPUT.MAX_SIZE_TEST,
+            is_train=False,
+            mask_on=False,
+        )
+    )
     return model([mapper(d)])[0]
 
 

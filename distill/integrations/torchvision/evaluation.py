@@ -1,6 +1,7 @@
 """Evaluation of the torchvision detector in detectron2's shape: a `DetectionEvaluator` with
 reset() / process(inputs, outputs) / evaluate() (a DatasetEvaluator, on the streaming core evaluator) fed by
 `inference_on_dataset`, and `evaluate(cfg, model, dataset)` with the test vocabulary switched in."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,9 +42,13 @@ class DetectionEvaluator:
         if self._ev is not None:
             self._ev.reset()
             return
-        self._ev = OVDetectionEvaluator(self._gt, ("bbox", "segm") if self.mask_on else ("bbox",),
-                                        self.meta.evaluator_type, self.meta.split,
-                                        results_file=self.output_dir / "coco_instances_results.json")
+        self._ev = OVDetectionEvaluator(
+            self._gt,
+            ("bbox", "segm") if self.mask_on else ("bbox",),
+            self.meta.evaluator_type,
+            self.meta.split,
+            results_file=self.output_dir / "coco_instances_results.json",
+        )
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         ids = self.meta.category_ids
@@ -52,7 +57,9 @@ class DetectionEvaluator:
     def evaluate(self) -> dict:
         metrics: dict = {}
         for task, m in self._ev.evaluate().items():
-            metrics.update({_PREFIX[task] + k: v for k, v in m.items() if k not in ("num_images", "num_predictions")})
+            metrics.update(
+                {_PREFIX[task] + k: v for k, v in m.items() if k not in ("num_images", "num_predictions")}
+            )
         metrics["num_predictions"] = self._ev.num_predictions
         if dist_info()[0] == 0:
             atomic_write_json(self.output_dir / "metrics.json", metrics, indent=2)
@@ -80,7 +87,8 @@ def evaluate(cfg, model: torch.nn.Module, dataset_name: str, output_dir: str | N
     net = unwrap(model)
     vocab, novel = load_test_vocabulary(cfg, meta, net.roi_heads.classifier.embed_dim)
     mapper = DatasetMapper(mapper_cfg(cfg, is_train=False))
-    evaluator = DetectionEvaluator(dataset_name, Path(output_dir or cfg.OUTPUT_DIR) / "inference" / dataset_name,
-                                   cfg.MODEL.MASK_ON)
+    evaluator = DetectionEvaluator(
+        dataset_name, Path(output_dir or cfg.OUTPUT_DIR) / "inference" / dataset_name, cfg.MODEL.MASK_ON
+    )
     with using_vocabulary(net.roi_heads, vocab, novel):
         return inference_on_dataset(net, ([mapper(d)] for d in dicts[rank::world]), evaluator)

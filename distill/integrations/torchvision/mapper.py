@@ -8,6 +8,7 @@ Output of `DatasetMapper.__call__`::
      "boxes": (N, 4) XYXY in resized pixels, "labels": (N,) contiguous ids, "masks": (N, h, w) uint8,
      "distill_boxes": (M, 4) XYXY resized, "distill_embeddings": (M, D) fp16}   # when a store is given
 """
+
 from __future__ import annotations
 
 import random
@@ -74,7 +75,9 @@ def _flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 class DatasetMapper:
-    def __init__(self, cfg: MapperConfig, region_store: RegionEmbeddingStore | None = None, seed: int | None = None):
+    def __init__(
+        self, cfg: MapperConfig, region_store: RegionEmbeddingStore | None = None, seed: int | None = None
+    ):
         self.cfg = cfg
         self.store = region_store
         self.rng = random.Random(seed)
@@ -83,8 +86,9 @@ class DatasetMapper:
         img = read_image_rgb(d["file_name"])
         h0, w0 = img.shape[1:]
         if (h0, w0) != (d["height"], d["width"]):
-            raise DistillInputError(f"image is {w0}x{h0} but the annotations say {d['width']}x{d['height']}",
-                                    d["file_name"])
+            raise DistillInputError(
+                f"image is {w0}x{h0} but the annotations say {d['width']}x{d['height']}", d["file_name"]
+            )
         lsj = self.cfg.lsj if self.cfg.is_train else None
         if lsj:
             size, lo, hi = lsj
@@ -103,16 +107,28 @@ class DatasetMapper:
         ox = self.rng.randint(0, max(0, w - lsj[0])) if lsj else 0
         if lsj:
             h, w = min(h, lsj[0]), min(w, lsj[0])
-            image = image[:, oy:oy + h, ox:ox + w]
+            image = image[:, oy : oy + h, ox : ox + w]
         flip = self.cfg.is_train and self.rng.random() < self.cfg.flip_prob
         if flip:
             image = image.flip(-1)
-        out = {"image": image, "image_id": d["image_id"], "height": h0, "width": w0, "scale": (sy, sx),
-               "flipped": flip, "file_name": d["file_name"]}
+        out = {
+            "image": image,
+            "image_id": d["image_id"],
+            "height": h0,
+            "width": w0,
+            "scale": (sy, sx),
+            "flipped": flip,
+            "file_name": d["file_name"],
+        }
         anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
         scale = torch.tensor([sx, sy, sx, sy])
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                               a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).view(-1, 4)
+        boxes = torch.tensor(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in anns
+            ],
+            dtype=torch.float32,
+        ).view(-1, 4)
         offset = torch.tensor([ox, oy, ox, oy], dtype=torch.float32)
         boxes = boxes * scale
         keep = torch.ones(len(anns), dtype=torch.bool)
@@ -127,11 +143,13 @@ class DatasetMapper:
         out["labels"] = torch.tensor([a["category_id"] for a in anns], dtype=torch.long)
         if self.cfg.mask_on and anns:
             if any("segmentation" not in a for a in anns):
-                raise DistillInputError("mask training needs a segmentation on every annotation", d["file_name"])
+                raise DistillInputError(
+                    "mask training needs a segmentation on every annotation", d["file_name"]
+                )
             m = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h0, w0) for a in anns]))
             hr, wr = int(round(h0 * sy)), int(round(w0 * sx))
             m = F.interpolate(m[None].float(), size=(hr, wr), mode="nearest")[0].to(torch.uint8)
-            m = m[:, oy:oy + h, ox:ox + w]
+            m = m[:, oy : oy + h, ox : ox + w]
             out["masks"] = m.flip(-1) if flip else m
         elif self.cfg.mask_on:
             out["masks"] = torch.zeros(0, h, w, dtype=torch.uint8)

@@ -3,6 +3,7 @@
 Inputs are the core mapper's dicts (images already resized / flipped, boxes and distillation proposals
 transformed with them); outputs are in original-image pixels.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -14,8 +15,9 @@ from torchvision.models.detection.image_list import ImageList
 from ...modeling.masks import BoxMasks, iter_full_masks
 
 
-def normalize_and_pad(images, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size_divisible: int
-                      ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def normalize_and_pad(
+    images, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size_divisible: int
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """(3, h_i, w_i) 0-255 RGB images → ((B, 3, H, W) float32 normalised, zero past each image, H and W rounded
     up to `size_divisible`; [(h_i, w_i)]), on the device of `pixel_mean` (3, 1, 1)."""
     imgs = [(i.to(pixel_mean.device).float() - pixel_mean) / pixel_std for i in images]
@@ -29,8 +31,15 @@ def normalize_and_pad(images, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
 
 
 class ViLDDetector(nn.Module):
-    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, pixel_mean, pixel_std,
-                 size_divisible: int = 32):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: nn.Module,
+        roi_heads: nn.Module,
+        pixel_mean,
+        pixel_std,
+        size_divisible: int = 32,
+    ):
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -45,8 +54,9 @@ class ViLDDetector(nn.Module):
 
     def preprocess(self, batch: list[dict]) -> ImageList:
         """Normalise and zero-pad the (3, h, w) 0-255 RGB images into one (B, 3, H, W) batch."""
-        out, sizes = normalize_and_pad([b["image"] for b in batch], self.pixel_mean, self.pixel_std,
-                                       self.size_divisible)
+        out, sizes = normalize_and_pad(
+            [b["image"] for b in batch], self.pixel_mean, self.pixel_std, self.size_divisible
+        )
         return ImageList(out, sizes)
 
     def _targets(self, batch: list[dict]) -> list[dict]:
@@ -83,7 +93,9 @@ class ViLDDetector(nn.Module):
         return out
 
 
-def detections_to_coco(det: dict, image_id: int, category_ids: list[int], mask_threshold: float = 0.5) -> list[dict]:
+def detections_to_coco(
+    det: dict, image_id: int, category_ids: list[int], mask_threshold: float = 0.5
+) -> list[dict]:
     """One image's detections → COCO result dicts (bbox XYWH, RLE masks when present)."""
     import numpy as np
     import pycocotools.mask as mask_utils
@@ -92,11 +104,20 @@ def detections_to_coco(det: dict, image_id: int, category_ids: list[int], mask_t
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     scores = det["scores"].detach().cpu().tolist()
     labels = det["labels"].detach().cpu().tolist()
-    out = [{"image_id": image_id, "category_id": category_ids[lab], "bbox": [round(v, 2) for v in b],
-            "score": round(s, 5)} for b, s, lab in zip(xywh, scores, labels)]
+    out = [
+        {
+            "image_id": image_id,
+            "category_id": category_ids[lab],
+            "bbox": [round(v, 2) for v in b],
+            "score": round(s, 5),
+        }
+        for b, s, lab in zip(xywh, scores, labels)
+    ]
     if "masks" in det:
         for o, m in zip(out, iter_full_masks(det["masks"], mask_threshold)):
             rle = mask_utils.encode(np.asfortranarray(m))
-            o["segmentation"] = {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            o["segmentation"] = {
+                "size": [int(x) for x in rle["size"]],
+                "counts": rle["counts"].decode("ascii"),
+            }
     return out
-

@@ -1,4 +1,5 @@
 """RPN proposals of a trained detector over a dataset, as the json list the region dump reads."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -30,8 +31,15 @@ def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tens
     return out
 
 
-def iter_dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                           progress: bool = True, batch_size: int = 8):
+def iter_dataset_proposals(
+    model,
+    dicts: list[dict],
+    min_size: int,
+    max_size: int,
+    top_k: int = 300,
+    progress: bool = True,
+    batch_size: int = 8,
+):
     """Yields (image_id, boxes (K, 4) XYXY original pixels, scores (K,)) per image, `batch_size` images per
     forward pass (padded to one size, as in training); nothing is kept, so memory does not grow with the dataset."""
     from tqdm import tqdm
@@ -39,18 +47,31 @@ def iter_dataset_proposals(model, dicts: list[dict], min_size: int, max_size: in
     from ...utils.progress import on_terminal
 
     model.eval()
-    mapper = DatasetMapper(MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False))
+    mapper = DatasetMapper(
+        MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False)
+    )
     with tqdm(total=len(dicts), desc="proposals", unit="img", disable=not on_terminal(progress)) as bar:
         for i in range(0, len(dicts), batch_size):
-            chunk = dicts[i:i + batch_size]
+            chunk = dicts[i : i + batch_size]
             for d, (boxes, scores) in zip(chunk, rpn_proposals(model, [mapper(d) for d in chunk], top_k)):
                 yield d["image_id"], boxes.cpu(), scores.cpu()
             bar.update(len(chunk))
 
 
-def dataset_proposals(model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300,
-                      progress: bool = True, batch_size: int = 8) -> list[dict]:
+def dataset_proposals(
+    model,
+    dicts: list[dict],
+    min_size: int,
+    max_size: int,
+    top_k: int = 300,
+    progress: bool = True,
+    batch_size: int = 8,
+) -> list[dict]:
     """Proposals for every image: [{image_id, bbox [x, y, w, h], score}] (COCO result style)."""
-    return [r for image_id, boxes, scores in iter_dataset_proposals(model, dicts, min_size, max_size, top_k,
-                                                                    progress, batch_size)
-            for r in proposal_records(image_id, boxes, scores)]
+    return [
+        r
+        for image_id, boxes, scores in iter_dataset_proposals(
+            model, dicts, min_size, max_size, top_k, progress, batch_size
+        )
+        for r in proposal_records(image_id, boxes, scores)
+    ]

@@ -4,6 +4,7 @@ else (pooling, region embeddings, text classifier, losses, ensemble) from the co
 Labels: torchvision counts background as 0 and classes from 1; the core classifier puts background last.
 `_to_core_labels` converts at this boundary only.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -40,17 +41,46 @@ class ViLDRoIHeads(RoIHeads):
         mask_head: (N, C, 14, 14) → (N, 1, 28, 28) or None.
     """
 
-    def __init__(self, box_pooler: MultiScaleRoIPooler, box_head: nn.Module, embed_head: nn.Module,
-                 classifier: nn.Module, box_regressor: nn.Module, mask_pooler: MultiScaleRoIPooler | None,
-                 mask_head: nn.Module | None, *, image_embed_head: nn.Module | None = None,
-                 text_loss_weight: float = 1.0, image_loss_weight: float = 0.5, novel_logit_mode: str = "zero",
-                 ensemble: bool = False, base_text_weight: float = 2 / 3, novel_text_weight: float = 1 / 3,
-                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
-                 positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 smooth_l1_beta: float = 0.0):
-        super().__init__(None, box_head, None, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
-                         positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img)
+    def __init__(
+        self,
+        box_pooler: MultiScaleRoIPooler,
+        box_head: nn.Module,
+        embed_head: nn.Module,
+        classifier: nn.Module,
+        box_regressor: nn.Module,
+        mask_pooler: MultiScaleRoIPooler | None,
+        mask_head: nn.Module | None,
+        *,
+        image_embed_head: nn.Module | None = None,
+        text_loss_weight: float = 1.0,
+        image_loss_weight: float = 0.5,
+        novel_logit_mode: str = "zero",
+        ensemble: bool = False,
+        base_text_weight: float = 2 / 3,
+        novel_text_weight: float = 1 / 3,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        smooth_l1_beta: float = 0.0,
+    ):
+        super().__init__(
+            None,
+            box_head,
+            None,
+            fg_iou_thresh,
+            bg_iou_thresh,
+            batch_size_per_image,
+            positive_fraction,
+            bbox_reg_weights,
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
         self.box_pooler = box_pooler
         self.embed_head = embed_head
         self.image_embed_head = image_embed_head
@@ -66,7 +96,9 @@ class ViLDRoIHeads(RoIHeads):
         self.base_text_weight = base_text_weight
         self.novel_text_weight = novel_text_weight
         # (C,) True where a vocabulary class is novel: used by the ensemble and by novel_logit_mode
-        self.register_buffer("novel_mask", torch.zeros(classifier.num_classes, dtype=torch.bool), persistent=False)
+        self.register_buffer(
+            "novel_mask", torch.zeros(classifier.num_classes, dtype=torch.bool), persistent=False
+        )
 
     def has_mask(self) -> bool:
         return self.vild_mask_head is not None
@@ -98,26 +130,43 @@ class ViLDRoIHeads(RoIHeads):
 
     # ------------------------------------------------------------------ training
     def _losses(self, feats, proposals, targets, batch) -> dict[str, torch.Tensor]:
-        proposals, matched_idxs, tv_labels, regression_targets = self.select_training_samples(proposals, targets)
+        proposals, matched_idxs, tv_labels, regression_targets = self.select_training_samples(
+            proposals, targets
+        )
         use_image = self.image_loss_weight > 0 and batch is not None and "distill_boxes" in batch[0]
-        distill = [b["distill_boxes"].to(proposals[0]) for b in batch] if use_image else \
-            [p.new_zeros(0, 4) for p in proposals]
+        distill = (
+            [b["distill_boxes"].to(proposals[0]) for b in batch]
+            if use_image
+            else [p.new_zeros(0, 4) for p in proposals]
+        )
         x = self._box_features(feats, [torch.cat([p, d]) for p, d in zip(proposals, distill)])
-        x_sampled, x_distill = split_sampled_and_distill(x, [len(p) for p in proposals], [len(d) for d in distill])
+        x_sampled, x_distill = split_sampled_and_distill(
+            x, [len(p) for p in proposals], [len(d) for d in distill]
+        )
         labels = _to_core_labels(torch.cat(tv_labels), self.classifier.num_classes)
         student = teacher = None
         if use_image:
             student = self._image_branch(x_distill, None)
             teacher = torch.cat([b["distill_embeddings"] for b in batch])
-        losses = vild_losses(self.classifier(self.embed_head(x_sampled)), labels, self.novel_mask,
-                             self.novel_logit_mode, self.text_loss_weight, student, teacher, self.image_loss_weight)
+        losses = vild_losses(
+            self.classifier(self.embed_head(x_sampled)),
+            labels,
+            self.novel_mask,
+            self.novel_logit_mode,
+            self.text_loss_weight,
+            student,
+            teacher,
+            self.image_loss_weight,
+        )
         box = self._box_loss(self.box_regressor(x_sampled), torch.cat(regression_targets), labels)
         losses = {"loss_vild_text": losses.pop("loss_vild_text"), "loss_box_reg": box, **losses}
         if self.has_mask():
             losses["loss_mask"] = self._mask_loss(feats, proposals, matched_idxs, tv_labels, targets)
         return losses
 
-    def _box_loss(self, deltas: torch.Tensor, regression_targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _box_loss(
+        self, deltas: torch.Tensor, regression_targets: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """Smooth L1 (beta 0: L1, detectron2's default) on foreground RoIs, normalised by all sampled RoIs."""
         fg = labels < self.classifier.num_classes
         loss = F.smooth_l1_loss(deltas[fg], regression_targets[fg], beta=self.smooth_l1_beta, reduction="sum")
@@ -140,23 +189,33 @@ class ViLDRoIHeads(RoIHeads):
         emb = self.embed_head(x)
         logits = self.classifier(emb)
         if self.ensemble:
-            scores = ensemble_scores(logits, self._image_branch(x, emb), self.classifier.class_embeddings,
-                                     self.novel_mask, self.classifier.temperature, self.base_text_weight,
-                                     self.novel_text_weight)
+            scores = ensemble_scores(
+                logits,
+                self._image_branch(x, emb),
+                self.classifier.class_embeddings,
+                self.novel_mask,
+                self.classifier.temperature,
+                self.base_text_weight,
+                self.novel_text_weight,
+            )
         else:
             scores = logits.softmax(-1)
         # (N, 4) class-agnostic; reshape, not [:, 0]: decode returns (0, 4) for an image without proposals
         boxes = self.box_coder.decode(self.box_regressor(x), proposals).reshape(-1, 4)
         results = []
-        for b, s, shape in zip(boxes.split([p.shape[0] for p in proposals]),
-                               scores.split([p.shape[0] for p in proposals]), image_shapes):
+        for b, s, shape in zip(
+            boxes.split([p.shape[0] for p in proposals]),
+            scores.split([p.shape[0] for p in proposals]),
+            image_shapes,
+        ):
             results.append(self._select(box_ops.clip_boxes_to_image(b, shape), s[:, :-1]))
         if self.has_mask():
             det_boxes = [r["boxes"] for r in results]
             if sum(b.shape[0] for b in det_boxes):
-                probs = maskrcnn_inference(self.vild_mask_head(self.mask_pooler(feats, det_boxes)),
-                                           [torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
-                                            for b in det_boxes])
+                probs = maskrcnn_inference(
+                    self.vild_mask_head(self.mask_pooler(feats, det_boxes)),
+                    [torch.zeros(b.shape[0], dtype=torch.long, device=b.device) for b in det_boxes],
+                )
             else:
                 probs = [b.new_zeros(0, 1, 28, 28) for b in det_boxes]
             for r, m in zip(results, probs):

@@ -1,4 +1,5 @@
 """torchvision's RPN with `distill.ops.batched_nms` (the compiled CPU NMS), otherwise unchanged."""
+
 from __future__ import annotations
 
 import torch
@@ -10,15 +11,25 @@ from ...ops.nms import batched_nms
 
 
 class RPN(RegionProposalNetwork):
-    def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_shapes: list[tuple[int, int]],
-                         num_anchors_per_level: list[int]) -> tuple[list[Tensor], list[Tensor]]:
+    def filter_proposals(
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_shapes: list[tuple[int, int]],
+        num_anchors_per_level: list[int],
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """torchvision's filter_proposals (top-k per level, clip, small / low-score removal, NMS per level,
         post-NMS top-k) with the NMS of distill.ops. proposals (B, A, 4), objectness (B * A, 1)."""
         num_images = proposals.shape[0]
         device = proposals.device
         objectness = objectness.detach().reshape(num_images, -1)
-        levels = torch.cat([torch.full((n,), idx, dtype=torch.int64, device=device)
-                            for idx, n in enumerate(num_anchors_per_level)], 0)
+        levels = torch.cat(
+            [
+                torch.full((n,), idx, dtype=torch.int64, device=device)
+                for idx, n in enumerate(num_anchors_per_level)
+            ],
+            0,
+        )
         levels = levels.reshape(1, -1).expand_as(objectness)
         top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)
         batch_idx = torch.arange(num_images, device=device)[:, None]

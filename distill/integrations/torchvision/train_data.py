@@ -4,6 +4,7 @@ The stream's position (per data-loader worker: epoch, place in that epoch's orde
 back with every batch, so a checkpoint can hold it and a resumed run maps exactly the images, sizes and flips
 the uninterrupted run would have.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,11 +26,15 @@ logger = logging.getLogger(__name__)
 
 def mapper_cfg(cfg, is_train: bool) -> MapperConfig:
     i = cfg.INPUT
-    return MapperConfig(min_sizes=tuple(i.MIN_SIZE_TRAIN) if is_train else (i.MIN_SIZE_TEST,),
-                        max_size=i.MAX_SIZE_TRAIN if is_train else i.MAX_SIZE_TEST, is_train=is_train,
-                        flip_prob=0.5 if (is_train and i.RANDOM_FLIP == "horizontal") else 0.0,
-                        mask_on=cfg.MODEL.MASK_ON, num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS,
-                        lsj=_lsj(cfg) if is_train else None)
+    return MapperConfig(
+        min_sizes=tuple(i.MIN_SIZE_TRAIN) if is_train else (i.MIN_SIZE_TEST,),
+        max_size=i.MAX_SIZE_TRAIN if is_train else i.MAX_SIZE_TEST,
+        is_train=is_train,
+        flip_prob=0.5 if (is_train and i.RANDOM_FLIP == "horizontal") else 0.0,
+        mask_on=cfg.MODEL.MASK_ON,
+        num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS,
+        lsj=_lsj(cfg) if is_train else None,
+    )
 
 
 def _lsj(cfg) -> tuple[int, float, float] | None:
@@ -43,8 +48,9 @@ def train_repeat_factors(cfg, dicts: list[dict]) -> np.ndarray | None:
     if name == "TrainingSampler":
         return None
     if name != "RepeatFactorTrainingSampler":
-        raise DistillInputError(f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, "
-                                f"got {name!r}")
+        raise DistillInputError(
+            f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, got {name!r}"
+        )
     return repeat_factors(dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
 
 
@@ -68,8 +74,18 @@ class TrainStream(torch.utils.data.IterableDataset):
     because a resumed loader starts with its first worker wherever the killed one was in its round robin.
     """
 
-    def __init__(self, dicts, mapper_cfg, store_path, seed, rank, world, states: dict | None = None,
-                 rotation: int = 0, repeat_factors: np.ndarray | None = None):
+    def __init__(
+        self,
+        dicts,
+        mapper_cfg,
+        store_path,
+        seed,
+        rank,
+        world,
+        states: dict | None = None,
+        rotation: int = 0,
+        repeat_factors: np.ndarray | None = None,
+    ):
         # serialized: a list of dicts' objects would be copied into every worker (reference counts, gc)
         self.dicts = dicts if isinstance(dicts, SerializedList) else SerializedList(dicts)
         self.mapper_cfg, self.store_path = mapper_cfg, store_path
@@ -89,9 +105,12 @@ class TrainStream(torch.utils.data.IterableDataset):
             mapper.rng.setstate(_tuples(rng))
         while True:
             rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.dicts)) if self.repeat_factors is None else \
-                repeated_indices(self.repeat_factors, rng)
-            mine = order[self.rank::self.world][wid::nw].tolist()
+            order = (
+                rng.permutation(len(self.dicts))
+                if self.repeat_factors is None
+                else repeated_indices(self.repeat_factors, rng)
+            )
+            mine = order[self.rank :: self.world][wid::nw].tolist()
             for p in range(pos, len(mine)):
                 out = mapper(self.dicts[mine[p]])
                 yield wid, (epoch, p + 1, mapper.rng.getstate()), out
@@ -110,8 +129,18 @@ class StreamLoader:
     mapped dicts); `state_dict()` is the position after the last batch handed out.
     """
 
-    def __init__(self, dicts, mapper_cfg, store_path: str, seed: int, rank: int, world: int, batch_size: int,
-                 num_workers: int, repeat_factors: np.ndarray | None = None):
+    def __init__(
+        self,
+        dicts,
+        mapper_cfg,
+        store_path: str,
+        seed: int,
+        rank: int,
+        world: int,
+        batch_size: int,
+        num_workers: int,
+        repeat_factors: np.ndarray | None = None,
+    ):
         self.args = (SerializedList(dicts), mapper_cfg, store_path, seed, rank, world)
         self.repeat_factors = repeat_factors
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -121,11 +150,16 @@ class StreamLoader:
 
     def start(self) -> None:
         nw = max(self.num_workers, 1)
-        stream = TrainStream(*self.args, states=self.states, rotation=self.consumed % nw,
-                             repeat_factors=self.repeat_factors)
-        loader = torch.utils.data.DataLoader(stream, batch_size=self.batch_size, collate_fn=_collate,
-                                             num_workers=self.num_workers,
-                                             persistent_workers=self.num_workers > 0)
+        stream = TrainStream(
+            *self.args, states=self.states, rotation=self.consumed % nw, repeat_factors=self.repeat_factors
+        )
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=self.batch_size,
+            collate_fn=_collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
         self._it = iter(loader)
 
     def __iter__(self):
@@ -138,13 +172,20 @@ class StreamLoader:
         return batch
 
     def state_dict(self) -> dict:
-        return {"workers": {int(k): v for k, v in self.states.items()}, "consumed": self.consumed,
-                "num_workers": self.num_workers}
+        return {
+            "workers": {int(k): v for k, v in self.states.items()},
+            "consumed": self.consumed,
+            "num_workers": self.num_workers,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["num_workers"] != self.num_workers:
-            logger.warning("the checkpoint's data stream ran with DATALOADER.NUM_WORKERS %d, this run has %d: the "
-                           "data order restarts", state["num_workers"], self.num_workers)
+            logger.warning(
+                "the checkpoint's data stream ran with DATALOADER.NUM_WORKERS %d, this run has %d: the "
+                "data order restarts",
+                state["num_workers"],
+                self.num_workers,
+            )
             self.restart_at(state["consumed"])
             return
         self.states = {int(k): tuple(v) for k, v in state["workers"].items()}

@@ -6,6 +6,7 @@ with `resume=True` after a kill is bit-identical to an uninterrupted one), perio
 lines (and TensorBoard when installed), a log file, a progress bar on a terminal (periodic lines elsewhere), and
 DDP under torchrun (gloo on CPU, nccl on GPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,22 @@ from .engine.hooks import standard_hooks
 from .evaluation import evaluate
 from .train_data import StreamLoader, load_train_set, mapper_cfg, train_repeat_factors
 
-__all__ = ["build_lr_scheduler", "build_model_for", "build_optimizer", "clip_gradients", "dist_info", "evaluate",
-           "load_train_set", "load_trained_model", "lr_at", "mapper_cfg", "optimizer_param_groups",
-           "setup_distributed", "train", "unwrap"]
+__all__ = [
+    "build_lr_scheduler",
+    "build_model_for",
+    "build_optimizer",
+    "clip_gradients",
+    "dist_info",
+    "evaluate",
+    "load_train_set",
+    "load_trained_model",
+    "lr_at",
+    "mapper_cfg",
+    "optimizer_param_groups",
+    "setup_distributed",
+    "train",
+    "unwrap",
+]
 
 
 def _seed(seed: int) -> None:
@@ -70,19 +84,34 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     dicts = load_train_set(cfg, vocab)
     d = cfg.MODEL.DISTILL
     if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-        check_region_store(d.REGION_STORE, vocab, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-                           [x["image_id"] for x in dicts], d.TEACHER)  # fail early, clearly
+        check_region_store(
+            d.REGION_STORE,
+            vocab,
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            [x["image_id"] for x in dicts],
+            d.TEACHER,
+        )  # fail early, clearly
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     if rank == 0:
         remove_partial_files(cfg.OUTPUT_DIR)
-    ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=rank == 0, optimizer=optimizer,
-                              scheduler=scheduler)
+    ckpt = AtomicCheckpointer(
+        model, cfg.OUTPUT_DIR, save_to_disk=rank == 0, optimizer=optimizer, scheduler=scheduler
+    )
     ckpt.meta = {META_KEY: inference_meta("torchvision", cfg, vocab)}  # inference needs no training files
     per_rank = max(1, cfg.SOLVER.IMS_PER_BATCH // world)
-    data = StreamLoader(dicts, mapper_cfg(cfg, True), d.REGION_STORE if d.IMAGE_LOSS_WEIGHT > 0 else "", seed, rank,
-                        world, per_rank, cfg.DATALOADER.NUM_WORKERS, train_repeat_factors(cfg, dicts))
+    data = StreamLoader(
+        dicts,
+        mapper_cfg(cfg, True),
+        d.REGION_STORE if d.IMAGE_LOSS_WEIGHT > 0 else "",
+        seed,
+        rank,
+        world,
+        per_rank,
+        cfg.DATALOADER.NUM_WORKERS,
+        train_repeat_factors(cfg, dicts),
+    )
     del dicts  # the loader holds them serialized
     use_amp = cfg.SOLVER.AMP.ENABLED and device.startswith("cuda")
     clip = (lambda m: clip_gradients(cfg, m)) if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None
@@ -92,7 +121,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     if world > 1:
         # only ViLD-ensemble's separate image head can sit out a step (a batch without distillation boxes)
         trainer.model = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=bool(d.ENSEMBLE.ENABLED))
+            model, find_unused_parameters=bool(d.ENSEMBLE.ENABLED)
+        )
     evals = lambda: {name: evaluate(cfg, trainer.model, name) for name in cfg.DATASETS.TEST}  # noqa: E731
     trainer.register_hooks(standard_hooks(ckpt, cfg, cfg.OUTPUT_DIR, progress, eval_function=evals))
     trainer.model.train()

@@ -1,4 +1,5 @@
 """FusedROIPooler against detectron2's own ROIPooler (needs detectron2)."""
+
 import pytest
 import torch
 

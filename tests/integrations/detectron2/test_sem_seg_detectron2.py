@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (the torchvision backend is tested instead)")
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed (the torchvision backend is tested instead)"
+)
 
 from distill.teacher import ClassEmbeddings  # noqa: E402
 
@@ -17,12 +19,29 @@ def cfg(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("vocab") / "base.npy"
     ClassEmbeddings(F.normalize(torch.randn(2, D), dim=-1), ["circle", "square"]).save(path)
-    return d2d.load_detectron2_config(semseg_config_file(), [
-        "MODEL.META_ARCHITECTURE", "OpenVocabSemanticSegmentor", "MODEL.SEM_SEG_HEAD.NAME", "OpenVocabSemSegHead",
-        "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2', 'p3', 'p4', 'p5']", "MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "pixels",
-        "MODEL.FPN.OUT_CHANNELS", "32",
-        "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "32", "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(path),
-        "MODEL.DISTILL.SEM_SEG.TRAIN_LABEL_VALUES", "[1, 2]", "MODEL.DEVICE", "cpu"])
+    return d2d.load_detectron2_config(
+        semseg_config_file(),
+        [
+            "MODEL.META_ARCHITECTURE",
+            "OpenVocabSemanticSegmentor",
+            "MODEL.SEM_SEG_HEAD.NAME",
+            "OpenVocabSemSegHead",
+            "MODEL.SEM_SEG_HEAD.IN_FEATURES",
+            "['p2', 'p3', 'p4', 'p5']",
+            "MODEL.DISTILL.SEM_SEG.DENSE_TARGETS",
+            "pixels",
+            "MODEL.FPN.OUT_CHANNELS",
+            "32",
+            "MODEL.DISTILL.SEM_SEG.CONVS_DIM",
+            "32",
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            str(path),
+            "MODEL.DISTILL.SEM_SEG.TRAIN_LABEL_VALUES",
+            "[1, 2]",
+            "MODEL.DEVICE",
+            "cpu",
+        ],
+    )
 
 
 def _inputs(with_targets=True):
@@ -30,7 +49,7 @@ def _inputs(with_targets=True):
     for h, w in ((96, 96), (64, 80)):
         sem = torch.zeros(h, w, dtype=torch.long)
         sem[: h // 2] = 1
-        sem[h // 2:, : w // 2] = 3  # novel: ignored by the cross entropy
+        sem[h // 2 :, : w // 2] = 3  # novel: ignored by the cross entropy
         d = {"image": torch.rand(3, h, w) * 255, "sem_seg": sem, "height": h, "width": w}
         if with_targets:
             d["pixel_targets"] = F.normalize(torch.randn(D, h // 8, w // 8), dim=0)
@@ -44,7 +63,9 @@ def test_registry_builds_and_trains_with_distillation(cfg):
     from distill.integrations.detectron2.sem_seg import OpenVocabSemanticSegmentor, OpenVocabSemSegHead
 
     model = build_model(cfg)
-    assert isinstance(model, OpenVocabSemanticSegmentor) and isinstance(model.sem_seg_head, OpenVocabSemSegHead)
+    assert isinstance(model, OpenVocabSemanticSegmentor) and isinstance(
+        model.sem_seg_head, OpenVocabSemSegHead
+    )
     model.train()
     losses = model(_inputs())
     assert set(losses) == {"loss_sem_seg", "loss_pixel_distill"}

@@ -1,5 +1,6 @@
 """The detectron2 backend: configs, registries, ViLDRoIHeads, mapper, parity with the torchvision backend,
 train_net.py (needs detectron2)."""
+
 import json
 import subprocess
 import sys
@@ -8,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-detectron2 = pytest.importorskip("detectron2", reason="detectron2 is not installed (official source install: "
-                                                      "see README, 'detectron2 backend')")
+detectron2 = pytest.importorskip(
+    "detectron2",
+    reason="detectron2 is not installed (official source install: see README, 'detectron2 backend')",
+)
 
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
@@ -31,15 +34,37 @@ from distill.teacher import ClassEmbeddings  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.detectron2
-CONFIGS = [str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml"), str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml")]
+CONFIGS = [
+    str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml"),
+    str(REPO / "configs/synthetic/vild_r18_fpn_quick.yaml"),
+]
 CONFIG = CONFIGS[0]
 DIM = 32
-SMALL_MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
-               "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-               "INPUT.MIN_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.DEVICE", "cpu",
-               "MODEL.DISTILL.NUM_DISTILL_PROPOSALS", "4",
-               # defaults where detectron2's (14, 0) and the torchvision backend's (7, 4) differ
-               "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "7", "MODEL.ROI_MASK_HEAD.NUM_CONV", "4"]
+SMALL_MODEL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.DISTILL.NUM_DISTILL_PROPOSALS",
+    "4",
+    # defaults where detectron2's (14, 0) and the torchvision backend's (7, 4) differ
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "7",
+    "MODEL.ROI_MASK_HEAD.NUM_CONV",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +104,17 @@ def registered(synthetic_root):
 
 
 def cfg_for(vocab_files, *opts, config=CONFIG):
-    return d2_distill.load_detectron2_config(config, [*SMALL_MODEL, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-                                                      str(vocab_files[0]), "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
-                                                      str(vocab_files[1]), *opts])
+    return d2_distill.load_detectron2_config(
+        config,
+        [
+            *SMALL_MODEL,
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+            str(vocab_files[0]),
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+            str(vocab_files[1]),
+            *opts,
+        ],
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -94,7 +127,9 @@ def test_shared_yaml_loads_and_builds_by_registry_name(config, vocab_files):
     assert isinstance(model.roi_heads.box_pooler, FusedROIPooler)
     assert isinstance(model.roi_heads.mask_pooler, FusedROIPooler)
     assert model.roi_heads.num_classes == len(ClassEmbeddings.load(vocab_files[0]))
-    unfused = d2_distill.build_vild_model(cfg_for(vocab_files, "MODEL.DISTILL.FUSED_POOLER", "False", config=config))
+    unfused = d2_distill.build_vild_model(
+        cfg_for(vocab_files, "MODEL.DISTILL.FUSED_POOLER", "False", config=config)
+    )
     assert isinstance(unfused.roi_heads.box_pooler, ROIPooler)
     # a torchvision-backend config holds detectron2 keys only: it converts
     assert d2_distill.to_detectron2_cfg(load_config(config)).MODEL.RESNETS.DEPTH == 18
@@ -109,9 +144,14 @@ def test_class_agnostic_heads_are_required(vocab_files):
 def test_mapper_moves_distillation_boxes_with_the_image(synthetic_root, region_store):
     dicts, _ = synthetic_dataset(synthetic_root, "train")
     d = dicts[0]
-    mapper = d2_distill.ViLDDatasetMapper(True, augmentations=[T.ResizeShortestEdge(192, 1000), T.RandomFlip(1.0)],
-                                          image_format="RGB", use_instance_mask=True, region_store=str(region_store),
-                                          num_distill=3)
+    mapper = d2_distill.ViLDDatasetMapper(
+        True,
+        augmentations=[T.ResizeShortestEdge(192, 1000), T.RandomFlip(1.0)],
+        image_format="RGB",
+        use_instance_mask=True,
+        region_store=str(region_store),
+        num_distill=3,
+    )
     out = mapper(d)
     h, w = out["image"].shape[1:]
     boxes, emb = RegionEmbeddingStore(region_store)[d["image_id"]]
@@ -126,7 +166,9 @@ def test_mapper_moves_distillation_boxes_with_the_image(synthetic_root, region_s
     assert "distill_boxes" not in d2_distill.ViLDDatasetMapper(False, augmentations=[], image_format="RGB")(d)
 
 
-def test_roi_heads_forward_backward_and_other_vocabulary(synthetic_root, vocab_files, region_store, registered):
+def test_roi_heads_forward_backward_and_other_vocabulary(
+    synthetic_root, vocab_files, region_store, registered
+):
     torch.manual_seed(0)
     cfg = cfg_for(vocab_files, "MODEL.DISTILL.REGION_STORE", str(region_store))
     model = d2_distill.build_vild_model(cfg)
@@ -135,8 +177,14 @@ def test_roi_heads_forward_backward_and_other_vocabulary(synthetic_root, vocab_f
     model.train()
     with EventStorage() as storage:
         losses = model(batch)
-    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_vild_text", "loss_box_reg", "loss_vild_image",
-                           "loss_mask"}
+    assert set(losses) == {
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+        "loss_vild_text",
+        "loss_box_reg",
+        "loss_vild_image",
+        "loss_mask",
+    }
     assert "vild/cls_accuracy" in storage.latest() and "vild/num_distill_rois" in storage.latest()
     sum(losses.values()).backward()
     predictor = model.roi_heads.box_predictor
@@ -148,7 +196,9 @@ def test_roi_heads_forward_backward_and_other_vocabulary(synthetic_root, vocab_f
         assert model.roi_heads.num_classes == len(allv) and model.roi_heads.novel_mask.sum() > 0
         with torch.no_grad():
             inst = model([d2_distill.ViLDDatasetMapper(cfg, False)(dicts[0])])[0]["instances"]
-    assert model.roi_heads.num_classes == len(ClassEmbeddings.load(vocab_files[0]))  # training vocabulary back
+    assert model.roi_heads.num_classes == len(
+        ClassEmbeddings.load(vocab_files[0])
+    )  # training vocabulary back
     assert len(inst) and inst.pred_classes.max() < len(allv)
     assert inst.pred_masks.shape[1:] == (dicts[0]["height"], dicts[0]["width"])
     props = d2_distill.proposals.dataset_proposals(model, dicts[:2], 96, 200, top_k=5, progress=False)
@@ -160,7 +210,9 @@ def test_lvis_training_data_is_flagged_for_repeat_factor_sampling(synthetic_root
     cfg = cfg_for(vocab_files, "DATASETS.TRAIN", "('distill_synthetic_lvis_train',)")
     dicts, lvis = d2_distill.trainer.load_train_set(cfg, ClassEmbeddings.load(vocab_files[0]))
     assert lvis and dicts
-    assert not d2_distill.trainer.load_train_set(cfg_for(vocab_files), ClassEmbeddings.load(vocab_files[0]))[1]
+    assert not d2_distill.trainer.load_train_set(cfg_for(vocab_files), ClassEmbeddings.load(vocab_files[0]))[
+        1
+    ]
     assert "distill_synthetic_lvis_train" in DatasetCatalog.list()
 
 
@@ -172,9 +224,12 @@ def test_ov_evaluator_on_ground_truth_boxes(synthetic_root, registered, name, tm
     ev.reset()
     for d in dicts:
         xywh = torch.tensor([a["bbox"] for a in d["annotations"]]).view(-1, 4)
-        inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)),
-                         scores=torch.ones(len(xywh)),
-                         pred_classes=torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long))
+        inst = Instances(
+            (d["height"], d["width"]),
+            pred_boxes=Boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)),
+            scores=torch.ones(len(xywh)),
+            pred_classes=torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long),
+        )
         ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     res = ev.evaluate()
     assert set(res) == {"bbox"} and res["bbox"]["AP"] == pytest.approx(100.0)
@@ -193,13 +248,15 @@ def test_same_head_weights_give_same_scores_as_torchvision(vocab_files, ensemble
     novel = torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES])
     tv = tv_build(load_config(CONFIG, opts + ["MODEL.DISTILL.BACKBONE_WEIGHTS", ""]), base).roi_heads.eval()
     cfg = cfg_for(vocab_files, "MODEL.DISTILL.ENSEMBLE.ENABLED", str(ensemble))
-    shape = {f"p{k}": ShapeSpec(channels=16, stride=2 ** k) for k in range(2, 7)}
+    shape = {f"p{k}": ShapeSpec(channels=16, stride=2**k) for k in range(2, 7)}
     d2 = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, shape).eval()
     pred = d2.box_predictor
     with torch.no_grad():
         for d2_fc, tv_fc in ((d2.box_head.fc1, tv.box_head.fcs[0]), (d2.box_head.fc2, tv.box_head.fcs[2])):
             d2_fc.load_state_dict(tv_fc.state_dict())
-        for name in ("embed_head", "classifier", "box_regressor") + (("image_embed_head",) if ensemble else ()):
+        for name in ("embed_head", "classifier", "box_regressor") + (
+            ("image_embed_head",) if ensemble else ()
+        ):
             getattr(pred, name).load_state_dict(getattr(tv, name).state_dict())
     tv.set_vocabulary(allv, novel)
     d2.set_vocabulary(allv, novel)
@@ -208,26 +265,59 @@ def test_same_head_weights_give_same_scores_as_torchvision(vocab_files, ensemble
         x = tv.box_head(pooled)
         emb = tv.embed_head(x)
         logits = tv.classifier(emb)
-        expected = ensemble_scores(logits, tv._image_branch(x, emb), tv.classifier.class_embeddings, tv.novel_mask,
-                                   tv.classifier.temperature, tv.base_text_weight, tv.novel_text_weight) \
-            if ensemble else logits.softmax(-1)
+        expected = (
+            ensemble_scores(
+                logits,
+                tv._image_branch(x, emb),
+                tv.classifier.class_embeddings,
+                tv.novel_mask,
+                tv.classifier.temperature,
+                tv.base_text_weight,
+                tv.novel_text_weight,
+            )
+            if ensemble
+            else logits.softmax(-1)
+        )
         proposals = [Instances((64, 64), proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 9)))]
         scores = pred.predict_probs(pred(d2.box_head(pooled)), proposals)[0]
     assert scores.shape == (9, len(allv) + 1)
     assert torch.allclose(scores, expected, atol=1e-6)
 
 
-def train_net(tmp_path, synthetic_root, vocab_files, region_store, flags=(), opts=(), backend="detectron2",
-              check=True):
+def train_net(
+    tmp_path, synthetic_root, vocab_files, region_store, flags=(), opts=(), backend="detectron2", check=True
+):
     bench = synthetic_root.parent / "synthetic"
     if not bench.exists():
         bench.symlink_to(synthetic_root)
-    args = [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", CONFIG, "--no-progress",
-            "--backend", backend, *flags, *SMALL_MODEL,
-            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0]),
-            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]), "MODEL.DISTILL.REGION_STORE", str(region_store),
-            "MODEL.DISTILL.DATASETS_ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "5", "OUTPUT_DIR", str(tmp_path / "out"), *opts]
+    args = [
+        sys.executable,
+        str(REPO / "tools/train_net.py"),
+        "--config-file",
+        CONFIG,
+        "--no-progress",
+        "--backend",
+        backend,
+        *flags,
+        *SMALL_MODEL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab_files[0]),
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        str(vocab_files[1]),
+        "MODEL.DISTILL.REGION_STORE",
+        str(region_store),
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(synthetic_root.parent),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "5",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        *opts,
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     if check:
@@ -236,8 +326,21 @@ def train_net(tmp_path, synthetic_root, vocab_files, region_store, flags=(), opt
 
 
 def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_files, region_store):
-    r = train_net(tmp_path, synthetic_root, vocab_files, region_store, backend="auto",
-                  opts=["SOLVER.MAX_ITER", "20", "SOLVER.CHECKPOINT_PERIOD", "5", "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP", "1"])
+    r = train_net(
+        tmp_path,
+        synthetic_root,
+        vocab_files,
+        region_store,
+        backend="auto",
+        opts=[
+            "SOLVER.MAX_ITER",
+            "20",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "5",
+            "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP",
+            "1",
+        ],
+    )
     assert "d2.engine.train_loop" in r.stdout  # auto picked detectron2
     out = tmp_path / "out"
     lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
@@ -246,13 +349,30 @@ def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_
     assert (out / "model_final.pth").exists() and (out / "config.yaml").exists()
     assert "| box |" in r.stdout and "| mask |" in r.stdout  # the evaluation after training
     assert [p.name for p in out.glob("model_0*.pth")] == ["model_0000019.pth"]  # the newest periodic one kept
-    r = train_net(tmp_path, synthetic_root, vocab_files, region_store, ["--eval-only"],
-                  ["MODEL.WEIGHTS", str(out / "model_final.pth")])
+    r = train_net(
+        tmp_path,
+        synthetic_root,
+        vocab_files,
+        region_store,
+        ["--eval-only"],
+        ["MODEL.WEIGHTS", str(out / "model_final.pth")],
+    )
     assert "| box |" in r.stdout and "AP50 novel" in r.stdout
     final = json.loads(r.stdout.strip().splitlines()[-1])
-    assert final["dataset"] == "distill_synthetic_val" and "box_AP50_novel" in final and "mask_AP50_novel" in final
-    r = train_net(tmp_path, synthetic_root, vocab_files, region_store, ["--eval-only"],
-                  ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"], check=False)
+    assert (
+        final["dataset"] == "distill_synthetic_val"
+        and "box_AP50_novel" in final
+        and "mask_AP50_novel" in final
+    )
+    r = train_net(
+        tmp_path,
+        synthetic_root,
+        vocab_files,
+        region_store,
+        ["--eval-only"],
+        ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"],
+        check=False,
+    )
     assert r.returncode == 2 and "does not fit this model" in r.stderr and "Traceback" not in r.stderr
     # the demo functions take the torchvision-style config and the detectron2 checkpoint
     from distill.integrations.detectron2 import demo
@@ -288,12 +408,23 @@ def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
     from distill.integrations.torchvision.trainer import optimizer_param_groups
 
     cfg = tv_get_cfg()
-    cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.WEIGHT_DECAY_BIAS = 1e-2, 1e-3, bias_decay
+    cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.WEIGHT_DECAY_BIAS = (
+        1e-2,
+        1e-3,
+        bias_decay,
+    )
     model = _Toy()
     ours = _decay_by_name(model, optimizer_param_groups(cfg, model))
-    theirs = _decay_by_name(model, get_default_optimizer_params(
-        model, weight_decay=1e-2, weight_decay_norm=1e-3, weight_decay_bias=bias_decay,
-        overrides={"bg_embedding": {"weight_decay": 0.0}}))
+    theirs = _decay_by_name(
+        model,
+        get_default_optimizer_params(
+            model,
+            weight_decay=1e-2,
+            weight_decay_norm=1e-3,
+            weight_decay_bias=bias_decay,
+            overrides={"bg_embedding": {"weight_decay": 0.0}},
+        ),
+    )
     assert ours == theirs
     assert ours["conv.weight"] == 1e-2 and ours["gn.weight"] == 1e-3 and ours["bg_embedding"] == 0.0
 
@@ -324,6 +455,9 @@ def test_torchvision_gradient_clipping_matches_detectron2(clip_type):
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
     norms = torch.stack([p.grad.norm() for p in a.parameters()])
-    limit = {"value": max(p.grad.abs().max() for p in a.parameters()), "norm": norms.max(),
-             "full_model": norms.norm()}[clip_type]
+    limit = {
+        "value": max(p.grad.abs().max() for p in a.parameters()),
+        "norm": norms.max(),
+        "full_model": norms.norm(),
+    }[clip_type]
     assert abs(limit.item() - 0.05) < 1e-6  # the gradients were large: clipping took effect

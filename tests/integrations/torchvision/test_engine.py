@@ -1,6 +1,7 @@
 """The torchvision engine: a run SIGKILLed and resumed equals an uninterrupted one bit for bit, its leftovers
 are removed, checkpoints are pruned, a log file and readable periodic lines are written; the segmenter on the
 same engine resumes identically and trains in a 2-process gloo group."""
+
 import json
 import os
 import signal
@@ -17,10 +18,32 @@ from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
-TINY = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.BASE_LR", "0.01", "DATASETS.TEST", "()",
-        "MODEL.DISTILL.LOG_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "2"]
+TINY = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "DATASETS.TEST",
+    "()",
+    "MODEL.DISTILL.LOG_PERIOD",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +60,29 @@ def _cmd(out, synthetic_root, vocab, flags=(), opts=()):
     bench = synthetic_root.parent / "synthetic"
     if not bench.exists():
         bench.symlink_to(synthetic_root)
-    return [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", CONFIG, "--backend", "torchvision",
-            *flags, *TINY, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab), "MODEL.DISTILL.REGION_STORE", "",
-            "MODEL.DISTILL.DATASETS_ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.MAX_ITER", "8", "OUTPUT_DIR", str(out), *opts]
+    return [
+        sys.executable,
+        str(REPO / "tools/train_net.py"),
+        "--config-file",
+        CONFIG,
+        "--backend",
+        "torchvision",
+        *flags,
+        *TINY,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab),
+        "MODEL.DISTILL.REGION_STORE",
+        "",
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(synthetic_root.parent),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "8",
+        "OUTPUT_DIR",
+        str(out),
+        *opts,
+    ]
 
 
 ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
@@ -52,18 +94,32 @@ def _weights(path):
 
 def test_sigkilled_run_resumes_bit_identical_and_cleans_up(tmp_path, synthetic_root, vocab):
     # uninterrupted, progress off: periodic readable lines instead of a bar; only the newest periodic checkpoint
-    a = subprocess.run(_cmd(tmp_path / "a", synthetic_root, vocab, ["--no-progress"],
-                            ["MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP", "1"]),
-                       capture_output=True, text=True, env=ENV, timeout=900)
+    a = subprocess.run(
+        _cmd(
+            tmp_path / "a",
+            synthetic_root,
+            vocab,
+            ["--no-progress"],
+            ["MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP", "1"],
+        ),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     assert a.returncode == 0, a.stderr[-3000:]
     assert "iter 8/8" in a.stderr and "eta:" in a.stderr and "iter 4/8" in a.stderr
-    assert sorted(p.name for p in (tmp_path / "a").glob("model_*.pth")) == ["model_0000005.pth", "model_final.pth"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("model_*.pth")) == [
+        "model_0000005.pth",
+        "model_final.pth",
+    ]
     log = (tmp_path / "a" / "log.txt").read_text()
     assert "iter 2/8" in log and "iter 8/8" in log
     # the same run, SIGKILLed once its second checkpoint is on disk, then resumed
     b_out = tmp_path / "b"
-    p = subprocess.Popen(_cmd(b_out, synthetic_root, vocab), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env=ENV)
+    p = subprocess.Popen(
+        _cmd(b_out, synthetic_root, vocab), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV
+    )
     deadline = time.time() + 600
     while not (b_out / "model_0000003.pth").exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -72,8 +128,9 @@ def test_sigkilled_run_resumes_bit_identical_and_cleans_up(tmp_path, synthetic_r
     assert not (b_out / "model_final.pth").exists(), "the run finished before it was killed"
     leftover = b_out / ".model_0000005.pth.abc123.partial"  # what a kill during a checkpoint write leaves
     leftover.write_bytes(b"half")
-    r = subprocess.run(_cmd(b_out, synthetic_root, vocab, ["--resume"]), capture_output=True, text=True, env=ENV,
-                       timeout=900)
+    r = subprocess.run(
+        _cmd(b_out, synthetic_root, vocab, ["--resume"]), capture_output=True, text=True, env=ENV, timeout=900
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert not leftover.exists()
     assert "\r" not in r.stderr and "iter 8/8" in r.stderr  # redirected output: lines, not a tqdm bar
@@ -92,12 +149,28 @@ def _seg_setup(synthetic_root, n=6):
     dicts, meta = synthetic_dataset(synthetic_root, "train")
     samples = load_sem_seg_samples(dicts[:n], max(meta.category_ids) + 1)
     g = torch.Generator().manual_seed(0)
-    vocab = ClassEmbeddings(F.normalize(torch.randn(len(meta.category_ids), 16, generator=g), dim=-1),
-                            list(meta.thing_classes))
+    vocab = ClassEmbeddings(
+        F.normalize(torch.randn(len(meta.category_ids), 16, generator=g), dim=-1), list(meta.thing_classes)
+    )
     targets = {s["image_id"]: torch.randn(16, 12, 12, generator=g).half() for s in samples}
-    cfg = load_semseg_config(["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "16",
-                              "SOLVER.IMS_PER_BATCH", "4", "MODEL.WEIGHTS", "", "SOLVER.WARMUP_ITERS", "2",
-                              "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.DISTILL.LOG_PERIOD", "2"])
+    cfg = load_semseg_config(
+        [
+            "MODEL.FPN.OUT_CHANNELS",
+            "16",
+            "MODEL.DISTILL.SEM_SEG.CONVS_DIM",
+            "16",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "MODEL.WEIGHTS",
+            "",
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "2",
+            "MODEL.DISTILL.LOG_PERIOD",
+            "2",
+        ]
+    )
     return cfg, vocab, list(meta.category_ids), samples, targets
 
 
@@ -115,7 +188,9 @@ def test_segmenter_resumes_bit_identical(tmp_path, synthetic_root, monkeypatch):
     cfg, vocab, ids, samples, targets = _seg_setup(synthetic_root)
     whole = _seg_model(cfg, vocab, ids)
     train_segmenter(cfg, whole, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "a")
-    assert (tmp_path / "a" / "model_0000005.pth").is_file() and "iter 7/7" in (tmp_path / "a" / "log.txt").read_text()
+    assert (tmp_path / "a" / "model_0000005.pth").is_file() and "iter 7/7" in (
+        tmp_path / "a" / "log.txt"
+    ).read_text()
 
     step = Trainer.run_step
 
@@ -126,12 +201,20 @@ def test_segmenter_resumes_bit_identical(tmp_path, synthetic_root, monkeypatch):
 
     monkeypatch.setattr(Trainer, "run_step", killed_after_four)
     with pytest.raises(KeyboardInterrupt):
-        train_segmenter(cfg, _seg_model(cfg, vocab, ids), samples, targets, max_iter=7, progress=False,
-                        output_dir=tmp_path / "b")
+        train_segmenter(
+            cfg,
+            _seg_model(cfg, vocab, ids),
+            samples,
+            targets,
+            max_iter=7,
+            progress=False,
+            output_dir=tmp_path / "b",
+        )
     monkeypatch.setattr(Trainer, "run_step", step)
     resumed = _seg_model(cfg, vocab, ids)
-    train_segmenter(cfg, resumed, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "b",
-                    resume=True)
+    train_segmenter(
+        cfg, resumed, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "b", resume=True
+    )
     a, b = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.json").read_text().splitlines()]
@@ -159,7 +242,9 @@ def test_segmenter_two_process_gloo(tmp_path, synthetic_root):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(synthetic_root, str(tmp_path), port), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _ddp_worker, args=(synthetic_root, str(tmp_path), port), nprocs=2, start_method="spawn"
+    )
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # DDP kept the replicas in step
     assert (tmp_path / "model_0000001.pth").is_file() and not (tmp_path / "model_0000002.pth").exists()

@@ -24,7 +24,9 @@ def test_decode_polygon_and_rle():
     m = decode_segmentation(poly, 8, 8)
     assert m.shape == (8, 8) and m.sum() > 0
     rle = mask_utils.encode(np.asfortranarray(m))
-    assert np.array_equal(decode_segmentation({"size": rle["size"], "counts": rle["counts"].decode()}, 8, 8), m)
+    assert np.array_equal(
+        decode_segmentation({"size": rle["size"], "counts": rle["counts"].decode()}, 8, 8), m
+    )
     with pytest.raises(DistillInputError):
         decode_segmentation(5, 8, 8)
 
@@ -59,9 +61,16 @@ def test_mapper_flip_resize_keeps_boxes_masks_and_proposals_aligned(synthetic_ro
     assert out["distill_embeddings"].shape == (2, 4)
     test = DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False))(d)
     assert not test["flipped"] and "distill_boxes" not in test
-    assert torch.allclose(test["boxes"][0], torch.tensor(d["annotations"][0]["bbox"][:2] + [
-        d["annotations"][0]["bbox"][0] + d["annotations"][0]["bbox"][2],
-        d["annotations"][0]["bbox"][1] + d["annotations"][0]["bbox"][3]]))
+    assert torch.allclose(
+        test["boxes"][0],
+        torch.tensor(
+            d["annotations"][0]["bbox"][:2]
+            + [
+                d["annotations"][0]["bbox"][0] + d["annotations"][0]["bbox"][2],
+                d["annotations"][0]["bbox"][1] + d["annotations"][0]["bbox"][3],
+            ]
+        ),
+    )
 
 
 def test_mapper_size_mismatch_is_clear(synthetic_root):

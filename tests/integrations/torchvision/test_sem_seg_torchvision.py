@@ -9,8 +9,22 @@ from distill.evaluation import SemSegEvaluator
 from distill.utils import DistillInputError
 
 # from scratch: the yaml's MODEL.WEIGHTS (the quickstart's ViLD student) need not exist in a working tree
-SMALL = ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "windows", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.DISTILL.SEM_SEG.CONVS_DIM", "32", "SOLVER.IMS_PER_BATCH", "4",
-         "MODEL.DISTILL.SEM_SEG.WINDOW_SIZES", "[48]", "MODEL.DISTILL.SEM_SEG.WINDOW_STRIDE", "24", "MODEL.WEIGHTS", ""]
+SMALL = [
+    "MODEL.DISTILL.SEM_SEG.DENSE_TARGETS",
+    "windows",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.DISTILL.SEM_SEG.CONVS_DIM",
+    "32",
+    "SOLVER.IMS_PER_BATCH",
+    "4",
+    "MODEL.DISTILL.SEM_SEG.WINDOW_SIZES",
+    "[48]",
+    "MODEL.DISTILL.SEM_SEG.WINDOW_STRIDE",
+    "24",
+    "MODEL.WEIGHTS",
+    "",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +41,9 @@ def ablation(synthetic_root, rn_teacher, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("semseg")
     cfg = load_semseg_config(SMALL)
-    return out, train_and_evaluate_segmenter(synthetic_root, out, rn_teacher, cfg, max_iter=3, num_train=8,
-                                             num_val=4, progress=False)
+    return out, train_and_evaluate_segmenter(
+        synthetic_root, out, rn_teacher, cfg, max_iter=3, num_train=8, num_val=4, progress=False
+    )
 
 
 def test_ablation_rows_files_and_shared_cache(ablation, synthetic_root, rn_teacher):
@@ -71,7 +86,9 @@ def test_evaluation_matches_direct_confusion_matrix(ablation, synthetic_root, rn
     model.predictor.set_vocabulary(all_vocab, all_ids)
     val = load_sem_seg_samples(synthetic_dataset(synthetic_root, "val")[0][:4], 16)
     m = evaluate_segmenter(model, val, synthetic_evaluator(meta))
-    assert m["mIoU_novel"] == pytest.approx(result["rows"]["CE only"]["mIoU_novel"])  # the checkpoint round-trips
+    assert m["mIoU_novel"] == pytest.approx(
+        result["rows"]["CE only"]["mIoU_novel"]
+    )  # the checkpoint round-trips
     preds = predict_sem_seg(model, [s["image"] for s in val])
     cm = np.zeros((16, 16), np.int64)
     for p, s in zip(preds, val):
@@ -120,10 +137,14 @@ def test_bad_label_files_name_the_file(synthetic_copy):
     too_big = lab.copy()
     too_big[5, 5] = 40
     cv2.imwrite(d["sem_seg_file_name"], too_big)
-    with pytest.raises(DistillInputError, match=rf"{d['sem_seg_file_name']}: label value 40 .* exceeds the 16"):
+    with pytest.raises(
+        DistillInputError, match=rf"{d['sem_seg_file_name']}: label value 40 .* exceeds the 16"
+    ):
         load_sem_seg_samples([d], 16)
     cv2.imwrite(d["sem_seg_file_name"], lab[:-8])
-    with pytest.raises(DistillInputError, match=r"000001\.png: label size 96x88 differs from the image's 96x96"):
+    with pytest.raises(
+        DistillInputError, match=r"000001\.png: label size 96x88 differs from the image's 96x96"
+    ):
         load_sem_seg_samples([d], 16)
     cv2.imwrite(d["sem_seg_file_name"], lab)
     with pytest.raises(DistillInputError, match=r"000001\.png: the ignore value 0 lies inside"):
@@ -151,8 +172,13 @@ def test_render_and_demo(ablation, synthetic_root, rn_teacher, tmp_path):
     out_dir, _ = ablation
     files = [d["file_name"] for d in synthetic_dataset(synthetic_root, "val")[0][:2]]
     images = [read_image_rgb(f) for f in files]
-    preds, legend = segment_images(out_dir / "ce_pixel_distillation" / "model_final.pth", images,
-                                   ["circle", "star", "kite"], rn_teacher, templates="simple")
+    preds, legend = segment_images(
+        out_dir / "ce_pixel_distillation" / "model_final.pth",
+        images,
+        ["circle", "star", "kite"],
+        rn_teacher,
+        templates="simple",
+    )
     pic = draw_semseg(images, preds, legend, tmp_path / "semseg.png")
     drawn = cv2.imread(str(pic))
     assert drawn is not None and drawn.shape[0] == 96 * 3
@@ -166,14 +192,21 @@ def test_regions_kind_reads_proposals(tmp_path):
     )
 
     # the yaml's default proposals file may exist in a working tree after `make quickstart`: point elsewhere
-    cfg = load_semseg_config(["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "regions", "MODEL.DISTILL.SEM_SEG.PROPOSALS",
-                              str(tmp_path / "missing.json")])
+    cfg = load_semseg_config(
+        [
+            "MODEL.DISTILL.SEM_SEG.DENSE_TARGETS",
+            "regions",
+            "MODEL.DISTILL.SEM_SEG.PROPOSALS",
+            str(tmp_path / "missing.json"),
+        ]
+    )
     with pytest.raises(DistillInputError, match="need MODEL.DISTILL.SEM_SEG.PROPOSALS"):
         dense_target_config(cfg)
     props = tmp_path / "p.json"
     props.write_text(json.dumps([{"image_id": 1, "bbox": [2, 3, 10, 20], "score": 0.9}]))
-    cfg = load_semseg_config(["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "regions", "MODEL.DISTILL.SEM_SEG.PROPOSALS",
-                              str(props)])
+    cfg = load_semseg_config(
+        ["MODEL.DISTILL.SEM_SEG.DENSE_TARGETS", "regions", "MODEL.DISTILL.SEM_SEG.PROPOSALS", str(props)]
+    )
     assert len(dense_target_config(cfg).proposals_sha256) == 64
     assert load_region_boxes(cfg, [1, 2])[1].tolist() == [[2.0, 3.0, 12.0, 23.0]]
 
@@ -226,9 +259,20 @@ def test_rows_start_from_the_student_backbone_body_frozen(synthetic_root, rn_tea
 
     cfg = load_semseg_config(SMALL)
     state = _detector_checkpoint(tmp_path / "det.pth", cfg, 3)
-    cfg = load_semseg_config(SMALL + ["MODEL.WEIGHTS", str(tmp_path / "det.pth"), "MODEL.BACKBONE.FREEZE_AT", "5"])
-    result = train_and_evaluate_segmenter(synthetic_root, tmp_path / "out", rn_teacher, cfg, {"CE only": 0.0},
-                                          max_iter=2, num_train=4, num_val=2, progress=False)
+    cfg = load_semseg_config(
+        SMALL + ["MODEL.WEIGHTS", str(tmp_path / "det.pth"), "MODEL.BACKBONE.FREEZE_AT", "5"]
+    )
+    result = train_and_evaluate_segmenter(
+        synthetic_root,
+        tmp_path / "out",
+        rn_teacher,
+        cfg,
+        {"CE only": 0.0},
+        max_iter=2,
+        num_train=4,
+        num_val=2,
+        progress=False,
+    )
     assert result["init"] == str(tmp_path / "det.pth")
     saved = torch.load(tmp_path / "out" / "ce_only" / "model_final.pth", weights_only=True)["model"]
     body = [k for k in state if k.startswith("backbone.body.")]
@@ -241,9 +285,19 @@ def test_missing_student_weights_fail_before_dense_targets(synthetic_root, rn_te
     from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
 
     cfg = load_semseg_config(SMALL + ["MODEL.WEIGHTS", str(tmp_path / "vild" / "model_final.pth")])
-    with pytest.raises(DistillInputError, match=r"model_final\.pth: MODEL.WEIGHTS .* not found: run the quickstart"):
-        train_and_evaluate_segmenter(synthetic_root, tmp_path / "out", rn_teacher, cfg, max_iter=1, num_train=2,
-                                     num_val=1, progress=False)
+    with pytest.raises(
+        DistillInputError, match=r"model_final\.pth: MODEL.WEIGHTS .* not found: run the quickstart"
+    ):
+        train_and_evaluate_segmenter(
+            synthetic_root,
+            tmp_path / "out",
+            rn_teacher,
+            cfg,
+            max_iter=1,
+            num_train=2,
+            num_val=1,
+            progress=False,
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -288,17 +342,32 @@ def test_demo_semseg_task_end_to_end(ablation, synthetic_root, tmp_path):
 
     out_dir, _ = ablation
     image = synthetic_root / "images" / "val" / "000001.png"
-    cmd = [sys.executable, str(REPO / "tools/demo.py"), "--task", "semseg", "--config-file", semseg_config_file(),
-           "--weights", str(out_dir / "ce_pixel_distillation" / "model_final.pth"), "--input", str(image),
-           "--output", str(tmp_path / "demo")]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/demo.py"),
+        "--task",
+        "semseg",
+        "--config-file",
+        semseg_config_file(),
+        "--weights",
+        str(out_dir / "ce_pixel_distillation" / "model_final.pth"),
+        "--input",
+        str(image),
+        "--output",
+        str(tmp_path / "demo"),
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
     assert r.returncode == 0, r.stderr
     assert "000001.png:" in r.stdout and "wrote 1 segmentation picture" in r.stdout
     drawn = cv2.imread(str(tmp_path / "demo" / "000001.png"))
     labels = cv2.imread(str(tmp_path / "demo" / "000001_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (96, 96) and labels.max() <= 15
     assert drawn.shape[0] == 96 * 4 and drawn.shape[1] > 96 * 4  # scaled to 384 px, legend on the right
-    r = subprocess.run(cmd[:6] + ["--weights", str(tmp_path / "nope.pth")] + cmd[8:], capture_output=True, text=True)
+    r = subprocess.run(
+        cmd[:6] + ["--weights", str(tmp_path / "nope.pth")] + cmd[8:], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "nope.pth" in r.stderr
 
 
@@ -315,10 +384,21 @@ def test_frozen_resnet_runs_once_per_image_and_flip_with_the_same_training(synth
 
     dicts, meta = synthetic_dataset(synthetic_root, "train")
     samples = load_sem_seg_samples(dicts[:6], max(meta.category_ids) + 1)
-    vocab = ClassEmbeddings(torch.nn.functional.normalize(torch.randn(len(meta.category_ids), 16), dim=-1),
-                            list(meta.thing_classes))
-    cfg = load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "5", "MODEL.DISTILL.PIXEL_LOSS_WEIGHT", "0.0",
-                                      "SOLVER.WARMUP_ITERS", "0"])
+    vocab = ClassEmbeddings(
+        torch.nn.functional.normalize(torch.randn(len(meta.category_ids), 16), dim=-1),
+        list(meta.thing_classes),
+    )
+    cfg = load_semseg_config(
+        SMALL
+        + [
+            "MODEL.BACKBONE.FREEZE_AT",
+            "5",
+            "MODEL.DISTILL.PIXEL_LOSS_WEIGHT",
+            "0.0",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+        ]
+    )
     states = []
     for cached in (True, False):
         torch.manual_seed(0)
@@ -334,12 +414,17 @@ def test_frozen_resnet_runs_once_per_image_and_flip_with_the_same_training(synth
     assert all(torch.equal(a[k], init[k]) for k in a if k.startswith("backbone.body."))
 
     cache = body_feature_cache(model, samples)
-    assert len(cache) == 6 and cache[0][0]["0"].shape[0] == 64 and not torch.equal(cache[0][0]["3"], cache[0][1]["3"])
+    assert (
+        len(cache) == 6
+        and cache[0][0]["0"].shape[0] == 64
+        and not torch.equal(cache[0][0]["3"], cache[0][1]["3"])
+    )
     assert body_feature_cache(model, samples, max_bytes=1) is None
     other = [dict(samples[0], image=samples[0]["image"][:, :64])] + samples[1:]
     assert body_feature_cache(model, other) is None  # sizes differ: a batch would pad
-    unfrozen = build_sem_seg_model(load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "4"]), vocab,
-                                   list(meta.category_ids))
+    unfrozen = build_sem_seg_model(
+        load_semseg_config(SMALL + ["MODEL.BACKBONE.FREEZE_AT", "4"]), vocab, list(meta.category_ids)
+    )
     assert body_feature_cache(unfrozen, samples) is None
 
 
@@ -357,12 +442,17 @@ def test_flip_test_averages_the_mirrors_probabilities():
     model = build_sem_seg_model(cfg, vocab, [1, 2, 3]).eval()
     off = load_semseg_config(SMALL + ["TEST.AUG.ENABLED", "False"])
     assert model.flip_test and not build_sem_seg_model(off, vocab, [1, 2, 3]).flip_test
-    images = [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8), torch.randint(0, 255, (3, 64, 40), dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8),
+        torch.randint(0, 255, (3, 64, 40), dtype=torch.uint8),
+    ]
     got = predict_sem_seg(model, images)
     with torch.no_grad():
         for im, pred in zip(images, got):
             w = im.shape[2]
-            probs = model([im])[0].softmax(0)[:, :64, :w] + model([im.flip(-1)])[0].softmax(0)[:, :64, :w].flip(-1)
+            probs = model([im])[0].softmax(0)[:, :64, :w] + model([im.flip(-1)])[0].softmax(0)[
+                :, :64, :w
+            ].flip(-1)
             assert torch.equal(pred, model.predictor.label_map.to_value(probs.argmax(0)))
     model.flip_test = False
     plain = predict_sem_seg(model, images)

@@ -15,9 +15,22 @@ from distill.integrations.torchvision.trainer import lr_at
 from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO
 
-SMALL_MODEL = ["MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM",
-               "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-               "INPUT.MIN_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "20"]
+SMALL_MODEL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+]
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 
 
@@ -46,8 +59,14 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
         b["distill_embeddings"] = F.normalize(torch.randn(b["distill_boxes"].shape[0], 32), dim=1).half()
     model.train()
     losses = model(batch)
-    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_vild_text", "loss_box_reg",
-                           "loss_vild_image", "loss_mask"}
+    assert set(losses) == {
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_vild_text",
+        "loss_box_reg",
+        "loss_vild_image",
+        "loss_mask",
+    }
     sum(losses.values()).backward()
     assert model.roi_heads.classifier.bg_embedding.grad is not None
     assert model.roi_heads.embed_head.proj.weight.grad.abs().sum() > 0
@@ -56,7 +75,10 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
     model.roi_heads.set_vocabulary(allv, torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES]))
     with torch.no_grad():
         out = model([DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False))(dicts[0])])[0]
-    assert out["labels"].max() < len(allv) and out["masks"].shape[1:] == (dicts[0]["height"], dicts[0]["width"])
+    assert out["labels"].max() < len(allv) and out["masks"].shape[1:] == (
+        dicts[0]["height"],
+        dicts[0]["width"],
+    )
     assert (out["boxes"][:, 2:] <= torch.tensor([dicts[0]["width"], dicts[0]["height"]]) + 1e-3).all()
 
 
@@ -70,27 +92,75 @@ def test_dataset_proposals_batched_equal_one_by_one(synthetic_root, vocab_files)
     batched = dataset_proposals(model, dicts[:5], 96, 200, top_k=7, progress=False, batch_size=3)
     assert len(one) == 35 and [r["image_id"] for r in one] == [r["image_id"] for r in batched]
     for a, b in zip(one, batched):
-        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(
+            b["score"], abs=1e-5
+        )
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "10", "SOLVER.BASE_LR", "1.0",
-                               "SOLVER.WARMUP_FACTOR", "0.1"])
+    cfg = load_config(
+        CONFIG,
+        [
+            "SOLVER.MAX_ITER",
+            "100",
+            "SOLVER.WARMUP_ITERS",
+            "10",
+            "SOLVER.BASE_LR",
+            "1.0",
+            "SOLVER.WARMUP_FACTOR",
+            "0.1",
+        ],
+    )
     assert lr_at(cfg, 0) == pytest.approx(0.1)
-    assert lr_at(cfg, 10) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(0.1 * torch.pi))).item(), rel=1e-3)
+    assert lr_at(cfg, 10) == pytest.approx(
+        0.5 * (1 + torch.cos(torch.tensor(0.1 * torch.pi))).item(), rel=1e-3
+    )
     assert lr_at(cfg, 99) < 0.01
-    cfg = load_config(CONFIG, ["SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "1.0",
-                               "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "(50, 80)"])
+    cfg = load_config(
+        CONFIG,
+        [
+            "SOLVER.MAX_ITER",
+            "100",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.BASE_LR",
+            "1.0",
+            "SOLVER.LR_SCHEDULER_NAME",
+            "WarmupMultiStepLR",
+            "SOLVER.STEPS",
+            "(50, 80)",
+        ],
+    )
     assert [round(lr_at(cfg, i), 6) for i in (0, 49, 50, 80)] == [1.0, 1.0, 0.1, 0.01]
 
 
 def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=True):
-    args = [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", CONFIG, "--no-progress",
-            "--backend", "torchvision", *flags, *SMALL_MODEL,
-            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0]),
-            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]), "MODEL.DISTILL.REGION_STORE", "",
-            "MODEL.DISTILL.DATASETS_ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(tmp_path / "out"), *opts]
+    args = [
+        sys.executable,
+        str(REPO / "tools/train_net.py"),
+        "--config-file",
+        CONFIG,
+        "--no-progress",
+        "--backend",
+        "torchvision",
+        *flags,
+        *SMALL_MODEL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab_files[0]),
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        str(vocab_files[1]),
+        "MODEL.DISTILL.REGION_STORE",
+        "",
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(synthetic_root.parent),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        *opts,
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     if check:
@@ -111,30 +181,69 @@ def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_fi
     r = train_net(tmp_path, synthetic_root, vocab_files, ["--resume"], ["SOLVER.MAX_ITER", "6"])
     lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
     assert lines[-1]["iteration"] == 6 and len(lines) == 2
-    r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"], ["MODEL.WEIGHTS", str(out / "model_final.pth")])
+    r = train_net(
+        tmp_path,
+        synthetic_root,
+        vocab_files,
+        ["--eval-only"],
+        ["MODEL.WEIGHTS", str(out / "model_final.pth")],
+    )
     assert "| box |" in r.stdout and "box_AP50_novel" in r.stdout.splitlines()[-1]
-    demo = [sys.executable, str(REPO / "tools/demo.py"), "--config-file", CONFIG, "--backend", "torchvision",
-            "--weights", str(out / "model_final.pth"), "--output", str(tmp_path / "demo"), "--score-thresh", "0.0"]
-    opts = [*SMALL_MODEL, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", str(vocab_files[1]),
-            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab_files[0])]
+    demo = [
+        sys.executable,
+        str(REPO / "tools/demo.py"),
+        "--config-file",
+        CONFIG,
+        "--backend",
+        "torchvision",
+        "--weights",
+        str(out / "model_final.pth"),
+        "--output",
+        str(tmp_path / "demo"),
+        "--score-thresh",
+        "0.0",
+    ]
+    opts = [
+        *SMALL_MODEL,
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        str(vocab_files[1]),
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+        str(vocab_files[0]),
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run(demo + ["--input", str(synthetic_root / "images/val/000001.png"), *opts],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        demo + ["--input", str(synthetic_root / "images/val/000001.png"), *opts],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     pred = json.loads((tmp_path / "demo" / "predictions.json").read_text())
-    assert len(pred["categories"]) == len(SYNTHETIC_CATEGORIES) and (tmp_path / "demo" / "000001.png").is_file()
+    assert (
+        len(pred["categories"]) == len(SYNTHETIC_CATEGORIES) and (tmp_path / "demo" / "000001.png").is_file()
+    )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     r = subprocess.run(demo + ["--input", str(bad), *opts], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "cannot decode image" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(demo + ["--input", str(bad), "--vocabulary", "custom", "--custom-vocabulary", " , ", *opts],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        demo + ["--input", str(bad), "--vocabulary", "custom", "--custom-vocabulary", " , ", *opts],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2 and "empty vocabulary" in r.stderr
     # a key that does not exist; a checkpoint of another architecture
     r = train_net(tmp_path, synthetic_root, vocab_files, opts=["MODEL.NOPE", "1"], check=False)
     assert r.returncode == 2 and "unknown config key MODEL.NOPE" in r.stderr and "Traceback" not in r.stderr
-    r = train_net(tmp_path, synthetic_root, vocab_files, ["--eval-only"],
-                  ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"], check=False)
+    r = train_net(
+        tmp_path,
+        synthetic_root,
+        vocab_files,
+        ["--eval-only"],
+        ["MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.RESNETS.DEPTH", "34"],
+        check=False,
+    )
     assert r.returncode == 2 and "does not fit this model" in r.stderr
 
 

@@ -7,6 +7,7 @@ position and the RNG states, so a resumed run is bit-identical), evaluation, met
     trainer.resume_or_load(ckpt, resume=True)
     trainer.train()
 """
+
 from .checkpoint import AtomicCheckpointer, remove_partial_files
 from .distributed import dist_info, setup_distributed, unwrap
 from .hooks import CheckpointHook, EvalHook, MetricsWriter, ProgressBar
@@ -14,7 +15,20 @@ from .solver import build_lr_scheduler, build_optimizer, clip_gradients, lr_at, 
 from .train_loop import HookBase, Trainer
 
 __all__ = [
-    "AtomicCheckpointer", "CheckpointHook", "EvalHook", "HookBase", "MetricsWriter", "ProgressBar", "Trainer",
-    "build_lr_scheduler", "build_optimizer", "clip_gradients", "dist_info", "lr_at", "optimizer_param_groups",
-    "remove_partial_files", "setup_distributed", "unwrap",
+    "AtomicCheckpointer",
+    "CheckpointHook",
+    "EvalHook",
+    "HookBase",
+    "MetricsWriter",
+    "ProgressBar",
+    "Trainer",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "clip_gradients",
+    "dist_info",
+    "lr_at",
+    "optimizer_param_groups",
+    "remove_partial_files",
+    "setup_distributed",
+    "unwrap",
 ]

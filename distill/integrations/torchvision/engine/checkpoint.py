@@ -1,5 +1,6 @@
 """Atomic checkpoints (fvcore's Checkpointer), their retention, the leftovers of a killed run, and the RNG
 states a bit-identical resume needs."""
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,12 @@ class AtomicCheckpointer(Checkpointer):
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict(), **{k: v.state_dict() for k, v in self.checkpointables.items()},
-                **getattr(self, "meta", {}), **kwargs}
+        data = {
+            "model": self.model.state_dict(),
+            **{k: v.state_dict() for k, v in self.checkpointables.items()},
+            **getattr(self, "meta", {}),
+            **kwargs,
+        }
         buf = io.BytesIO()
         torch.save(data, buf)
         atomic_write_bytes(os.path.join(self.save_dir, f"{name}.pth"), buf.getvalue())
@@ -75,8 +80,11 @@ def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
 def rng_state() -> dict:
     """This process's python, numpy and torch (CPU and CUDA) generator states, as weights_only-loadable data."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -1,4 +1,5 @@
 """Process groups as torchrun describes them (gloo on CPU, nccl on GPU)."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Hooks of the `Trainer`: checkpoints (`CheckpointHook`), evaluation (`EvalHook`), metrics and log lines
 (`MetricsWriter`: OUTPUT_DIR/metrics.json, OUTPUT_DIR/log.txt, TensorBoard when installed) and a progress bar
 (`ProgressBar`, on a terminal only)."""
+
 from __future__ import annotations
 
 import datetime
@@ -24,7 +25,9 @@ class CheckpointHook(HookBase):
     periodic one only); each holds the model, optimizer, scheduler, the iteration and every rank's
     `Trainer.state_dict()` (data position, RNG states). `max_to_keep` > 0 keeps only the newest periodic ones."""
 
-    def __init__(self, checkpointer, period: int, max_to_keep: int = 0, final_name: str | None = "model_final"):
+    def __init__(
+        self, checkpointer, period: int, max_to_keep: int = 0, final_name: str | None = "model_final"
+    ):
         self.checkpointer, self.period = checkpointer, max(1, int(period))
         self.max_to_keep, self.final_name = int(max_to_keep), final_name
 
@@ -94,7 +97,9 @@ class MetricsWriter(HookBase):
         self._tb = _tensorboard(self.output_dir) if self.tensorboard else None
         self._t0 = self._t_last = time.perf_counter()
         self._start = self.trainer.start_iter
-        LOG.info("training from iteration %d to %d in %s", self._start, self.trainer.max_iter, self.output_dir)
+        LOG.info(
+            "training from iteration %d to %d in %s", self._start, self.trainer.max_iter, self.output_dir
+        )
 
     def _add(self, logger: logging.Logger, handler: logging.Handler) -> None:
         logger.addHandler(handler)
@@ -105,8 +110,13 @@ class MetricsWriter(HookBase):
         if not self.active or not ((t.iter + 1) % self.period == 0 or t.is_last):
             return
         now = time.perf_counter()
-        rec = {"iteration": t.iter + 1, "lr": t.optimizer.param_groups[0]["lr"], "total_loss": t.total_loss.item(),
-               "time_per_iter": (now - self._t_last) / self.period, **{k: v.item() for k, v in t.losses.items()}}
+        rec = {
+            "iteration": t.iter + 1,
+            "lr": t.optimizer.param_groups[0]["lr"],
+            "total_loss": t.total_loss.item(),
+            "time_per_iter": (now - self._t_last) / self.period,
+            **{k: v.item() for k, v in t.losses.items()},
+        }
         self._t_last = now
         self.write(rec)
         if self._tb is not None:
@@ -115,9 +125,16 @@ class MetricsWriter(HookBase):
         done = t.iter + 1 - self._start
         eta = (now - self._t0) / max(done, 1) * (t.max_iter - t.iter - 1)
         losses = "  ".join(f"{k}: {v.item():.4f}" for k, v in t.losses.items())
-        LOG.info("iter %d/%d  total_loss: %.4f  %s  lr: %.3g  %.3f s/it  eta: %s", t.iter + 1, t.max_iter,
-                 rec["total_loss"], losses, rec["lr"], (now - self._t0) / max(done, 1),
-                 datetime.timedelta(seconds=round(eta)))
+        LOG.info(
+            "iter %d/%d  total_loss: %.4f  %s  lr: %.3g  %.3f s/it  eta: %s",
+            t.iter + 1,
+            t.max_iter,
+            rec["total_loss"],
+            losses,
+            rec["lr"],
+            (now - self._t0) / max(done, 1),
+            datetime.timedelta(seconds=round(eta)),
+        )
 
     def write(self, record: dict) -> None:
         if self.active:
@@ -146,8 +163,9 @@ class ProgressBar(HookBase):
     def before_train(self) -> None:
         t = self.trainer
         if self.enabled:
-            self.bar = progress_bar(None, True, initial=t.start_iter, total=t.max_iter, desc=self.desc,
-                                    dynamic_ncols=True)
+            self.bar = progress_bar(
+                None, True, initial=t.start_iter, total=t.max_iter, desc=self.desc, dynamic_ncols=True
+            )
 
     def after_step(self) -> None:
         if self.bar is None:
@@ -155,7 +173,9 @@ class ProgressBar(HookBase):
         t = self.trainer
         self.bar.update(1)
         if (t.iter + 1) % self.period == 0 or t.is_last:
-            self.bar.set_postfix(loss=f"{t.total_loss.item():.3f}", lr=f"{t.optimizer.param_groups[0]['lr']:.2g}")
+            self.bar.set_postfix(
+                loss=f"{t.total_loss.item():.3f}", lr=f"{t.optimizer.param_groups[0]['lr']:.2g}"
+            )
 
     def after_train(self) -> None:
         if self.bar is not None:
@@ -170,12 +190,27 @@ def _tensorboard(output_dir: str):
     return SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
 
-def standard_hooks(checkpointer, cfg, output_dir: str, progress: bool, desc: str = "train",
-                   final_name: str | None = "model_final", eval_function: Callable[[], dict] | None = None) -> list:
+def standard_hooks(
+    checkpointer,
+    cfg,
+    output_dir: str,
+    progress: bool,
+    desc: str = "train",
+    final_name: str | None = "model_final",
+    eval_function: Callable[[], dict] | None = None,
+) -> list:
     """Checkpoints, evaluation (TEST.EVAL_PERIOD, when `eval_function`), metrics and the bar, in that order."""
     d = cfg.MODEL.DISTILL
     bar = ProgressBar(desc, progress, d.LOG_PERIOD)
     writer = MetricsWriter(output_dir, d.LOG_PERIOD, console=not bar.enabled)
-    evals = EvalHook(cfg.TEST.EVAL_PERIOD, eval_function, writer) if eval_function and cfg.TEST.EVAL_PERIOD else None
-    return [CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, d.CHECKPOINT_MAX_TO_KEEP, final_name),
-            writer, evals, bar]
+    evals = (
+        EvalHook(cfg.TEST.EVAL_PERIOD, eval_function, writer)
+        if eval_function and cfg.TEST.EVAL_PERIOD
+        else None
+    )
+    return [
+        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, d.CHECKPOINT_MAX_TO_KEEP, final_name),
+        writer,
+        evals,
+        bar,
+    ]

@@ -1,4 +1,5 @@
 """Optimizer parameter groups, gradient clipping and learning-rate schedules as detectron2 reads SOLVER.*."""
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,12 @@ from fvcore.common.param_scheduler import (
 from ....utils.errors import DistillInputError
 from ...shared import build_optimizer as _core_optimizer
 
-_NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm,
-               torch.nn.LocalResponseNorm)
+_NORM_TYPES = (
+    torch.nn.modules.batchnorm._NormBase,
+    torch.nn.GroupNorm,
+    torch.nn.LayerNorm,
+    torch.nn.LocalResponseNorm,
+)
 
 
 def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict]:
@@ -58,16 +63,18 @@ def clip_gradients(cfg, model: torch.nn.Module) -> None:
     elif c.CLIP_TYPE == "full_model":
         torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
     else:
-        raise DistillInputError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value, norm or full_model, "
-                                f"got {c.CLIP_TYPE!r}")
+        raise DistillInputError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value, norm or full_model, got {c.CLIP_TYPE!r}"
+        )
 
 
 def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     s, max_iter = cfg.SOLVER, max(1, cfg.SOLVER.MAX_ITER)
     if s.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
         steps = [x for x in s.STEPS if x < max_iter]
-        sched = MultiStepParamScheduler([s.GAMMA ** k for k in range(len(steps) + 1)], milestones=steps,
-                                        num_updates=max_iter)
+        sched = MultiStepParamScheduler(
+            [s.GAMMA**k for k in range(len(steps) + 1)], milestones=steps, num_updates=max_iter
+        )
     elif s.LR_SCHEDULER_NAME == "WarmupCosineLR":
         sched = CosineParamScheduler(1.0, 0.0)
     else:
@@ -81,8 +88,9 @@ def _with_warmup(sched, factor: float, length: float):
     if length <= 0:
         return sched
     warm = LinearParamScheduler(factor * sched(0.0), sched(length))
-    return CompositeParamScheduler([warm, sched], lengths=[length, 1 - length],
-                                   interval_scaling=["rescaled", "fixed"])
+    return CompositeParamScheduler(
+        [warm, sched], lengths=[length, 1 - length], interval_scaling=["rescaled", "fixed"]
+    )
 
 
 def lr_at(cfg, it: int) -> float:

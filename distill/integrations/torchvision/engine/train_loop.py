@@ -5,6 +5,7 @@ clipping → optimizer and scheduler step. The data source is an iterator with `
 (its position in the stream); with the RNG states, the optimizer, the scheduler and the scaler, it is what a
 checkpoint holds, so a resumed run continues exactly where the killed one was.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,18 @@ class Trainer:
 
     After each step: `iter` (that step's index), `losses` (its loss tensors) and `total_loss`."""
 
-    def __init__(self, model: torch.nn.Module, data, optimizer: torch.optim.Optimizer, scheduler, *, max_iter: int,
-                 forward: Callable | None = None, clip: Callable | None = None, amp: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        *,
+        max_iter: int,
+        forward: Callable | None = None,
+        clip: Callable | None = None,
+        amp: bool = False,
+    ):
         self.model, self.data, self.optimizer, self.scheduler = model, data, optimizer, scheduler
         self.max_iter = int(max_iter)
         self.forward = forward or (lambda m, batch: m(batch))
@@ -114,8 +125,10 @@ class Trainer:
             losses = self.forward(self.model, batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at iteration {self.iter}: "
-                                     f"{ {k: round(v.item(), 4) for k, v in losses.items()} }")
+            raise FloatingPointError(
+                f"loss became {total.item()} at iteration {self.iter}: "
+                f"{ {k: round(v.item(), 4) for k, v in losses.items()} }"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.clip is not None:

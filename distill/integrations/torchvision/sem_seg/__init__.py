@@ -7,6 +7,7 @@ quickstart's stage).
     result = train_and_evaluate_segmenter("output/quickstart/synthetic", "output/quickstart/semseg", teacher)
     result["rows"]["CE + pixel distillation"]["mIoU_novel"]
 """
+
 from .inference import evaluate_segmenter, predict_sem_seg, segment_images
 from .model import (
     OpenVocabSegmenter,
@@ -28,8 +29,26 @@ from .targets import dense_target_config, dense_targets_for, load_region_boxes, 
 from .train import SegmenterData, body_feature_cache, train_segmenter
 
 __all__ = [
-    "OpenVocabSegmenter", "SEMSEG_NAME", "SegmenterData", "VARIANTS", "body_feature_cache", "build_sem_seg_model",
-    "dense_target_config", "dense_targets_for", "evaluate_segmenter", "load_region_boxes", "load_sem_seg_samples",
-    "load_segmenter", "load_semseg_config", "load_student_backbone", "predict_sem_seg", "save_segmenter",
-    "semseg_config_file",    "segment_images", "synthetic_evaluator", "synthetic_vocab", "train_and_evaluate_segmenter", "train_segmenter",
+    "OpenVocabSegmenter",
+    "SEMSEG_NAME",
+    "SegmenterData",
+    "VARIANTS",
+    "body_feature_cache",
+    "build_sem_seg_model",
+    "dense_target_config",
+    "dense_targets_for",
+    "evaluate_segmenter",
+    "load_region_boxes",
+    "load_sem_seg_samples",
+    "load_segmenter",
+    "load_semseg_config",
+    "load_student_backbone",
+    "predict_sem_seg",
+    "save_segmenter",
+    "semseg_config_file",
+    "segment_images",
+    "synthetic_evaluator",
+    "synthetic_vocab",
+    "train_and_evaluate_segmenter",
+    "train_segmenter",
 ]

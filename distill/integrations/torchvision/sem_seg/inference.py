@@ -1,4 +1,5 @@
 """Prediction and evaluation with the segmenter, and segmentation with any vocabulary."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,9 @@ from .model import OpenVocabSegmenter, load_segmenter
 
 
 @torch.no_grad()
-def predict_sem_seg(model: OpenVocabSegmenter, images: Sequence[torch.Tensor], batch_size: int = 16
-                    ) -> list[torch.Tensor]:
+def predict_sem_seg(
+    model: OpenVocabSegmenter, images: Sequence[torch.Tensor], batch_size: int = 16
+) -> list[torch.Tensor]:
     """(3, H, W) RGB images → (H, W) pixel values of the model's current vocabulary, one per image (with
     `model.flip_test`: the class of the highest mean probability over the image and its mirror)."""
     was = model.training
@@ -21,7 +23,7 @@ def predict_sem_seg(model: OpenVocabSegmenter, images: Sequence[torch.Tensor], b
     out = []
     try:
         for i in range(0, len(images), batch_size):
-            chunk = list(images[i:i + batch_size])
+            chunk = list(images[i : i + batch_size])
             logits = model(chunk)
             if model.flip_test:
                 # the padded batch is mirrored whole, so a padded image's mirror must be shifted back
@@ -38,7 +40,9 @@ def predict_sem_seg(model: OpenVocabSegmenter, images: Sequence[torch.Tensor], b
     return out
 
 
-def evaluate_segmenter(model: OpenVocabSegmenter, samples: Sequence[dict], evaluator: SemSegEvaluator) -> dict:
+def evaluate_segmenter(
+    model: OpenVocabSegmenter, samples: Sequence[dict], evaluator: SemSegEvaluator
+) -> dict:
     """Predict every sample and score it with `evaluator` (pixel-value label space)."""
     evaluator.reset()
     preds = predict_sem_seg(model, [s["image"] for s in samples])
@@ -47,8 +51,13 @@ def evaluate_segmenter(model: OpenVocabSegmenter, samples: Sequence[dict], evalu
     return evaluator.compute()
 
 
-def segment_images(weights: str | os.PathLike, images: Sequence[torch.Tensor], class_names: Sequence[str], teacher,
-                   templates: str = "vild") -> tuple[list[torch.Tensor], list[str]]:
+def segment_images(
+    weights: str | os.PathLike,
+    images: Sequence[torch.Tensor],
+    class_names: Sequence[str],
+    teacher,
+    templates: str = "vild",
+) -> tuple[list[torch.Tensor], list[str]]:
     """Segment (3, H, W) RGB images with any vocabulary (encoded by `teacher`).
 
     Returns (H, W) int64 maps, 0 the background and i + 1 class_names[i], and the legend (label → name).

@@ -1,5 +1,6 @@
 """The open-vocabulary semantic segmenter on torchvision parts (ResNet-FPN + the core semantic predictor), its
 start from a detector's backbone, and its checkpoints."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,10 @@ from ...shared import build_sem_seg_predictor
 from ..builders import STRIDES, build_backbone
 from ..meta_arch import normalize_and_pad
 
-NO_STUDENT = ("MODEL.WEIGHTS (the detector whose backbone the segmenter starts from) not found: run the "
-              'quickstart\'s vild stage first, or set MODEL.WEIGHTS "" to train from scratch')
+NO_STUDENT = (
+    "MODEL.WEIGHTS (the detector whose backbone the segmenter starts from) not found: run the "
+    'quickstart\'s vild stage first, or set MODEL.WEIGHTS "" to train from scratch'
+)
 
 
 class OpenVocabSegmenter(nn.Module):
@@ -30,8 +33,15 @@ class OpenVocabSegmenter(nn.Module):
     pixel_targets B × (D, h, w)) → training: losses dict; inference: (B, K, H, W) logits at the input size.
     """
 
-    def __init__(self, backbone: nn.Module, predictor: OpenVocabSemSegPredictor, pixel_mean, pixel_std,
-                 size_divisible: int = 32, flip_test: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        predictor: OpenVocabSemSegPredictor,
+        pixel_mean,
+        pixel_std,
+        size_divisible: int = 32,
+        flip_test: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.predictor = predictor
@@ -48,8 +58,9 @@ class OpenVocabSegmenter(nn.Module):
         x, sizes = normalize_and_pad(list(images), self.pixel_mean, self.pixel_std, self.size_divisible)
         lab = None
         if labels is not None:
-            lab = torch.full((x.shape[0], *x.shape[-2:]), self.predictor.ignore_value, dtype=torch.long,
-                             device=self.device)
+            lab = torch.full(
+                (x.shape[0], *x.shape[-2:]), self.predictor.ignore_value, dtype=torch.long, device=self.device
+            )
             for k, (h, w) in enumerate(sizes):
                 lab[k, :h, :w] = labels[k][:h, :w].to(self.device)
         return x, lab, sizes
@@ -64,8 +75,9 @@ class OpenVocabSegmenter(nn.Module):
         return losses if self.training else logits
 
 
-def build_sem_seg_model(cfg, vocabulary: ClassEmbeddings, class_values: Sequence[int] | None = None
-                        ) -> OpenVocabSegmenter:
+def build_sem_seg_model(
+    cfg, vocabulary: ClassEmbeddings, class_values: Sequence[int] | None = None
+) -> OpenVocabSegmenter:
     """The segmenter for `vocabulary` (the training vocabulary: base classes).
 
     class_values: pixel value of each vocabulary class (default MODEL.DISTILL.SEM_SEG.TRAIN_LABEL_VALUES, else
@@ -74,8 +86,13 @@ def build_sem_seg_model(cfg, vocabulary: ClassEmbeddings, class_values: Sequence
     backbone = build_backbone(cfg)
     ch = backbone.out_channels
     predictor = build_sem_seg_predictor(cfg, vocabulary, [ch] * 4, STRIDES, class_values)
-    return OpenVocabSegmenter(backbone, predictor, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
-                              flip_test=bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP))
+    return OpenVocabSegmenter(
+        backbone,
+        predictor,
+        cfg.MODEL.PIXEL_MEAN,
+        cfg.MODEL.PIXEL_STD,
+        flip_test=bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP),
+    )
 
 
 def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) -> int:
@@ -87,14 +104,20 @@ def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) ->
     if not os.path.isfile(path):
         raise DistillInputError(NO_STUDENT, path)
     state = read_checkpoint(path, "MODEL.WEIGHTS (the ViLD student)")["model"]
-    src = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    src = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     own = model.backbone.state_dict()
     bad = [f"{k} missing" for k in own if k not in src]
-    bad += [f"{k} {tuple(src[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-            if k in src and src[k].shape != v.shape]
+    bad += [
+        f"{k} {tuple(src[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in src and src[k].shape != v.shape
+    ]
     if bad:
-        raise DistillInputError(f"MODEL.WEIGHTS does not fit the segmenter's backbone ({len(bad)} problem(s), e.g. "
-                                f"{bad[0]}): another backbone config or not a detector checkpoint?", path)
+        raise DistillInputError(
+            f"MODEL.WEIGHTS does not fit the segmenter's backbone ({len(bad)} problem(s), e.g. "
+            f"{bad[0]}): another backbone config or not a detector checkpoint?",
+            path,
+        )
     model.backbone.load_state_dict({k: src[k] for k in own})
     return len(own)
 
@@ -102,9 +125,15 @@ def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) ->
 def save_segmenter(model: OpenVocabSegmenter, path: str | os.PathLike, cfg) -> None:
     """Atomic {"model": state_dict, "config": yaml, "vocabulary": names, "class_values"}."""
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "config": cfg.dump(),
-                "vocabulary": model.predictor.classifier.class_names,
-                "class_values": model.predictor.label_map.class_values}, buf)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": cfg.dump(),
+            "vocabulary": model.predictor.classifier.class_names,
+            "class_values": model.predictor.label_map.class_values,
+        },
+        buf,
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -116,7 +145,9 @@ def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmente
         raise DistillInputError("segmenter checkpoint not found", path)
     ckpt = load_torch_file(path, "segmenter checkpoint")
     if not isinstance(ckpt, dict) or not {"model", "config", "class_values"} <= set(ckpt):
-        raise DistillInputError("not a segmenter checkpoint (no model / config / class_values): a detector's?", path)
+        raise DistillInputError(
+            "not a segmenter checkpoint (no model / config / class_values): a detector's?", path
+        )
     cfg = get_cfg()
     cfg.merge_from_other_cfg(type(cfg).load_cfg(ckpt["config"]))
     n = len(ckpt["class_values"])
@@ -124,6 +155,7 @@ def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmente
     model = build_sem_seg_model(cfg, dummy, ckpt["class_values"])
     bad = model.load_state_dict(ckpt["model"], strict=False)
     if bad.missing_keys or bad.unexpected_keys:
-        raise DistillInputError(f"checkpoint does not fit the segmenter ({(bad.missing_keys + bad.unexpected_keys)[:2]})",
-                                path)
+        raise DistillInputError(
+            f"checkpoint does not fit the segmenter ({(bad.missing_keys + bad.unexpected_keys)[:2]})", path
+        )
     return model.eval()

@@ -1,5 +1,6 @@
 """The segmenter on the synthetic benchmark: the quickstart's semseg stage and the pixel-distillation ablation
 (the same schedule, seed and start for each variant; tables and the JSON line are the callers')."""
+
 from __future__ import annotations
 
 import logging
@@ -63,10 +64,18 @@ def semseg_config_file() -> str:
     return get_config_file(SEMSEG_NAME)
 
 
-def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.PathLike, teacher, cfg=None,
-                                 variants: dict | None = None, max_iter: int | None = None,
-                                 num_train: int | None = None, num_val: int | None = None,
-                                 progress: bool = True, resume: bool = False) -> dict:
+def train_and_evaluate_segmenter(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    teacher,
+    cfg=None,
+    variants: dict | None = None,
+    max_iter: int | None = None,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict:
     """The pixel-distillation ablation on the synthetic benchmark.
 
     Trains each variant with the same schedule, seed and start (MODEL.WEIGHTS: the detector's backbone, else
@@ -106,10 +115,14 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
     if any(w is None or w > 0 for w in variants.values()):
         t0 = time.perf_counter()
         boxes = load_region_boxes(cfg, [d["image_id"] for d in train_dicts])
-        store = open_region_store(s.REGION_STORE, teacher, tcfg) if tcfg.kind == "regions" and s.REGION_STORE \
+        store = (
+            open_region_store(s.REGION_STORE, teacher, tcfg)
+            if tcfg.kind == "regions" and s.REGION_STORE
             else None
-        targets = dense_targets_for(train, teacher, tcfg, s.DENSE_TARGET_CACHE or str(out / "dense_targets"),
-                                    boxes, progress, store)
+        )
+        targets = dense_targets_for(
+            train, teacher, tcfg, s.DENSE_TARGET_CACHE or str(out / "dense_targets"), boxes, progress, store
+        )
         t_targets = time.perf_counter() - t0
     evaluator = synthetic_evaluator(meta)
     rows, seconds, per_iter = {}, {}, {}
@@ -128,16 +141,33 @@ def train_and_evaluate_segmenter(root: str | os.PathLike, out_dir: str | os.Path
         else:
             if vcfg.MODEL.WEIGHTS:
                 load_student_backbone(model, vcfg.MODEL.WEIGHTS)
-            stats = train_segmenter(vcfg, model, train, targets, max_iter, seed, progress,
-                                    output_dir=out / _slug(name), resume=resume)
+            stats = train_segmenter(
+                vcfg,
+                model,
+                train,
+                targets,
+                max_iter,
+                seed,
+                progress,
+                output_dir=out / _slug(name),
+                resume=resume,
+            )
             save_segmenter(model, final, vcfg)
         model.predictor.set_vocabulary(all_vocab, all_ids)
         rows[name] = evaluate_segmenter(model, val, evaluator)
         seconds[name], per_iter[name] = stats["seconds"], stats["time_per_iter"]
         logger.info("%s: %s", name, {k: rows[name][k] for k in ("mIoU_base", "mIoU_novel", "hIoU", "pACC")})
-    result = {"rows": rows, "dense_targets": tcfg.kind, "dense_target_seconds": t_targets, "train_seconds": seconds,
-              "time_per_iter": per_iter, "max_iter": int(max_iter or cfg.SOLVER.MAX_ITER),
-              "num_train": len(train), "num_val": len(val), "init": cfg.MODEL.WEIGHTS or "scratch"}
+    result = {
+        "rows": rows,
+        "dense_targets": tcfg.kind,
+        "dense_target_seconds": t_targets,
+        "train_seconds": seconds,
+        "time_per_iter": per_iter,
+        "max_iter": int(max_iter or cfg.SOLVER.MAX_ITER),
+        "num_train": len(train),
+        "num_val": len(val),
+        "init": cfg.MODEL.WEIGHTS or "scratch",
+    }
     atomic_write_json(out / "metrics.json", result, indent=1)
     return result
 
