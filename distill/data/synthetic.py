@@ -32,6 +32,7 @@ import pycocotools.mask as mask_utils
 
 from ..utils.errors import cli_entry
 from ..utils.io import atomic_write_json, chmod_default, dumps_json, read_json
+from .synthetic_shapes import render_shape
 
 GENERATOR_VERSION = 1
 SEM_SEG_IGNORE = 255
@@ -94,90 +95,6 @@ class SyntheticConfig:
 
 
 # ---------------------------------------------------------------- shapes (unit coordinates, y down)
-def _circle(n=48, r=1.0, cx=0.0, cy=0.0, a0=0.0, a1=2 * np.pi):
-    t = np.linspace(a0, a1, n, endpoint=False)
-    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
-
-
-def _regular(k, r=1.0, phase=-np.pi / 2):
-    t = phase + 2 * np.pi * np.arange(k) / k
-    return np.stack([r * np.cos(t), r * np.sin(t)], 1)
-
-
-def _star(k=5, r0=1.0, r1=0.45):
-    t = -np.pi / 2 + np.pi * np.arange(2 * k) / k
-    r = np.where(np.arange(2 * k) % 2 == 0, r0, r1)
-    return np.stack([r * np.cos(t), r * np.sin(t)], 1)
-
-
-def _heart(n=64):
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x = 16 * np.sin(t) ** 3
-    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-    return np.stack([x / 17.0, (y + 2.5) / 17.0], 1)
-
-
-def _semicircle(n=40):
-    arc = _circle(n, a0=np.pi, a1=2 * np.pi)  # upper half (y < 0)
-    pts = np.concatenate([arc, [[1.0, 0.0]]], 0)
-    return pts + [0.0, 0.5]
-
-
-_P = np.array
-# Each shape: list of (polygon, +1 fill / -1 erase), drawn in order.
-_SHAPES = {
-    "circle": lambda: [(_circle(), 1)],
-    "square": lambda: [(_P([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]), 1)],
-    "triangle": lambda: [(_P([[0, -1], [0.95, 0.65], [-0.95, 0.65]]), 1)],
-    "diamond": lambda: [(_P([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]]), 1)],
-    "star": lambda: [(_star(), 1)],
-    "cross": lambda: [
-        (
-            _P(
-                [
-                    [-0.3, -1],
-                    [0.3, -1],
-                    [0.3, -0.3],
-                    [1, -0.3],
-                    [1, 0.3],
-                    [0.3, 0.3],
-                    [0.3, 1],
-                    [-0.3, 1],
-                    [-0.3, 0.3],
-                    [-1, 0.3],
-                    [-1, -0.3],
-                    [-0.3, -0.3],
-                ]
-            ),
-            1,
-        )
-    ],
-    "crescent": lambda: [(_circle(), 1), (_circle(r=0.85, cx=0.45, cy=-0.2), -1)],
-    "ring": lambda: [(_circle(), 1), (_circle(r=0.55), -1)],
-    "heart": lambda: [(_heart(), 1)],
-    "semicircle": lambda: [(_semicircle(), 1)],
-    "arrow": lambda: [
-        (_P([[-1, -0.22], [0.15, -0.22], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.22], [-1, 0.22]]), 1)
-    ],
-    "ellipse": lambda: [(_circle(r=1.0) * [1.0, 0.5], 1)],
-    "trapezoid": lambda: [(_P([[-1, 0.55], [1, 0.55], [0.45, -0.55], [-0.45, -0.55]]), 1)],
-    "hexagon": lambda: [(_regular(6, phase=0.0), 1)],
-    "chevron": lambda: [(_P([[-1, -0.7], [0, 0.1], [1, -0.7], [1, -0.1], [0, 0.7], [-1, -0.1]]), 1)],
-}
-
-
-def _render_shape(name: str, size: int, cx: float, cy: float, scale: float, angle: float, aspect: float):
-    """Binary (size, size) mask of one shape centred at (cx, cy) with half-extent `scale` pixels."""
-    c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -s], [s, c]])
-    mask = np.zeros((size, size), np.uint8)
-    for poly, sign in _SHAPES[name]():
-        pts = (np.asarray(poly, np.float64) * [aspect, 1.0]) @ rot.T * scale + [cx, cy]
-        # 4 bits of sub-pixel precision: smoother small shapes, still integer (deterministic) drawing
-        cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1 if sign > 0 else 0, cv2.LINE_8, shift=4)
-    return mask.astype(bool)
-
-
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """(size, size, 3) float image: muted base colour, stripes or checks, noise."""
     base = rng.uniform(70, 170) + rng.uniform(-25, 25, size=3)
@@ -216,7 +133,7 @@ def _place_objects(rng: np.random.Generator, cfg: SyntheticConfig):
         margin = half * max(aspect, 1.0) + 1
         cx, cy = rng.uniform(margin, size - margin, size=2)
         angle = np.deg2rad(rng.uniform(-20, 20))
-        full = _render_shape(name, size, cx, cy, half, angle, aspect)
+        full = render_shape(name, size, cx, cy, half, angle, aspect)
         if full.sum() < 40:
             continue
         new_vis = [v & ~full for v in visible]
