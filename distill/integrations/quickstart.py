@@ -54,7 +54,9 @@ class Pipeline:
         iters: tuple[int, int] = (PROPOSAL_NET_ITERS, VILD_ITERS),
         semseg_iters: int | None = None,
         config_file: str | None = None,
+        region_dtype: str = "int8",
     ):
+        self.region_dtype = region_dtype  # the region store's embeddings (int8 rows + scale, or float16)
         self.out, self.overrides, self.progress, self.iters = Path(out), overrides, progress, iters
         self.teacher_spec = (teacher, teacher_weights)
         self.text_dir, self.regions = self.out / "text", self.out / "regions"
@@ -145,9 +147,12 @@ class Pipeline:
             self.regions,
             chunk_size=50,
             progress=self.progress,
+            dtype=self.region_dtype,
         )
         index = writer.finalize()
-        return {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
+        return {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")} | {
+            "dtype": self.region_dtype
+        }
 
     def vild(self) -> dict:
         init = str(self.out / "vild_text" / "model_final.pth")
@@ -254,6 +259,11 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
             f"{out} holds stages trained with --proposal-iters {was[0]} --vild-iters {was[1]}; "
             "use the same, another --output-dir, or --force"
         )
+    stored = done.get("regions", {}).get("dtype")
+    if stored and stored != pipe.region_dtype:
+        raise DistillInputError(
+            f"{out} holds a {stored} region store; use --region-dtype {stored}, another --output-dir, or --force"
+        )
     t0 = time.time()
     for name in STAGES:
         if name == "semseg" and skip_semseg:
@@ -324,6 +334,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--skip-semseg", action="store_true", help="detection only: leave out the semseg stage")
     p.add_argument(
+        "--region-dtype",
+        choices=("int8", "float16"),
+        default="int8",
+        help="region-store embeddings: int8 with a per-row scale (default) or float16",
+    )
+    p.add_argument(
         "--backend",
         choices=sorted(BACKENDS),
         default="torchvision",
@@ -356,6 +372,7 @@ def main(argv=None) -> int:
         (args.proposal_iters, args.vild_iters),
         args.semseg_iters,
         args.config_file,
+        args.region_dtype,
     )
     run(pipe, args.skip_semseg)
     return 0

@@ -84,6 +84,9 @@ def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monk
 
     assert quickstart.main([a if a != "2" else "5" for a in args]) == 2  # cached stages of another schedule
     assert "--vild-iters 2" in capsys.readouterr().err
+    assert stages["regions"]["dtype"] == "int8"
+    assert quickstart.main([*args, "--region-dtype", "float16"]) == 2  # a cached store of another dtype
+    assert "--region-dtype int8" in capsys.readouterr().err
 
     other = "detectron2" if backend == "torchvision" else "torchvision"
     assert quickstart.main([a if a != backend else other for a in args]) == 2
