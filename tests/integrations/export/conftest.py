@@ -48,7 +48,11 @@ def vocab_dir(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     emb = F.normalize(torch.randn(len(NAMES), DIM, generator=g), dim=1)
     base = [i for i, c in enumerate(SYNTHETIC_CATEGORIES) if c["split"] == "base"]
-    ClassEmbeddings(emb, NAMES, {"teacher": {"arch": "random", "pretrained": ""}}).save(d / "all.npy")
+    # random vectors recorded as the config's teacher's, which every loader checks the files against
+    from distill.config import load_config
+
+    t = load_config(CONFIG).MODEL.DISTILL.TEACHER
+    ClassEmbeddings(emb, NAMES, {"teacher": {"arch": t.ARCH, "pretrained": t.PRETRAINED}}).save(d / "all.npy")
     ClassEmbeddings(emb[base], [NAMES[i] for i in base]).save(d / "base.npy")
     ClassEmbeddings(F.normalize(torch.randn(3, 16, generator=g), dim=1), NAMES[:3]).save(d / "dim16.npy")
     return d
