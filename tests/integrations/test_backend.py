@@ -22,6 +22,7 @@ def test_protocol_lists_what_the_pipeline_uses():
         "train",
         "load_model",
         "dataset_proposals",
+        "iter_dataset_proposals",
         "evaluate",
         "load_for_inference",
         "predict",

@@ -65,7 +65,13 @@ def test_server_error_is_retried(server, zoo):
     assert len(server.gets(PATH)) == 2
 
 
-def test_progress_bar(server, zoo, capsys):
+def test_progress_bar(server, zoo, capsys, monkeypatch):
+    import distill.utils.progress
+
+    get_checkpoint("tiny", manifests=[zoo], progress=True)
+    assert "tiny" not in capsys.readouterr().err  # redirected: no bar of \r-joined refreshes
+    cache_path("tiny", [zoo]).unlink()
+    monkeypatch.setattr(distill.utils.progress, "on_terminal", lambda progress=True: bool(progress))
     get_checkpoint("tiny", manifests=[zoo], progress=True)
     assert "tiny" in capsys.readouterr().err
 

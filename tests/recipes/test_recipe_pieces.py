@@ -35,7 +35,8 @@ def test_recipe_configs_load_on_torchvision_with_the_published_settings():
 
 
 def test_recipe_configs_load_on_detectron2_with_msra_r50():
-    d2 = pytest.importorskip("distill.integrations.detectron2", exc_type=ImportError)
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (README: detectron2 backend)")
+    d2 = pytest.importorskip("distill.integrations.detectron2")
     for path in CONFIGS:
         cfg = d2.load_detectron2_config(str(path))
         assert cfg.MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -163,7 +164,8 @@ def test_atomic_writes_honour_the_umask(tmp_path):
 
 
 def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
-    d2 = pytest.importorskip("distill.integrations.detectron2", exc_type=ImportError)
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (README: detectron2 backend)")
+    d2 = pytest.importorskip("distill.integrations.detectron2")
     from distill.data import load_coco_json
     from distill.data.prepare import make_ov_coco
     from distill.utils import atomic_write_json
