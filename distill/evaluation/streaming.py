@@ -105,7 +105,7 @@ class TaskAccumulator:
                 gi += 1
             ig |= ~matched & p["unmatched_ig"][:, :, None]
             tp = matched & ~ig
-            keep = ~ig.reshape(n, -1).all(axis=1) & self.useful[p["cat"]]
+            keep = ~ig.reshape(n, a_num * t_num).all(axis=1) & self.useful[p["cat"]]  # n may be 0
             self._chunks.append(
                 dict(
                     cat=p["cat"][keep].astype(np.int32),

@@ -191,3 +191,12 @@ def test_results_file_is_streamed_and_complete(tmp_path):
     assert not list(path.parent.glob("*.partial"))
     _, direct = ours(gt, dets, "coco", "bbox")
     assert m == direct
+
+
+def test_images_without_detections():
+    gt, dets = load("coco", False)
+    ev = DetectionEvaluator(gt, ("bbox",), "coco", distributed=False)
+    empty = np.zeros((0,), np.int64)
+    for i, _ in dets:  # a model that detects nothing (an untrained one, or a score threshold too high)
+        ev.add_image(i, empty, np.zeros((0,), np.float32), np.zeros((0, 4), np.float32))
+    assert ev.evaluate()["bbox"]["AP"] in (0.0, -1.0, -100.0)
