@@ -27,3 +27,22 @@ def synthetic_copy(synthetic_root, tmp_path) -> Path:
 def load(path) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+# A small R18-FPN student at 96 px, as KEY VALUE overrides (the backend and tool tests train it for a few steps)
+SMALL_MODEL = [
+    "MODEL.FPN.OUT_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+]

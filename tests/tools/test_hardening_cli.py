@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from distill.data.synthetic import SYNTHETIC_CATEGORIES
 from distill.teacher import ClassEmbeddings
 from distill.utils.outdir import lock_output_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_MODEL
 
 
 def _tool(name: str) -> SimpleNamespace:
@@ -28,20 +28,7 @@ demo, dump_text_embeddings, evaluate, train_net = (
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 SMALL = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "32",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "16",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
-    "TEST.DETECTIONS_PER_IMAGE",
-    "20",
+    *SMALL_MODEL,
     "DATALOADER.NUM_WORKERS",
     "0",
     "SOLVER.IMS_PER_BATCH",

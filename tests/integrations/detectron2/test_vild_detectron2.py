@@ -32,6 +32,7 @@ from distill.integrations.detectron2.poolers import FusedROIPooler  # noqa: E402
 from distill.modeling.heads import ensemble_scores  # noqa: E402
 from distill.teacher import ClassEmbeddings  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.conftest import SMALL_MODEL as COMMON_SMALL_MODEL  # noqa: E402
 
 pytestmark = pytest.mark.detectron2
 CONFIGS = [
@@ -41,20 +42,7 @@ CONFIGS = [
 CONFIG = CONFIGS[0]
 DIM = 32
 SMALL_MODEL = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "32",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "16",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
-    "TEST.DETECTIONS_PER_IMAGE",
-    "20",
+    *COMMON_SMALL_MODEL,
     "MODEL.DEVICE",
     "cpu",
     "MODEL.DISTILL.NUM_DISTILL_PROPOSALS",

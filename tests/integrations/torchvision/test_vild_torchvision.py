@@ -13,24 +13,8 @@ from distill.integrations.torchvision.builders import build_vild_model
 from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 from distill.integrations.torchvision.trainer import lr_at
 from distill.teacher import ClassEmbeddings
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_MODEL
 
-SMALL_MODEL = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "32",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "16",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
-    "TEST.DETECTIONS_PER_IMAGE",
-    "20",
-]
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 
 
