@@ -103,6 +103,7 @@ def recipe(
     ]
     train_opts: list[str] = []
     model_opts: list[str] = []
+    eval_opts: list[str] = []
     regions_opts: list[str] = ["--max-per-image", str(rehearsal.regions_per_image if rehearsal else 300)]
     if rehearsal:
         # random R50 (no download), batch 1 with the learning rate scaled linearly from 64, no workers
@@ -114,16 +115,17 @@ def recipe(
             "MODEL.DISTILL.TEACHER.TEMPLATES",
             rehearsal.templates,
         ]
+        # no loader workers for training or evaluation (detectron2's test loader also reads NUM_WORKERS: the
+        # configs' 8 forked workers for one image cost more than they decode)
+        eval_opts = [*model_opts, "DATALOADER.NUM_WORKERS", "0"]
         train_opts = [
-            *model_opts,
+            *eval_opts,
             "SOLVER.IMS_PER_BATCH",
             "1",
             "SOLVER.BASE_LR",
             "0.00125",
             "SOLVER.MAX_ITER",
             str(rehearsal.iterations),
-            "DATALOADER.NUM_WORKERS",
-            "0",
         ]
     b = ["--backend", backend]
     multi = [] if rehearsal else ["--num-gpus", str(gpus)]  # training and evaluation: one process per GPU
@@ -218,7 +220,7 @@ def recipe(
                 f"{out}/vild/model_final.pth",
                 "OUTPUT_DIR",
                 f"{out}/vild_eval",
-                *model_opts,
+                *eval_opts,
             ],
             [f"{out}/vild_eval"],
         ),

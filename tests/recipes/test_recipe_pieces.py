@@ -201,3 +201,14 @@ def test_getting_started_lists_every_command_of_the_recipes():
     for dataset in DATASETS:
         for stage in recipe(dataset):
             assert command_line(stage) in page, command_line(stage)
+
+
+def test_rehearsal_runs_training_and_evaluation_without_loader_workers():
+    # detectron2's test loader reads DATALOADER.NUM_WORKERS too: the configs' 8 workers for one image
+    from distill.recipes import Rehearsal, recipe
+
+    for stage in recipe("ov_lvis", "detectron2", rehearsal=Rehearsal()):
+        if stage.tool == "train_net.py":
+            i = stage.args.index("DATALOADER.NUM_WORKERS")
+            assert stage.args[i + 1] == "0", stage.name
+    assert "DATALOADER.NUM_WORKERS" not in " ".join(recipe("ov_lvis")[-2].args)  # the real recipe keeps 8

@@ -106,6 +106,7 @@ def _rehearse(dataset: str, backend: str, shaped, cwd, shared_from=None) -> None
         if shared_from is not None and stage.name in SHARED:
             continue
         r = run_stage(stage, str(REPO), str(cwd), str(shaped), ENV)
+        print(f"{dataset} {backend} {stage.name}: {r.seconds:.1f} s")  # pytest -rP shows where time goes
         assert r.returncode == 0, f"{stage.name}: {r.stderr}"
         _check(stage.name, dataset, out)
 
