@@ -30,7 +30,7 @@ def load(path) -> dict:
 
 
 # A small R18-FPN student at 96 px, as KEY VALUE overrides (the backend and tool tests train it for a few steps)
-SMALL_MODEL = [
+SMALL_STUDENT = [
     "MODEL.FPN.OUT_CHANNELS",
     "16",
     "MODEL.ROI_BOX_HEAD.FC_DIM",
@@ -43,6 +43,5 @@ SMALL_MODEL = [
     "(96,)",
     "INPUT.MIN_SIZE_TEST",
     "96",
-    "TEST.DETECTIONS_PER_IMAGE",
-    "20",
 ]
+SMALL_MODEL = [*SMALL_STUDENT, "TEST.DETECTIONS_PER_IMAGE", "20"]

@@ -9,25 +9,14 @@ import torch.nn.functional as F
 
 from distill.data.synthetic import SYNTHETIC_CATEGORIES
 from distill.teacher import ClassEmbeddings
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_STUDENT
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 DIM = 128  # the tiny teacher's (the web demo encodes typed vocabularies with it)
 # a soft classifier (temperature 0.1) and a low threshold: the parity checks need detections, which a
 # few-step model at ViLD's temperature 0.01 has none of (its background takes every score)
 SMALL_MODEL = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "32",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "16",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
+    *SMALL_STUDENT,
     "INPUT.MAX_SIZE_TEST",
     "160",
     "TEST.DETECTIONS_PER_IMAGE",

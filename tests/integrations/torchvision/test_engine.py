@@ -15,22 +15,11 @@ import torch.nn.functional as F
 
 from distill.data.synthetic import SYNTHETIC_CATEGORIES
 from distill.teacher import ClassEmbeddings
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_STUDENT
 
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 TINY = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "32",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "16",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
+    *SMALL_STUDENT,
     "SOLVER.IMS_PER_BATCH",
     "2",
     "SOLVER.WARMUP_ITERS",
