@@ -7,7 +7,8 @@ float16), and the data-loader workers' memory over LVIS-sized dataset dicts, in 
 
 (a) Per store size (reads with one torch thread, as in a data-loader worker): a fake encoder (unit rows drawn from a fixed bank) feeds each writer chunk by chunk, as the
     dump tool does; timed: all shards written + finalize. Then a freshly opened store reads `--reads` random
-    images once each: ms per image (median), bytes read from storage per image (the store's files dropped
+    images once each as the mappers do (int8 rows stay quantised; their dequantisation in the batch is a
+    column of its own): mean ms per image, bytes read from storage per image (the store's files dropped
     from the page cache first, reads counted by /proc/self/io read_bytes) against the payload, and the store's
     bytes per region on disk.
 (b) `--workers` DataLoader workers make one pass over `--dicts` LVIS-shaped dataset dicts, kept as a Python
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord
+from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord, teacher_embeddings
 from distill.data.region_store_v1 import RegionStoreV1, RegionStoreWriterV1
 from distill.data.serialize import SerializedList
 
@@ -89,27 +90,38 @@ def io_read_bytes() -> int:
 
 
 def read_store(kind: str, root: Path, n_images: int, reads: int) -> dict:
-    """Random images read once each by a fresh store: from a cold page cache (ms, bytes from storage), then
-    again by another fresh store with the files cached (ms)."""
+    """Random images read once each by a fresh store, the way the mappers read them (format 2:
+    `get_rows`, int8 rows left quantised): from a cold page cache (ms, bytes from storage), then again by
+    another fresh store with the files cached (ms). Then the int8 rows' dequantisation, which the mappers
+    leave to the batch, timed on 8 images' rows at a time (ms per image, one CPU thread)."""
     ids = random.Random(0).sample(range(n_images), min(reads, n_images))
     drop_cache(root)
     out = {}
     for phase in ("cold", "warm"):
         t = time.perf_counter()
         store = RegionStoreV1(root) if kind == "format 1" else RegionEmbeddingStore(root)
+        read = store.__getitem__ if kind == "format 1" else store.get_rows
         out.setdefault("open_ms", 1e3 * (time.perf_counter() - t))
-        times, payload = [], 0
+        times, payload, got = [], 0, []
         before = io_read_bytes()
         for i in ids:
             t = time.perf_counter()
-            boxes, emb = store[i]
+            rows = read(i)
             times.append(time.perf_counter() - t)
-            payload += boxes.numel() * 4 + emb.shape[0] * (
-                emb.shape[1] * (1 if kind.endswith("int8") else 2) + (4 if kind.endswith("int8") else 0)
-            )
+            payload += sum(x.numel() * x.element_size() for x in rows if x is not None)
+            got.append(rows)
         out[f"{phase}_ms"] = 1e3 * statistics.mean(times)
         if phase == "cold":
             out["bytes"], out["payload"] = (io_read_bytes() - before) / len(ids), payload / len(ids)
+    out["dequant_ms"] = 0.0
+    if kind.endswith("int8"):
+        times = []
+        for k in range(0, len(got) - 7, 8):
+            emb, scales = torch.cat([r[1] for r in got[k : k + 8]]), torch.cat([r[2] for r in got[k : k + 8]])
+            t = time.perf_counter()
+            teacher_embeddings(emb, scales)
+            times.append((time.perf_counter() - t) / 8)
+        out["dequant_ms"] = 1e3 * statistics.mean(times)
     return out
 
 
@@ -252,8 +264,8 @@ def main(argv=None) -> int:
     )
     print(
         "| images | store | write + finalize s | mean read ms / image (cached) | vs format 1 | read ms / image "
-        "(cold) | bytes read / image (cold) | payload / image | bytes / region | open ms (cold) | index kB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "(cold) | bytes read / image (cold) | payload / image | bytes / region | open ms (cold) | index kB | "
+        "batch dequantisation ms / image |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for row in rows:
         base = result["stores"][f"{row['images']} format 1"]
@@ -261,7 +273,7 @@ def main(argv=None) -> int:
             f"| {row['images']} | {row['kind']} | {row['write_s']:.1f} | {row['warm_ms']:.3f} | "
             f"{base['warm_ms'] / row['warm_ms']:.1f}x | {row['cold_ms']:.2f} | {row['bytes'] / 1e3:.1f} kB | "
             f"{row['payload'] / 1e3:.1f} kB | {row['bytes_per_region']:.0f} | {row['open_ms']:.1f} | "
-            f"{row['index_bytes'] / 1e3:.0f} |"
+            f"{row['index_bytes'] / 1e3:.0f} | {row['dequant_ms']:.3f} |"
         )
 
     torch.set_num_threads(threads)

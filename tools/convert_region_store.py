@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    from distill.data.region_store import convert_v1
+    from distill.data.region_store_convert import convert_v1
 
     if os.path.abspath(args.source) == os.path.abspath(args.output):
         raise DistillInputError("output must be another folder than the source store", args.output)

@@ -10,10 +10,11 @@ from distill.data.region_store import (
     RegionEmbeddingStore,
     RegionStoreWriter,
     ShardRecord,
-    convert_v1,
     dequantize_rows,
     quantize_rows,
+    teacher_embeddings,
 )
+from distill.data.region_store_convert import convert_v1
 from distill.data.region_store_v1 import RegionStoreWriterV1
 from distill.utils import DistillInputError
 
@@ -122,6 +123,12 @@ def test_reads_slice_the_map_and_limit(tmp_path):
     assert b.shape == (1, 4) and torch.equal(b[0], torch.arange(4.0) + 8) and e.shape == (1, 4)
     assert store.get(8)[0].shape == (2, 4) and store.get(8, limit=0)[0].shape == (0, 4)
     assert store.image_ids() == [4, 8, 9] and len(store) == 3 and 5 not in store
+    # what the mappers read: int8 rows and their scales, dequantised later in one op for the batch
+    rb, q, scales = store.get_rows(8, limit=1)
+    assert torch.equal(rb, b) and q.dtype == torch.int8 and scales.shape == (1,)
+    assert torch.equal(teacher_embeddings(q, scales), e)
+    _, q0, s0 = store.empty_rows()
+    assert q0.dtype == torch.int8 and q0.shape == (0, 4) and s0.shape == (0,)
 
 
 def test_provenance_is_checked(tmp_path):

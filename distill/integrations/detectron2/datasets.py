@@ -89,7 +89,8 @@ class ViLDDatasetMapper(DatasetMapper):
     """detectron2's DatasetMapper; in training it also attaches, per image, the first NUM_DISTILL_PROPOSALS
     boxes of the region-embedding store moved by the image's own transforms (resize, flip) and clipped to it::
 
-        "distill_boxes": (M, 4) float32 XYXY in the input image, "distill_embeddings": (M, D) float16
+        "distill_boxes": (M, 4) float32 XYXY in the input image, "distill_embeddings": (M, D) int8 or
+        float16 as stored, "distill_scales": (M,) float32 with int8 rows (see `teacher_embeddings`)
 
     RLE masks (synthetic, LVIS-style files) are read as bitmasks when INPUT.MASK_FORMAT is "polygon".
     """
@@ -162,9 +163,10 @@ class ViLDDatasetMapper(DatasetMapper):
     def _attach_distill(self, dataset_dict, transforms, image_shape) -> None:
         store, image_id = self.store, dataset_dict["image_id"]
         if image_id in store:
-            boxes, emb = store.get(image_id, limit=self.num_distill)  # only these rows are read from the map
+            # only these rows are read from the map; int8 rows are dequantised where the loss runs
+            boxes, emb, scales = store.get_rows(image_id, limit=self.num_distill)
         else:
-            boxes, emb = torch.zeros(0, 4), torch.zeros(0, store.dim, dtype=torch.float16)
+            boxes, emb, scales = store.empty_rows()
         if len(boxes):
             boxes = torch.as_tensor(
                 transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32
@@ -175,3 +177,5 @@ class ViLDDatasetMapper(DatasetMapper):
         b, emb = b[keep], emb[keep]
         dataset_dict["distill_boxes"] = b.tensor
         dataset_dict["distill_embeddings"] = emb
+        if scales is not None:
+            dataset_dict["distill_scales"] = scales[keep]

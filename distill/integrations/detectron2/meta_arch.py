@@ -11,6 +11,8 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 
+from ...data.region_store import teacher_embeddings
+
 
 @META_ARCH_REGISTRY.register()
 class ViLDRCNN(GeneralizedRCNN):
@@ -18,7 +20,10 @@ class ViLDRCNN(GeneralizedRCNN):
         if "distill_boxes" not in batched_inputs[0]:
             return None
         return [
-            (x["distill_boxes"].to(self.device), x["distill_embeddings"].to(self.device))
+            (
+                x["distill_boxes"].to(self.device),
+                teacher_embeddings(x["distill_embeddings"].to(self.device), x.get("distill_scales")),
+            )
             for x in batched_inputs
         ]
 

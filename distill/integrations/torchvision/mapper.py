@@ -6,7 +6,8 @@ Output of `DatasetMapper.__call__`::
     {"image": (3, h, w) float32 RGB 0-255, "image_id", "height", "width" (original size),
      "scale": (sy, sx) resized / original, "flipped": bool,
      "boxes": (N, 4) XYXY in resized pixels, "labels": (N,) contiguous ids, "masks": (N, h, w) uint8,
-     "distill_boxes": (M, 4) XYXY resized, "distill_embeddings": (M, D) fp16}   # when a store is given
+     "distill_boxes": (M, 4) XYXY resized, "distill_embeddings": (M, D) int8 or fp16,   # when a store
+     "distill_scales": (M,) float32}                                   # is given; scales with int8 rows
 """
 
 from __future__ import annotations
@@ -155,14 +156,18 @@ class DatasetMapper:
             out["masks"] = torch.zeros(0, h, w, dtype=torch.uint8)
         if self.store is not None:
             if d["image_id"] in self.store:
-                db, de = self.store.get(d["image_id"], limit=self.cfg.num_distill)  # only these rows are read
+                # only these rows are read; int8 rows are dequantised where the loss runs
+                db, de, ds = self.store.get_rows(d["image_id"], limit=self.cfg.num_distill)
                 db = db * scale - offset
             else:
-                db, de = torch.zeros(0, 4), torch.zeros(0, self.store.dim, dtype=torch.float16)
+                db, de, ds = self.store.empty_rows()
             db = _clip(db, h, w)
             if lsj:  # regions the crop cut away have no pixels left to match their embeddings
                 inside = ((db[:, 2] - db[:, 0]) >= 1) & ((db[:, 3] - db[:, 1]) >= 1)
                 db, de = db[inside], de[inside]
+                ds = None if ds is None else ds[inside]
             out["distill_boxes"] = _flip_boxes(db, w) if flip else db
             out["distill_embeddings"] = de
+            if ds is not None:
+                out["distill_scales"] = ds
         return out

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
 from torchvision.ops import boxes as box_ops
 
+from ...data.region_store import teacher_embeddings
 from ...modeling.heads import ensemble_scores
 from ...modeling.poolers import MultiScaleRoIPooler
 from ...modeling.vild import novel_mask_for, split_sampled_and_distill, vild_losses
@@ -147,7 +148,10 @@ class ViLDRoIHeads(RoIHeads):
         student = teacher = None
         if use_image:
             student = self._image_branch(x_distill, None)
-            teacher = torch.cat([b["distill_embeddings"] for b in batch])
+            teacher = teacher_embeddings(
+                torch.cat([b["distill_embeddings"] for b in batch]),
+                torch.cat([b["distill_scales"] for b in batch]) if "distill_scales" in batch[0] else None,
+            )
         losses = vild_losses(
             self.classifier(self.embed_head(x_sampled)),
             labels,

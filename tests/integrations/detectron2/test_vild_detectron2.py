@@ -26,7 +26,12 @@ import distill.integrations.detectron2 as d2_distill  # noqa: E402
 from distill.config import get_cfg as tv_get_cfg  # noqa: E402
 from distill.config import load_config  # noqa: E402
 from distill.data import synthetic_dataset  # noqa: E402
-from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord  # noqa: E402
+from distill.data.region_store import (  # noqa: E402
+    RegionEmbeddingStore,
+    RegionStoreWriter,
+    ShardRecord,
+    teacher_embeddings,
+)
 from distill.data.synthetic import SYNTHETIC_CATEGORIES  # noqa: E402
 from distill.integrations.detectron2.poolers import FusedROIPooler  # noqa: E402
 from distill.modeling.heads import ensemble_scores  # noqa: E402
@@ -149,7 +154,7 @@ def test_mapper_moves_distillation_boxes_with_the_image(synthetic_root, region_s
     expected[:, 0::2] = expected[:, 0::2].clamp(0, w)
     expected[:, 1::2] = expected[:, 1::2].clamp(0, h)
     assert torch.allclose(out["distill_boxes"], expected, atol=1e-3)
-    assert torch.equal(out["distill_embeddings"], emb[:3])
+    assert torch.equal(teacher_embeddings(out["distill_embeddings"], out.get("distill_scales")), emb[:3])
     assert out["instances"].gt_masks.tensor.shape[1:] == (h, w)  # RLE masks read as bitmasks
     assert "distill_boxes" not in d2_distill.ViLDDatasetMapper(False, augmentations=[], image_format="RGB")(d)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from distill.data import synthetic_dataset
-from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord
+from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord, teacher_embeddings
 from distill.integrations.torchvision.mapper import (
     DatasetMapper,
     MapperConfig,
@@ -58,7 +58,10 @@ def test_mapper_flip_resize_keeps_boxes_masks_and_proposals_aligned(synthetic_ro
     # proposal (10, 20, 30, 40) in a 96-px image → x2, flipped in a 192-px image; the wide one is clipped
     assert out["distill_boxes"][0].tolist() == [192 - 60.0, 40.0, 192 - 20.0, 80.0]
     assert out["distill_boxes"][1].tolist() == [0.0, 0.0, 192.0, 10.0]
-    assert out["distill_embeddings"].shape == (2, 4)
+    assert out["distill_embeddings"].shape == (2, 4) and out["distill_scales"].shape == (2,)
+    assert torch.equal(
+        teacher_embeddings(out["distill_embeddings"], out["distill_scales"]), store[d["image_id"]][1]
+    )
     test = DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False))(d)
     assert not test["flipped"] and "distill_boxes" not in test
     assert torch.allclose(
