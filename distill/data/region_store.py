@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 from collections import OrderedDict
@@ -93,28 +94,41 @@ def _save(path: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
 
 
 class _Mapped:
-    """A safetensors file as numpy views of one read-only memory map (nothing read until sliced)."""
+    """A safetensors file as numpy views of one read-only memory map (nothing read until sliced).
 
-    def __init__(self, path: Path):
+    `layout` (this file's `.layout` from an earlier open) skips parsing the header again: reopening a shard
+    that fell out of a reader's cache is then one open and one mmap."""
+
+    def __init__(self, path: str | os.PathLike, layout: tuple | None = None):
         try:
-            with open(path, "rb") as f:
-                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                self.mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
             if hasattr(self.mm, "madvise"):
                 self.mm.madvise(mmap.MADV_RANDOM)  # reads are a few rows each: no readahead around them
-            self.map = np.frombuffer(self.mm, dtype=np.uint8)
-            n = int(self.map[:8].view("<u8")[0])
-            header = json.loads(bytes(self.map[8 : 8 + n]))
-        except (OSError, ValueError) as e:
+            if layout is None:
+                head = np.frombuffer(self.mm, dtype=np.uint8, count=min(len(self.mm), 8))
+                n = int(head.view("<u8")[0])
+                header = json.loads(self.mm[8 : 8 + n])
+                meta = json.loads((header.pop("__metadata__", None) or {}).get("distill", "{}"))
+                layout = (
+                    meta,
+                    {
+                        name: (8 + n + h["data_offsets"][0], _ST_DTYPES[h["dtype"]], tuple(h["shape"]))
+                        for name, h in header.items()
+                    },
+                )
+            self.layout = layout
+            self.metadata: dict = layout[0]
+            self.arrays: dict[str, np.ndarray] = {}
+            self._begin: dict[str, int] = {}
+            for name, (begin, dtype, shape) in layout[1].items():
+                self.arrays[name] = np.frombuffer(self.mm, dtype, math.prod(shape), begin).reshape(shape)
+                self._begin[name] = begin
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise DistillInputError(f"not a readable safetensors file ({e})", path) from None
-        self.metadata: dict = json.loads((header.pop("__metadata__", None) or {}).get("distill", "{}"))
-        self.arrays: dict[str, np.ndarray] = {}
-        self._begin: dict[str, int] = {}
-        for name, h in header.items():
-            a, b = h["data_offsets"]
-            self.arrays[name] = (
-                self.map[8 + n + a : 8 + n + b].view(_ST_DTYPES[h["dtype"]]).reshape(h["shape"])
-            )
-            self._begin[name] = 8 + n + a
 
     def rows(self, name: str, a: int, b: int) -> np.ndarray:
         """A copy of rows [a, b) of an array; the byte range is first asked for in one go (MADV_WILLNEED),
@@ -271,7 +285,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _open_shard(path: Path, meta_sha256: str, k: int) -> _Mapped:
+def _open_shard(path: str | os.PathLike, meta_sha256: str, k: int) -> _Mapped:
     s = _Mapped(path)
     if s.metadata.get("meta_sha256") != meta_sha256 or s.metadata.get("chunk") != k:
         raise DistillInputError(
@@ -312,6 +326,7 @@ class RegionEmbeddingStore:
             )
         self.cache_shards = cache_shards
         self._pid, self._shards = None, OrderedDict()
+        self._shard_dir, self._layouts = str(self.root / "shards"), {}  # layouts: a few hundred bytes a shard
         if self._v1 is None:
             self._meta_sha256 = _meta_hash(self.meta)
             if self.index.get("meta_sha256") != self._meta_sha256:
@@ -348,9 +363,12 @@ class RegionEmbeddingStore:
     def _shard_map(self, k: int) -> _Mapped:
         if self._pid != os.getpid():  # maps are per process (forked data-loader workers open their own)
             self._pid, self._shards = os.getpid(), OrderedDict()
-        s = self._shards.pop(k, None) or _open_shard(
-            self.root / "shards" / _shard_name(k), self._meta_sha256, k
-        )
+        s = self._shards.pop(k, None)
+        if s is None:
+            path = f"{self._shard_dir}/{_shard_name(k)}"
+            layout = self._layouts.get(k)  # a shard seen before was checked then: only map it again
+            s = _Mapped(path, layout) if layout else _open_shard(path, self._meta_sha256, k)
+            self._layouts[k] = s.layout
         self._shards[k] = s
         if len(self._shards) > self.cache_shards:
             self._shards.popitem(last=False)

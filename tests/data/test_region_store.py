@@ -131,6 +131,23 @@ def test_reads_slice_the_map_and_limit(tmp_path):
     assert q0.dtype == torch.int8 and q0.shape == (0, 4) and s0.shape == (0,)
 
 
+def test_shards_reopened_after_eviction_read_the_same_rows(tmp_path):
+    ids = list(range(1, 9))
+    w = RegionStoreWriter(tmp_path / "s", META, ids, chunk_size=2)
+    for k, chunk in enumerate(w.chunks):
+        w.write_shard(k, _record(chunk))
+    w.finalize()
+    fresh = {i: RegionEmbeddingStore(tmp_path / "s").get(i) for i in ids}
+    store = RegionEmbeddingStore(tmp_path / "s", cache_shards=1)  # every read below evicts a map
+    for i in ids + ids[::-1] + ids:
+        b, e = store.get(i)
+        assert torch.equal(b, fresh[i][0]) and torch.equal(e, fresh[i][1]), i
+    assert len(store._shards) == 1 and sorted(store._layouts) == [0, 1, 2, 3]
+    (tmp_path / "s" / "shards" / "shard-000002.safetensors").write_bytes(b"\0" * 4)
+    with pytest.raises(DistillInputError, match="not a readable safetensors file"):
+        RegionEmbeddingStore(tmp_path / "s").get(5)
+
+
 def test_provenance_is_checked(tmp_path):
     for name, arch in (("a", "x"), ("b", "y")):
         w = RegionStoreWriter(tmp_path / name, {**META, "teacher": {"arch": arch}}, [1, 2], chunk_size=1)
