@@ -239,3 +239,44 @@ def test_segmenter_two_process_gloo(tmp_path, synthetic_root):
     assert (tmp_path / "model_0000001.pth").is_file() and not (tmp_path / "model_0000002.pth").exists()
     lines = [json.loads(x) for x in (tmp_path / "metrics.json").read_text().splitlines()]
     assert lines[-1]["iteration"] == 3  # rank 0 writes alone
+
+
+class _Steps:
+    """A data source of constant batches (state: nothing)."""
+
+    def start(self):
+        pass
+
+    def __next__(self):
+        return torch.ones(2, 3)
+
+    def state_dict(self):
+        return {}
+
+
+def test_metrics_time_per_iter_counts_the_iterations_since_the_last_record(tmp_path, monkeypatch):
+    from distill.integrations.torchvision.engine import HookBase, MetricsWriter, Trainer
+    from distill.integrations.torchvision.engine import hooks as hooks_module
+
+    clock = [0.0]
+
+    class Tick(HookBase):  # each step takes one second of a fake clock
+        def after_step(self):
+            clock[0] += 1.0
+
+    monkeypatch.setattr(hooks_module.time, "perf_counter", lambda: clock[0])
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model,
+        _Steps(),
+        opt,
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0),
+        max_iter=6,
+        forward=lambda m, x: {"loss": m(x).pow(2).mean()},
+    )
+    trainer.register_hooks([Tick(), MetricsWriter(str(tmp_path), period=4, console=False, tensorboard=False)])
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [4, 6]
+    assert [r["time_per_iter"] for r in records] == [1.0, 1.0]  # the last: 2 s over 2 iterations, not over 4

@@ -96,7 +96,7 @@ class MetricsWriter(HookBase):
             self._add(LOG, sh)
         self._tb = _tensorboard(self.output_dir) if self.tensorboard else None
         self._t0 = self._t_last = time.perf_counter()
-        self._start = self.trainer.start_iter
+        self._start = self._iter_last = self.trainer.start_iter
         LOG.info(
             "training from iteration %d to %d in %s", self._start, self.trainer.max_iter, self.output_dir
         )
@@ -114,10 +114,11 @@ class MetricsWriter(HookBase):
             "iteration": t.iter + 1,
             "lr": t.optimizer.param_groups[0]["lr"],
             "total_loss": t.total_loss.item(),
-            "time_per_iter": (now - self._t_last) / self.period,
+            # over the iterations since the last record (the last one may come before a full period)
+            "time_per_iter": (now - self._t_last) / max(t.iter + 1 - self._iter_last, 1),
             **{k: v.item() for k, v in t.losses.items()},
         }
-        self._t_last = now
+        self._t_last, self._iter_last = now, t.iter + 1
         self.write(rec)
         if self._tb is not None:
             for k, v in rec.items():
