@@ -148,8 +148,8 @@ class ViLDRoIHeads(RoIHeads):
         student = teacher = None
         if use_image:
             student = self._image_branch(x_distill, None)
-            teacher = teacher_embeddings(
-                torch.cat([b["distill_embeddings"] for b in batch]),
+            teacher = teacher_embeddings(  # int8 rows travel to the device as int8, then one op
+                torch.cat([b["distill_embeddings"] for b in batch]).to(x_distill.device),
                 torch.cat([b["distill_scales"] for b in batch]) if "distill_scales" in batch[0] else None,
             )
         losses = vild_losses(
