@@ -60,9 +60,7 @@ def rehearse(dataset: str, backend: str, root: Path, work: Path, args) -> list[d
             raise SystemExit(f"{dataset} {backend} stage {st.name} failed:\n{r.stderr}")
         n = units[st.name]
         if st.name == "regions":
-            n = json.loads((work / "output" / dataset / "regions_vitb32" / "index.json").read_text())[
-                "num_regions"
-            ]
+            n = json.loads((work / st.outputs[0] / "index.json").read_text())["num_regions"]  # the store
         per = r.seconds / max(n, 1)
         if st.name.startswith("train"):
             sub = "vild_text" if st.name == "train_proposal_net" else "vild"
