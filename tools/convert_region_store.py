@@ -10,16 +10,16 @@ already converted. The old store is only read.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from distill.utils import DistillInputError, cli_entry, dumps_json
+from distill.utils.cli import ToolParser, summary
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("source", help="a finished format-1 store")
     p.add_argument("output", help="folder of the format-2 store (created, or resumed)")
     p.add_argument(

@@ -24,7 +24,16 @@ import sys
 from pathlib import Path
 
 from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
-from distill.utils.cli import SkipList, add_overrides, list_images, output_names, parse_args
+from distill.utils.cli import (
+    SkipList,
+    ToolParser,
+    add_overrides,
+    list_images,
+    output_names,
+    parse_args,
+    summary,
+    unit_float,
+)
 from distill.utils.io import ensure_dir, same_file
 
 
@@ -118,7 +127,7 @@ def fit_test_size(img, max_size: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument(
         "--config-file",
         default=None,
@@ -145,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help='comma-separated class names, e.g. "star,moon,cloud" (implies --vocabulary custom)',
     )
-    p.add_argument("--score-thresh", type=float, default=0.3, help="draw detections scoring at least this")
+    p.add_argument(
+        "--score-thresh", type=unit_float, default=0.3, help="draw detections scoring at least this"
+    )
     p.add_argument(
         "--backend",
         choices=("auto", "torchvision", "detectron2"),

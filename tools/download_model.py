@@ -12,11 +12,11 @@ Recipe entries have no file: --all names the command that makes each. Errors: on
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from distill.model_zoo import cache_path, get_checkpoint, get_entry, list_entries
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import ToolParser, positive_float, summary
 
 
 def _source(entry: dict) -> str:
@@ -57,14 +57,17 @@ def download(names: list[str], args) -> None:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("names", nargs="*", metavar="NAME", help="model-zoo names (distill://NAME also accepted)")
     p.add_argument("--all", action="store_true", help="every entry with a file")
     p.add_argument("--list", action="store_true", help="list the entries and whether they are cached")
     p.add_argument("--manifest", action="append", default=[], help="extra manifest json (repeatable)")
     p.add_argument("--offline", action="store_true", help="use only the cache ($DISTILL_OFFLINE)")
     p.add_argument(
-        "--timeout", type=float, default=None, help="seconds without data ($DISTILL_DOWNLOAD_TIMEOUT)"
+        "--timeout",
+        type=positive_float,
+        default=None,
+        help="seconds without data ($DISTILL_DOWNLOAD_TIMEOUT)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

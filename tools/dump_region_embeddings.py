@@ -14,22 +14,25 @@ distill.data.region_store) are written by a background thread.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from distill.utils import cli_entry, dumps_json
+from distill.utils.cli import ToolParser, nonneg_int, positive_float, positive_int, summary
 from distill.utils.io import check_not_input
 
 
 def _dist_setup(args) -> tuple[int, int, str]:
     import torch
 
+    from distill.utils.device import check_device
+
     rank = int(os.environ.get("RANK", args.rank))
     world = int(os.environ.get("WORLD_SIZE", args.world_size))
     device = args.device
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     if world > 1 and "RANK" in os.environ and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return rank, world, device
@@ -37,7 +40,7 @@ def _dist_setup(args) -> tuple[int, int, str]:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
     p.add_argument(
         "--pretrained",
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--output", required=True, help="store folder (resumed when it holds a partial store)")
     p.add_argument(
         "--scales",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[1.0, 1.5],
         help="crop scales around each box (ViLD: 1.0 and 1.5), embeddings averaged",
@@ -66,9 +69,13 @@ def main(argv=None) -> int:
         default="center",
         help="center: square crop around the box; stretch: the box resized to the teacher's input",
     )
-    p.add_argument("--max-per-image", type=int, default=300, help="best-scoring proposals kept per image")
-    p.add_argument("--chunk-size", type=int, default=64, help="images per shard (the unit of resuming)")
-    p.add_argument("--batch-size", type=int, default=256, help="crops per teacher forward pass")
+    p.add_argument(
+        "--max-per-image", type=positive_int, default=300, help="best-scoring proposals kept per image"
+    )
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=64, help="images per shard (the unit of resuming)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help="crops per teacher forward pass")
     p.add_argument(
         "--dtype",
         choices=("int8", "float16"),
@@ -76,20 +83,17 @@ def main(argv=None) -> int:
         help="stored embeddings: int8 with a per-row scale (about half the bytes) or float16",
     )
     p.add_argument(
-        "--workers", type=int, default=2, help="DataLoader workers decoding images (0: in process)"
+        "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding images (0: in process)"
     )
     p.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (this rank's GPU when there is one)"
     )
-    p.add_argument("--rank", type=int, default=0, help="without torchrun: this process's rank")
-    p.add_argument("--world-size", type=int, default=1, help="without torchrun: number of processes")
+    p.add_argument("--rank", type=nonneg_int, default=0, help="without torchrun: this process's rank")
+    p.add_argument("--world-size", type=positive_int, default=1, help="without torchrun: number of processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for name in ("chunk_size", "batch_size", "max_per_image"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.workers < 0:
-        p.error("--workers must be >= 0")
+    if args.rank >= args.world_size:
+        p.error(f"--rank {args.rank} must be below --world-size {args.world_size}")
     check_not_input(args.output, [args.dataset_json, args.proposals, args.image_root], "--output")
     import torch
 
@@ -127,11 +131,11 @@ def main(argv=None) -> int:
             )
             return 1
         index = writer.finalize()
-        summary = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
-        summary["skipped_images"] = len(index["skipped_images"])
+        totals = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
+        totals["skipped_images"] = len(index["skipped_images"])
         for s in index["skipped_images"]:
             print(f"skipped image {s['image_id']}: {s['reason']}", file=sys.stderr)
-        print(dumps_json(summary))
+        print(dumps_json(totals))
     return 0
 
 

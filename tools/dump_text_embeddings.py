@@ -10,17 +10,18 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
 from distill.teacher.prompts import TEMPLATE_SETS
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import ToolParser, summary
 from distill.utils.io import check_not_input
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--teacher", required=True, help="open_clip arch or model-zoo teacher name")
     p.add_argument(
         "--pretrained",
@@ -47,9 +48,22 @@ def main(argv=None) -> int:
         '"split": "base" in a dataset json (the training vocabulary of an open-vocabulary recipe)',
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output / --base-output and its sidecar",
+    )
     args = p.parse_args(argv)
-    if not args.output.endswith(".npy"):
-        raise DistillInputError("--output must be a .npy path (its sidecar is <output>.json)", args.output)
+    for flag, path in (("--output", args.output), ("--base-output", args.base_output)):
+        if path is None:
+            continue
+        if not path.endswith(".npy"):
+            raise DistillInputError(f"{flag} must be a .npy path (its sidecar is <output>.json)", path)
+        if not args.overwrite and (os.path.lexists(path) or os.path.lexists(path + ".json")):
+            raise DistillInputError(
+                f"{flag} exists (a model trained on it would see other classes); pass --overwrite to replace it",
+                path,
+            )
     check_not_input(args.output, [args.vocabulary], "--output")
     check_not_input(args.output + ".json", [args.vocabulary], "--output's sidecar")
     if args.base_output:
@@ -58,6 +72,7 @@ def main(argv=None) -> int:
     from distill.teacher.learned_prompts import describe, is_learned_prompts
     from distill.teacher.prompts import template_set
     from distill.teacher.vocabulary import base_vocabulary, read_vocabulary
+    from distill.utils.device import check_device
 
     names, prov = read_vocabulary(args.vocabulary)
     base = base_vocabulary(args.vocabulary, names) if args.base_output else None
@@ -67,7 +82,7 @@ def main(argv=None) -> int:
     learned = is_learned_prompts(args.templates)
     if not learned:
         template_set(args.templates)  # an unknown name fails before the teacher loads
-    teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
+    teacher = create_teacher(args.teacher, args.pretrained, device=check_device(args.device))
     emb = teacher.encode_text(names, args.templates)
     prov = {
         **teacher.provenance(),

@@ -11,10 +11,10 @@ equal COCOeval / LVISEval). Bad input: one line on stderr, exit code 2, nothing 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from distill.utils import atomic_write_json, cli_entry, dumps_json, read_json
+from distill.utils.cli import ToolParser, summary
 from distill.utils.io import check_not_input
 
 
@@ -38,7 +38,7 @@ def format_table(metrics: dict) -> str:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--gt", required=True, help="ground-truth json (COCO or LVIS format)")
     p.add_argument(
         "--predictions",
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
             preds = dataset_style_to_results(
                 data, read_json(args.gt, what="ground-truth json"), args.predictions
             )
-    metrics = evaluate_detections(args.gt, preds, task=args.task, protocol=args.protocol)
+    metrics = evaluate_detections(
+        args.gt, preds, task=args.task, protocol=args.protocol, source=args.predictions
+    )
     metrics = {"task": args.task, "protocol": args.protocol, **metrics}
     if args.output:
         atomic_write_json(args.output, metrics, indent=2)

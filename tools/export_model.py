@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import ToolParser, summary, unit_float
 
 D2_NOT_SUPPORTED = (
     "ONNX export is implemented for the torchvision backend only. The detectron2 backend's models are not "
@@ -28,7 +29,7 @@ D2_NOT_SUPPORTED = (
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--config-file", required=True, help="the model's yaml config")
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
     p.add_argument("--vocabulary", required=True, help='.npy embeddings, "synthetic" or "name1,name2,..."')
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         help="the canvas (default: INPUT.MIN_SIZE_TEST rounded up to 32, square)",
     )
     p.add_argument(
-        "--score-thresh", type=float, default=None, help="default: MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+        "--score-thresh", type=unit_float, default=None, help="default: MODEL.ROI_HEADS.SCORE_THRESH_TEST"
     )
     p.add_argument(
         "--backend",

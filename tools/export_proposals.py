@@ -14,22 +14,21 @@ score} (~3 GB for COCO, ~15 GB of memory to load); an existing output is kept un
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from distill.utils import DistillInputError, atomic_write_json, cli_entry
-from distill.utils.cli import add_overrides, parse_args
+from distill.utils.cli import ToolParser, add_overrides, parse_args, positive_int, summary
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--config-file", required=True, help="the proposal network's config")
     p.add_argument("--weights", required=True, help="its checkpoint (path or model-zoo name)")
     p.add_argument("--dataset", required=True, help="registered dataset name, e.g. distill_ov_coco_train")
     p.add_argument("--output", required=True, help="proposals file to write (.npz, or .json)")
-    p.add_argument("--top-k", type=int, default=300, help="proposals per image (ViLD: 300)")
+    p.add_argument("--top-k", type=positive_int, default=300, help="proposals per image (ViLD: 300)")
     p.add_argument(
         "--backend",
         choices=("auto", "torchvision", "detectron2"),

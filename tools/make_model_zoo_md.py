@@ -9,7 +9,6 @@ With --check nothing is written; exit code 1 when the file differs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,11 +16,12 @@ from distill.model_zoo import MANIFEST
 from distill.model_zoo.manifest import load_manifest
 from distill.model_zoo.markdown import render
 from distill.utils import atomic_write_bytes, cli_entry
+from distill.utils.cli import ToolParser, summary
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument(
         "--output",
         default=str(Path(__file__).resolve().parents[1] / "MODEL_ZOO.md"),

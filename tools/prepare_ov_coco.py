@@ -10,17 +10,17 @@ writes  coco/annotations/ov_coco/instances_train2017_base.json   (base annotatio
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from distill.data.catalog import datasets_root_arg
 from distill.data.prepare import make_ov_coco
 from distill.utils import atomic_write_json, cli_entry, read_json
+from distill.utils.cli import ToolParser, summary
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
     ann = datasets_root_arg(args.datasets_root) / "coco" / "annotations"

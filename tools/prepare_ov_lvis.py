@@ -10,17 +10,17 @@ writes  lvis/ov_lvis/lvis_v1_train_norare.json   (rare annotations dropped, imag
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from distill.data.catalog import datasets_root_arg
 from distill.data.prepare import make_ov_lvis
 from distill.utils import atomic_write_json, cli_entry, read_json
+from distill.utils.cli import ToolParser, summary
 
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--datasets-root", help="default: $DISTILL_DATASETS, else ./datasets")
     args = p.parse_args(argv)
     root = datasets_root_arg(args.datasets_root) / "lvis"

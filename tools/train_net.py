@@ -18,11 +18,11 @@ import sys
 
 from distill.integrations.backend import BACKENDS, backend_name_for, get_backend
 from distill.utils import DistillInputError, cli_entry
-from distill.utils.cli import add_overrides, parse_args
+from distill.utils.cli import ToolParser, add_overrides, nonneg_int, parse_args, positive_int, summary
 
 
 def default_argument_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--config-file", default="", metavar="FILE", help="yaml config (with _BASE_ chains)")
     p.add_argument(
         "--backend",
@@ -40,9 +40,13 @@ def default_argument_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training"
     )
-    p.add_argument("--num-gpus", type=int, default=1, help="local processes (GPUs, or CPU processes on gloo)")
-    p.add_argument("--num-machines", type=int, default=1, help="machines of a multi-node run")
-    p.add_argument("--machine-rank", type=int, default=0, help="this machine's index in a multi-node run")
+    p.add_argument(
+        "--num-gpus", type=positive_int, default=1, help="local processes (GPUs, or CPU processes on gloo)"
+    )
+    p.add_argument("--num-machines", type=positive_int, default=1, help="machines of a multi-node run")
+    p.add_argument(
+        "--machine-rank", type=nonneg_int, default=0, help="this machine's index in a multi-node run"
+    )
     p.add_argument(
         "--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)"
     )
@@ -95,7 +99,10 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(default_argument_parser(), argv)
+    parser = default_argument_parser()
+    args = parse_args(parser, argv)
+    if args.machine_rank >= args.num_machines:
+        parser.error(f"--machine-rank {args.machine_rank} must be below --num-machines {args.num_machines}")
     world = args.num_gpus * args.num_machines
     if world > 1 and "WORLD_SIZE" not in os.environ:
         import torch.multiprocessing as mp

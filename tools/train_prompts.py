@@ -15,7 +15,6 @@ MODEL.DISTILL.TEACHER.TEMPLATES, the demo). Checkpoints and the log go to --work
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from distill.teacher.prompt_config import SUFFIX, PromptTrainConfig
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import ToolParser, summary
 
 
 def _training_split(args):
@@ -38,18 +38,14 @@ def _training_split(args):
     return dicts, meta, {"dataset": str(Path(args.train_json).resolve())}
 
 
-def _data(args, teacher, cfg):
+def _data(args, teacher, cfg, split):
     from distill.teacher.prompt_training import gt_crop_samples, store_samples
 
-    dicts, meta, prov = _training_split(args)
+    dicts, meta, prov = split
     base = [meta.thing_classes[i] for i in meta.contiguous_ids("base")]
     if cfg.method == "coop":
         data = gt_crop_samples(teacher, dicts, meta, base, progress=not args.no_progress)
         return data, base, {**prov, "source": "ground-truth crops", "num_samples": int(data["label"].numel())}
-    if not args.region_store:
-        raise DistillInputError(
-            f"--method {cfg.method} trains on region-store proposals: give --region-store"
-        )
     from distill.data.region_store import RegionEmbeddingStore
 
     store = RegionEmbeddingStore(args.region_store, expected_dim=teacher.dim)
@@ -69,7 +65,7 @@ def _data(args, teacher, cfg):
 
 
 def _parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument(
         "--method",
         required=True,
@@ -108,6 +104,18 @@ def _parser():
 @cli_entry
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        bins = tuple(float(x) for x in args.iou_bins.split(","))
+    except ValueError:
+        raise DistillInputError(
+            f"--iou-bins must be comma-separated numbers, not {args.iou_bins!r}"
+        ) from None
+    fields = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(PromptTrainConfig)
+        if f.name not in ("method", "iou_bins")
+    }
+    cfg = PromptTrainConfig(method=args.method, iou_bins=bins, **fields)
     out = Path(args.output)
     if not str(out).endswith(SUFFIX):
         raise DistillInputError(f"--output must end in {SUFFIX}", out)
@@ -118,31 +126,25 @@ def main(argv=None) -> int:
         raise DistillInputError(
             "work dir holds a checkpoint; pass --resume to continue or --force to restart", work
         )
-    if args.force and work.exists():
-        shutil.rmtree(work)
-    try:
-        bins = tuple(float(x) for x in args.iou_bins.split(","))
-    except ValueError:
+    if cfg.method != "coop" and not args.region_store:
         raise DistillInputError(
-            f"--iou-bins must be comma-separated numbers, not {args.iou_bins!r}"
-        ) from None
-    if len(bins) < 2 or list(bins) != sorted(bins):
-        raise DistillInputError("--iou-bins needs at least two increasing edges")
-    fields = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(PromptTrainConfig)
-        if f.name not in ("method", "iou_bins")
-    }
-    cfg = PromptTrainConfig(method=args.method, iou_bins=bins, **fields)
-    if cfg.steps < 0 or cfg.batch_size < 1:
-        raise DistillInputError("--steps must be >= 0 and --batch-size >= 1")
-    work.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(work / "log.txt")])
+            f"--method {cfg.method} trains on region-store proposals: give --region-store"
+        )
     from distill.teacher import create_teacher
     from distill.teacher.prompt_training import train_prompts
+    from distill.utils.device import check_device
 
-    teacher = create_teacher(args.teacher, args.pretrained, device=args.device)
-    data, base, prov = _data(args, teacher, cfg)
+    # every input is checked before --force clears the work dir
+    teacher = create_teacher(args.teacher, args.pretrained, device=check_device(args.device))
+    split = _training_split(args)
+    if args.force and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    # handlers added, not basicConfig: a library that logged while the teacher loaded may have configured logging
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(logging.FileHandler(work / "log.txt"))
+    data, base, prov = _data(args, teacher, cfg, split)
     path = train_prompts(
         teacher, data, base, cfg, out, work, prov, resume=args.resume, progress=not args.no_progress
     )

@@ -10,7 +10,6 @@ Accuracy: every annotated object of the benchmark's validation images, its regio
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from distill.teacher.train_config import TeacherTrainConfig
 from distill.utils import cli_entry, dumps_json
+from distill.utils.cli import ToolParser, positive_int, summary
 
 FIELD_HELP = {
     "arch": "open_clip architecture of the teacher",
@@ -34,7 +34,11 @@ FIELD_HELP = {
 
 
 def _benchmark(path: str | None) -> Path:
+    """The benchmark root the zero-shot accuracy is measured on, checked to hold a val split."""
     if path:
+        from distill.data import synthetic_dataset
+
+        synthetic_dataset(path, "val")  # a mistyped root is one clear error
         return Path(path)
     from distill.data.synthetic import generate
     from distill.integrations.quickstart import QUICKSTART_DATA
@@ -44,14 +48,16 @@ def _benchmark(path: str | None) -> Path:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--output-dir", default="output/teacher", help="checkpoints and the trained weights")
     p.add_argument("--eval-only", action="store_true", help="only measure zero-shot accuracy, no training")
     p.add_argument(
         "--teacher", default=None, help="model-zoo name or arch (eval); default: the trained weights"
     )
     p.add_argument("--benchmark", default=None, help="synthetic benchmark root (default: the quickstart's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     for f in dataclasses.fields(TeacherTrainConfig):
         p.add_argument(
             "--" + f.name.replace("_", "-"),
@@ -71,17 +77,19 @@ def main(argv=None) -> int:
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTrainConfig)}
     )
     if args.eval_only:
+        bench = _benchmark(args.benchmark)
         teacher = (
             create_teacher(args.teacher)
             if args.teacher
             else create_teacher(cfg.arch, str(Path(args.output_dir) / "teacher_fp16.pt"))
         )
     else:
+        bench = _benchmark(args.benchmark)  # checked before training, not after it
         weights = train_teacher(args.output_dir, cfg)
         sha = hashlib.sha256(weights.read_bytes()).hexdigest()
         print(f"weights: {weights} ({weights.stat().st_size / 1e6:.1f} MB) sha256 {sha}")
         teacher = create_teacher(cfg.arch, str(weights))
-    acc = zero_shot_accuracy(teacher, _benchmark(args.benchmark))
+    acc = zero_shot_accuracy(teacher, bench)
     print("| class | accuracy |\n|---|---|")
     for name, a in acc["per_class"].items():
         print(f"| {name} | {a:.1f} |")

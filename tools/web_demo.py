@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from distill.utils import DistillInputError, cli_entry
+from distill.utils.cli import ToolParser, port_number, summary
 
 QUICKSTART = {
     "config": "synthetic/vild_r18_fpn_quick.yaml",
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
         "config": get_config_file(QUICKSTART["config"]),
         "semseg_config": get_config_file(QUICKSTART["semseg_config"]),
     }
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ToolParser(description=summary(__doc__))
     p.add_argument("--config-file", default=str(d["config"]), help="the detector's yaml config")
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
     p.add_argument("--semseg-config", default=str(d["semseg_config"]), help="the segmenter's yaml config")
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         "--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)"
     )
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
-    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--port", type=port_number, default=7860, help="port to serve on")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the detector's config")
     args = p.parse_args(argv)
     if not os.path.isfile(args.weights):

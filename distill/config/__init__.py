@@ -5,7 +5,9 @@ torchvision backend's full config with detectron2's key names, so one yaml serve
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Sequence
 
 import yaml
@@ -54,7 +56,7 @@ def load_config(
         except KeyError as e:
             raise DistillInputError(f"unknown config key {_key(e)}", config_file) from None
         except (ValueError, TypeError) as e:
-            raise DistillInputError(f"bad config value ({e})", config_file) from None
+            raise DistillInputError(f"bad config value ({_mismatch(e)})", config_file) from None
     if overrides:
         if len(overrides) % 2:
             raise DistillInputError(f"overrides come in KEY VALUE pairs; got {len(overrides)} items")
@@ -63,9 +65,81 @@ def load_config(
         except (KeyError, AssertionError) as e:
             raise DistillInputError(f"unknown config key {_key(e)} on the command line") from None
         except (ValueError, TypeError) as e:
-            raise DistillInputError(f"bad command-line config value ({e})") from None
+            raise DistillInputError(f"bad command-line config value ({_mismatch(e)})") from None
+    check_config_values(cfg)
     cfg.freeze()
     return cfg
+
+
+# Keys whose value must be a finite number in a range (both backends; a key a config lacks is skipped). Out of
+# range, each would crash deep inside training or, worse, give a wrong result with exit code 0.
+_POSITIVE = (
+    "SOLVER.MAX_ITER SOLVER.BASE_LR SOLVER.IMS_PER_BATCH SOLVER.CHECKPOINT_PERIOD SOLVER.GAMMA "
+    "INPUT.MAX_SIZE_TRAIN INPUT.MAX_SIZE_TEST TEST.DETECTIONS_PER_IMAGE MODEL.DISTILL.TEMPERATURE "
+    "MODEL.DISTILL.LOG_PERIOD MODEL.RPN.PRE_NMS_TOPK_TRAIN MODEL.RPN.PRE_NMS_TOPK_TEST "
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN MODEL.RPN.POST_NMS_TOPK_TEST MODEL.RPN.BATCH_SIZE_PER_IMAGE "
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE MODEL.DISTILL.LSJ.SIZE MODEL.DISTILL.LSJ.MIN_SCALE "
+    "MODEL.DISTILL.LSJ.MAX_SCALE"
+).split()
+_NONNEG = (
+    "SOLVER.WARMUP_ITERS SOLVER.WEIGHT_DECAY SOLVER.MOMENTUM DATALOADER.NUM_WORKERS TEST.EVAL_PERIOD "
+    "INPUT.MIN_SIZE_TEST MODEL.DISTILL.TEXT_LOSS_WEIGHT MODEL.DISTILL.IMAGE_LOSS_WEIGHT "
+    "MODEL.DISTILL.PIXEL_LOSS_WEIGHT MODEL.DISTILL.NUM_DISTILL_PROPOSALS MODEL.DISTILL.BG_INIT_STD "
+    "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP MODEL.DISTILL.SEM_SEG.LOSS_WEIGHT"
+).split()
+_UNIT = (
+    "SOLVER.WARMUP_FACTOR MODEL.ROI_HEADS.SCORE_THRESH_TEST MODEL.ROI_HEADS.NMS_THRESH_TEST "
+    "MODEL.RPN.NMS_THRESH MODEL.RPN.POSITIVE_FRACTION MODEL.ROI_HEADS.POSITIVE_FRACTION "
+    "MODEL.DISTILL.ENSEMBLE.BASE_TEXT_WEIGHT MODEL.DISTILL.ENSEMBLE.NOVEL_TEXT_WEIGHT"
+).split()
+
+
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not hasattr(node, part):
+            return _MISSING
+        node = getattr(node, part)
+    return node
+
+
+_MISSING = object()
+
+
+def check_config_values(cfg) -> None:
+    """One DistillInputError for the first numeric setting out of its range (SOLVER.MAX_ITER -1, BASE_LR nan,
+    IMS_PER_BATCH 0, SCORE_THRESH_TEST 7, ...) and for a training size list with a size <= 0."""
+    groups = ((_POSITIVE, lambda v: v > 0, "> 0"), (_NONNEG, lambda v: v >= 0, ">= 0"))
+    groups += ((_UNIT, lambda v: 0 <= v <= 1, "in [0, 1]"),)
+    for keys, ok, what in groups:
+        for key in keys:
+            v = _lookup(cfg, key)
+            if v is _MISSING:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and ok(v)):
+                raise DistillInputError(f"config value {key} = {v!r}: must be a number {what}")
+    sizes = _lookup(cfg, "INPUT.MIN_SIZE_TRAIN")
+    if sizes is not _MISSING:
+        sizes = sizes if isinstance(sizes, (list, tuple)) else (sizes,)
+        if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in sizes):
+            raise DistillInputError(
+                f"config value INPUT.MIN_SIZE_TRAIN = {sizes!r}: sizes must be integers > 0"
+            )
+
+
+_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)"
+)
+
+
+def _mismatch(e: BaseException) -> str:
+    """yacs' type-mismatch message in the user's terms: which key, what type it takes, what was given."""
+    m = _MISMATCH.search(str(e))
+    if not m:
+        return str(e)
+    want, got, old, new, key = m.groups()
+    a = lambda t: f"an {t}" if t[0] in "aeiou" else f"a {t}"  # noqa: E731
+    return f"{key} takes {a(want)} like {old}, got {new} ({a(got)})"
 
 
 def _key(e: BaseException) -> str:

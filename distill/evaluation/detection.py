@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from typing import Any
 
@@ -54,6 +55,10 @@ def load_ground_truth(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict
     return data, path
 
 
+def _is_finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dict]:
     """Check a COCO-format result list against the ground truth; one clear error for the first problem."""
     if not isinstance(preds, list):
@@ -85,8 +90,22 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
                 f"({n} prediction(s) name categories not in the ground truth)",
                 path,
             )
-        if task == "bbox" and not (isinstance(p["bbox"], (list, tuple)) and len(p["bbox"]) == 4):
-            raise DistillInputError(f"prediction {i} has a bbox that is not [x, y, w, h]", path)
+        if not _is_finite_number(p["score"]):
+            raise DistillInputError(
+                f"prediction {i} has a score that is not a finite number: {p['score']!r}", path
+            )
+        if task == "bbox":
+            box = p["bbox"]
+            if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(map(_is_finite_number, box))):
+                raise DistillInputError(
+                    f"prediction {i} has a bbox that is not [x, y, w, h] of finite numbers", path
+                )
+            if box[2] < 0 or box[3] < 0:
+                raise DistillInputError(
+                    f"prediction {i} has a bbox of negative width or height {list(box)}: "
+                    "boxes are [x, y, w, h] with w, h >= 0",
+                    path,
+                )
         if task == "segm" and not (isinstance(p["segmentation"], dict) and "counts" in p["segmentation"]):
             raise DistillInputError(f"prediction {i} has a segmentation that is not an RLE dict", path)
     return preds
@@ -98,6 +117,7 @@ def evaluate_detections(
     task: str = "bbox",
     protocol: str = "coco",
     split: CategorySplit | None = None,
+    source: str = "<predictions>",
 ) -> dict:
     """Evaluate COCO-format results against a COCO or LVIS ground truth.
 
@@ -108,6 +128,7 @@ def evaluate_detections(
         task: "bbox" or "segm". For "segm" the boxes are dropped first, so areas come from the masks.
         protocol: "coco" (COCOeval, 100 detections per image) or "lvis" (LVISEval, 300, federated).
         split: base / novel groups; by default the ground truth's own (see `split_from_categories`).
+        source: what errors call a `predictions` list (the file it came from).
     Returns:
         flat dict: AP, AP50, AP75, APs, APm, APl (+ APr, APc, APf for LVIS), and AP*_base / AP*_novel.
     """
@@ -117,7 +138,7 @@ def evaluate_detections(
         raise DistillInputError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     gt_data, _ = load_ground_truth(gt, protocol)
     if isinstance(predictions, list):
-        preds, ppath = predictions, "<predictions>"
+        preds, ppath = predictions, source
     else:
         ppath = str(predictions)
         preds = read_json(ppath, what="predictions file")

@@ -105,7 +105,10 @@ class DetectionEvaluator:
         if self._seen[pos]:
             raise DistillInputError(f"image_id {image_id!r} was evaluated twice")
         self._seen[pos] = True
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        try:
+            scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as e:
+            raise DistillInputError(f"scores of image_id {image_id!r} are not numbers ({e})") from None
         check_detections(len(scores), boxes, scores, masks)
         cat = g.cat_index(category_ids)
         self.num_predictions += len(cat)
@@ -131,7 +134,12 @@ class DetectionEvaluator:
         for image_id, rs in by_image.items():
             if self._writer is not None:
                 self._writer.write(rs)
-            boxes = np.array([r["bbox"] for r in rs], dtype=np.float64) if "bbox" in self.tasks else None
+            try:
+                boxes = np.array([r["bbox"] for r in rs], dtype=np.float64) if "bbox" in self.tasks else None
+            except (TypeError, ValueError):
+                raise DistillInputError(
+                    f"boxes of image_id {image_id!r} are not [x, y, w, h] numbers"
+                ) from None
             masks = [r["segmentation"] for r in rs] if "segm" in self.tasks else None
             self.add_image(image_id, [r["category_id"] for r in rs], [r["score"] for r in rs], boxes, masks)
 

@@ -25,6 +25,17 @@ def is_dataset_style(preds) -> bool:
 def dataset_style_to_results(preds: dict, gt: dict, path: str = "<predictions>") -> list[dict]:
     """Each annotation of `preds` as a result on the ground truth's image and category of the same name;
     images the ground truth does not hold, or class names it has no category for, are one clear error."""
+    try:
+        return _dataset_style_to_results(preds, gt, path)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DistillInputError(
+            f"not a dataset-style predictions file (an image, category or annotation without {e}; "
+            "tools/demo.py writes one)",
+            path,
+        ) from None
+
+
+def _dataset_style_to_results(preds: dict, gt: dict, path: str) -> list[dict]:
     by_name = {}
     for im in gt.get("images", []):
         by_name.setdefault(PurePath(im["file_name"]).name, []).append(im["id"])

@@ -199,7 +199,13 @@ def prepare_image(gt: GroundTruth, image: int, cat: np.ndarray, score: np.ndarra
 def check_detections(n: int, boxes, scores, masks) -> None:
     if boxes is not None and np.shape(boxes) != (n, 4):
         raise DistillInputError(f"boxes must be (N, 4) xywh, got shape {np.shape(boxes)}")
+    if boxes is not None and not np.isfinite(np.asarray(boxes, dtype=np.float64)).all():
+        raise DistillInputError("detection boxes hold NaN or inf")
     if np.shape(scores) != (n,):
         raise DistillInputError(f"scores must be (N,), got shape {np.shape(scores)}")
+    if not np.isfinite(scores).all():
+        raise DistillInputError(
+            f"{int((~np.isfinite(scores)).sum())} detection score(s) are not finite (NaN or inf)"
+        )
     if masks is not None and len(masks) != n:
         raise DistillInputError(f"{len(masks)} masks for {n} detections")

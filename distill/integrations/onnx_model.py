@@ -57,9 +57,11 @@ def resized_hw(h: int, w: int, rule: dict, canvas: tuple[int, int]) -> tuple[int
         scale = rule["short"] / min(h, w)
         if max(h, w) * scale > rule["max"]:
             scale = rule["max"] / max(h, w)
-    hh, ww = int(round(h * scale)), int(round(w * scale))
+    hh, ww = max(1, int(round(h * scale))), max(1, int(round(w * scale)))  # a sliver keeps 1 pixel
     fit = min(1.0, canvas[0] / hh, canvas[1] / ww)
-    return (hh, ww) if fit == 1.0 else (min(canvas[0], int(hh * fit)), min(canvas[1], int(ww * fit)))
+    if fit == 1.0:
+        return hh, ww
+    return min(canvas[0], max(1, int(hh * fit))), min(canvas[1], max(1, int(ww * fit)))
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -14,7 +14,6 @@ Stages (each cached under the output folder; a rerun skips finished ones):
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import shutil
@@ -26,7 +25,7 @@ from ..data import synthetic_dataset
 from ..data.synthetic import SyntheticConfig, generate
 from ..model_zoo import get_config_file
 from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
-from ..utils.cli import parse_args
+from ..utils.cli import ToolParser, parse_args, positive_int
 from ..utils.outdir import LOCK_NAME, lock_output_dir
 from .backend import BACKENDS, Backend, get_backend
 
@@ -299,7 +298,7 @@ def run(pipe: Pipeline, skip_semseg: bool = False) -> dict:
 
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         description="The whole open-vocabulary pipeline on the synthetic benchmark, "
         "stage by stage (distill.integrations.quickstart)."
     )
@@ -319,16 +318,16 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
     p.add_argument(
         "--proposal-iters",
-        type=int,
+        type=positive_int,
         default=PROPOSAL_NET_ITERS,
         help="iterations of the proposal network (ViLD-text on base classes)",
     )
     p.add_argument(
-        "--vild-iters", type=int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it"
+        "--vild-iters", type=positive_int, default=VILD_ITERS, help="iterations of ViLD, fine-tuned from it"
     )
     p.add_argument(
         "--semseg-iters",
-        type=int,
+        type=positive_int,
         default=None,
         help="iterations of the segmenter (default: its config, configs/synthetic/semseg_r18_fpn_quick.yaml)",
     )

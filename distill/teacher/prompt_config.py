@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..utils.errors import DistillInputError, check_ranges
+
 SUFFIX = ".safetensors"  # learned-prompt files
 
 
@@ -35,3 +37,14 @@ class PromptTrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "learning rate"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     checkpoint_every: int = field(default=50, metadata={"help": "steps between resumable checkpoints"})
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            positive=("reduction", "batch_size", "lr", "checkpoint_every"),
+            nonneg=("m", "steps", "bg_weight"),  # 0 steps: the context as initialised
+            unit=("fg_iou", "alpha"),
+        )
+        bins = tuple(self.iou_bins)
+        if len(bins) < 2 or any(b >= a for a, b in zip(bins[1:], bins)) or not 0 <= bins[0]:
+            raise DistillInputError(f"iou_bins must be >= 2 increasing edges from 0 up, got {bins}")

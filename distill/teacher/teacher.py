@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.checkpoint import torch_file_errors
+from ..utils.device import check_device
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
 from .learned_prompts import encode_learned, is_learned_prompts
@@ -69,6 +70,10 @@ def _resolve_pretrained(arch: str, pretrained: str | None) -> tuple[str | None, 
     )
 
 
+# what open_clip says when a readable checkpoint belongs to another architecture
+_MISFIT = ("size mismatch", "Missing key", "Unexpected key", "changed", "shape")
+
+
 def create_teacher(
     arch: str, pretrained: str | None = None, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> "Teacher":
@@ -99,11 +104,22 @@ def create_teacher(
     zoo_name = zoo or zoo_name
     if weights is None:
         logger.warning("teacher %s has random weights (no pretrained tag or checkpoint given)", arch)
+    check_device(str(device), "device")
     local = weights is not None and os.path.isfile(weights)
     with torch_file_errors(weights, "teacher checkpoint") if local else contextlib.nullcontext():
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=weights, precision=precision, device=device
-        )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=weights, precision=precision, device=device
+            )
+        except (AssertionError, RuntimeError) as e:
+            text = str(e)
+            if not local or not any(k in text for k in _MISFIT):
+                raise
+            first = (text.strip().splitlines() or [type(e).__name__])[0][:160]
+            raise DistillInputError(
+                f"teacher checkpoint does not fit architecture {arch} ({first}): another --teacher arch?",
+                weights,
+            ) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
     if weights is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..utils.errors import check_ranges
+
 
 @dataclass
 class TeacherTrainConfig:
@@ -18,3 +20,10 @@ class TeacherTrainConfig:
     warmup: int = 100
     seed: int = 0
     checkpoint_every: int = 500
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            positive=("corpus_images", "steps", "batch_size", "lr", "checkpoint_every"),
+            nonneg=("weight_decay", "warmup"),
+        )

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
 from ..utils.checkpoint import load_torch_file
+from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path, read_json
 from .crops import GEOMETRIES, center_square, scale_boxes
 from .prompts import article, build_prompts
@@ -191,6 +192,19 @@ def train_teacher(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt, state = out / "last.pt", None
+    if resume and ckpt.is_file():  # checked before the corpus is made: a resume with other flags is an error
+        state = load_torch_file(ckpt, "teacher checkpoint (delete it to start over)", weights_only=False)
+        saved = state.get("config") if isinstance(state, dict) else None
+        if saved is not None and saved != asdict(cfg):
+            diff = ", ".join(
+                f"{k} {saved.get(k)!r} vs {v!r}" for k, v in asdict(cfg).items() if saved.get(k) != v
+            )
+            raise DistillInputError(
+                f"this checkpoint was written with other settings ({diff}): pass the same flags to resume, "
+                "or choose another --output-dir",
+                ckpt,
+            )
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     corpus = generate(
@@ -213,12 +227,12 @@ def train_teacher(
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
+        lambda s: (
+            min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
+        ),
     )
     start = 0
-    ckpt = out / "last.pt"
-    if resume and ckpt.is_file():
-        state = load_torch_file(ckpt, "teacher checkpoint (delete it to start over)", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

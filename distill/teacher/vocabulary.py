@@ -20,6 +20,16 @@ from .teacher import create_teacher
 NAMED = ("synthetic", "coco", "lvis", "custom")
 
 
+def _json_vocabulary(path: Path, what: str) -> tuple[list[str], list]:
+    """A dataset json's category names and ids, in id order."""
+    data = read_json(path, what=what)
+    cats = data.get("categories") if isinstance(data, dict) else None
+    if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
+        raise DistillInputError("json has no 'categories' list with id and name", path)
+    cats = sorted(cats, key=lambda c: c["id"])
+    return [c["name"] for c in cats], [c["id"] for c in cats]
+
+
 def read_vocabulary(spec: str) -> tuple[list[str], dict]:
     """(class names, provenance) from a dataset json, a names file or a comma-separated list."""
     path = Path(spec)
@@ -27,16 +37,15 @@ def read_vocabulary(spec: str) -> tuple[list[str], dict]:
         if not path.is_file():
             raise DistillInputError("vocabulary file not found", path)
         if path.suffix.lower() == ".json":
-            data = read_json(path, what="dataset json")
-            cats = data.get("categories") if isinstance(data, dict) else None
-            if not cats or not all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
-                raise DistillInputError("json has no 'categories' list with id and name", path)
-            cats = sorted(cats, key=lambda c: c["id"])
-            return [c["name"] for c in cats], {
-                "vocabulary": str(path),
-                "category_ids": [c["id"] for c in cats],
-            }
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            names, ids = _json_vocabulary(path, "dataset json")
+            return names, {"vocabulary": str(path), "category_ids": ids}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DistillInputError(
+                "not a text file of class names (one a line) nor a dataset .json", path
+            ) from None
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         if not names:
             raise DistillInputError("names file is empty", path)
         return names, {"vocabulary": str(path)}
@@ -59,8 +68,8 @@ def named_vocabulary(kind: str, custom: str | None = None) -> list[str]:
         return [c["name"] for c in ov_coco_categories()]
     if kind == "lvis":
         path = Path(os.environ.get("DISTILL_DATASETS", "datasets")) / "lvis" / "lvis_v1_val.json"
-        cats = read_json(path, what="LVIS annotation file (for the LVIS class names)")["categories"]
-        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+        names, _ = _json_vocabulary(path, "LVIS annotation file (for the LVIS class names)")
+        return names
     names = [n.strip() for n in (custom or "").split(",") if n.strip()]
     if not names:
         raise DistillInputError(

@@ -4,6 +4,7 @@ that never overwrite an input. No torch here: `--help` stays fast."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,42 @@ from .errors import DistillInputError
 from .io import same_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def summary(doc: str) -> str:
+    """A module docstring's first paragraph on one line (a tool's --help description)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+class ToolParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2 (the tools' promise), not the
+    usage block argparse prints first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _number(cast, ok, what: str):
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = what
+    return parse
+
+
+# argparse `type=`s: out-of-range numbers are argparse errors (one line, exit 2), not a crash later on
+positive_int = _number(int, lambda v: v > 0, "an integer > 0")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+port_number = _number(int, lambda v: 0 < v < 65536, "a port number (1-65535)")
 
 
 def add_overrides(p: argparse.ArgumentParser) -> None:

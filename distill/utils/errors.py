@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Callable
 
@@ -13,6 +14,18 @@ class DistillInputError(Exception):
     def __init__(self, message: str, path: str | None = None):
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def check_ranges(obj, positive=(), nonneg=(), unit=()) -> None:
+    """Settings (dataclass fields or config keys) that must be finite numbers > 0, >= 0 or in [0, 1]: the
+    first one out of range is one DistillInputError naming it (a 0-step schedule divides by zero later)."""
+    rules = [(n, lambda v: v > 0, "> 0") for n in positive]
+    rules += [(n, lambda v: v >= 0, ">= 0") for n in nonneg]
+    rules += [(n, lambda v: 0 <= v <= 1, "in [0, 1]") for n in unit]
+    for name, ok, what in rules:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and ok(v)):
+            raise DistillInputError(f"{name} must be a number {what}, got {v!r}")
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -140,6 +140,13 @@ def test_bad_detections_are_clear_errors():
         ev.add_image(dets[1][0], d["category_ids"], d["scores"], d["boxes"])
     with pytest.raises(DistillInputError, match="boxes"):
         ev.add_image(dets[2][0], [1, 2], [0.5, 0.4], [[0, 0, 1, 1]])
+    c = d["category_ids"][:1]
+    with pytest.raises(DistillInputError, match="1 detection score"):
+        ev.add_image(dets[3][0], c, [float("nan")], [[0, 0, 1, 1]])
+    with pytest.raises(DistillInputError, match="NaN or inf"):
+        ev.add_image(dets[4][0], c, [0.5], [[0, 0, float("inf"), 1]])
+    with pytest.raises(DistillInputError, match="not numbers"):
+        ev.add_image(dets[5][0], c, ["high"], [[0, 0, 1, 1]])
 
 
 def _loop_match(iou, gt_ig, crowd, thr, lvis):

@@ -55,6 +55,11 @@ def _unknown_ids(preds, d):
         ("empty", "no predictions"),
         ("unknown", "unknown category_id 12345"),
         ("gt_fields", "missing field(s) 'categories'"),
+        ("nan_score", "prediction 3 has a score that is not a finite number: nan"),
+        ("text_score", "prediction 3 has a score that is not a finite number: 'high'"),
+        ("negative_box", "prediction 3 has a bbox of negative width or height"),
+        ("inf_box", "prediction 3 has a bbox that is not [x, y, w, h] of finite numbers"),
+        ("dataset_style_fields", "not a dataset-style predictions file"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(files, case, needle):
@@ -68,6 +73,17 @@ def test_bad_input_one_line_exit_2_nothing_written(files, case, needle):
         preds.write_text("[]")
     elif case == "unknown":
         preds = _unknown_ids(preds, d)
+    elif case in ("nan_score", "text_score", "negative_box", "inf_box"):
+        p = json.loads(preds.read_text())
+        if case.endswith("score"):
+            p[3]["score"] = float("nan") if case == "nan_score" else "high"
+        else:
+            p[3]["bbox"][2] = -4.0 if case == "negative_box" else float("inf")
+        preds = d / f"{case}.json"
+        preds.write_text(json.dumps(p))
+    elif case == "dataset_style_fields":
+        preds = d / "dataset_style.json"
+        preds.write_text(json.dumps({"images": [], "annotations": [{"category_id": 1}], "categories": []}))
     elif case == "gt_fields":
         gt = d / "gt_bad.json"
         gt.write_text(json.dumps({"images": [], "annotations": []}))

@@ -17,6 +17,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from ...config import add_distill_config as _add_distill_config
 from ...config import load_config
+from ...utils.device import check_device
 from ...utils.errors import DistillInputError
 from . import meta_arch, roi_heads  # noqa: F401  (registers ViLDRCNN and ViLDRoIHeads)
 
@@ -90,6 +91,7 @@ def build_vild_model(cfg) -> torch.nn.Module:
     """detectron2's `build_model`; a GeneralizedRCNN with ViLDRoIHeads is built as `ViLDRCNN`, the same
     model that also feeds the distillation proposals to the RoI heads (same parameters, same checkpoints)."""
     cfg = to_detectron2_cfg(cfg)
+    check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.ROI_HEADS.NAME == "ViLDRoIHeads":
         model = META_ARCH_REGISTRY.get("ViLDRCNN")(cfg)
         model.to(torch.device(cfg.MODEL.DEVICE))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.structures import Boxes
 
 from ...data import catalog as core_catalog
@@ -26,6 +27,27 @@ from ...data.datasets import DatasetMetadata
 from ...data.region_store import RegionEmbeddingStore
 
 logger = logging.getLogger(__name__)
+
+
+class ResizeShortestEdge(T.ResizeShortestEdge):
+    """detectron2's ResizeShortestEdge with each side at least one pixel: a 1x4000 sliver would otherwise
+    resize to a 0-pixel side and fail inside the transform."""
+
+    def get_transform(self, image):
+        t = super().get_transform(image)
+        if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
+            return T.ResizeTransform(t.h, t.w, max(1, t.new_h), max(1, t.new_w), t.interp)
+        return t
+
+
+def at_least_one_pixel(augmentations: list) -> list:
+    """detectron2's ResizeShortestEdge in a list of augmentations replaced by the one above."""
+    return [
+        ResizeShortestEdge(a.short_edge_length, a.max_size, "range" if a.is_range else "choice", a.interp)
+        if type(a) is T.ResizeShortestEdge
+        else a
+        for a in augmentations
+    ]
 
 
 def load_ov_dataset(name: str) -> tuple[list[dict], DatasetMetadata]:
@@ -114,12 +136,11 @@ class ViLDDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        ret["augmentations"] = at_least_one_pixel(ret["augmentations"])
         d = cfg.MODEL.DISTILL
         if (
             is_train and d.LSJ.ENABLED
         ):  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
-            from detectron2.data import transforms as T
-
             j = d.LSJ
             ret["augmentations"] = [
                 T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),

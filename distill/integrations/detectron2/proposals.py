@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 from detectron2.data import DatasetMapper
-from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 
 from ...teacher.regions import proposal_records
+from .datasets import ResizeShortestEdge
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def iter_dataset_proposals(
     model.eval()
     mapper = DatasetMapper(
         is_train=False,
-        augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+        augmentations=[ResizeShortestEdge(min_size, max_size)],
         image_format=model.input_format,
     )
     for d in tqdm(dicts, desc="proposals", unit="img", disable=not on_terminal(progress)):

@@ -31,6 +31,7 @@ from ...evaluation import format_ov_table
 from ...teacher.checks import check_region_store
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.checkpoint import META_KEY, inference_meta, last_checkpoint, torch_file_errors
+from ...utils.device import check_device
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
@@ -121,6 +122,7 @@ class StrictCheckpointer(CheckedCheckpointer):
 
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
+        check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
         if cfg.SOLVER.AMP.ENABLED and torch.device(cfg.MODEL.DEVICE).type == "cpu":
             logger.info("SOLVER.AMP.ENABLED: mixed precision is for GPUs; training in fp32 on the CPU")
             cfg = cfg.clone()

@@ -39,11 +39,14 @@ class MapperConfig:
 
 
 def resized_hw(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """Shortest edge to `short`, longest edge at most `max_size` (detectron2's ResizeShortestEdge)."""
+    """Shortest edge to `short`, longest edge at most `max_size` (detectron2's ResizeShortestEdge); a side
+    is at least 1 pixel (a 1x4000 sliver would otherwise resize to nothing). `short` 0: no resize, as there."""
+    if short <= 0:
+        return h, w
     scale = short / min(h, w)
     if max(h, w) * scale > max_size:
         scale = max_size / max(h, w)
-    return int(round(h * scale)), int(round(w * scale))
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
 def decode_segmentation(segm, h: int, w: int) -> np.ndarray:

@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ....utils.device import check_device
+
 
 def dist_info() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside a process group."""
@@ -17,6 +19,7 @@ def dist_info() -> tuple[int, int]:
 
 def setup_distributed(device: str) -> str:
     """Join the process group torchrun describes (gloo on CPU); returns this rank's device."""
+    check_device(device, "MODEL.DEVICE")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.startswith("cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
