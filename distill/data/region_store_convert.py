@@ -16,7 +16,7 @@ def convert_v1(
 ) -> dict:
     """A finished format-1 store → a format-2 store at `dst` with the same chunks; resumable (shards already
     converted are skipped). Returns the new index."""
-    from tqdm import tqdm
+    from ..utils.progress import job_progress
 
     old = RegionStoreV1(src)
     meta = {
@@ -33,7 +33,7 @@ def convert_v1(
         raise DistillInputError(
             "the store's index does not account for all its images; it cannot be converted", src
         )
-    for k in tqdm(writer.pending(), desc="convert", unit="shard", disable=not progress):
+    for k in job_progress(writer.pending(), progress, desc="convert", unit="shard"):
         s = old._load_shard(k)
         offsets = s["offsets"].tolist()
         rec = ShardRecord(

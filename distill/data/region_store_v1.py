@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
 
@@ -120,7 +121,7 @@ class RegionStoreWriterV1:
         for k in range(len(self.chunks)):
             path = self.shard_path(k)
             shard_hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
-            s = torch.load(path, map_location="cpu", weights_only=True)
+            s = load_torch_file(path, "format-1 region-store shard")
             for i, image_id in enumerate(s["image_ids"].tolist()):
                 images[str(image_id)] = [k, i]
             total += int(s["offsets"][-1])
@@ -179,7 +180,7 @@ class RegionStoreV1:
         return str(image_id) in self.index["images"]
 
     def _load_shard(self, k: int) -> dict:
-        return torch.load(self.root / "shards" / _shard_name(k), map_location="cpu", weights_only=True)
+        return load_torch_file(self.root / "shards" / _shard_name(k), "format-1 region-store shard")
 
     def __getitem__(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self.index["images"].get(str(image_id))

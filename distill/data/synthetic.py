@@ -32,6 +32,7 @@ import pycocotools.mask as mask_utils
 
 from ..utils.errors import cli_entry
 from ..utils.io import atomic_write_json, chmod_default, dumps_json, read_json
+from ..utils.progress import job_progress
 from .synthetic_shapes import render_shape
 
 GENERATOR_VERSION = 1
@@ -187,16 +188,13 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool):
-    from tqdm import tqdm
-
-    from ..utils.progress import on_terminal
 
     n = cfg.num_train if split == "train" else cfg.num_val
     offset = 0 if split == "train" else VAL_ID_OFFSET
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "sem_seg" / split).mkdir(parents=True, exist_ok=True)
     images, anns, captions = [], [], []
-    for i in tqdm(range(n), desc=f"synthetic {split}", disable=not on_terminal(progress), unit="img"):
+    for i in job_progress(range(n), progress, desc=f"synthetic {split}", unit="img"):
         image_id = offset + i + 1
         name = f"{i + 1:06d}.png"
         img, objects, sem = _render_image(_image_seed(cfg, split, i), cfg)

@@ -39,6 +39,7 @@ from ..data.images import read_image_rgb
 from ..data.region_store import RegionEmbeddingStore
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, atomic_write_json, dumps_json, read_json
+from ..utils.progress import job_progress
 from .teacher import check_boxes
 
 logger = logging.getLogger(__name__)
@@ -304,17 +305,9 @@ class DenseTargetCache:
     def build(self, dataset_dicts: Sequence[dict], boxes: dict | None = None, progress: bool = False) -> dict:
         """Fill the cache for every dict ("image_id", "file_name"); `boxes`: {image_id: (N, 4)} for the
         "regions" kind. Returns {image_id: (D, h, w) fp16}."""
-        from tqdm import tqdm
-
-        from ..utils.progress import on_terminal
 
         out = {}
-        for d in tqdm(
-            dataset_dicts,
-            desc=f"dense targets ({self.cfg.kind})",
-            disable=not on_terminal(progress),
-            unit="img",
-        ):
+        for d in job_progress(dataset_dicts, progress, desc=f"dense targets ({self.cfg.kind})", unit="img"):
             b = None if boxes is None else boxes.get(d["image_id"], torch.zeros(0, 4))
             out[d["image_id"]] = self.get(d["image_id"], file_name=d["file_name"], boxes=b)
         return out

@@ -19,11 +19,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..data.images import read_image_rgb
+from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path
+from ..utils.progress import job_progress
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
 from .prompt_config import PromptTrainConfig
 
@@ -64,7 +65,7 @@ def gt_crop_samples(
     """CoOp's data: {"emb": (N, D) region embeddings of base GT boxes (crops 1x, 1.5x), "label": (N,)}."""
     to_base = _base_index(meta, base_names)
     embs, labels = [], []
-    for d in tqdm(dicts, desc="GT crops", disable=not progress, unit="img"):
+    for d in job_progress(dicts, progress, desc="GT crops", unit="img"):
         boxes, lab = _gt_boxes(d)
         keep = torch.tensor([int(c) in to_base for c in lab], dtype=torch.bool)
         if not keep.any():
@@ -183,8 +184,8 @@ def train_prompts(
     )
     ckpt, start = Path(work_dir) / "last.pt", 0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(cfg):
+        state = load_torch_file(ckpt, "prompt-training checkpoint (--force restarts)", weights_only=False)
+        if not isinstance(state, dict) or state.get("config") != asdict(cfg):
             raise DistillInputError(
                 "checkpoint was made with another configuration; use another work dir", ckpt
             )
@@ -195,7 +196,7 @@ def train_prompts(
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         logger.info("resumed %s at step %d", cfg.method, start)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.method, disable=not progress)
+    bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc=cfg.method)
     for step in bar:
         if cfg.method == "clip-adapter":
             loss = _ce_loss(module(base_emb), data, fg, cfg, rng, scale)

@@ -20,6 +20,7 @@ from ..data.images import read_image_rgb
 from ..data.region_store import RegionStoreWriter, ShardRecord
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, read_json
+from ..utils.progress import job_progress
 from .crops import CropBatcher, scale_boxes
 from .teacher import Teacher, check_boxes
 
@@ -221,9 +222,6 @@ def dump_region_embeddings(
     A pipeline: images decoded by `num_workers` DataLoader workers, crops cut in batches on the teacher's
     device, encoded in batches, shards quantised and written by a background thread.
     """
-    from tqdm import tqdm
-
-    from ..utils.progress import on_terminal
 
     by_id = {d["image_id"]: d for d in dataset_dicts}
     meta = {**teacher.provenance(), "dim": teacher.dim, "scales": list(scales), "geometry": geometry}
@@ -237,13 +235,8 @@ def dump_region_embeddings(
         collate_fn=_as_is,
         prefetch_factor=8 if num_workers else None,
     )
-    bar = tqdm(
-        total=len(items),
-        desc=f"regions[{rank}/{world_size}]",
-        unit="img",
-        position=rank,
-        disable=not on_terminal(progress),
-        dynamic_ncols=True,
+    bar = job_progress(
+        None, progress, total=len(items), desc=f"regions[{rank}/{world_size}]", unit="img", position=rank
     )
     encoder = _ChunkEncoder(teacher, scales, geometry, batch_size)
     shards = _ShardWriterThread(writer)

@@ -23,6 +23,7 @@ from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
 from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path, read_json
+from ..utils.progress import job_progress
 from .crops import GEOMETRIES, center_square, scale_boxes
 from .prompts import article, build_prompts
 from .train_config import TeacherTrainConfig
@@ -185,9 +186,7 @@ def train_teacher(
 ) -> Path:
     """Train and return the path of the fp16 weights (`out_dir/teacher_fp16.pt`)."""
     import open_clip
-    from tqdm import tqdm
 
-    from ..utils.progress import on_terminal
     from .teacher import _register_model_configs
 
     out = Path(out_dir)
@@ -241,13 +240,7 @@ def train_teacher(
         start = state["step"]
         logger.info("resumed teacher training at step %d", start)
     model.train()
-    bar = tqdm(
-        range(start, cfg.steps),
-        initial=start,
-        total=cfg.steps,
-        desc="teacher",
-        disable=not on_terminal(progress),
-    )
+    bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc="teacher")
     for step in bar:
         crops, tokens, cats, colours, named = _batch(
             rng, images, objects, size, mean, std, cfg.batch_size, tokenizer

@@ -505,3 +505,17 @@ def test_full_disk_or_read_only_output_is_one_line(env, tmp_path, capsys, monkey
         assert words in err(capsys)
         monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]  # nothing half written
+
+
+def test_demo_on_a_one_pixel_sliver(env, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    img = tmp_path / "sliver.png"
+    cv2.imwrite(str(img), np.full((1, 800, 3), 128, np.uint8))  # resized to 96 px short side, 0 rows before
+    args = ["--config-file", CONFIG, "--backend", "torchvision", "--weights", str(env["weights"])]
+    out = tmp_path / "out"
+    assert demo.main([*args, "--input", str(img), "--output", str(out), *opts(env, tmp_path / "x")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    pred = json.loads((out / "predictions.json").read_text())
+    assert [(p["width"], p["height"]) for p in pred["images"]] == [(800, 1)]

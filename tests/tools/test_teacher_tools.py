@@ -17,12 +17,12 @@ from tests.teacher.conftest import tiny_weights  # noqa: F401  (fixture)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def tool(name, *args, **kw):
+def tool(name, *args, extra_env=None, **kw):
     return subprocess.run(
         [sys.executable, str(REPO / "tools" / name), *map(str, args)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env={**ENV, **(extra_env or {})},
         **kw,
     )
 

@@ -27,8 +27,10 @@ def test_train_prompts_file_works_in_dump_text_embeddings_and_resumes(tmp_path, 
         "2",
         "--no-progress",
     ]
-    r = tool("train_prompts.py", *common)
+    r = tool("train_prompts.py", *common, extra_env={"DISTILL_PROGRESS_EVERY": "0"})
     assert r.returncode == 0, r.stderr
+    # no bar into a pipe: periodic lines (here every update), never a \r-joined one
+    assert "\r" not in r.stderr and "GT crops: " in r.stderr and "coop: 4/4 it (100%)" in r.stderr
     meta = json.loads((tmp_path / "coop.safetensors.json").read_text())
     assert (
         meta["method"] == "coop"

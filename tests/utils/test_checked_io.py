@@ -123,3 +123,21 @@ def test_quick_configs_do_not_write_into_the_quickstarts_folders():
     for name in ("vild_r18_fpn_quick.yaml", "semseg_r18_fpn_quick.yaml"):
         cfg = load_config(str(REPO / "configs/synthetic" / name))
         assert not cfg.OUTPUT_DIR.startswith("output/quickstart"), name
+
+
+def test_line_progress_prints_periodic_lines_and_an_end(monkeypatch, capsys):
+    from distill.utils import progress
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setenv("DISTILL_PROGRESS_EVERY", "0")
+    bar = progress.job_progress(range(3), True, desc="regions", unit="img")
+    assert isinstance(bar, progress.LineProgress)
+    for _ in bar:
+        bar.set_postfix(crops_per_s="12")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and "regions: 3/3 img (100%)" in lines[-1] and "done in" in lines[-1]
+    assert "eta" in lines[0] and "crops_per_s 12" in lines[1]
+    monkeypatch.setenv("DISTILL_PROGRESS_EVERY", "3600")
+    with progress.job_progress(None, False, total=5, desc="quiet") as bar:
+        bar.update(5)
+    assert capsys.readouterr().err == ""  # a short job prints nothing

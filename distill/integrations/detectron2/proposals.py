@@ -8,6 +8,7 @@ from detectron2.data import DatasetMapper
 from detectron2.modeling.postprocessing import detector_postprocess
 
 from ...teacher.regions import proposal_records
+from ...utils.progress import job_progress
 from .datasets import ResizeShortestEdge
 
 
@@ -27,9 +28,6 @@ def iter_dataset_proposals(
     model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
 ):
     """Yields (image_id, boxes (K, 4) XYXY original pixels, scores (K,)) per image; nothing is kept."""
-    from tqdm import tqdm
-
-    from ...utils.progress import on_terminal
 
     model.eval()
     mapper = DatasetMapper(
@@ -37,7 +35,7 @@ def iter_dataset_proposals(
         augmentations=[ResizeShortestEdge(min_size, max_size)],
         image_format=model.input_format,
     )
-    for d in tqdm(dicts, desc="proposals", unit="img", disable=not on_terminal(progress)):
+    for d in job_progress(dicts, progress, desc="proposals", unit="img"):
         ((boxes, scores),) = rpn_proposals(model, [mapper(d)], top_k)
         yield d["image_id"], boxes.cpu(), scores.cpu()
 

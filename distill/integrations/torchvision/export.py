@@ -25,6 +25,7 @@ from torchvision.ops import nms
 from ...ops.onnx import register_onnx_symbolics
 from ...ops.roi_align import has_compiled_ops, multilevel_roi_align
 from ...teacher.embeddings import ClassEmbeddings, names_sha256
+from ...utils.checkpoint import load_torch_file
 from ...utils.errors import DistillInputError
 from ...utils.io import atomic_write_bytes, atomic_write_json
 
@@ -320,7 +321,7 @@ def _file_sha256(path) -> str:
 
 
 def _segmenter_dim(weights) -> int:
-    ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(weights, "segmenter checkpoint")
     w = ckpt.get("model", {}).get("predictor.embed_head.predictor.weight") if isinstance(ckpt, dict) else None
     if w is None:
         raise DistillInputError(

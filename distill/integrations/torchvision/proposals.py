@@ -8,6 +8,7 @@ import torch
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ...teacher.regions import proposal_records
+from ...utils.progress import job_progress
 from .mapper import DatasetMapper, MapperConfig
 
 
@@ -42,15 +43,12 @@ def iter_dataset_proposals(
 ):
     """Yields (image_id, boxes (K, 4) XYXY original pixels, scores (K,)) per image, `batch_size` images per
     forward pass (padded to one size, as in training); nothing is kept, so memory does not grow with the dataset."""
-    from tqdm import tqdm
-
-    from ...utils.progress import on_terminal
 
     model.eval()
     mapper = DatasetMapper(
         MapperConfig(min_sizes=(min_size,), max_size=max_size, is_train=False, mask_on=False)
     )
-    with tqdm(total=len(dicts), desc="proposals", unit="img", disable=not on_terminal(progress)) as bar:
+    with job_progress(None, progress, total=len(dicts), desc="proposals", unit="img") as bar:
         for i in range(0, len(dicts), batch_size):
             chunk = dicts[i : i + batch_size]
             for d, (boxes, scores) in zip(chunk, rpn_proposals(model, [mapper(d) for d in chunk], top_k)):

@@ -19,7 +19,7 @@ from ....teacher.dense_targets import (
     dense_targets_from_store,
 )
 from ....utils.errors import DistillInputError
-from ....utils.progress import progress_bar
+from ....utils.progress import job_progress
 
 
 def dense_target_config(cfg) -> DenseTargetConfig:
@@ -96,7 +96,7 @@ def dense_targets_for(
     for the "regions" kind."""
     cache = DenseTargetCache(cache_root, teacher, tcfg) if cache_root else None
     out = {}
-    for s in progress_bar(samples, progress, desc=f"dense targets ({tcfg.kind})", unit="img"):
+    for s in job_progress(samples, progress, desc=f"dense targets ({tcfg.kind})", unit="img"):
         if store is not None and s["image_id"] in store:
             out[s["image_id"]] = dense_targets_from_store(
                 store, s["image_id"], *s["image"].shape[1:], tcfg
