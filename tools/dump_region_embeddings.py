@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from distill.utils import cli_entry, dumps_json
+from distill.utils import DistillInputError, cli_entry, dumps_json
 from distill.utils.cli import ToolParser, nonneg_int, positive_float, positive_int, summary
 from distill.utils.io import check_not_input
 
@@ -133,9 +133,17 @@ def main(argv=None) -> int:
         index = writer.finalize()
         totals = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
         totals["skipped_images"] = len(index["skipped_images"])
-        for s in index["skipped_images"]:
+        skipped = index["skipped_images"]
+        for s in skipped[:20]:
             print(f"skipped image {s['image_id']}: {s['reason']}", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"... and {len(skipped) - 20} more (all listed in the store's index.json)", file=sys.stderr)
         print(dumps_json(totals))
+        if skipped and not index["num_images"]:
+            raise DistillInputError(
+                f"every image ({len(skipped)}) was skipped, e.g. {skipped[0]['reason']}: wrong --image-root?",
+                args.output,
+            )
     return 0
 
 

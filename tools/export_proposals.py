@@ -45,10 +45,12 @@ def main(argv=None) -> int:
     from distill.model_zoo import resolve_weights
 
     out = Path(args.output)
+    if out.suffix not in (".npz", ".json"):
+        raise DistillInputError(
+            "--output must end in .npz or .json (the two formats the region dump reads)", out
+        )
     if out.exists() and not args.overwrite:
         raise DistillInputError("output exists (pass --overwrite to replace it)", out)
-    if args.top_k < 1:
-        raise DistillInputError(f"--top-k must be >= 1, got {args.top_k}")
     cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
         raise DistillInputError(

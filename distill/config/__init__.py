@@ -61,7 +61,7 @@ def load_config(
         if len(overrides) % 2:
             raise DistillInputError(f"overrides come in KEY VALUE pairs; got {len(overrides)} items")
         try:
-            cfg.merge_from_list(list(overrides))
+            cfg.merge_from_list(_ints_as_floats(cfg, overrides))
         except (KeyError, AssertionError) as e:
             raise DistillInputError(f"unknown config key {_key(e)} on the command line") from None
         except (ValueError, TypeError) as e:
@@ -125,6 +125,18 @@ def check_config_values(cfg) -> None:
             raise DistillInputError(
                 f"config value INPUT.MIN_SIZE_TRAIN = {sizes!r}: sizes must be integers > 0"
             )
+
+
+def _ints_as_floats(cfg, overrides: Sequence[str]) -> list[str]:
+    """KEY VALUE pairs with an integer given for a float key written as a float (`IMAGE_LOSS_WEIGHT 0` is what
+    one types; yacs would refuse it as a type mismatch)."""
+    out = list(overrides)
+    for i in range(0, len(out) - 1, 2):
+        if isinstance(_lookup(cfg, str(out[i])), float) and re.fullmatch(
+            r"[+-]?\d+", str(out[i + 1]).strip()
+        ):
+            out[i + 1] = f"{int(out[i + 1])}.0"
+    return out
 
 
 _MISMATCH = re.compile(

@@ -209,8 +209,16 @@ def test_a_one_pixel_sliver_resizes_to_one_pixel():
 
 def test_a_value_of_the_wrong_type_names_key_and_type(capsys, tmp_path):
     argv = [*REQUIRED["train_net"], "--backend", "torchvision", "OUTPUT_DIR", str(tmp_path / "o")]
-    line = run("train_net", [*argv, "MODEL.DISTILL.TEMPERATURE", "0"], capsys)
-    assert "MODEL.DISTILL.TEMPERATURE takes a float like 0.01, got 0 (an int)" in line
+    line = run("train_net", [*argv, "SOLVER.MAX_ITER", "abc"], capsys)
+    assert "SOLVER.MAX_ITER takes an int like 800, got abc (a str)" in line
+    # an integer for a float key is what one types (the README's own-dataset command does): it is that float
+    from distill.config import load_config
+
+    cfg = load_config(CONFIG, ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0", "SOLVER.BASE_LR", "1"])
+    assert cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT == 0.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert "MODEL.DISTILL.TEMPERATURE = 0.0: must be a number > 0" in run(
+        "train_net", [*argv, "MODEL.DISTILL.TEMPERATURE", "0"], capsys
+    )
 
 
 def test_a_teacher_checkpoint_of_another_architecture(capsys, tmp_path):
@@ -253,3 +261,8 @@ def test_text_embeddings_are_not_replaced_unasked(tmp_path, capsys):
     assert "--base-output exists" in run("dump_text_embeddings", [*argv2, "--base-output", str(base)], capsys)
     assert tool["dump_text_embeddings"].main([*argv, "--overwrite"]) == 0
     assert out.read_bytes() != b"mine"
+
+
+def test_proposals_file_of_an_unknown_format(capsys, tmp_path):
+    argv = [*REQUIRED["export_proposals"][:-1], str(tmp_path / "p.txt")]
+    assert "--output must end in .npz or .json" in run("export_proposals", argv, capsys)

@@ -199,3 +199,14 @@ def test_region_dump_bad_inputs(region_job, tmp_path, tiny_weights):  # noqa: F8
     p = _dump((gt, images, tmp_path / "missing.json"), tmp_path / "y", tiny_weights)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "proposals file not found" in err
+
+
+def test_region_dump_of_no_readable_image_is_an_error(region_job, tmp_path, tiny_weights):  # noqa: F811
+    gt, _, props = region_job
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    p = _dump((gt, empty, props), tmp_path / "store", tiny_weights)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("image not found: wrong --image-root?")
+    assert sum("skipped image" in ln for ln in err.splitlines()) <= 20
