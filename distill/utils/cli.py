@@ -47,7 +47,6 @@ def _number(cast, ok, what: str):
 positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
-nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 port_number = _number(int, lambda v: 0 < v < 65536, "a port number (1-65535)")
 
