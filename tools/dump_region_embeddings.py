@@ -131,9 +131,9 @@ def main(argv=None) -> int:
             )
             return 1
         index = writer.finalize()
-        totals = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
-        totals["skipped_images"] = len(index["skipped_images"])
         skipped = index["skipped_images"]
+        totals = {k: index[k] for k in ("num_images", "num_regions", "skipped_boxes")}
+        totals["skipped_images"] = len(skipped)
         for s in skipped[:20]:
             print(f"skipped image {s['image_id']}: {s['reason']}", file=sys.stderr)
         if len(skipped) > 20:

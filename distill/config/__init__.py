@@ -5,7 +5,6 @@ torchvision backend's full config with detectron2's key names, so one yaml serve
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from typing import Sequence
@@ -13,7 +12,7 @@ from typing import Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
-from ..utils.errors import DistillInputError
+from ..utils.errors import RANGES, DistillInputError, in_range
 from .defaults import _C, DISTILL_DEFAULTS
 
 
@@ -109,15 +108,11 @@ _MISSING = object()
 def check_config_values(cfg) -> None:
     """One DistillInputError for the first numeric setting out of its range (SOLVER.MAX_ITER -1, BASE_LR nan,
     IMS_PER_BATCH 0, SCORE_THRESH_TEST 7, ...) and for a training size list with a size <= 0."""
-    groups = ((_POSITIVE, lambda v: v > 0, "> 0"), (_NONNEG, lambda v: v >= 0, ">= 0"))
-    groups += ((_UNIT, lambda v: 0 <= v <= 1, "in [0, 1]"),)
-    for keys, ok, what in groups:
+    for kind, keys in (("positive", _POSITIVE), ("nonneg", _NONNEG), ("unit", _UNIT)):
         for key in keys:
             v = _lookup(cfg, key)
-            if v is _MISSING:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and ok(v)):
-                raise DistillInputError(f"config value {key} = {v!r}: must be a number {what}")
+            if v is not _MISSING and not in_range(v, kind):
+                raise DistillInputError(f"config value {key} = {v!r}: must be {RANGES[kind][1]}")
     sizes = _lookup(cfg, "INPUT.MIN_SIZE_TRAIN")
     if sizes is not _MISSING:
         sizes = sizes if isinstance(sizes, (list, tuple)) else (sizes,)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from ..data.datasets import validate_instances_json
 from ..data.ov_splits import CategorySplit
-from ..utils.errors import DistillInputError
+from ..utils.errors import DistillInputError, in_range
 from ..utils.io import read_json
 from .evaluator import PROTOCOLS, TASKS, DetectionEvaluator
 
@@ -55,10 +54,6 @@ def load_ground_truth(gt: str | os.PathLike | dict, protocol: str) -> tuple[dict
     return data, path
 
 
-def _is_finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dict]:
     """Check a COCO-format result list against the ground truth; one clear error for the first problem."""
     if not isinstance(preds, list):
@@ -90,13 +85,15 @@ def validate_predictions(preds: Any, gt: dict, task: str, path: str) -> list[dic
                 f"({n} prediction(s) name categories not in the ground truth)",
                 path,
             )
-        if not _is_finite_number(p["score"]):
+        if not in_range(p["score"], "finite"):
             raise DistillInputError(
                 f"prediction {i} has a score that is not a finite number: {p['score']!r}", path
             )
         if task == "bbox":
             box = p["bbox"]
-            if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(map(_is_finite_number, box))):
+            if not (
+                isinstance(box, (list, tuple)) and len(box) == 4 and all(in_range(v, "finite") for v in box)
+            ):
                 raise DistillInputError(
                     f"prediction {i} has a bbox that is not [x, y, w, h] of finite numbers", path
                 )

@@ -16,16 +16,28 @@ class DistillInputError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+# the ranges a user's number is checked against: (test of a finite number, how the range reads)
+RANGES = {
+    "finite": (lambda v: True, "a finite number"),
+    "positive": (lambda v: v > 0, "a number > 0"),
+    "nonneg": (lambda v: v >= 0, "a number >= 0"),
+    "unit": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+}
+
+
+def in_range(v, kind: str) -> bool:
+    """`v` is a real number (not a bool), finite, and in RANGES[kind]."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and RANGES[kind][0](v)
+
+
 def check_ranges(obj, positive=(), nonneg=(), unit=()) -> None:
-    """Settings (dataclass fields or config keys) that must be finite numbers > 0, >= 0 or in [0, 1]: the
-    first one out of range is one DistillInputError naming it (a 0-step schedule divides by zero later)."""
-    rules = [(n, lambda v: v > 0, "> 0") for n in positive]
-    rules += [(n, lambda v: v >= 0, ">= 0") for n in nonneg]
-    rules += [(n, lambda v: 0 <= v <= 1, "in [0, 1]") for n in unit]
-    for name, ok, what in rules:
-        v = getattr(obj, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and ok(v)):
-            raise DistillInputError(f"{name} must be a number {what}, got {v!r}")
+    """Dataclass fields that must be finite numbers > 0, >= 0 or in [0, 1]: the first one out of range is one
+    DistillInputError naming it (a 0-step schedule divides by zero later)."""
+    for kind, names in (("positive", positive), ("nonneg", nonneg), ("unit", unit)):
+        for name in names:
+            v = getattr(obj, name)
+            if not in_range(v, kind):
+                raise DistillInputError(f"{name} must be {RANGES[kind][1]}, got {v!r}")
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
