@@ -2,6 +2,7 @@
 """Download model-zoo checkpoints into the cache (checked against their sha256), or list the zoo.
 
     python tools/download_model.py NAME [NAME ...]      # prints each local path
+    python tools/download_model.py ViT-B-32/openai      # an open_clip teacher's weights, into open_clip's cache
     python tools/download_model.py --all                # every entry that has a file
     python tools/download_model.py --list
     ... [--manifest EXTRA.json] [--offline] [--timeout S] [--quiet]
@@ -12,6 +13,7 @@ Recipe entries have no file: --all names the command that makes each. Errors: on
 
 from __future__ import annotations
 
+import os
 import sys
 
 from distill.model_zoo import cache_path, get_checkpoint, get_entry, list_entries
@@ -41,6 +43,13 @@ def print_list(manifests) -> None:
 
 def download(names: list[str], args) -> None:
     for name in names:
+        if "/" in name:  # ARCH/TAG: an open_clip pretrained teacher (fetched for offline use elsewhere)
+            from distill.teacher.pretrained import fetch_pretrained
+
+            if args.offline:
+                os.environ["DISTILL_OFFLINE"] = "1"
+            print(fetch_pretrained(*name.split("/", 1)))
+            continue
         entry = get_entry(name, args.manifest)
         if "recipe" in entry and args.all:
             print(f"{name}: recipe entry, make it with: {entry['recipe']}", file=sys.stderr)
@@ -58,7 +67,12 @@ def download(names: list[str], args) -> None:
 @cli_entry
 def main(argv=None) -> int:
     p = ToolParser(description=summary(__doc__))
-    p.add_argument("names", nargs="*", metavar="NAME", help="model-zoo names (distill://NAME also accepted)")
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="model-zoo names (distill://NAME also accepted), or ARCH/TAG of open_clip",
+    )
     p.add_argument("--all", action="store_true", help="every entry with a file")
     p.add_argument("--list", action="store_true", help="list the entries and whether they are cached")
     p.add_argument("--manifest", action="append", default=[], help="extra manifest json (repeatable)")

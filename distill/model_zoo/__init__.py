@@ -65,6 +65,7 @@ __all__ = [
     "has_entry",
     "list_entries",
     "manifest_paths",
+    "offline_mode",
     "resolve_weights",
 ]
 
@@ -86,10 +87,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("DISTILL_CACHE") or "~/.cache/distill").expanduser()
 
 
-def _offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return offline
+def offline_mode() -> bool:
+    """$DISTILL_OFFLINE is on: only caches and local files, never a connection (the zoo's and the teachers')."""
     return os.environ.get("DISTILL_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _offline(offline: bool | None) -> bool:
+    return offline if offline is not None else offline_mode()
 
 
 def _timeout(timeout: float | None) -> float:

@@ -17,6 +17,7 @@ from ..utils.device import check_device
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
 from .learned_prompts import encode_learned, is_learned_prompts
+from .pretrained import WeightsUnavailable, check_weights_available, hub_offline, sync_offline_env
 from .prompts import build_prompts
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_teacher(
             random weights, said explicitly (rehearsals of a recipe at real shapes).
         precision: "fp32", "fp16" or "bf16".
     """
+    sync_offline_env()  # before open_clip imports huggingface_hub
     import open_clip
 
     _register_model_configs()
@@ -106,18 +108,21 @@ def create_teacher(
         logger.warning("teacher %s has random weights (no pretrained tag or checkpoint given)", arch)
     check_device(str(device), "device")
     local = weights is not None and os.path.isfile(weights)
-    with torch_file_errors(weights, "teacher checkpoint") if local else contextlib.nullcontext():
+    source = None if local or weights is None else check_weights_available(arch, weights)
+    with _loading(weights, local, source):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=weights, precision=precision, device=device
             )
         except (AssertionError, RuntimeError) as e:
             text = str(e)
+            if not local and text.startswith("Failed to download"):  # open_clip's words, network lost midway
+                raise WeightsUnavailable(f"{arch}/{weights}: {_first_line(text)}") from None
             if not local or not any(k in text for k in _MISFIT):
                 raise
-            first = (text.strip().splitlines() or [type(e).__name__])[0][:160]
             raise DistillInputError(
-                f"teacher checkpoint does not fit architecture {arch} ({first}): another --teacher arch?",
+                f"teacher checkpoint does not fit architecture {arch} ({_first_line(text)}): "
+                "another --teacher arch?",
                 weights,
             ) from None
     model.eval()
@@ -127,6 +132,20 @@ def create_teacher(
     return Teacher(
         model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained, precision=precision
     )
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    return (text.strip().splitlines() or ["?"])[0][:limit]
+
+
+def _loading(weights: str | None, local: bool, source):
+    """Errors of a local checkpoint as one line; a cached download read with the hub offline (no update check,
+    no retries without network)."""
+    if local:
+        return torch_file_errors(weights, "teacher checkpoint")
+    if source is not None and source.cached:
+        return hub_offline()
+    return contextlib.nullcontext()
 
 
 class Teacher:
