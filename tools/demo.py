@@ -48,6 +48,7 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
     from distill.integrations.torchvision.sem_seg import segment_images
     from distill.model_zoo import resolve_weights
     from distill.teacher import create_teacher
+    from distill.teacher.domain import check_images
     from distill.teacher.vocabulary import named_vocabulary
     from distill.utils.visualize_semseg import draw_semseg
 
@@ -58,6 +59,7 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
         raise DistillInputError(f"{len(names)} classes do not fit a 16-bit label map (at most 65535)")
     t = cfg.MODEL.DISTILL.TEACHER
     teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
+    check_images(teacher.world, images)  # a synthetic-only teacher's student on photos: say so once
     skipped = SkipList()
     pictures = output_names(images, out)
     labels = output_names(images, out, "_labels.png")
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
     from distill.integrations.drawing import render
     from distill.integrations.torchvision.meta_arch import detections_to_coco
     from distill.model_zoo import resolve_weights
+    from distill.teacher.domain import check_images, training_world
     from distill.teacher.vocabulary import named_vocabulary, vocabulary_embeddings
 
     weights = resolve_weights(args.weights)
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
     cfg = backend.load_config(args.config_file or saved_config(weights, "detector"), args.opts)
     names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
     t = cfg.MODEL.DISTILL.TEACHER
+    check_images(training_world(t.ARCH, t.PRETRAINED or None), images)  # synthetic-only teacher on photos
     vocab = vocabulary_embeddings(
         names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
     )

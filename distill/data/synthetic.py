@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import json
 import os
 import shutil
 import tempfile
@@ -36,6 +38,7 @@ from ..utils.progress import job_progress
 from .synthetic_shapes import render_shape
 
 GENERATOR_VERSION = 1
+META_NAME = "synthetic-ov"  # meta.json's "name": how an image is known to come from this world
 SEM_SEG_IGNORE = 255
 SEM_SEG_BACKGROUND = 0
 VAL_ID_OFFSET = 10_000_000
@@ -74,6 +77,7 @@ _COLORS = (
     ("white", (240, 240, 240)),
     ("black", (25, 25, 25)),
 )
+COLOUR_NAMES = tuple(n for n, _ in _COLORS)  # the only attribute words of the captions
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,7 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
     for name, obj in files.items():
         atomic_write_json(ann_dir / name, obj)
     meta = {
-        "name": "synthetic-ov",
+        "name": META_NAME,
         "generator_version": GENERATOR_VERSION,
         "config": dataclasses.asdict(cfg),
         "categories": list(SYNTHETIC_CATEGORIES),
@@ -379,6 +383,24 @@ def generate(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _is_synthetic_root(folder: str) -> bool:
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("name") == META_NAME
+
+
+def synthetic_root_of(image: str | os.PathLike) -> Path | None:
+    """The synthetic world (benchmark or teacher corpus) an image file belongs to, or None: its meta.json sits
+    in one of the image's three nearest parent folders (root/images/<split>/<file>)."""
+    for folder in list(Path(image).resolve().parents)[:3]:
+        if _is_synthetic_root(str(folder)):
+            return folder
+    return None
 
 
 def load_meta(root: str | os.PathLike) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..teacher.domain import check_names, training_world
 from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
 from .torchvision.mapper import resized_hw
@@ -130,6 +131,37 @@ def segment(models: DemoModels, rgb: np.ndarray, text: str):
     return drawn, sorted(rows, key=lambda r: -r[1])
 
 
+def world_note(cfg) -> str | None:
+    """The page's note when the model's teacher knows only a narrow (synthetic) world; None for a real one."""
+    t = cfg.MODEL.DISTILL.TEACHER
+    world = training_world(t.ARCH, t.PRETRAINED or None)
+    if world is None:
+        return None
+    return (
+        f"**Note:** these models come from `{world.label}`, trained only on {world.domain} "
+        f"({', '.join(world.classes)}): they recognise nothing in real photos, and other words get scores that "
+        "mean nothing. For real photos use a real CLIP teacher (see MODEL_ZOO.md)."
+    )
+
+
+def vocabulary_note(cfg, text: str) -> str | None:
+    """The warning for typed names outside what the model's teacher was trained on (None: all inside)."""
+    t = cfg.MODEL.DISTILL.TEACHER
+    return check_names(training_world(t.ARCH, t.PRETRAINED or None), parse_names(text))
+
+
+def _noted(cfg, fn):
+    """fn(image, text, ...) that first shows the vocabulary's warning in the page."""
+    import gradio as gr
+
+    def run(*args):
+        if cfg is not None and (note := vocabulary_note(cfg, args[1])):
+            gr.Warning(note, duration=None)  # stays until closed: the scores below are meaningless
+        return fn(*args)
+
+    return run
+
+
 def _guard(fn):
     """Input errors become a message in the page (gr.Error), not a stack trace."""
     import gradio as gr
@@ -156,6 +188,8 @@ def build_app(models: DemoModels):
             "## distill: open-vocabulary detection and segmentation\n"
             "Upload an image, type the classes to look for (comma separated), run."
         )
+        if note := world_note(models.det_cfg):
+            gr.Markdown(note, elem_id="teacher-note")
         with gr.Tab("Detection"):
             with gr.Row():
                 with gr.Column():
@@ -174,7 +208,11 @@ def build_app(models: DemoModels):
                     table = gr.Dataframe(
                         headers=TABLE_HEADERS, label="detections", elem_id="det-table", interactive=False
                     )
-            run.click(_guard(lambda *a: detect(models, *a)), [image, vocab, thresh], [drawn, table])
+            run.click(
+                _guard(_noted(models.det_cfg, lambda *a: detect(models, *a))),
+                [image, vocab, thresh],
+                [drawn, table],
+            )
         with gr.Tab("Semantic segmentation"):
             with gr.Row():
                 with gr.Column():
@@ -193,7 +231,11 @@ def build_app(models: DemoModels):
                         elem_id="seg-table",
                         interactive=False,
                     )
-            s_run.click(_guard(lambda *a: segment(models, *a)), [s_image, s_vocab], [s_drawn, s_table])
+            s_run.click(
+                _guard(_noted(models.seg_cfg, lambda *a: segment(models, *a))),
+                [s_image, s_vocab],
+                [s_drawn, s_table],
+            )
     return app
 
 

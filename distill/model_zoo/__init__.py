@@ -13,6 +13,9 @@ Manifest format (``manifest.json`` here; a lab's own manifests have the same for
         "path": "weights/synthetic_tiny_vit_fp16.pt",   # exactly one of path / url / recipe, see below
         "sha256": "<64 lowercase hex>", "size": 1234567, # full hash and bytes of the file (path / url)
         "command": "python tools/train_teacher.py ...",  # the command that made the file
+        "trained_on": {"domain": "synthetic shapes",   # teacher, optional: a narrow training world; words
+                       "classes": ["circle", ...],     # and images outside it get a one-line warning
+                       "attributes": ["red", ...]},
         "metrics": {"command": "python tools/train_teacher.py --eval-only ...",   # what measured them
                     "values": {"zero_shot_acc": 91.2}}},
        {"name": "synthetic-vild-r18-fpn-quick", "kind": "student",

@@ -37,6 +37,7 @@ FIELDS = {
     "config",
     "status",
     "metrics",
+    "trained_on",
 }
 REMOTE = ("http", "https")
 
@@ -73,6 +74,25 @@ def _check_metrics(m) -> str | None:
     return None
 
 
+def _check_trained_on(t) -> str | None:
+    def strings(v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+    if (
+        not isinstance(t, dict)
+        or not set(t) <= {"domain", "classes", "attributes"}
+        or not isinstance(t.get("domain"), str)
+        or not strings(t.get("classes"))
+        or not t["classes"]
+        or not strings(t.get("attributes", []))
+    ):
+        return (
+            '\'trained_on\' must be {"domain": <what the teacher saw>, "classes": [names], '
+            '"attributes": [words], optional}'
+        )
+    return None
+
+
 def _entry_problem(e) -> str | None:
     """The first thing wrong with one entry, or None."""
     if not isinstance(e, dict):
@@ -95,6 +115,11 @@ def _entry_problem(e) -> str | None:
         return f"a student needs 'backend', one of {', '.join(BACKENDS)}"
     if "status" in e and (e["status"] != "planned" or "recipe" not in e):
         return "'status' may only be \"planned\", and only on a recipe entry (its config is not written yet)"
+    if "trained_on" in e:
+        if e["kind"] != "teacher":
+            return "only a teacher has 'trained_on' (what it was trained on)"
+        if problem := _check_trained_on(e["trained_on"]):
+            return problem
     if "metrics" in e:
         return _check_metrics(e["metrics"])
     return None

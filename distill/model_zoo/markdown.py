@@ -20,6 +20,23 @@ Downloads go to `$DISTILL_CACHE/model_zoo/<name>/` (default `~/.cache/distill`):
 `DISTILL_MODEL_ZOO_MIRROR=<base url>` serves every file from a mirror, `DISTILL_OFFLINE=1` uses only
 the cache, `DISTILL_MODEL_ZOO_MANIFEST=a.json:b.json` (or `--manifest`) adds a lab's own entries.
 Recipe entries have no file: their command makes it.
+
+## What the shipped models can and cannot do
+
+The shipped teacher and the students distilled from it know one small synthetic world: coloured shapes on
+textured backgrounds, named in captions by shape and colour (the words are listed under each entry). They
+exist so the whole pipeline runs, and is tested, on a CPU in minutes. They recognise nothing in real photos,
+and a class name outside their vocabulary ("cat", "dog") gets a score that means nothing; the tools say so
+once per run when asked for such words or images.
+
+For real images use a real CLIP teacher: any open_clip architecture and pretrained tag, e.g.
+`--teacher ViT-B-32 --pretrained openai` on the command line (`MODEL.DISTILL.TEACHER.ARCH ViT-B-32
+MODEL.DISTILL.TEACHER.PRETRAINED openai` in a config), and a student distilled from it. open_clip downloads
+the weights once, into the Hugging Face hub cache (`~/.cache/huggingface/hub`, `$HF_HUB_CACHE`) or
+`~/.cache/clip`. For a machine without network, run `python tools/download_model.py ViT-B-32/openai` where
+there is network and copy the folder it prints over. With `DISTILL_OFFLINE=1` (which also sets
+`HF_HUB_OFFLINE`), or when the download host is unreachable, a teacher whose weights are not in the cache is
+one error line naming the cache path and where the file comes from.
 """
 
 
@@ -82,6 +99,12 @@ def _details(e: dict) -> list[str]:
         lines.append(
             f"- recipe: `{e['recipe']}`" + (" (config planned)" if e.get("status") == "planned" else "")
         )
+    if "trained_on" in e:
+        t = e["trained_on"]
+        words = ", ".join(t["classes"]) + (
+            f"; attributes {', '.join(t['attributes'])}" if t.get("attributes") else ""
+        )
+        lines.append(f"- trained only on {t['domain']}: {words}; nothing else (no real photos)")
     if e.get("license"):
         lines.append(f"- license: {e['license']}")
     if "metrics" in e:

@@ -25,6 +25,7 @@ from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
 from ..utils.io import atomic_path
 from ..utils.progress import job_progress
+from .domain import check_images
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
 from .prompt_config import PromptTrainConfig
 
@@ -64,6 +65,7 @@ def gt_crop_samples(
 ) -> dict:
     """CoOp's data: {"emb": (N, D) region embeddings of base GT boxes (crops 1x, 1.5x), "label": (N,)}."""
     to_base = _base_index(meta, base_names)
+    check_images(getattr(teacher, "world", None), (d["file_name"] for d in dicts))
     embs, labels = [], []
     for d in job_progress(dicts, progress, desc="GT crops", unit="img"):
         boxes, lab = _gt_boxes(d)

@@ -22,6 +22,7 @@ from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, read_json
 from ..utils.progress import job_progress
 from .crops import CropBatcher, scale_boxes
+from .domain import check_images
 from .teacher import Teacher, check_boxes
 
 logger = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ def dump_region_embeddings(
     device, encoded in batches, shards quantised and written by a background thread.
     """
 
+    check_images(getattr(teacher, "world", None), (d["file_name"] for d in dataset_dicts))
     by_id = {d["image_id"]: d for d in dataset_dicts}
     meta = {**teacher.provenance(), "dim": teacher.dim, "scales": list(scales), "geometry": geometry}
     writer = RegionStoreWriter(out_dir, meta, list(by_id), chunk_size, dtype=dtype)

@@ -16,6 +16,7 @@ from ..utils.checkpoint import torch_file_errors
 from ..utils.device import check_device
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
+from .domain import TrainingWorld, check_names, training_world
 from .learned_prompts import encode_learned, is_learned_prompts
 from .pretrained import WeightsUnavailable, check_weights_available, hub_offline, sync_offline_env
 from .prompts import build_prompts
@@ -94,6 +95,8 @@ def create_teacher(
     _register_model_configs()
     from ..model_zoo import get_entry, has_entry
 
+    world = training_world(arch, pretrained)
+
     zoo_name = None
     if has_entry(arch.removeprefix("distill://")):
         entry = get_entry(arch.removeprefix("distill://"))
@@ -130,7 +133,13 @@ def create_teacher(
     if weights is None:
         zoo_name = pretrained = None
     return Teacher(
-        model, tokenizer, preprocess, arch=arch, pretrained=zoo_name or pretrained, precision=precision
+        model,
+        tokenizer,
+        preprocess,
+        arch=arch,
+        pretrained=zoo_name or pretrained,
+        precision=precision,
+        world=world,
     )
 
 
@@ -152,9 +161,17 @@ class Teacher:
     """A frozen open_clip model with the three encoders the students learn from."""
 
     def __init__(
-        self, model, tokenizer, preprocess, arch: str, pretrained: str | None, precision: str = "fp32"
+        self,
+        model,
+        tokenizer,
+        preprocess,
+        arch: str,
+        pretrained: str | None,
+        precision: str = "fp32",
+        world: TrainingWorld | None = None,
     ):
         self.model = model
+        self.world = world  # a narrow training world (the tiny teachers'): words and images outside it warn
         self.tokenizer = tokenizer
         self.preprocess = preprocess  # open_clip's PIL preprocessing (the per-box reference path)
         self.arch = arch
@@ -203,6 +220,7 @@ class Teacher:
         names = list(class_names)
         if not names:
             raise DistillInputError("empty vocabulary: no class names")
+        check_names(self.world, names)
         if is_learned_prompts(templates):
             return encode_learned(self, names, templates)
         prompts = [build_prompts(n, templates) for n in names]

@@ -13,6 +13,7 @@ from ..data.synthetic import SYNTHETIC_CATEGORIES
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
 from .checks import teacher_mismatch
+from .domain import check_names, training_world
 from .embeddings import ClassEmbeddings
 from .learned_prompts import describe, is_learned_prompts
 from .teacher import create_teacher
@@ -85,6 +86,7 @@ def vocabulary_embeddings(
 ) -> ClassEmbeddings:
     """`existing` (a ClassEmbeddings file) when it holds exactly these names, else the teacher's text embeddings
     (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
+    check_names(training_world(arch, pretrained or None), names)  # a cached answer is as meaningless
     if existing and Path(existing).is_file():
         emb = ClassEmbeddings.load(existing)
         why = teacher_mismatch(emb.provenance, SimpleNamespace(ARCH=arch, PRETRAINED=pretrained))
@@ -115,7 +117,10 @@ def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
     coco, lvis) or "name1,name2,..."; names are encoded by cfg's MODEL.DISTILL.TEACHER (cached), or taken from
     MODEL.DISTILL.TEST_CLASS_EMBEDDINGS when it holds exactly these names."""
     if spec.endswith(".npy"):
-        return ClassEmbeddings.load(spec)
+        emb = ClassEmbeddings.load(spec)
+        made = emb.provenance.get("teacher") or {}
+        check_names(training_world(str(made.get("arch") or ""), made.get("pretrained")), emb.class_names)
+        return emb
     names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
     t = cfg.MODEL.DISTILL.TEACHER
     return vocabulary_embeddings(

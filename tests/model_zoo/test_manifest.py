@@ -62,6 +62,12 @@ BAD = [
     ({"metrics": {"AP": 1.0}}, "'metrics' must be"),
     ({"metrics": {"command": "x", "values": {"AP": "high"}}}, "map metric names to numbers"),
     ({"backend": "mmdet"}, "a student needs 'backend'"),
+    ({"trained_on": {"domain": "shapes", "classes": ["star"]}}, "only a teacher has 'trained_on'"),
+    ({"kind": "teacher", "arch": "RN50", "trained_on": {"domain": "shapes"}}, "'trained_on' must be"),
+    (
+        {"kind": "teacher", "arch": "RN50", "trained_on": {"domain": "x", "classes": [1]}},
+        "'trained_on' must be",
+    ),
 ]
 
 
