@@ -131,3 +131,35 @@ def test_distill_offline_reaches_the_hub(monkeypatch):
     monkeypatch.setenv("DISTILL_OFFLINE", "1")
     sync_offline_env()
     assert constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_cached_weights_load_without_asking_the_hub(tmp_path, monkeypatch):
+    """A cached file is used as is: no update check, so no retries on a machine without network."""
+    from huggingface_hub import constants
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    from distill.teacher.pretrained import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    path = _fake_hub_file(tmp_path, "timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin")
+    with hub_offline():
+        assert download_pretrained(get_pretrained_cfg("ViT-B-32", "openai")) == str(path)
+    assert not constants.HF_HUB_OFFLINE
+
+
+def test_config_vocabulary_of_a_missing_teacher_is_one_line(tmp_path, monkeypatch):
+    """The demo's, web demo's and export's path: names encoded by the config's teacher."""
+    from huggingface_hub import constants
+
+    from distill.teacher.pretrained import WeightsUnavailable
+    from distill.teacher.vocabulary import vocabulary_embeddings
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "distill"))
+    monkeypatch.setenv("DISTILL_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")  # both restored after the test (create_teacher sets them)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(WeightsUnavailable, match=r"^ViT-B-32/openai: weights not in the cache \(") as e:
+        vocabulary_embeddings(["cat", "dog"], "ViT-B-32", "openai", "vild")
+    assert "\n" not in str(e.value)
