@@ -18,7 +18,7 @@ from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
 from .domain import TrainingWorld, check_names, training_world
 from .learned_prompts import encode_learned, is_learned_prompts
-from .pretrained import WeightsUnavailable, check_weights_available, hub_offline, sync_offline_env
+from .pretrained import WeightsUnavailable, check_weights_available, hub_offline, offline, sync_offline_env
 from .prompts import build_prompts
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def create_teacher(
     check_device(str(device), "device")
     local = weights is not None and os.path.isfile(weights)
     source = None if local or weights is None else check_weights_available(arch, weights)
-    with _loading(weights, local, source):
+    with _loading(weights, local, source), _hub_parts(arch):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=weights, precision=precision, device=device
@@ -129,7 +129,8 @@ def create_teacher(
                 weights,
             ) from None
     model.eval()
-    tokenizer = open_clip.get_tokenizer(arch)
+    with _hub_parts(arch):
+        tokenizer = open_clip.get_tokenizer(arch)
     if weights is None:
         zoo_name = pretrained = None
     return Teacher(
@@ -145,6 +146,26 @@ def create_teacher(
 
 def _first_line(text: str, limit: int = 300) -> str:
     return (text.strip().splitlines() or ["?"])[0][:limit]
+
+
+@contextlib.contextmanager
+def _hub_parts(arch: str):
+    """Architectures whose tokenizer or text tower come from Hugging Face (transformers, hub files): a missing
+    package, or a file missing offline, is one line."""
+    try:
+        yield
+    except ImportError as e:
+        name = e.name or "?"
+        raise DistillInputError(
+            f"teacher {arch} needs the Python package {name!r} (pip install {name})"
+        ) from None
+    except OSError as e:
+        if not offline() or getattr(e, "filename", None):  # a local file: its own error
+            raise
+        raise WeightsUnavailable(
+            f"teacher {arch}: a file it needs from the Hugging Face hub is not in the cache and offline mode is "
+            f"on (DISTILL_OFFLINE / HF_HUB_OFFLINE): {_first_line(str(e), 200)}"
+        ) from None
 
 
 def _loading(weights: str | None, local: bool, source):

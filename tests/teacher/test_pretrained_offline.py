@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.teacher.conftest import tiny_weights  # noqa: F401  (fixture)
 
 # the import of torch and open_clip is not what is timed: the child says "ready" after it
 CHILD = """
@@ -163,3 +164,19 @@ def test_config_vocabulary_of_a_missing_teacher_is_one_line(tmp_path, monkeypatc
     with pytest.raises(WeightsUnavailable, match=r"^ViT-B-32/openai: weights not in the cache \(") as e:
         vocabulary_embeddings(["cat", "dog"], "ViT-B-32", "openai", "vild")
     assert "\n" not in str(e.value)
+
+
+def test_architecture_needing_transformers_is_one_line(tiny_weights, monkeypatch):  # noqa: F811
+    """SigLIP's tokenizer and the HF text towers import transformers (not a dependency): one line, not a
+    traceback."""
+    import open_clip
+
+    from distill.teacher import create_teacher
+    from distill.utils.errors import DistillInputError
+
+    def needs_transformers(arch):
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", needs_transformers)
+    with pytest.raises(DistillInputError, match="needs the Python package 'transformers' \\(pip install"):
+        create_teacher("distill-tiny-vit", str(tiny_weights))
