@@ -120,3 +120,21 @@ def test_dump_text_embeddings_says_it_once(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "outside its vocabulary" in ln]
     assert len(lines) == 1 and "'cat', 'dog'" in lines[0] and "'star'" not in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("photos", [False, True], ids=["benchmark", "photos"])
+def test_region_dump_of_photos_says_so(tiny_teacher, synthetic_root, tmp_path, caplog, photos):  # noqa: F811
+    import torch
+
+    from distill.teacher.regions import dump_region_embeddings
+
+    caplog.set_level(logging.WARNING)
+    files = sorted((synthetic_root / "images" / "val").iterdir())[:2]
+    if photos:
+        (tmp_path / "photos").mkdir()
+        files = [shutil.copy(f, tmp_path / "photos" / f.name) for f in files]
+    dicts = [{"image_id": i, "file_name": str(f)} for i, f in enumerate(files)]
+    boxes = {i: torch.tensor([[2.0, 3.0, 40.0, 50.0]]) for i in range(len(files))}
+    dump_region_embeddings(tiny_teacher, dicts, boxes, tmp_path / "store", progress=False, num_workers=0)
+    said = [w for w in _warnings(caplog) if "is not one of them" in w]
+    assert len(said) == (1 if photos else 0), said
