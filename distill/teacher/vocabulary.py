@@ -118,7 +118,8 @@ def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
     MODEL.DISTILL.TEST_CLASS_EMBEDDINGS when it holds exactly these names."""
     if spec.endswith(".npy"):
         emb = ClassEmbeddings.load(spec)
-        made = emb.provenance.get("teacher") or {}
+        made = emb.provenance.get("teacher")
+        made = made if isinstance(made, dict) else {}  # a hand-made file records no teacher
         check_names(training_world(str(made.get("arch") or ""), made.get("pretrained")), emb.class_names)
         return emb
     names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
