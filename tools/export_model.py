@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     from distill.integrations.shared import building_with
     from distill.integrations.torchvision.export import export_checkpoint
     from distill.model_zoo import resolve_weights
-    from distill.teacher.vocabulary import resolve_vocabulary
+    from distill.teacher.vocabulary import resolve_vocabulary, training_vocabulary
 
     opts = list(args.opts)
     if args.score_thresh is not None:
@@ -101,7 +101,9 @@ def main(argv=None) -> int:
     if meta.get("backend") == "detectron2":
         raise DistillInputError(D2_NOT_SUPPORTED)
     vocab = resolve_vocabulary(args.vocabulary, cfg)
-    with building_with(vocab):  # from the checkpoint alone: the training class embeddings are not read
+    # built as trained (the training file, else the names the checkpoint records), then set to score `vocab`
+    trained = training_vocabulary(cfg, meta) if args.task == "detect" else vocab
+    with building_with(trained):
         path = export_checkpoint(
             args.task,
             cfg,

@@ -117,7 +117,7 @@ def create_teacher(
                 raise
             first = (text.strip().splitlines() or [type(e).__name__])[0][:160]
             raise DistillInputError(
-                f"teacher checkpoint does not fit architecture {arch} ({first}): another --teacher arch?",
+                f"teacher checkpoint does not fit architecture {arch} ({first}): the weights of another arch?",
                 weights,
             ) from None
     model.eval()

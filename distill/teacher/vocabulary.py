@@ -31,12 +31,19 @@ def _json_vocabulary(path: Path, what: str) -> tuple[list[str], list]:
     return [c["name"] for c in cats], [c["id"] for c in cats]
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a long list of names is no file name (ENAMETOOLONG)
+        return False
+
+
 def read_vocabulary(spec: str) -> tuple[list[str], dict]:
     """(class names, provenance) from a dataset json (its categories by id), a text file of names (one a line
     or comma separated) or a comma-separated list."""
     path = Path(spec)
-    if path.suffix.lower() in (".json", ".txt") or path.is_file():
-        if not path.is_file():
+    if path.suffix.lower() in (".json", ".txt") or _is_file(path):
+        if not _is_file(path):
             raise DistillInputError("vocabulary file not found", path)
         if path.suffix.lower() == ".json":
             names, ids = _json_vocabulary(path, "dataset json")

@@ -290,3 +290,12 @@ def test_dataset_names_missing_files_or_malformed(ckpt, synthetic_root, tmp_path
         assert tool["export_proposals"].main([*argv, "--output", str(tmp_path / "p.npz"), *SMALL_MODEL]) == 2
         e = one_line(capsys)
         assert message in e and ("expected" in e or "not found" in e), e
+
+
+def test_messages_name_only_flags_the_tool_has(ckpt, synthetic_root, tmp_path, capsys):
+    # the demo has no --teacher: a teacher checkpoint of another arch is told by its config key
+    argv = ["--config-file", CONFIG, "--weights", str(ckpt), "--input", _img(synthetic_root)]
+    argv += ["--output", str(tmp_path / "d"), "--custom-vocabulary", "star", *SMALL_MODEL]
+    assert tool["demo"].main([*argv, "MODEL.DISTILL.TEACHER.ARCH", "RN50"]) == 2
+    e = one_line(capsys)
+    assert "does not fit architecture RN50" in e and "--teacher" not in e
