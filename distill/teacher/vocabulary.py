@@ -42,6 +42,10 @@ def read_vocabulary(spec: str) -> tuple[list[str], dict]:
     """(class names, provenance) from a dataset json (its categories by id), a text file of names (one a line
     or comma separated) or a comma-separated list."""
     path = Path(spec)
+    if path.suffix.lower() == ".npy":  # resolve_vocabulary takes these; a tool that encodes names cannot
+        raise DistillInputError(
+            "a .npy holds class embeddings, not class names: give the names to encode", path
+        )
     if path.suffix.lower() in (".json", ".txt") or _is_file(path):
         if not _is_file(path):
             raise DistillInputError("vocabulary file not found", path)

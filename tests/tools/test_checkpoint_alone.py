@@ -17,7 +17,7 @@ from distill.data.synthetic import SYNTHETIC_CATEGORIES
 from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO, SMALL_MODEL
 
-TOOLS = ("demo", "export_model", "export_proposals", "train_net", "web_demo")
+TOOLS = ("demo", "dump_text_embeddings", "export_model", "export_proposals", "train_net", "web_demo")
 tool = {n: SimpleNamespace(**runpy.run_path(str(REPO / "tools" / f"{n}.py"))) for n in TOOLS}
 CONFIG = str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml")
 TEACHER_WEIGHTS = REPO / "distill/model_zoo/weights/synthetic_tiny_teacher_fp16.pt"
@@ -224,6 +224,17 @@ def test_vocabulary_in_every_form_and_the_teacher_checked(ckpt, synthetic_root, 
     assert tool["export_model"].main([*export, "--vocabulary", str(other)]) == 2
     assert "--vocabulary: made by teacher RN50/openai" in one_line(capsys)
     assert not (tmp_path / "e").exists()
+    # a tool that encodes names says so of class embeddings
+    argv = [
+        "--teacher",
+        "synthetic-tiny-teacher",
+        "--vocabulary",
+        str(own),
+        "--output",
+        str(tmp_path / "n.npy"),
+    ]
+    assert tool["dump_text_embeddings"].main(argv) == 2
+    assert "holds class embeddings, not class names" in one_line(capsys)
     # an empty vocabulary names the flag of the tool that was given it
     assert tool["export_model"].main([*export, "--vocabulary", ""]) == 2
     e = one_line(capsys)
