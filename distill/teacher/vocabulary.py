@@ -142,9 +142,11 @@ def vocabulary_names(
         names, prov = named_vocabulary(spec), {"vocabulary": spec}
     else:
         names, prov = read_vocabulary(spec)
-    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
-    if dup is not None:
-        raise DistillInputError(f"class name {dup!r} appears twice in {flag}")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise DistillInputError(f"class name {n!r} appears twice in {flag}")
+        seen.add(n)
     return names, prov
 
 
