@@ -122,11 +122,20 @@ def _img(synthetic_root) -> str:
     return str(synthetic_root / "images/val/000001.png")
 
 
-def test_every_inference_tool_runs_from_the_checkpoint_alone(ckpt, synthetic_root, elsewhere, capsys):
+def test_every_inference_tool_runs_from_the_checkpoint_alone(
+    ckpt, segmenter, synthetic_root, elsewhere, capsys
+):
     from distill.ops.roi_align import has_compiled_ops
 
     demo = ["--weights", str(ckpt), "--input", _img(synthetic_root)]
     assert tool["demo"].main([*demo, "--output", "d"]) == 0
+    seg = ["--task", "semseg", "--weights", str(segmenter)]
+    assert (
+        tool["demo"].main([*seg, "--input", _img(synthetic_root), "--output", "s", "--vocabulary", "star"])
+        == 0
+    )
+    if has_compiled_ops():
+        assert tool["export_model"].main([*seg, "--vocabulary", "star,moon", "--output", "es"]) == 0
     # a --config-file whose training class embeddings are not here: the export does not read them
     nowhere = ["MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", "output/quickstart/text/synthetic_base.npy"]
     export = ["--weights", str(ckpt), "--vocabulary", "star,moon"]
