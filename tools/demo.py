@@ -3,7 +3,7 @@
 
     python tools/demo.py --config-file configs/synthetic/vild_r18_fpn_quick.yaml \
         --weights output/quickstart/vild/model_final.pth --input IMG_OR_DIR --output OUT \
-        [--vocabulary test|synthetic|coco|lvis|custom] [--custom-vocabulary "star,moon,cloud"] [KEY VALUE ...]
+        [--vocabulary synthetic|coco|lvis|NAMES|FILE] [--custom-vocabulary NAMES|FILE] [KEY VALUE ...]
 
 `--task semseg` segments instead, with a segmenter checkpoint of the torchvision backend (the config gives the
 teacher that encodes the vocabulary): per image OUT/<name>.png (coloured segmentation with a legend) and
@@ -12,14 +12,15 @@ OUT/<name>_labels.png (0 background, i + 1 the i-th vocabulary class):
     python tools/demo.py --task semseg --config-file configs/synthetic/semseg_r18_fpn_quick.yaml \
         --weights output/quickstart/semseg/ce_pixel_distillation/model_final.pth --input IMG_OR_DIR --output OUT
 
-A custom vocabulary is encoded by the config's teacher (MODEL.DISTILL.TEACHER) on the fly and cached under
-$DISTILL_CACHE/text_embeddings. "lvis" reads the class names from $DISTILL_DATASETS/lvis/lvis_v1_val.json.
+A vocabulary is given as the tools all take one: a named set, class names "a,b,c", a text file of names (one a
+line or comma separated), a dataset .json (its categories) or a .npy of class embeddings with its .json sidecar
+(made by the model's teacher). Names are encoded by the config's teacher (MODEL.DISTILL.TEACHER) on the fly and
+cached under $DISTILL_CACHE/text_embeddings. The checkpoint carries its config: --config-file is optional. "lvis" reads the class names from $DISTILL_DATASETS/lvis/lvis_v1_val.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -43,23 +44,22 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
     import numpy as np
     import torch
 
-    from distill.config import load_config
     from distill.data.images import read_image_rgb
+    from distill.integrations.inference import inference_config
     from distill.integrations.torchvision.sem_seg import segment_images
     from distill.model_zoo import resolve_weights
-    from distill.teacher import create_teacher
-    from distill.teacher.domain import check_images
-    from distill.teacher.vocabulary import named_vocabulary
+    from distill.teacher.domain import check_images, training_world
+    from distill.teacher.vocabulary import resolve_vocabulary
     from distill.utils.visualize_semseg import draw_semseg
 
     weights = resolve_weights(args.weights)
-    cfg = load_config(args.config_file or saved_config(weights, "segmenter"), args.opts)
-    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
-    if len(names) >= 1 << 16:
-        raise DistillInputError(f"{len(names)} classes do not fit a 16-bit label map (at most 65535)")
+    cfg, _ = inference_config(weights, "segmenter", args.config_file, args.opts)
+    spec, flag = vocabulary_spec(args)
+    vocab = resolve_vocabulary(spec, cfg, flag)
+    if len(vocab) >= 1 << 16:
+        raise DistillInputError(f"{len(vocab)} classes do not fit a 16-bit label map (at most 65535)")
     t = cfg.MODEL.DISTILL.TEACHER
-    teacher = create_teacher(t.ARCH, t.PRETRAINED or None)
-    check_images(teacher.world, images)  # a synthetic-only teacher's student on photos: say so once
+    check_images(training_world(t.ARCH, t.PRETRAINED or None), images)  # synthetic-only teacher on photos
     skipped = SkipList()
     pictures = output_names(images, out)
     labels = output_names(images, out, "_labels.png")
@@ -70,7 +70,7 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
             good.append(k)
         except DistillInputError as e:
             skipped.add(path, str(e))
-    preds, legend = segment_images(weights, rgb, names, teacher, t.TEMPLATES) if rgb else ([], [])
+    preds, legend = segment_images(weights, rgb, vocab) if rgb else ([], [])
     for k, img, pred in zip(good, rgb, preds):
         path, pic, lab = images[k], pictures[k], labels[k]
         img = read_image_rgb(str(path))  # drawn and labelled at full size, predicted at most MAX_SIZE_TEST
@@ -88,26 +88,6 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
         print(f"{path}: {', '.join(found) or 'background only'}")
     print(f"wrote {len(images) - len(skipped.items)} segmentation picture(s) and label map(s) to {out}")
     return skipped.report(len(images))
-
-
-def saved_config(weights: str, what: str) -> str:
-    """The resolved config a checkpoint carries, as a yaml file to load (tools/train_net.py writes it)."""
-    import atexit
-    import tempfile
-
-    from distill.utils.checkpoint import META_KEY, load_torch_file
-
-    ckpt = load_torch_file(weights, f"{what} checkpoint")
-    text = ckpt.get(META_KEY, {}).get("config") or ckpt.get("config") if isinstance(ckpt, dict) else None
-    if not isinstance(text, str):
-        raise DistillInputError(
-            f"this {what} checkpoint carries no config (an older one); pass --config-file", weights
-        )
-    fd, path = tempfile.mkstemp(suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    atexit.register(os.unlink, path)
-    return path
 
 
 def fit_test_size(img, max_size: int):
@@ -146,15 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
     p.add_argument(
         "--vocabulary",
-        choices=("synthetic", "coco", "lvis", "custom"),
         default=None,
-        help="class names to detect (default: synthetic, or custom with --custom-vocabulary)",
+        metavar="VOCABULARY",
+        help='the classes to look for: synthetic, coco, lvis, class names "a,b,c", a text file of names, a '
+        "dataset .json or a .npy of class embeddings (default: synthetic)",
     )
     p.add_argument(
         "--custom-vocabulary",
         default=None,
         metavar="NAMES",
-        help='comma-separated class names, e.g. "star,moon,cloud" (implies --vocabulary custom)',
+        help='class names "star,moon,cloud", a text file of names or a .npy of class embeddings '
+        "(implies --vocabulary custom)",
     )
     p.add_argument(
         "--score-thresh", type=unit_float, default=0.3, help="draw detections scoring at least this"
@@ -177,6 +159,13 @@ def check_args(args) -> None:
     args.vocabulary = args.vocabulary or ("custom" if args.custom_vocabulary is not None else "synthetic")
 
 
+def vocabulary_spec(args) -> tuple[str, str]:
+    """(the vocabulary as given, the flag that gave it) for distill.teacher.vocabulary.resolve_vocabulary."""
+    if args.vocabulary == "custom":
+        return args.custom_vocabulary or "", "--custom-vocabulary"
+    return args.vocabulary, "--vocabulary"
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
@@ -197,23 +186,23 @@ def main(argv=None) -> int:
 
     from distill.integrations.backend import backend_name_for, get_backend
     from distill.integrations.drawing import render
+    from distill.integrations.inference import inference_config
     from distill.integrations.torchvision.meta_arch import detections_to_coco
     from distill.model_zoo import resolve_weights
     from distill.teacher.domain import check_images, training_world
-    from distill.teacher.vocabulary import named_vocabulary, vocabulary_embeddings
+    from distill.teacher.vocabulary import resolve_vocabulary
 
     weights = resolve_weights(args.weights)
     if not Path(weights).is_file():
         raise DistillInputError("weights not found", weights)
     backend = get_backend(backend_name_for(args.backend, weights))
     drawn_paths = output_names(images, out)
-    cfg = backend.load_config(args.config_file or saved_config(weights, "detector"), args.opts)
-    names = named_vocabulary(args.vocabulary, args.custom_vocabulary)
+    cfg, _ = inference_config(weights, "detector", args.config_file, args.opts, backend.load_config)
+    spec, flag = vocabulary_spec(args)
+    vocab = resolve_vocabulary(spec, cfg, flag)
+    names = vocab.class_names
     t = cfg.MODEL.DISTILL.TEACHER
     check_images(training_world(t.ARCH, t.PRETRAINED or None), images)  # synthetic-only teacher on photos
-    vocab = vocabulary_embeddings(
-        names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
-    )
     model = backend.load_for_inference(cfg, weights, vocab)
     coco = {
         "images": [],

@@ -5,7 +5,8 @@
         --vocabulary datasets/coco/annotations/ov_coco/instances_val2017_ov.json --output coco.npy
     python tools/dump_text_embeddings.py --teacher ViT-B-32 --pretrained openai --vocabulary "cat,dog" --output pets.npy
 
---vocabulary: a dataset json (its categories, sorted by id), a text file (one name per line), or a comma list.
+--vocabulary: a dataset json (its categories, sorted by id), a text file (one name per line or comma separated), a
+comma list, or a named set (synthetic, coco, lvis), as every tool takes a vocabulary.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--vocabulary",
         required=True,
-        help='a dataset json (its categories by id), a text file (one name a line) or "name1,name2"',
+        help="a dataset json (its categories by id), a text file (one name a line or comma separated), "
+        '"name1,name2", or synthetic / coco / lvis',
     )
     p.add_argument(
         "--templates",
@@ -71,14 +73,11 @@ def main(argv=None) -> int:
     from distill.teacher import ClassEmbeddings, create_teacher
     from distill.teacher.learned_prompts import describe, is_learned_prompts
     from distill.teacher.prompts import template_set
-    from distill.teacher.vocabulary import base_vocabulary, read_vocabulary
+    from distill.teacher.vocabulary import base_vocabulary, vocabulary_names
     from distill.utils.device import check_device
 
-    names, prov = read_vocabulary(args.vocabulary)
+    names, prov = vocabulary_names(args.vocabulary)
     base = base_vocabulary(args.vocabulary, names) if args.base_output else None
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise DistillInputError(f"class name {dup!r} appears twice in the vocabulary")
     learned = is_learned_prompts(args.templates)
     if not learned:
         template_set(args.templates)  # an unknown name fails before the teacher loads

@@ -7,8 +7,9 @@
         --weights output/quickstart/semseg/ce_pixel_distillation/model_final.pth --vocabulary "star,moon" \
         --output exported/semseg
 
---vocabulary: a .npy of class embeddings (tools/dump_text_embeddings.py), "synthetic", or "name1,name2,..."
-encoded by the config's teacher. The graph runs in a stock onnxruntime (see distill.integrations.onnx_model).
+--vocabulary: a .npy of class embeddings with its sidecar (tools/dump_text_embeddings.py; made by the model's
+teacher), "synthetic", "coco", "lvis", "name1,name2,...", a text file of names or a dataset .json, names encoded
+by the config's teacher. The checkpoint carries its config: --config-file is optional. The graph runs in a stock onnxruntime (see distill.integrations.onnx_model).
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ D2_NOT_SUPPORTED = (
 @cli_entry
 def main(argv=None) -> int:
     p = ToolParser(description=summary(__doc__))
-    p.add_argument("--config-file", required=True, help="the model's yaml config")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help="the model's yaml config (default: the one the checkpoint carries)",
+    )
     p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
-    p.add_argument("--vocabulary", required=True, help='.npy embeddings, "synthetic" or "name1,name2,..."')
+    p.add_argument(
+        "--vocabulary",
+        required=True,
+        help='synthetic, coco, lvis, class names "a,b,c", a text file of names, a dataset .json, or a .npy of '
+        "class embeddings made by the model's teacher",
+    )
     p.add_argument("--output", required=True, help="folder for model.onnx and model.json")
     p.add_argument(
         "--task",
@@ -76,28 +86,36 @@ def main(argv=None) -> int:
         )
     if args.input_size and any(v <= 0 or v % 32 for v in args.input_size):
         raise DistillInputError(f"--input-size must be positive multiples of 32, got {args.input_size}")
-    from distill.config import load_config
+    from distill.integrations.inference import inference_config
+    from distill.integrations.shared import building_with
     from distill.integrations.torchvision.export import export_checkpoint
     from distill.model_zoo import resolve_weights
-    from distill.teacher.vocabulary import resolve_vocabulary
+    from distill.teacher.vocabulary import resolve_vocabulary, training_vocabulary
 
     opts = list(args.opts)
     if args.score_thresh is not None:
         opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
-    cfg = load_config(args.config_file, opts)
+    weights = resolve_weights(args.weights)
+    kind = "detector" if args.task == "detect" else "segmenter"
+    cfg, meta = inference_config(weights, kind, args.config_file, opts)
+    if meta.get("backend") == "detectron2":
+        raise DistillInputError(D2_NOT_SUPPORTED)
     vocab = resolve_vocabulary(args.vocabulary, cfg)
-    path = export_checkpoint(
-        args.task,
-        cfg,
-        resolve_weights(args.weights),
-        vocab,
-        args.output,
-        canvas=args.input_size,
-        nms=not args.no_nms,
-        dynamic_batch=args.dynamic_batch,
-        opset=args.opset,
-        force=args.force,
-    )
+    # built as trained (the training file, else the names the checkpoint records), then set to score `vocab`
+    trained = training_vocabulary(cfg, meta) if args.task == "detect" else vocab
+    with building_with(trained):
+        path = export_checkpoint(
+            args.task,
+            cfg,
+            weights,
+            vocab,
+            args.output,
+            canvas=args.input_size,
+            nms=not args.no_nms,
+            dynamic_batch=args.dynamic_batch,
+            opset=args.opset,
+            force=args.force,
+        )
     print(f"wrote {path.parent / 'model.onnx'} and {path} ({len(vocab)} classes)")
     return 0
 

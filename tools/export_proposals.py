@@ -24,7 +24,9 @@ from distill.utils.cli import ToolParser, add_overrides, parse_args, positive_in
 @cli_entry
 def main(argv=None) -> int:
     p = ToolParser(description=summary(__doc__))
-    p.add_argument("--config-file", required=True, help="the proposal network's config")
+    p.add_argument(
+        "--config-file", default=None, help="the proposal network's config (default: the checkpoint's own)"
+    )
     p.add_argument("--weights", required=True, help="its checkpoint (path or model-zoo name)")
     p.add_argument("--dataset", required=True, help="registered dataset name, e.g. distill_ov_coco_train")
     p.add_argument("--output", required=True, help="proposals file to write (.npz, or .json)")
@@ -39,9 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides(p)
     args = parse_args(p, argv)
-    from distill.config import load_config
     from distill.data.catalog import datasets_root, get_dataset, register_all
     from distill.integrations.backend import backend_name_for, get_backend
+    from distill.integrations.inference import inference_config
     from distill.model_zoo import resolve_weights
 
     out = Path(args.output)
@@ -51,24 +53,23 @@ def main(argv=None) -> int:
         )
     if out.exists() and not args.overwrite:
         raise DistillInputError("output exists (pass --overwrite to replace it)", out)
-    cfg = load_config(args.config_file, args.opts)
+    weights = resolve_weights(args.weights)
+    if not Path(weights).is_file():
+        raise DistillInputError("weights not found", weights)
+    backend = get_backend(backend_name_for(args.backend, weights))
+    cfg, meta = inference_config(weights, "detector", args.config_file, args.opts, backend.load_config)
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
         raise DistillInputError(
             f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
             f"--top-k {args.top_k}"
         )
-    weights = resolve_weights(args.weights)
-    if not Path(weights).is_file():
-        raise DistillInputError("weights not found", weights)
     register_all(datasets_root(cfg))
     dicts, _ = get_dataset(args.dataset)
-    from distill.teacher.embeddings import ClassEmbeddings
     from distill.teacher.regions import proposal_records, save_proposals_npz
+    from distill.teacher.vocabulary import training_vocabulary
 
-    backend = get_backend(backend_name_for(args.backend, weights))
-    model = backend.load_for_inference(
-        cfg, weights, ClassEmbeddings.load(cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS)
-    )
+    # the proposals do not depend on the classes: any vocabulary of the model's dim builds it
+    model = backend.load_for_inference(cfg, weights, training_vocabulary(cfg, meta))
     per_image = backend.iter_dataset_proposals(
         model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, args.top_k, not args.no_progress
     )

@@ -3,13 +3,12 @@
 detections; a second tab segments the image (needs the optional extra: pip install -e '.[demo]').
 
     python tools/web_demo.py                     # the quickstart's models (make quickstart first)
-    python tools/web_demo.py --config-file C --weights W [--semseg-config C2 --semseg-weights W2] [KEY VALUE ...]
+    python tools/web_demo.py --weights W [--semseg-weights W2] [--config-file C] [KEY VALUE ...]
 
-Then open http://127.0.0.1:7860. Defaults: configs/synthetic/vild_r18_fpn_quick.yaml with
-output/quickstart/vild/model_final.pth, and configs/synthetic/semseg_r18_fpn_quick.yaml with
-output/quickstart/semseg/ce_pixel_distillation/model_final.pth. Any torchvision-backend checkpoint works with
-its config; --semseg-weights "" leaves the segmentation tab out of use. KEY VALUE overrides apply to the
-detector's config.
+Then open http://127.0.0.1:7860. Defaults: output/quickstart/vild/model_final.pth and
+output/quickstart/semseg/ce_pixel_distillation/model_final.pth. Any torchvision-backend checkpoint works alone
+(it carries its config; --config-file / --semseg-config replace it); --semseg-weights "" leaves the
+segmentation tab out of use. KEY VALUE overrides apply to the detector's config.
 """
 
 from __future__ import annotations
@@ -20,29 +19,25 @@ import sys
 from pathlib import Path
 
 from distill.utils import DistillInputError, cli_entry
-from distill.utils.cli import ToolParser, port_number, summary
+from distill.utils.cli import ToolParser, check_port_free, port_number, summary
 
 QUICKSTART = {
-    "config": "synthetic/vild_r18_fpn_quick.yaml",
     "weights": Path("output/quickstart/vild/model_final.pth"),
-    "semseg_config": "synthetic/semseg_r18_fpn_quick.yaml",
     "semseg_weights": Path("output/quickstart/semseg/ce_pixel_distillation/model_final.pth"),
 }
 
 
 @cli_entry
 def main(argv=None) -> int:
-    from distill.model_zoo import get_config_file
-
-    d = {
-        **QUICKSTART,
-        "config": get_config_file(QUICKSTART["config"]),
-        "semseg_config": get_config_file(QUICKSTART["semseg_config"]),
-    }
+    d = QUICKSTART
     p = ToolParser(description=summary(__doc__))
-    p.add_argument("--config-file", default=str(d["config"]), help="the detector's yaml config")
+    p.add_argument(
+        "--config-file", default=None, help="the detector's yaml config (default: the checkpoint's own)"
+    )
     p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
-    p.add_argument("--semseg-config", default=str(d["semseg_config"]), help="the segmenter's yaml config")
+    p.add_argument(
+        "--semseg-config", default=None, help="the segmenter's yaml config (default: the checkpoint's own)"
+    )
     p.add_argument(
         "--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)"
     )
@@ -54,20 +49,29 @@ def main(argv=None) -> int:
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
+    check_port_free(args.host, args.port)  # before the models load: "serving on" is then true
+    if args.semseg_weights == str(d["semseg_weights"]) and not os.path.isfile(args.semseg_weights):
+        print(
+            f"note: no {args.semseg_weights}: the segmentation tab is off (--semseg-weights)", file=sys.stderr
+        )
+        args.semseg_weights = ""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise DistillInputError("the web demo needs Gradio: pip install -e '.[demo]'") from None
-    from distill.config import load_config
-    from distill.integrations.web_demo import DemoModels, build_app, launch
+    from distill.integrations.web_demo import DemoModels, build_app, demo_configs, launch
 
-    det_cfg = load_config(args.config_file, args.opts)
-    seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
+    det_cfg, seg_cfg = demo_configs(args)
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)
     models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
-    print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
-    launch(build_app(models), args.host, args.port)
+    app = build_app(models)
+    try:
+        launch(app, args.host, args.port, block=False)
+    except OSError as e:  # the port taken since it was checked
+        raise DistillInputError(f"cannot serve on {args.host}:{args.port} ({e}); pass --port") from None
+    print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)", flush=True)
+    app.block_thread()
     return 0
 
 

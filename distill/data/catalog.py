@@ -37,9 +37,13 @@ def parse_file_spec(name: str) -> tuple[str, Path, Path] | None:
     if not sep or kind not in ("coco", "lvis"):
         return None
     ann, sep, images = rest.partition(".json:")
-    if not sep or not images:
+    if sep:
+        ann += ".json"
+    else:  # a mistyped suffix (train.jsn) is a file not found, not a malformed name
+        ann, sep, images = rest.rpartition(":")
+    if not sep or not ann or not images:
         raise DistillInputError(f"dataset {name!r}: expected {kind}:ANNOTATIONS.json:IMAGE_FOLDER")
-    ann, images = Path(ann + ".json"), Path(images)
+    ann, images = Path(ann), Path(images)
     if not ann.is_file():
         raise DistillInputError(f"annotation file of dataset {name!r} not found", ann)
     if not images.is_dir():

@@ -36,6 +36,35 @@ def parse_names(text: str) -> list[str]:
     return names
 
 
+def demo_configs(args) -> tuple[object, object | None]:
+    """(detector config, segmenter config or None) of tools/web_demo.py's checkpoints: each checked to be of
+    its kind and of this backend, its config the one it carries unless --config-file / --semseg-config."""
+    from .inference import inference_config
+
+    det_cfg, meta = inference_config(args.weights, "detector", args.config_file, args.opts)
+    if meta.get("backend") == "detectron2":
+        raise DistillInputError(
+            "the web demo runs torchvision-backend detectors; this one was trained with the detectron2 "
+            "backend (tools/demo.py runs it)",
+            args.weights,
+        )
+    if not args.semseg_weights:
+        return det_cfg, None
+    if not os.path.isfile(args.semseg_weights):
+        raise DistillInputError(
+            'segmenter weights not found: pass --semseg-weights, or --semseg-weights "" for no segmentation',
+            args.semseg_weights,
+        )
+    seg_cfg, _ = inference_config(
+        args.semseg_weights,
+        "segmenter",
+        args.semseg_config,
+        flag="--semseg-weights",
+        config_flag="--semseg-config",
+    )
+    return det_cfg, seg_cfg
+
+
 @dataclass
 class DemoModels:
     """Configs and checkpoints of the two tabs; the models and teachers load on first use."""
@@ -64,15 +93,20 @@ class DemoModels:
             self._cache[key] = ClassEmbeddings(emb, names, {**teacher.provenance(), "templates": t.TEMPLATES})
         return self._cache[key]
 
-    def detector(self):
+    def detector(self, vocabulary: ClassEmbeddings | None = None):
+        """The detector, built for `vocabulary` (default: the page's default one) on first use: the training
+        class embeddings are not read, the checkpoint alone is enough."""
         if "det" not in self._cache:
+            from .shared import building_with
             from .torchvision.trainer import load_trained_model
 
             if not os.path.isfile(self.det_weights):
                 raise DistillInputError(
                     "detector weights not found (run `make quickstart` or pass --weights)", self.det_weights
                 )
-            self._cache["det"] = load_trained_model(self.det_cfg, self.det_weights).eval()
+            vocabulary = vocabulary or self.vocabulary(self.det_cfg, DEFAULT_VOCABULARY)
+            with building_with(vocabulary):
+                self._cache["det"] = load_trained_model(self.det_cfg, self.det_weights).eval()
         return self._cache["det"]
 
     def segmenter(self, dim: int):
@@ -95,7 +129,7 @@ def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
 
     cfg = models.det_cfg
     vocab = models.vocabulary(cfg, text)
-    model = models.detector()
+    model = models.detector(vocab)
     model.roi_heads.set_vocabulary(vocab)
     h0, w0 = rgb.shape[:2]
     h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)

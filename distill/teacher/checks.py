@@ -47,14 +47,21 @@ def load_class_embeddings(
     if not path:
         raise DistillInputError(f"{key} is not set (tools/dump_text_embeddings.py makes one)")
     emb = ClassEmbeddings.load(path, expected_dim=expected_dim, expected_names=expected_names)
-    why = teacher_mismatch(emb.provenance, cfg.MODEL.DISTILL.TEACHER)
+    check_teacher(emb.provenance, cfg.MODEL.DISTILL.TEACHER, key, path)
+    return emb
+
+
+def check_teacher(provenance: dict, teacher_cfg, key: str, path: str | os.PathLike | None = None) -> None:
+    """The one provenance check of every tool: class embeddings (their `provenance`) made by another teacher
+    than `teacher_cfg` (a MODEL.DISTILL.TEACHER node) are one DistillInputError naming `key` (a flag or config
+    key), since they would score nothing right with exit 0."""
+    why = teacher_mismatch(provenance, teacher_cfg)
     if why:
         raise DistillInputError(
             f"{key}: {why} (MODEL.DISTILL.TEACHER); redo them with "
             "tools/dump_text_embeddings.py or fix the config",
             path,
         )
-    return emb
 
 
 def check_region_store(

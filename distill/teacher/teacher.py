@@ -125,7 +125,7 @@ def create_teacher(
                 raise
             raise DistillInputError(
                 f"teacher checkpoint does not fit architecture {arch} ({_first_line(text)}): "
-                "another --teacher arch?",
+                "the weights of another arch?",
                 weights,
             ) from None
     model.eval()

@@ -12,13 +12,14 @@ from ..data import ov_coco_categories
 from ..data.synthetic import SYNTHETIC_CATEGORIES
 from ..utils.errors import DistillInputError
 from ..utils.io import read_json
-from .checks import teacher_mismatch
+from .checks import check_teacher, load_class_embeddings
 from .domain import check_names, training_world
 from .embeddings import ClassEmbeddings
 from .learned_prompts import describe, is_learned_prompts
 from .teacher import create_teacher
 
 NAMED = ("synthetic", "coco", "lvis", "custom")
+KEYWORDS = NAMED[:-1]  # the named sets a --vocabulary may give by name
 
 
 def _json_vocabulary(path: Path, what: str) -> tuple[list[str], list]:
@@ -31,11 +32,23 @@ def _json_vocabulary(path: Path, what: str) -> tuple[list[str], list]:
     return [c["name"] for c in cats], [c["id"] for c in cats]
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a long list of names is no file name (ENAMETOOLONG)
+        return False
+
+
 def read_vocabulary(spec: str) -> tuple[list[str], dict]:
-    """(class names, provenance) from a dataset json, a names file or a comma-separated list."""
+    """(class names, provenance) from a dataset json (its categories by id), a text file of names (one a line
+    or comma separated) or a comma-separated list."""
     path = Path(spec)
-    if path.suffix.lower() in (".json", ".txt") or path.is_file():
-        if not path.is_file():
+    if path.suffix.lower() == ".npy":  # resolve_vocabulary takes these; a tool that encodes names cannot
+        raise DistillInputError(
+            "a .npy holds class embeddings, not class names: give the names to encode", path
+        )
+    if path.suffix.lower() in (".json", ".txt") or _is_file(path):
+        if not _is_file(path):
             raise DistillInputError("vocabulary file not found", path)
         if path.suffix.lower() == ".json":
             names, ids = _json_vocabulary(path, "dataset json")
@@ -46,7 +59,13 @@ def read_vocabulary(spec: str) -> tuple[list[str], dict]:
             raise DistillInputError(
                 "not a text file of class names (one a line) nor a dataset .json", path
             ) from None
-        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        names = [  # one name a line, or comma separated
+            n.strip()
+            for ln in text.splitlines()
+            if not ln.lstrip().startswith("#")
+            for n in ln.split(",")
+            if n.strip()
+        ]
         if not names:
             raise DistillInputError("names file is empty", path)
         return names, {"vocabulary": str(path)}
@@ -89,11 +108,8 @@ def vocabulary_embeddings(
     check_names(training_world(arch, pretrained or None), names)  # a cached answer is as meaningless
     if existing and Path(existing).is_file():
         emb = ClassEmbeddings.load(existing)
-        why = teacher_mismatch(emb.provenance, SimpleNamespace(ARCH=arch, PRETRAINED=pretrained))
-        if why:  # a file of another teacher would score nothing right
-            raise DistillInputError(
-                f"MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: {why} (MODEL.DISTILL.TEACHER)", existing
-            )
+        teacher = SimpleNamespace(ARCH=arch, PRETRAINED=pretrained)
+        check_teacher(emb.provenance, teacher, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", existing)
         if emb.class_names == names:
             return emb
     tag = templates + (
@@ -112,21 +128,69 @@ def vocabulary_embeddings(
     return emb
 
 
-def resolve_vocabulary(spec: str, cfg) -> ClassEmbeddings:
-    """A command line's --vocabulary: a .npy of class embeddings (its sidecar checked), a named set (synthetic,
-    coco, lvis) or "name1,name2,..."; names are encoded by cfg's MODEL.DISTILL.TEACHER (cached), or taken from
+FORMS = 'class names "a,b,c", a text file of names, a dataset .json or a .npy of class embeddings'
+
+
+def vocabulary_names(
+    spec: str, flag: str = "--vocabulary", keywords: tuple[str, ...] = KEYWORDS
+) -> tuple[list[str], dict]:
+    """(class names, provenance) of a command line's vocabulary given by name: one of `keywords` (named sets),
+    a dataset json, a text file of names or "name1,name2,..."; `flag` names it in the errors."""
+    if not spec or not spec.strip():
+        named = f", or {' / '.join(keywords)}" if keywords else ""
+        raise DistillInputError(f"{flag}: empty vocabulary; give {FORMS}{named}")
+    spec = spec.strip()
+    if spec in keywords:
+        names, prov = named_vocabulary(spec), {"vocabulary": spec}
+    else:
+        names, prov = read_vocabulary(spec)
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise DistillInputError(f"class name {n!r} appears twice in {flag}")
+        seen.add(n)
+    return names, prov
+
+
+def resolve_vocabulary(
+    spec: str, cfg, flag: str = "--vocabulary", keywords: tuple[str, ...] = KEYWORDS
+) -> ClassEmbeddings:
+    """A command line's vocabulary in any accepted form as (C, D) class embeddings for cfg's model: a .npy of
+    class embeddings (its sidecar checked, and its teacher against MODEL.DISTILL.TEACHER as training checks
+    its own), or names (`vocabulary_names`) encoded by MODEL.DISTILL.TEACHER (cached), or taken from
     MODEL.DISTILL.TEST_CLASS_EMBEDDINGS when it holds exactly these names."""
-    if spec.endswith(".npy"):
-        emb = ClassEmbeddings.load(spec)
+    if spec and spec.strip().lower().endswith(".npy"):
+        emb = load_class_embeddings(spec.strip(), cfg, flag)
         made = emb.provenance.get("teacher")
         made = made if isinstance(made, dict) else {}  # a hand-made file records no teacher
         check_names(training_world(str(made.get("arch") or ""), made.get("pretrained")), emb.class_names)
         return emb
-    names = named_vocabulary(spec) if spec in NAMED[:-1] else named_vocabulary("custom", spec)
+    names, _ = vocabulary_names(spec, flag, keywords)
     t = cfg.MODEL.DISTILL.TEACHER
     return vocabulary_embeddings(
         names, t.ARCH, t.PRETRAINED, t.TEMPLATES, cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
     )
+
+
+def training_vocabulary(cfg, meta: dict) -> ClassEmbeddings:
+    """The vocabulary a detector was trained on, from MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS when that file is
+    there, else from its checkpoint alone: the class names its metadata (`meta`, utils.checkpoint) records,
+    encoded by the config's teacher with the recorded prompt templates."""
+    path = cfg.MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS
+    if path and Path(path).is_file():
+        return load_class_embeddings(path, cfg, "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS")
+    record = meta.get("vocabulary") if isinstance(meta, dict) else None
+    if not isinstance(record, dict) or not record.get("class_names"):
+        raise DistillInputError(
+            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS not found and the checkpoint records no training "
+            "vocabulary (an older one): set it to the class embeddings the model was trained on",
+            path or None,
+        )
+    t = cfg.MODEL.DISTILL.TEACHER
+    prov = record.get("provenance") if isinstance(record.get("provenance"), dict) else {}
+    check_teacher(prov, t, "the checkpoint's training vocabulary")
+    templates = prov.get("templates") or t.TEMPLATES
+    return vocabulary_embeddings(list(record["class_names"]), t.ARCH, t.PRETRAINED, templates)
 
 
 def base_vocabulary(spec: str, names: list[str]) -> list[str]:

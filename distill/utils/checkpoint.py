@@ -121,3 +121,56 @@ def checkpoint_meta(path: str | os.PathLike) -> dict:
     if any(k.startswith("rpn.") for k in keys):
         return {"backend": "torchvision"}
     return {}
+
+
+# what each kind of checkpoint is for, in the one line that refuses it where another kind is expected
+KINDS = {
+    "detector": "a detector checkpoint (tools/train_net.py)",
+    "segmenter": "a segmenter checkpoint (the quickstart's semseg stage; tools/demo.py --task semseg)",
+    "teacher": "a teacher (open_clip) checkpoint (tools/train_teacher.py; MODEL.DISTILL.TEACHER.PRETRAINED)",
+    "unknown": "not a model checkpoint of this project (no detector, segmenter or teacher weights in it)",
+}
+
+
+def _state_keys(obj) -> list[str]:
+    state = obj.get("model") if isinstance(obj.get("model"), dict) else obj
+    return [k for k in state if isinstance(k, str)]
+
+
+def checkpoint_kind(path: str | os.PathLike) -> tuple[str, dict]:
+    """(kind, inference metadata) of a torch file: kind is one of KINDS, told by its structure and tensor names
+    (a detector's rpn / proposal_generator and roi_heads, a segmenter's predictor.embed_head, a teacher's text
+    tower); the metadata is `checkpoint_meta`'s."""
+    import torch
+
+    with torch_file_errors(path, "checkpoint"):
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(obj, dict):
+        return "unknown", {}
+    keys = _state_keys(obj)
+    if any(k.startswith("predictor.embed_head.") for k in keys) or "class_values" in obj:
+        config = obj.get("config") if isinstance(obj.get("config"), str) else None
+        return "segmenter", {"backend": "torchvision", "config": config}
+    if any(k.startswith("sem_seg_head.") for k in keys) and not any(k.startswith("roi_heads.") for k in keys):
+        return "segmenter", {"backend": "detectron2"}
+    if any(k.startswith(("proposal_generator.", "rpn.")) for k in keys) and any(
+        k.startswith("roi_heads.") for k in keys
+    ):
+        meta = obj[META_KEY] if isinstance(obj.get(META_KEY), dict) else {}
+        if "backend" not in meta:
+            d2 = any(k.startswith("proposal_generator.") for k in keys)
+            meta = {**meta, "backend": "detectron2" if d2 else "torchvision"}
+        return "detector", meta
+    if "text_projection" in keys or any(k.startswith("visual.") for k in keys):
+        return "teacher", {}
+    return "unknown", {}
+
+
+def require_checkpoint(path: str | os.PathLike, expected: str, flag: str = "--weights") -> dict:
+    """The inference metadata of `path` (backend, config yaml text, training vocabulary: what it carries) when
+    it is a checkpoint of kind `expected` ("detector" or "segmenter"); any other kind is one DistillInputError
+    saying what it is and what was expected."""
+    kind, meta = checkpoint_kind(path)
+    if kind != expected:
+        raise DistillInputError(f"{flag} is {KINDS[kind]}, but {KINDS[expected]} is expected here", path)
+    return meta

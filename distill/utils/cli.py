@@ -113,3 +113,24 @@ class SkipList:
             file=sys.stderr,
         )
         return 2
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A server's port must be free before it says "serving on": one clear error when another server (an
+    earlier web demo?) holds it, or the host is not one of this machine's addresses."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise DistillInputError(f"--host {host!r} is not an address of this machine ({e})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free for a server
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise DistillInputError(
+                f"cannot serve on {host}:{port} ({e.strerror or e}): another server holds the port? "
+                "pass --port"
+            ) from None

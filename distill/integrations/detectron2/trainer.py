@@ -30,12 +30,19 @@ from ...data.datasets import filter_empty
 from ...evaluation import format_ov_table
 from ...teacher.checks import check_region_store
 from ...teacher.embeddings import ClassEmbeddings
-from ...utils.checkpoint import META_KEY, inference_meta, last_checkpoint, torch_file_errors
+from ...teacher.vocabulary import training_vocabulary
+from ...utils.checkpoint import (
+    META_KEY,
+    inference_meta,
+    last_checkpoint,
+    require_checkpoint,
+    torch_file_errors,
+)
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.io import dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
-from ..shared import build_optimizer, load_train_vocabulary
+from ..shared import build_optimizer, building_with, load_train_vocabulary
 from .builders import build_vild_model, load_detectron2_config
 from .datasets import (
     ViLDDatasetMapper,
@@ -261,7 +268,13 @@ def main(args) -> dict:
             raise DistillInputError("--eval-only needs MODEL.WEIGHTS (a checkpoint path or model-zoo name)")
         if "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise DistillInputError("MODEL.WEIGHTS not found", cfg.MODEL.WEIGHTS)
-        model = ViLDTrainer.build_model(cfg)
+        meta = (
+            require_checkpoint(cfg.MODEL.WEIGHTS, "detector", "MODEL.WEIGHTS")
+            if "://" not in cfg.MODEL.WEIGHTS
+            else {}
+        )
+        with building_with(training_vocabulary(cfg, meta)):  # evaluation switches in the test vocabulary
+            model = ViLDTrainer.build_model(cfg)
         StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )

@@ -15,9 +15,12 @@ from ...config import check_schedule, load_config
 from ...data.catalog import datasets_root, register_all, register_synthetic
 from ...evaluation import format_ov_table
 from ...teacher.embeddings import ClassEmbeddings
+from ...teacher.vocabulary import training_vocabulary
+from ...utils.checkpoint import require_checkpoint
 from ...utils.errors import DistillInputError
 from ...utils.io import atomic_write_bytes, dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
+from ..shared import building_with
 from . import demo, proposals, trainer
 
 
@@ -93,7 +96,9 @@ def train_net_main(args) -> dict:
         path = model_zoo.resolve_weights(cfg.MODEL.WEIGHTS)
         if not os.path.isfile(path):
             raise DistillInputError("MODEL.WEIGHTS not found", path)
-        model = trainer.load_trained_model(cfg, path, device)
+        meta = require_checkpoint(path, "detector", "MODEL.WEIGHTS")
+        with building_with(training_vocabulary(cfg, meta)):  # evaluation switches in the test vocabulary
+            model = trainer.load_trained_model(cfg, path, device)
     else:
         model = trainer.train(cfg, resume=args.resume, progress=not args.no_progress)
     results = {}

@@ -54,20 +54,25 @@ def evaluate_segmenter(
 def segment_images(
     weights: str | os.PathLike,
     images: Sequence[torch.Tensor],
-    class_names: Sequence[str],
-    teacher,
+    class_names: Sequence[str] | ClassEmbeddings,
+    teacher=None,
     templates: str = "vild",
 ) -> tuple[list[torch.Tensor], list[str]]:
-    """Segment (3, H, W) RGB images with any vocabulary (encoded by `teacher`).
+    """Segment (3, H, W) RGB images with any vocabulary: class embeddings (C, D), or class names encoded by
+    `teacher`.
 
     Returns (H, W) int64 maps, 0 the background and i + 1 class_names[i], and the legend (label → name).
     """
-    names = list(class_names)
-    model = load_segmenter(weights, teacher.dim)
+    if isinstance(class_names, ClassEmbeddings):
+        vocab = class_names
+    else:
+        names = list(class_names)
+        vocab = ClassEmbeddings(teacher.encode_text(names, templates), names)
+    names = vocab.class_names
+    model = load_segmenter(weights, vocab.dim)
     lm = model.predictor.label_map
     if lm.ignore_value <= len(names):  # labels 1..C would hit it; inference scores no ignored pixel
         lm.ignore_value = max(len(names) + 1, 1 << 16)
-    vocab = ClassEmbeddings(teacher.encode_text(names, templates), names)
     model.predictor.set_vocabulary(vocab, list(range(1, len(names) + 1)))  # 0 stays the background
     legend = ["background"] + names if model.predictor.background else [""] + names
     return predict_sem_seg(model, images), legend

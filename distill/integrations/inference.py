@@ -1,0 +1,73 @@
+"""What every inference tool (demo, web demo, export, proposals, --eval-only) does with a checkpoint first: check
+that it is the kind of model the tool runs (one line saying what it is otherwise), and take its config: the
+resolved one it carries unless the user gives --config-file, whose teacher must then be the one it was
+trained with. A checkpoint alone is enough: no training files are read."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+import yaml
+
+from ..config import load_config
+from ..teacher.checks import teacher_mismatch
+from ..utils.checkpoint import require_checkpoint
+from ..utils.errors import DistillInputError
+
+
+def load_config_text(text: str, opts: Sequence[str] = (), load: Callable = load_config):
+    """`load` (a backend's load_config) of a config given as yaml text, e.g. the one a checkpoint carries."""
+    fd, path = tempfile.mkstemp(suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return load(path, list(opts))
+    finally:
+        os.unlink(path)
+
+
+def _trained_teacher(text: str):
+    """MODEL.DISTILL.TEACHER's ARCH / PRETRAINED of a checkpoint's config text (None if it has none)."""
+    try:
+        t = yaml.safe_load(text)["MODEL"]["DISTILL"]["TEACHER"]
+        return SimpleNamespace(ARCH=str(t["ARCH"]), PRETRAINED=str(t.get("PRETRAINED") or ""))
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def inference_config(
+    weights: str,
+    expected: str,
+    config_file: str | None = None,
+    opts: Sequence[str] = (),
+    load: Callable = load_config,
+    flag: str = "--weights",
+    config_flag: str = "--config-file",
+) -> tuple[object, dict]:
+    """(config, metadata) to run checkpoint `weights`, which must be a `expected` ("detector" or "segmenter")
+    checkpoint: `config_file` + `opts` when a config file is given (its teacher checked against the
+    checkpoint's), else the config the checkpoint carries + `opts`."""
+    meta = require_checkpoint(weights, expected, flag)
+    saved = meta.get("config") if isinstance(meta.get("config"), str) else None
+    if not config_file:
+        if saved is None:
+            raise DistillInputError(
+                f"this {expected} checkpoint carries no config (an older one); pass {config_flag}", weights
+            )
+        return load_config_text(saved, opts, load), meta
+    cfg = load(config_file, list(opts))
+    made = _trained_teacher(saved) if saved else None
+    if made is not None:
+        t = cfg.MODEL.DISTILL.TEACHER
+        why = teacher_mismatch({"teacher": {"arch": made.ARCH, "pretrained": made.PRETRAINED}}, t)
+        if why:
+            raise DistillInputError(
+                f"{config_flag}'s MODEL.DISTILL.TEACHER is {t.ARCH}/{t.PRETRAINED or '-'}, but the checkpoint "
+                f"was trained with {made.ARCH}/{made.PRETRAINED or '-'}: its vocabulary would be encoded by "
+                f"another teacher (leave {config_flag} out to use the checkpoint's own config)",
+                weights,
+            )
+    return cfg, meta
