@@ -224,8 +224,8 @@ def _ceil32(v: int) -> int:
 
 def default_canvas(cfg, task: str) -> tuple[int, int]:
     """INPUT.MAX_SIZE_TEST rounded up to 32, square: the detector's size rule makes no side longer, either
-    way round, so every image keeps the eager model's size. The segmenter runs images at their own size:
-    those up to this size are exact, larger ones are shrunk to fit."""
+    way round, so every image keeps the eager model's size. Where nothing is resized (the segmenter, or
+    MIN_SIZE_TEST 0) images up to this size are exact and larger ones are shrunk to fit."""
     return (_ceil32(max(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)),) * 2
 
 

@@ -348,6 +348,15 @@ def test_default_canvas_covers_the_size_rule(exported):
         )
 
 
+@pytest.mark.parametrize("short,max_size", [(96, 160), (0, 160), (800, 1333)])
+def test_runner_size_rule_is_the_mappers(short, max_size):
+    """OnnxModel resizes as the eager mapper (MIN_SIZE_TEST 0: no resize) on a canvas holding the result."""
+    rule = {"kind": "shortest_edge", "short": short, "max": max_size}
+    for h, w in [*GRID, (1, 4000), (4000, 1), (37, 53)]:
+        want = mapper_resized_hw(h, w, short, max_size)
+        assert resized_hw(h, w, rule, (8192, 8192)) == want, (h, w)
+
+
 @pytest.mark.parametrize("canvas", [None, (160, 224)], ids=["default_canvas", "canvas160x224"])
 def test_segmenter_parity_grid(segmenter_checkpoint, vocab_dir, synthetic_root, tmp_path, canvas):
     """Every image that fits the canvas, any aspect ratio: the export wrapper and onnxruntime give the eager
