@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         nargs=2,
         metavar=("H", "W"),
         default=None,
-        help="the canvas (default: INPUT.MIN_SIZE_TEST rounded up to 32, square)",
+        help="the canvas (default: INPUT.MAX_SIZE_TEST rounded up to 32, square, which holds every image "
+        "the size rule makes; a larger canvas gives the same results)",
     )
     p.add_argument(
         "--score-thresh", type=unit_float, default=None, help="default: MODEL.ROI_HEADS.SCORE_THRESH_TEST"

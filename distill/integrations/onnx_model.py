@@ -51,9 +51,10 @@ def read_model_json(folder: str | os.PathLike) -> dict:
 
 
 def resized_hw(h: int, w: int, rule: dict, canvas: tuple[int, int]) -> tuple[int, int]:
-    """The image's size inside the canvas: the shortest-edge rule of the eager model, then shrunk to fit."""
+    """The image's size inside the canvas: the shortest-edge rule of the eager model (its mapper's
+    `resized_hw`; a short side of 0 resizes nothing, as there), then shrunk to fit."""
     scale = 1.0
-    if rule.get("kind") == "shortest_edge":
+    if rule.get("kind") == "shortest_edge" and rule["short"] > 0:
         scale = rule["short"] / min(h, w)
         if max(h, w) * scale > rule["max"]:
             scale = rule["max"] / max(h, w)

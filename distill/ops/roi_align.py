@@ -113,6 +113,8 @@ def _check_features(features) -> None:
             raise TypeError(f"features[{i}] has dtype {f.dtype}, features[0] has {f0.dtype}")
         if f.device != f0.device:
             raise ValueError(f"features[{i}] is on {f.device}, features[0] on {f0.device}")
+        if torch.jit.is_tracing():
+            continue  # traced shapes are graph values: a Python test of them is baked in (TracerWarning)
         if f.shape[:2] != f0.shape[:2]:
             raise ValueError(
                 f"features[{i}] has (B, C) = {tuple(f.shape[:2])}, features[0] has {tuple(f0.shape[:2])}"
@@ -126,7 +128,7 @@ def _check_rois(rois, f0: Tensor) -> None:
         raise TypeError(f"rois must be a (K, 5) Tensor, got {type(rois).__name__}")
     if rois.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"rois must be a floating tensor, got {rois.dtype}")
-    if rois.dim() != 2 or rois.shape[1] != 5:
+    if rois.dim() != 2 or (not torch.jit.is_tracing() and rois.shape[1] != 5):
         raise ValueError(f"rois must be (K, 5) [batch_index, x0, y0, x1, y1], got shape {tuple(rois.shape)}")
     if rois.device != f0.device:
         raise ValueError(f"rois is on {rois.device}, features on {f0.device}")

@@ -3,17 +3,28 @@ class embeddings baked in as constants.
 
 The graphs take a fixed-size canvas: `images` (B, 3, H, W) float32 RGB 0-255, each image resized by the size
 rule of model.json and placed at the top-left, and `image_sizes` (B, 2) int64 (h, w) of the image inside
-the canvas (the rest is ignored, as the eager model's padding). Detector outputs, over the whole batch:
-boxes (N, 4) XYXY in canvas pixels, scores (N,), classes (N,) vocabulary indices, masks (N, 28, 28) mask
-probabilities inside each box, batch_index (N,). Segmenter output: labels (B, H, W) int64, 0 background
-and i + 1 the i-th class.
+the canvas. Detector outputs, over the whole batch: boxes (N, 4) XYXY in canvas pixels, scores (N,),
+classes (N,) vocabulary indices, masks (N, 28, 28) mask probabilities inside each box, batch_index (N,).
+Segmenter output: labels (B, H, W) int64, 0 background and i + 1 the i-th class (meaningless outside each
+image).
+
+Parity with the eager model: the graph first crops the canvas to the batch's largest (h, w) rounded up to
+the model's size_divisible (32), normalises it and zeroes it past each image: the tensor `normalize_and_pad`
+builds for the same batch. The network then runs at the eager model's size whatever the canvas (a larger
+canvas would change the features near the padded edge, where the eager convolutions see zero padding, and
+add anchors the eager model never has); proposals and boxes are clipped to each image's (h, w). For one
+image per run (OnnxModel) the outputs are the eager model's on that image; for a batch, the eager model's on
+that batch. The canvas must be a multiple of size_divisible; the default one, INPUT.MAX_SIZE_TEST rounded up,
+square, holds every image the detector's size rule makes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,13 +54,30 @@ def _normalize(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch.Tens
     return (images - mean) / std * (rows & cols)[:, None].to(images.dtype)
 
 
+def _padded_batch(images: torch.Tensor, image_sizes: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """The eager model's input tensor: the canvas (B, 3, H, W) cropped to the batch's largest (h, w) rounded
+    up to `model.size_divisible`, normalised and zero past each image, as `normalize_and_pad` builds it.
+
+    Cropping, not masking: convolutions near the padded edge see zeros past it in the eager model, and
+    anchors exist only inside it; a larger canvas would change both. The crop is data-dependent (a Range
+    and a Gather in the graph), so the network runs at the eager model's size whatever the canvas."""
+    d = int(model.size_divisible)
+    crop = []
+    for axis in (0, 1):
+        side = (image_sizes[:, axis].max() + (d - 1)) // d * d
+        side = side.clamp(max=images.shape[2 + axis])  # image_sizes past the canvas: no out-of-range crop
+        crop.append(torch.arange(side, device=images.device))
+    x = images.index_select(2, crop[0]).index_select(3, crop[1])
+    return _normalize(x, image_sizes, model.pixel_mean, model.pixel_std)
+
+
 def _clip(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """(N, 4) boxes clipped to per-box (N, 2) (h, w)."""
     wh = sizes.flip(1).to(boxes.dtype).repeat(1, 2)
     return torch.min(boxes.clamp(min=0), wh)
 
 
-def _batched_nms(boxes, scores, groups, iou: float, offset: float) -> torch.Tensor:
+def _batched_nms(boxes, scores, groups, iou: float, offset: torch.Tensor) -> torch.Tensor:
     """NMS within each group: boxes offset by group * `offset` (larger than any coordinate), as torchvision's
     coordinate trick. Kept indices by decreasing score."""
     return nms(boxes + (groups.to(boxes.dtype) * offset)[:, None], scores, iou)
@@ -86,41 +114,43 @@ class ExportableDetector(nn.Module):
         self.eval()  # torch.onnx.export restores the wrapper's mode, and with it the model's
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
-        m = self.model
-        x = _normalize(images, image_sizes, m.pixel_mean, m.pixel_std)
-        levels = list(m.backbone(x).values())
-        boxes, image = self._proposals(x, levels, image_sizes)
-        return self._detect(levels[:4], boxes, image, image_sizes, x.shape[0], float(max(x.shape[-2:]) + 1))
+        x = _padded_batch(images, image_sizes, self.model)
+        levels = list(self.model.backbone(x).values())
+        offset = (image_sizes.max() + 1).to(images.dtype)  # past any coordinate of a box clipped to its image
+        boxes, image = self._proposals(x, levels, image_sizes, offset)
+        return self._detect(levels[:4], boxes, image, image_sizes, images.shape[0], offset)
 
-    def _proposals(self, x, levels, image_sizes):
+    def _proposals(self, x, levels, image_sizes, offset: torch.Tensor):
         """RPN proposals (P, 4) and their image index (P,), as `RPN.filter_proposals` per image."""
         rpn, b = self.model.rpn, x.shape[0]
         objectness, deltas = rpn.head(levels)
-        per_level = [o[0].numel() for o in objectness]
+        # anchors per level from the traced shapes (the feature sizes follow the data-dependent crop)
+        per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]
+        level = torch.cat(
+            [torch.zeros_like(o[0], dtype=torch.int64).reshape(-1) + i for i, o in enumerate(objectness)]
+        )
         anchors = rpn.anchor_generator(ImageList(x[:1], [tuple(x.shape[-2:])]), levels)[0]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         anchors = anchors[None].expand(b, -1, -1).reshape(-1, 4)
         proposals = rpn.box_coder.decode_single(deltas, anchors).view(b, -1, 4)
         objectness = objectness.view(b, -1)
-        level = torch.cat([torch.full((n,), i, dtype=torch.int64) for i, n in enumerate(per_level)])
-        top = rpn._get_top_n_idx(objectness, per_level)
-        rows = torch.arange(b)[:, None]
-        scores = torch.sigmoid(objectness[rows, top]).reshape(-1)
-        level = level[top].reshape(-1)
-        image = rows.expand_as(top).reshape(-1)
-        boxes = _clip(proposals[rows, top].reshape(-1, 4), image_sizes[image])
+        top = rpn._get_top_n_idx(objectness, per_level)  # (B, K)
+        # gathers, not advanced indexing (which ONNX exports as a chain that breaks on negative indices)
+        scores = torch.sigmoid(objectness.gather(1, top)).reshape(-1)
+        level = level.index_select(0, top.reshape(-1))
+        image = torch.arange(b)[:, None].expand_as(top).reshape(-1)
+        boxes = proposals.gather(1, top[:, :, None].expand(-1, -1, 4)).reshape(-1, 4)
+        boxes = _clip(boxes, image_sizes[image])
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = torch.where(
             (wh[:, 0] >= rpn.min_size) & (wh[:, 1] >= rpn.min_size) & (scores >= rpn.score_thresh)
         )[0]
         boxes, scores, level, image = boxes[keep], scores[keep], level[keep], image[keep]
-        keep = _batched_nms(
-            boxes, scores, image * len(per_level) + level, rpn.nms_thresh, float(max(x.shape[-2:]) + 1)
-        )
+        keep = _batched_nms(boxes, scores, image * len(per_level) + level, rpn.nms_thresh, offset)
         keep = keep[_first_per_image(image[keep], rpn.post_nms_top_n(), b)]
         return boxes[keep], image[keep]
 
-    def _detect(self, levels, proposals, image, image_sizes, batch, offset: float):
+    def _detect(self, levels, proposals, image, image_sizes, batch, offset: torch.Tensor):
         rh = self.model.roi_heads
         x = rh.box_head(_pool(rh.box_pooler, levels, image, proposals))
         emb = rh.embed_head(x)
@@ -174,10 +204,18 @@ class ExportableSegmenter(nn.Module):
         self.register_buffer("values", torch.tensor(values, dtype=torch.int64), persistent=False)
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        feats = m.backbone(_normalize(images, image_sizes, m.pixel_mean, m.pixel_std))
-        logits, _ = m.predictor([feats[k] for k in ("0", "1", "2", "3")], [])
-        return self.values[logits.argmax(1)]
+        feats = self.model.backbone(_padded_batch(images, image_sizes, self.model))
+        logits, _ = self.model.predictor([feats[k] for k in ("0", "1", "2", "3")], [])
+        return _to_canvas(self.values[logits.argmax(1)], images.shape[-2:])
+
+
+def _to_canvas(labels: torch.Tensor, canvas) -> torch.Tensor:
+    """(B, h, w) → (B, H, W) on the canvas, the last row and column repeated past (h, w) (pixels outside each
+    image mean nothing; the canvas shape keeps the graph's output static)."""
+    for axis, side in ((1, canvas[0]), (2, canvas[1])):
+        idx = torch.arange(side, device=labels.device).clamp(max=labels.shape[axis] - 1)
+        labels = labels.index_select(axis, idx)
+    return labels
 
 
 def _ceil32(v: int) -> int:
@@ -185,8 +223,34 @@ def _ceil32(v: int) -> int:
 
 
 def default_canvas(cfg, task: str) -> tuple[int, int]:
-    """Square canvas of the test size rounded up to 32: exact for square images (the eager model pads to it)."""
-    return (_ceil32(cfg.INPUT.MIN_SIZE_TEST),) * 2
+    """INPUT.MAX_SIZE_TEST rounded up to 32, square: the detector's size rule makes no side longer, either
+    way round, so every image keeps the eager model's size. Where nothing is resized (the segmenter, or
+    MIN_SIZE_TEST 0) images up to this size are exact and larger ones are shrunk to fit."""
+    return (_ceil32(max(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)),) * 2
+
+
+@contextlib.contextmanager
+def _known_export_warnings():
+    """Silence, around the export only, the warnings the trace raises by design (the others still show):
+    torch's group_norm tests the traced batch size in Python (a check, nothing the graph computes);
+    torchvision's box decoding and top-k bound make constants (0.5, pre-NMS top-n) with torch.tensor;
+    the TorchScript exporter (dynamo=False, chosen for the custom-op symbolics) announces its deprecation."""
+    with warnings.catch_warnings():
+        tracer = torch.jit.TracerWarning
+        warnings.filterwarnings(
+            "ignore", "Converting a tensor to a Python boolean", tracer, r"torch\.nn\.functional"
+        )
+        warnings.filterwarnings(
+            "ignore",
+            "torch.tensor results are registered as constants",
+            tracer,
+            r"torchvision\.models\.detection",
+        )
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx")
+        yield
 
 
 def _trace_to_onnx(module: nn.Module, canvas, outputs: list[str], dynamic_batch: bool, opset: int) -> bytes:
@@ -204,7 +268,7 @@ def _trace_to_onnx(module: nn.Module, canvas, outputs: list[str], dynamic_batch:
     if not dynamic_batch and outputs == SEGMENTER_OUTPUTS:
         axes = {}
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), _known_export_warnings():
         torch.onnx.export(
             module,
             (images, sizes),
@@ -244,6 +308,10 @@ def export_model(
 
     out = Path(out_dir)
     _check_output(out, force)
+    d = int(model.size_divisible)
+    if len(canvas) != 2 or any(int(v) <= 0 or int(v) % d for v in canvas):
+        # the eager model pads each image to a multiple of d: the canvas must hold that padding
+        raise DistillInputError(f"the canvas must be (H, W), positive multiples of {d}, got {tuple(canvas)}")
     if task == "detect":
         module, outputs = ExportableDetector(model, nms), DETECTOR_OUTPUTS
     else:
@@ -270,6 +338,8 @@ def export_model(
         },
         "outputs": outputs,
         "canvas": list(canvas),
+        # the graph runs on the canvas cropped to the batch's largest image rounded up to this, as the eager model
+        "size_divisible": d,
         "size_rule": size_rule,
         "normalization": {
             "pixel_mean": model.pixel_mean.flatten().tolist(),
