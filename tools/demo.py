@@ -175,6 +175,21 @@ def check_args(args) -> None:
     args.vocabulary = args.vocabulary or ("custom" if args.custom_vocabulary is not None else "synthetic")
 
 
+def check_early(args) -> None:
+    """Errors that need no model, before torch is imported: the weights, the config (file, keys, values) and
+    the class embeddings file it names."""
+    from distill.integrations.backend import check_config_early, check_weights_early
+
+    check_weights_early(args.weights)
+    if not args.config_file:
+        return  # the checkpoint's own config: reading it takes torch
+    backend = "torchvision" if args.task == "semseg" else args.backend
+    cfg = check_config_early(args.config_file, args.opts, backend)
+    emb = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS if cfg is not None else ""
+    if emb and not os.path.isfile(emb):
+        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: class embeddings file not found", emb)
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
@@ -187,6 +202,7 @@ def main(argv=None) -> int:
             "choose another folder",
             out,
         )
+    check_early(args)
     ensure_dir(out, "--output folder")
     if args.task == "semseg":
         return semseg_main(args, images, out)

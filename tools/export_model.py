@@ -76,20 +76,21 @@ def main(argv=None) -> int:
         )
     if args.input_size and any(v <= 0 or v % 32 for v in args.input_size):
         raise DistillInputError(f"--input-size must be positive multiples of 32, got {args.input_size}")
-    from distill.config import load_config
-    from distill.integrations.torchvision.export import export_checkpoint
-    from distill.model_zoo import resolve_weights
-    from distill.teacher.vocabulary import resolve_vocabulary
+    from distill.integrations.backend import check_config_early, check_weights_early
 
     opts = list(args.opts)
     if args.score_thresh is not None:
         opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
-    cfg = load_config(args.config_file, opts)
+    cfg = check_config_early(args.config_file, opts)  # errors that need no model come before torch
+    weights = check_weights_early(args.weights)
+    from distill.integrations.torchvision.export import export_checkpoint
+    from distill.teacher.vocabulary import resolve_vocabulary
+
     vocab = resolve_vocabulary(args.vocabulary, cfg)
     path = export_checkpoint(
         args.task,
         cfg,
-        resolve_weights(args.weights),
+        weights,
         vocab,
         args.output,
         canvas=args.input_size,

@@ -40,9 +40,7 @@ def main(argv=None) -> int:
     add_overrides(p)
     args = parse_args(p, argv)
     from distill.config import load_config
-    from distill.data.catalog import datasets_root, get_dataset, register_all
-    from distill.integrations.backend import backend_name_for, get_backend
-    from distill.model_zoo import resolve_weights
+    from distill.integrations.backend import check_weights_early
 
     out = Path(args.output)
     if out.suffix not in (".npz", ".json"):
@@ -51,15 +49,16 @@ def main(argv=None) -> int:
         )
     if out.exists() and not args.overwrite:
         raise DistillInputError("output exists (pass --overwrite to replace it)", out)
-    cfg = load_config(args.config_file, args.opts)
+    cfg = load_config(args.config_file, args.opts)  # errors that need no model come before torch
+    weights = check_weights_early(args.weights)
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
         raise DistillInputError(
             f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
             f"--top-k {args.top_k}"
         )
-    weights = resolve_weights(args.weights)
-    if not Path(weights).is_file():
-        raise DistillInputError("weights not found", weights)
+    from distill.data.catalog import datasets_root, get_dataset, register_all
+    from distill.integrations.backend import backend_name_for, get_backend
+
     register_all(datasets_root(cfg))
     dicts, _ = get_dataset(args.dataset)
     from distill.teacher.embeddings import ClassEmbeddings

@@ -54,16 +54,23 @@ def main(argv=None) -> int:
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
+    from distill.config import load_config  # config errors come before Gradio and torch (seconds)
+
+    det_cfg = load_config(args.config_file, args.opts)
+    seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
+    explicit = args.semseg_weights != str(d["semseg_weights"])  # the default may be absent: segmentation off
+    if explicit and args.semseg_weights and not os.path.isfile(args.semseg_weights):
+        raise DistillInputError(
+            "segmenter weights not found: run `make quickstart` first, pass --semseg-weights, or '' for none",
+            args.semseg_weights,
+        )
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise DistillInputError("the web demo needs Gradio: pip install -e '.[demo]'") from None
-    from distill.config import load_config
     from distill.integrations.web_demo import DemoModels, build_app, launch
 
-    det_cfg = load_config(args.config_file, args.opts)
-    seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)
     models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
     print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")

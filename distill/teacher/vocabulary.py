@@ -85,7 +85,11 @@ def vocabulary_embeddings(
 ) -> ClassEmbeddings:
     """`existing` (a ClassEmbeddings file) when it holds exactly these names, else the teacher's text embeddings
     (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
-    if existing and Path(existing).is_file():
+    if existing and not Path(existing).is_file():  # a typo'd path must not quietly mean "encode anew"
+        raise DistillInputError(
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: class embeddings file not found", existing
+        )
+    if existing:
         emb = ClassEmbeddings.load(existing)
         why = teacher_mismatch(emb.provenance, SimpleNamespace(ARCH=arch, PRETRAINED=pretrained))
         if why:  # a file of another teacher would score nothing right
