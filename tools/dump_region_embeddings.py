@@ -95,6 +95,13 @@ def main(argv=None) -> int:
     if args.rank >= args.world_size:
         p.error(f"--rank {args.rank} must be below --world-size {args.world_size}")
     check_not_input(args.output, [args.dataset_json, args.proposals, args.image_root], "--output")
+    for flag, path, ok in (
+        ("--dataset-json", args.dataset_json, os.path.isfile),
+        ("--proposals", args.proposals, os.path.isfile),
+        ("--image-root", args.image_root, os.path.isdir),
+    ):
+        if not ok(path):  # before torch and the teacher (seconds)
+            raise DistillInputError(f"{flag} not found", path)
     import torch
 
     from distill.data import load_coco_json, load_lvis_json

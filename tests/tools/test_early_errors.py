@@ -134,10 +134,18 @@ def cases(img, weights, bad_yaml, missing):
             ["--config-file", CFG, "--weights", weights, "--semseg-config", SEG, "--semseg-weights", missing],
             "segmenter weights not found",
         ),
+        (
+            "dump_region_embeddings.py",
+            [
+                *("--teacher", "distill-tiny-vit", "--dataset-json", missing + ".json", "--image-root"),
+                *(str(img.parent), "--proposals", weights, "--output", str(img.parent / "store")),
+            ],
+            "--dataset-json not found",
+        ),
     ]
 
 
-@pytest.mark.parametrize("k", range(14))
+@pytest.mark.parametrize("k", range(15))
 def test_error_needing_no_model_comes_before_torch(files, k):
     tool, argv, message = cases(*files)[k]
     info, err = probe(tool, *argv)
