@@ -68,7 +68,10 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
             good.append(k)
         except DistillInputError as e:
             skipped.add(path, str(e))
-    preds, legend = segment_images(weights, rgb, names, teacher, t.TEMPLATES) if rgb else ([], [])
+    flip = bool(
+        cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP
+    )  # the config's test-time augmentation, not the checkpoint's
+    preds, legend = segment_images(weights, rgb, names, teacher, t.TEMPLATES, flip) if rgb else ([], [])
     for k, img, pred in zip(good, rgb, preds):
         path, pic, lab = images[k], pictures[k], labels[k]
         img = read_image_rgb(str(path))  # drawn and labelled at full size, predicted at most MAX_SIZE_TEST

@@ -83,7 +83,9 @@ class DemoModels:
                     "segmenter weights not found (run `make quickstart` or pass --semseg-weights)",
                     self.seg_weights,
                 )
-            self._cache["seg"] = load_segmenter(self.seg_weights, dim).eval()
+            aug = self.seg_cfg.TEST.AUG if self.seg_cfg is not None else None  # --semseg-config's, if given
+            flip = None if aug is None else bool(aug.ENABLED and aug.FLIP)
+            self._cache["seg"] = load_segmenter(self.seg_weights, dim, flip).eval()
         return self._cache["seg"]
 
 
