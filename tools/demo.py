@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from distill.integrations.backend import AUTO_WITH_CHECKPOINT
 from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
 from distill.utils.cli import (
     SkipList,
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("auto", "torchvision", "detectron2"),
         default="auto",
-        help="auto: detectron2 when installed",
+        help=AUTO_WITH_CHECKPOINT,
     )
     add_overrides(p)
     return p

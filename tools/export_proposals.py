@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from distill.integrations.backend import AUTO_WITH_CHECKPOINT
 from distill.utils import DistillInputError, atomic_write_json, cli_entry
 from distill.utils.cli import ToolParser, add_overrides, parse_args, positive_int, summary
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
         "--backend",
         choices=("auto", "torchvision", "detectron2"),
         default="auto",
-        help="auto: the backend the checkpoint was trained with",
+        help=AUTO_WITH_CHECKPOINT,
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -24,6 +24,13 @@ if TYPE_CHECKING:  # annotations only: tools' --help does not pay for torch
 
 BACKENDS = ("torchvision", "detectron2")
 
+# what `--backend auto` does with a checkpoint (backend_name_for, get_backend); the tools' --help and the README
+# say exactly this
+AUTO_WITH_CHECKPOINT = (
+    "auto: the backend that trained the checkpoint (it records it); for a checkpoint without that record, "
+    "detectron2 when installed, else torchvision"
+)
+
 
 @runtime_checkable
 class Backend(Protocol):
