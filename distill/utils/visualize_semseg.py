@@ -71,6 +71,16 @@ def render_semseg(
     )
 
 
+def render_legend(
+    class_names: Sequence[str], present: set, background: int | None = 0, height: int | None = None
+) -> np.ndarray:
+    """The legend alone, (H, W, 3) uint8 RGB: the vocabulary's colours, the classes not in `present` in grey;
+    one column unless `height` (px) is given. For a page that shows it apart from the picture."""
+    rows = sum(1 for nm in class_names if nm)
+    colors = semseg_colors(len(class_names), background)
+    return _legend(class_names, colors, present, height or 8 + _ROW * max(rows, 1), False)
+
+
 def _legend(
     names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool
 ) -> np.ndarray:
