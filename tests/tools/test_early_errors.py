@@ -163,3 +163,19 @@ def test_unknown_key_suggestions():
         load_config(CFG, ["DISTILL.TEMPERATURE", "1"])
     with pytest.raises(DistillInputError, match=r"unknown config key FOO\.BAR on the command line$"):
         load_config(CFG, ["FOO.BAR", "1"])  # nothing close: no suggestion
+
+
+def test_check_config_early_leaves_detectron2_keys_to_detectron2(monkeypatch):
+    """detectron2's config has keys the torchvision defaults lack: where it may run, its own load judges them."""
+    from distill.config import UnknownConfigKey
+    from distill.integrations import backend
+
+    d2_only = ["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, False, False, False]"]
+    with pytest.raises(UnknownConfigKey):
+        backend.check_config_early(CFG, d2_only, "torchvision")
+    assert backend.check_config_early(CFG, d2_only, "detectron2") is None
+    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)  # detectron2 not installed
+    with pytest.raises(UnknownConfigKey):
+        backend.check_config_early(CFG, d2_only, "auto")
+    with pytest.raises(DistillInputError, match="must be a number > 0"):  # values are judged everywhere
+        backend.check_config_early(CFG, ["SOLVER.MAX_ITER", "0"], "detectron2")
