@@ -8,11 +8,13 @@ ratios baseline / this checkout.
 `--baseline-root`: another checkout of the project (e.g. `git worktree add /tmp/base <revision>`), run with the
 same Python. Each command is a fresh process with PYTHONDONTWRITEBYTECODE=1 (so no run leaves bytecode for the
 next) and PYTHONPATH set to the checkout. Two bytecode conditions:
-  none      an empty PYTHONPYCACHEPREFIX: every module compiled from source at every start (what an install
-            with `pip install --no-compile` gives when PYTHONDONTWRITEBYTECODE=1 is set, as in many containers)
+  none      a PYTHONPYCACHEPREFIX holding the standard library's bytecode only: every other module compiled
+            from source at every start (what an install with `pip install --no-compile` gives when
+            PYTHONDONTWRITEBYTECODE=1 is set, as in many containers)
   compiled  the bytecode `make install` writes (`python -m compileall`), or the one under --pycache-prefix (a
-            `PYTHONPYCACHEPREFIX=DIR python -m compileall ...` made without touching the environment)
-The commands run in --cwd (default: here), where relative paths in the checkpoint's config resolve.
+            `PYTHONPYCACHEPREFIX=DIR python -m compileall ...` made without touching the environment; the
+            standard library's is compiled into it too)
+The commands run in --cwd (default: here), where the config's relative paths (output/quickstart/...) resolve.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -74,14 +77,22 @@ def _child_cpu() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def environment(root: Path, bytecode: str, prefix: str | None, empty: str) -> dict:
+def environment(root: Path, bytecode: str, prefix: str | None, stdlib_only: str) -> dict:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPYCACHEPREFIX", None)
     if bytecode == "none":
-        env["PYTHONPYCACHEPREFIX"] = empty
+        env["PYTHONPYCACHEPREFIX"] = stdlib_only
     elif prefix:
         env["PYTHONPYCACHEPREFIX"] = prefix
     return env
+
+
+def compile_stdlib(prefix: str) -> None:
+    """The standard library's bytecode under `prefix` (a Python install ships it; a prefix hides it)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": prefix}
+    exclude = ["-x", "/(tests?|idlelib|turtledemo|lib2to3|site-packages)/"]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", *exclude, stdlib], env=env, check=False)
 
 
 def has_bytecode(prefix: str | None) -> bool:
@@ -116,6 +127,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = str(Path(tmp) / "image.png")
         _write_image(image)
+        # no bytecode but the standard library's: PYTHONDONTWRITEBYTECODE=1 keeps this folder as it is
+        stdlib_only = str(Path(tmp) / "stdlib_only")
+        for prefix in (stdlib_only, args.pycache_prefix):
+            if prefix:
+                compile_stdlib(prefix)
         for name, root in roots.items():
             for bytecode in ("none", "compiled"):
                 cmds = commands(root, weights, image, str(Path(tmp) / "out"), tmp + "/missing.pth")
@@ -124,8 +140,7 @@ def main() -> int:
                         continue
                     runs = []
                     for _ in range(args.repeats):
-                        empty = tempfile.mkdtemp(dir=tmp)  # fresh: nothing compiled by an earlier run
-                        env = environment(root, bytecode, args.pycache_prefix, empty)
+                        env = environment(root, bytecode, args.pycache_prefix, stdlib_only)
                         runs.append(run_once(argv, env, args.cwd, cmd == "one-image demo"))
                     wall, cpu = (statistics.median(x) for x in zip(*runs))
                     results[name, bytecode, cmd] = wall, cpu

@@ -69,9 +69,8 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
             good.append(k)
         except DistillInputError as e:
             skipped.add(path, str(e))
-    flip = bool(
-        cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP
-    )  # the config's test-time augmentation, not the checkpoint's
+    # the given config's test-time augmentation, not the one saved in the checkpoint
+    flip = bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP)
     preds, legend = segment_images(weights, rgb, names, teacher, t.TEMPLATES, flip) if rgb else ([], [])
     for k, img, pred in zip(good, rgb, preds):
         path, pic, lab = images[k], pictures[k], labels[k]
