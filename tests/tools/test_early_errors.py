@@ -142,10 +142,11 @@ def cases(img, weights, bad_yaml, missing):
             ],
             "--dataset-json not found",
         ),
+        ("quickstart.py", ["--output-dir", str(img.parent / "qs"), *typo], did_you_mean),
     ]
 
 
-@pytest.mark.parametrize("k", range(15))
+@pytest.mark.parametrize("k", range(16))
 def test_error_needing_no_model_comes_before_torch(files, k):
     tool, argv, message = cases(*files)[k]
     info, err = probe(tool, *argv)
