@@ -140,13 +140,54 @@ def cases(img, weights, bad_yaml, missing):
                 *("--teacher", "distill-tiny-vit", "--dataset-json", missing + ".json", "--image-root"),
                 *(str(img.parent), "--proposals", weights, "--output", str(img.parent / "store")),
             ],
-            "--dataset-json not found",
+            "annotation file (--dataset-json) not found",
         ),
         ("quickstart.py", ["--output-dir", str(img.parent / "qs"), *typo], did_you_mean),
+        (
+            "dump_text_embeddings.py",
+            [
+                "--teacher",
+                "synthetic-tiny-teacher",
+                "--vocabulary",
+                missing + ".txt",
+                "--output",
+                missing + ".npy",
+            ],
+            "vocabulary file not found",
+        ),
+        (
+            "dump_text_embeddings.py",
+            [
+                "--teacher",
+                "distill-tiny-vit",
+                "--pretrained",
+                missing,
+                "--vocabulary",
+                "a,b",
+                "--output",
+                missing + ".npy",
+            ],
+            "teacher checkpoint not found",
+        ),
+        (
+            "train_prompts.py",
+            [
+                *(
+                    "--method",
+                    "coop",
+                    "--teacher",
+                    "synthetic-tiny-teacher",
+                    "--train-json",
+                    missing + ".json",
+                ),
+                *("--image-root", str(img.parent), "--output", str(img.parent / "p.safetensors")),
+            ],
+            "annotation file (--train-json) not found",
+        ),
     ]
 
 
-@pytest.mark.parametrize("k", range(16))
+@pytest.mark.parametrize("k", range(19))
 def test_error_needing_no_model_comes_before_torch(files, k):
     tool, argv, message = cases(*files)[k]
     info, err = probe(tool, *argv)
