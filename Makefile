@@ -13,8 +13,10 @@ CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(wildcard /usr/local/cuda-
 export CUDA_HOME
 
 STAMP := $(VENV)/.distill-installed
-# --no-compile: Python byte-compiles on first import only what is imported (torch alone has thousands of modules,
-# ~30 s of an install here)
+# --no-compile: pip would compile serially, tests included; compileall below does it in parallel without the tests.
+# The bytecode must be written at install time: with PYTHONDONTWRITEBYTECODE=1 (set in many containers) Python
+# never writes it, and every tool start would recompile torch's modules (seconds each time).
+SITE = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 SOURCES := pyproject.toml setup.py $(wildcard distill/csrc/*.* distill/csrc/*/*.*)
 
 .PHONY: install quickstart test lint cuda-check clean
@@ -26,6 +28,7 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q --no-compile --upgrade "pip>=23" "setuptools>=77,<81" wheel ninja
 	$(PY) -m pip install -q --no-compile $(TORCH_SPEC)
 	$(PY) -m pip install -q --no-compile --no-build-isolation -e ".[dev]"
+	$(PY) -m compileall -q -j0 -x '/(tests?|testing/_internal)/' "$(SITE)" distill tools
 	@touch $(STAMP)
 
 quickstart: install

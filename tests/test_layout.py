@@ -41,3 +41,11 @@ def test_configs_ship_with_the_package():
         assert open(path).read() == (REPO / "configs" / name).read_text()
     with pytest.raises(DistillInputError, match="vild_r18_fpn_quick.yaml"):
         get_config_file("synthetic/nope.yaml")
+
+
+def test_architecture_lists_every_tool():
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    section = text[text.index("## Tools") :]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    missing = [p.name for p in sorted(REPO.glob("tools/*.py")) if f"`{p.name}`" not in section]
+    assert missing == [], f"ARCHITECTURE.md's Tools section misses {missing}"

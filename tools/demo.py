@@ -24,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distill.integrations.backend import AUTO_WITH_CHECKPOINT
 from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
 from distill.utils.cli import (
     SkipList,
@@ -70,7 +71,9 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
             good.append(k)
         except DistillInputError as e:
             skipped.add(path, str(e))
-    preds, legend = segment_images(weights, rgb, vocab) if rgb else ([], [])
+    # the given config's test-time augmentation, not the one saved in the checkpoint
+    flip = bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP)
+    preds, legend = segment_images(weights, rgb, vocab, flip_test=flip) if rgb else ([], [])
     for k, img, pred in zip(good, rgb, preds):
         path, pic, lab = images[k], pictures[k], labels[k]
         img = read_image_rgb(str(path))  # drawn and labelled at full size, predicted at most MAX_SIZE_TEST
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("auto", "torchvision", "detectron2"),
         default="auto",
-        help="auto: detectron2 when installed",
+        help=AUTO_WITH_CHECKPOINT,
     )
     add_overrides(p)
     return p
@@ -166,6 +169,21 @@ def vocabulary_spec(args) -> tuple[str, str]:
     return args.vocabulary, "--vocabulary"
 
 
+def check_early(args) -> None:
+    """Errors that need no model, before torch is imported: the weights, the config (file, keys, values) and
+    the class embeddings file it names."""
+    from distill.integrations.backend import check_config_early, check_weights_early
+
+    check_weights_early(args.weights)
+    if not args.config_file:
+        return  # the checkpoint's own config: reading it takes torch
+    backend = "torchvision" if args.task == "semseg" else args.backend
+    cfg = check_config_early(args.config_file, args.opts, backend)
+    emb = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS if cfg is not None else ""
+    if emb and not os.path.isfile(emb):
+        raise DistillInputError("MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: class embeddings file not found", emb)
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
@@ -178,6 +196,7 @@ def main(argv=None) -> int:
             "choose another folder",
             out,
         )
+    check_early(args)
     ensure_dir(out, "--output folder")
     if args.task == "semseg":
         return semseg_main(args, images, out)

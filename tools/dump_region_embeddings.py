@@ -18,7 +18,15 @@ import os
 import sys
 
 from distill.utils import DistillInputError, cli_entry, dumps_json
-from distill.utils.cli import ToolParser, nonneg_int, positive_float, positive_int, summary
+from distill.utils.cli import (
+    ToolParser,
+    check_inputs,
+    checkpoint_path,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    summary,
+)
 from distill.utils.io import check_not_input
 
 
@@ -95,6 +103,12 @@ def main(argv=None) -> int:
     if args.rank >= args.world_size:
         p.error(f"--rank {args.rank} must be below --world-size {args.world_size}")
     check_not_input(args.output, [args.dataset_json, args.proposals, args.image_root], "--output")
+    check_inputs(
+        ("annotation file (--dataset-json)", args.dataset_json, "file"),
+        ("proposals file", args.proposals, "file"),
+        ("--image-root folder", args.image_root, "dir"),
+        ("teacher checkpoint", checkpoint_path(args.pretrained), "file"),
+    )
     import torch
 
     from distill.data import load_coco_json, load_lvis_json

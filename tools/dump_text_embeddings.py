@@ -16,7 +16,7 @@ import sys
 
 from distill.teacher.prompts import TEMPLATE_SETS
 from distill.utils import DistillInputError, cli_entry
-from distill.utils.cli import ToolParser, summary
+from distill.utils.cli import ToolParser, check_inputs, checkpoint_path, summary
 from distill.utils.io import check_not_input
 
 
@@ -70,6 +70,14 @@ def main(argv=None) -> int:
     check_not_input(args.output + ".json", [args.vocabulary], "--output's sidecar")
     if args.base_output:
         check_not_input(args.base_output, [args.vocabulary, args.output], "--base-output")
+    check_inputs(  # before torch and open_clip (seconds)
+        ("teacher checkpoint", checkpoint_path(args.pretrained), "file"),
+        (
+            "vocabulary file",
+            args.vocabulary if args.vocabulary.lower().endswith((".json", ".txt")) else None,
+            "file",
+        ),
+    )
     from distill.teacher import ClassEmbeddings, create_teacher
     from distill.teacher.learned_prompts import describe, is_learned_prompts
     from distill.teacher.prompts import template_set

@@ -87,16 +87,18 @@ def main(argv=None) -> int:
         )
     if args.input_size and any(v <= 0 or v % 32 for v in args.input_size):
         raise DistillInputError(f"--input-size must be positive multiples of 32, got {args.input_size}")
-    from distill.integrations.inference import inference_config
-    from distill.integrations.shared import building_with
-    from distill.integrations.torchvision.export import export_checkpoint
-    from distill.model_zoo import resolve_weights
-    from distill.teacher.vocabulary import resolve_vocabulary, training_vocabulary
+    from distill.integrations.backend import check_config_early, check_weights_early
 
     opts = list(args.opts)
     if args.score_thresh is not None:
         opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.score_thresh)]
-    weights = resolve_weights(args.weights)
+    check_config_early(args.config_file, opts)  # errors that need no model come before torch
+    weights = check_weights_early(args.weights)
+    from distill.integrations.inference import inference_config
+    from distill.integrations.shared import building_with
+    from distill.integrations.torchvision.export import export_checkpoint
+    from distill.teacher.vocabulary import resolve_vocabulary, training_vocabulary
+
     kind = "detector" if args.task == "detect" else "segmenter"
     cfg, meta = inference_config(weights, kind, args.config_file, opts)
     if meta.get("backend") == "detectron2":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from distill.integrations.backend import AUTO_WITH_CHECKPOINT
 from distill.utils import DistillInputError, atomic_write_json, cli_entry
 from distill.utils.cli import ToolParser, add_overrides, parse_args, positive_int, summary
 
@@ -35,16 +36,18 @@ def main(argv=None) -> int:
         "--backend",
         choices=("auto", "torchvision", "detectron2"),
         default="auto",
-        help="auto: the backend the checkpoint was trained with",
+        help=AUTO_WITH_CHECKPOINT,
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides(p)
     args = parse_args(p, argv)
-    from distill.data.catalog import datasets_root, get_dataset, register_all
-    from distill.integrations.backend import backend_name_for, get_backend
-    from distill.integrations.inference import inference_config
-    from distill.model_zoo import resolve_weights
+    from distill.integrations.backend import (
+        backend_name_for,
+        check_config_early,
+        check_weights_early,
+        get_backend,
+    )
 
     out = Path(args.output)
     if out.suffix not in (".npz", ".json"):
@@ -53,9 +56,10 @@ def main(argv=None) -> int:
         )
     if out.exists() and not args.overwrite:
         raise DistillInputError("output exists (pass --overwrite to replace it)", out)
-    weights = resolve_weights(args.weights)
-    if not Path(weights).is_file():
-        raise DistillInputError("weights not found", weights)
+    check_config_early(args.config_file, args.opts, args.backend)  # errors that need no model come before torch
+    weights = check_weights_early(args.weights)
+    from distill.integrations.inference import inference_config
+
     backend = get_backend(backend_name_for(args.backend, weights))
     cfg, meta = inference_config(weights, "detector", args.config_file, args.opts, backend.load_config)
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST < args.top_k:
@@ -63,6 +67,8 @@ def main(argv=None) -> int:
             f"MODEL.RPN.POST_NMS_TOPK_TEST is {cfg.MODEL.RPN.POST_NMS_TOPK_TEST}, fewer than "
             f"--top-k {args.top_k}"
         )
+    from distill.data.catalog import datasets_root, get_dataset, register_all
+
     register_all(datasets_root(cfg))
     dicts, _ = get_dataset(args.dataset)
     from distill.teacher.regions import proposal_records, save_proposals_npz

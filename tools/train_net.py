@@ -16,7 +16,13 @@ import os
 import socket
 import sys
 
-from distill.integrations.backend import BACKENDS, backend_name_for, get_backend
+from distill.integrations.backend import (
+    BACKENDS,
+    backend_name_for,
+    check_config_early,
+    check_weights_early,
+    get_backend,
+)
 from distill.utils import DistillInputError, cli_entry
 from distill.utils.cli import ToolParser, add_overrides, nonneg_int, parse_args, positive_int, summary
 
@@ -93,6 +99,17 @@ def _worker(local_rank: int, args, world: int, url: str) -> None:
 
 
 @cli_entry
+def check_early(args) -> int:
+    """Errors that need no model, before torch is imported: the config (file, keys, values), --eval-only's
+    MODEL.WEIGHTS."""
+    check_config_early(args.config_file, args.opts, args.backend)
+    weights = _eval_weights(args)
+    if weights:
+        check_weights_early(weights, "MODEL.WEIGHTS")
+    return 0
+
+
+@cli_entry
 def run(args) -> int:
     """setup → train (or --eval-only) → evaluate, in the backend's package module."""
     return get_backend(backend_name_for(args.backend, _eval_weights(args))).train_net(args)
@@ -103,6 +120,8 @@ def main(argv=None) -> int:
     args = parse_args(parser, argv)
     if args.machine_rank >= args.num_machines:
         parser.error(f"--machine-rank {args.machine_rank} must be below --num-machines {args.num_machines}")
+    if check_early(args):
+        return 2
     world = args.num_gpus * args.num_machines
     if world > 1 and "WORLD_SIZE" not in os.environ:
         import torch.multiprocessing as mp

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distill.teacher.prompt_config import SUFFIX, PromptTrainConfig
 from distill.utils import DistillInputError, cli_entry
-from distill.utils.cli import ToolParser, summary
+from distill.utils.cli import ToolParser, check_inputs, checkpoint_path, summary
 
 
 def _training_split(args):
@@ -130,6 +130,13 @@ def main(argv=None) -> int:
         raise DistillInputError(
             f"--method {cfg.method} trains on region-store proposals: give --region-store"
         )
+    check_inputs(  # before torch and open_clip (seconds)
+        ("teacher checkpoint", checkpoint_path(args.pretrained), "file"),
+        ("--benchmark folder", args.benchmark, "dir"),
+        ("annotation file (--train-json)", args.train_json, "file"),
+        ("--image-root folder", args.image_root, "dir"),
+        ("region-embedding store (--region-store)", args.region_store, "dir"),
+    )
     from distill.teacher import create_teacher
     from distill.teacher.prompt_training import train_prompts
     from distill.utils.device import check_device

@@ -50,11 +50,22 @@ def main(argv=None) -> int:
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
     check_port_free(args.host, args.port)  # before the models load: "serving on" is then true
-    if args.semseg_weights == str(d["semseg_weights"]) and not os.path.isfile(args.semseg_weights):
-        print(
+    if args.semseg_weights and not os.path.isfile(args.semseg_weights):
+        if args.semseg_weights != str(d["semseg_weights"]):
+            raise DistillInputError(
+                "segmenter weights not found: run `make quickstart` first, pass --semseg-weights, or '' for none",
+                args.semseg_weights,
+            )
+        print(  # the quickstart's segmenter may not exist yet: detection alone
             f"note: no {args.semseg_weights}: the segmentation tab is off (--semseg-weights)", file=sys.stderr
         )
         args.semseg_weights = ""
+    from distill.config import load_config  # a given config's errors come before Gradio and torch (seconds)
+
+    if args.config_file:
+        load_config(args.config_file, args.opts)
+    if args.semseg_config and args.semseg_weights:
+        load_config(args.semseg_config)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401

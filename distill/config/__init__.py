@@ -5,6 +5,7 @@ torchvision backend's full config with detectron2's key names, so one yaml serve
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from typing import Sequence
@@ -14,6 +15,10 @@ from fvcore.common.config import CfgNode
 
 from ..utils.errors import RANGES, DistillInputError, in_range
 from .defaults import _C, DISTILL_DEFAULTS
+
+
+class UnknownConfigKey(DistillInputError):
+    """A key neither the defaults nor the yaml's bases have (the message suggests the closest known keys)."""
 
 
 def _as(node_cls: type, node: CfgNode) -> CfgNode:
@@ -53,7 +58,7 @@ def load_config(
                 f"cannot read the config ({e.strerror}: {e.filename})", config_file
             ) from None
         except KeyError as e:
-            raise DistillInputError(f"unknown config key {_key(e)}", config_file) from None
+            raise UnknownConfigKey(unknown_key_message(_key(e), cfg), config_file) from None
         except (ValueError, TypeError) as e:
             raise DistillInputError(f"bad config value ({_mismatch(e)})", config_file) from None
     if overrides:
@@ -62,7 +67,7 @@ def load_config(
         try:
             cfg.merge_from_list(_ints_as_floats(cfg, overrides))
         except (KeyError, AssertionError) as e:
-            raise DistillInputError(f"unknown config key {_key(e)} on the command line") from None
+            raise UnknownConfigKey(unknown_key_message(_key(e), cfg, " on the command line")) from None
         except (ValueError, TypeError) as e:
             raise DistillInputError(f"bad command-line config value ({_mismatch(e)})") from None
     check_config_values(cfg)
@@ -147,6 +152,30 @@ def _mismatch(e: BaseException) -> str:
     want, got, old, new, key = m.groups()
     a = lambda t: f"an {t}" if t[0] in "aeiou" else f"a {t}"  # noqa: E731
     return f"{key} takes {a(want)} like {old}, got {new} ({a(got)})"
+
+
+def config_keys(cfg) -> list[str]:
+    """Every leaf key of a config, dotted (SOLVER.MAX_ITER, MODEL.DISTILL.TEACHER.ARCH, ...)."""
+    out = []
+    for k, v in cfg.items():
+        out += [f"{k}.{sub}" for sub in config_keys(v)] if isinstance(v, CfgNode) else [k]
+    return out
+
+
+def unknown_key_message(key: str, cfg, where: str = "") -> str:
+    """`unknown config key K`, with the closest known keys (a typo, or a leaf under the wrong node)."""
+    keys = config_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+    if not close:  # MAX_ITERS or DISTILL.TEMPERATURE: compare the last part with the known keys' last parts
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {}
+        for k in keys:
+            by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+        close = [
+            k for m in difflib.get_close_matches(leaf, list(by_leaf), n=2, cutoff=0.8) for k in by_leaf[m]
+        ]
+    hint = f"; did you mean {' or '.join(close[:2])}?" if close else ""
+    return f"unknown config key {key}{where}{hint}"
 
 
 def _key(e: BaseException) -> str:

@@ -24,6 +24,13 @@ if TYPE_CHECKING:  # annotations only: tools' --help does not pay for torch
 
 BACKENDS = ("torchvision", "detectron2")
 
+# what `--backend auto` does with a checkpoint (backend_name_for, get_backend); the tools' --help and the README
+# say exactly this
+AUTO_WITH_CHECKPOINT = (
+    "auto: the backend that trained the checkpoint (it records it); for a checkpoint without that record, "
+    "detectron2 when installed, else torchvision"
+)
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -102,6 +109,34 @@ def backend_name_for(name: str, weights: str | None = None) -> str:
             f"this checkpoint was trained with the {made} backend; pass --backend {made} (or auto)", weights
         )
     return name
+
+
+def check_config_early(config_file: str | None, opts: Sequence[str] = (), backend: str = "torchvision"):
+    """The config errors a tool reports before it imports torch (a missing file, bad yaml, an unknown key with
+    the closest known ones, a value out of range): the torchvision backend's defaults need only fvcore and
+    yaml. Returns that config, or None where the detectron2 backend may run a config with a key only
+    detectron2 has (its own load, later, judges it)."""
+    from ..config import UnknownConfigKey, load_config
+
+    try:
+        return load_config(config_file or None, opts)
+    except UnknownConfigKey:
+        if backend == "detectron2" or (backend == "auto" and importlib.util.find_spec("detectron2")):
+            return None
+        raise
+
+
+def check_weights_early(spec: str, flag: str = "--weights") -> str:
+    """A checkpoint path or model-zoo name → the local file (a zoo name is fetched); neither is one clear
+    error before any heavy import. Other frameworks' urls (detectron2://) pass as they are."""
+    from ..model_zoo import resolve_weights
+
+    path = resolve_weights(spec)
+    if "://" not in path and not os.path.isfile(path):
+        raise DistillInputError(
+            f"{flag}: weights not found" + (" (a folder)" if os.path.isdir(path) else ""), path
+        )
+    return path
 
 
 def get_backend(name: str = "auto") -> Backend:

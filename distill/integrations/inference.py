@@ -38,6 +38,20 @@ def _trained_teacher(text: str):
         return None
 
 
+def _stale_test_embeddings(text: str, opts: Sequence[str]) -> list[str]:
+    """The override that drops the training run's MODEL.DISTILL.TEST_CLASS_EMBEDDINGS from a checkpoint's config
+    when that file is not on this machine (it only caches the names' embeddings; a path the user gives in
+    `opts` is kept, and then checked)."""
+    key = "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS"
+    try:
+        path = yaml.safe_load(text)["MODEL"]["DISTILL"]["TEST_CLASS_EMBEDDINGS"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return []
+    if not path or key in list(opts)[0::2] or os.path.isfile(path):
+        return []
+    return [key, ""]
+
+
 def inference_config(
     weights: str,
     expected: str,
@@ -57,7 +71,7 @@ def inference_config(
             raise DistillInputError(
                 f"this {expected} checkpoint carries no config (an older one); pass {config_flag}", weights
             )
-        return load_config_text(saved, opts, load), meta
+        return load_config_text(saved, list(opts) + _stale_test_embeddings(saved, opts), load), meta
     cfg = load(config_file, list(opts))
     made = _trained_teacher(saved) if saved else None
     if made is not None:

@@ -27,7 +27,7 @@ from ..model_zoo import get_config_file
 from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 from ..utils.cli import ToolParser, parse_args, positive_int
 from ..utils.outdir import LOCK_NAME, lock_output_dir
-from .backend import BACKENDS, Backend, get_backend
+from .backend import BACKENDS, Backend, check_config_early, get_backend
 
 QUICKSTART_DATA = SyntheticConfig(seed=0, num_train=500, num_val=100, image_size=128)
 TEACHER = "synthetic-tiny-teacher"
@@ -352,6 +352,8 @@ def main(argv=None) -> int:
         help="config overrides (flags may come before or after them)",
     )
     args = parse_args(p, argv)
+    # a typo in the overrides is reported now, not after the data and text stages (and not after --force)
+    check_config_early(args.config_file or get_config_file(CONFIG), args.overrides, args.backend)
     out = Path(
         args.output_dir
         or ("output/quickstart" if args.backend == "torchvision" else f"output/quickstart_{args.backend}")

@@ -118,7 +118,9 @@ class DemoModels:
                     "segmenter weights not found (run `make quickstart` or pass --semseg-weights)",
                     self.seg_weights,
                 )
-            self._cache["seg"] = load_segmenter(self.seg_weights, dim).eval()
+            aug = self.seg_cfg.TEST.AUG if self.seg_cfg is not None else None  # --semseg-config's, if given
+            flip = None if aug is None else bool(aug.ENABLED and aug.FLIP)
+            self._cache["seg"] = load_segmenter(self.seg_weights, dim, flip).eval()
         return self._cache["seg"]
 
 
@@ -138,18 +140,32 @@ def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
         image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
     det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
     drawn = render(rgb, det, vocab.class_names, None, threshold, scale=max(1, 512 // max(h0, w0)))
-    keep = torch.where(det["scores"] >= threshold)[0][:MAX_ROWS]
+    above = torch.where(det["scores"] >= threshold)[0]
+    keep = above[:MAX_ROWS]
     rows = [
         [vocab.class_names[int(c)], round(float(s), 3), *[round(float(v), 1) for v in b]]
         for b, s, c in zip(det["boxes"][keep], det["scores"][keep], det["labels"][keep])
     ]
-    return drawn, rows
+    return drawn, rows, detection_summary(len(above), threshold, vocab.class_names)
+
+
+def detection_summary(n: int, threshold: float, names: list[str]) -> str:
+    """The line above the table: how many detections, or why there is nothing to see."""
+    if n:
+        return f"{n} detection(s) with score >= {threshold:g}" + (
+            f" (the best {MAX_ROWS} listed)" if n > MAX_ROWS else ""
+        )
+    return (
+        f"no detection above the threshold {threshold:g} for the vocabulary {', '.join(names)}: "
+        "lower the threshold or name other classes"
+    )
 
 
 @torch.no_grad()
 def segment(models: DemoModels, rgb: np.ndarray, text: str):
-    """(H, W, 3) uint8 → (coloured segmentation with a legend, rows [class, % of pixels])."""
-    from ..utils.visualize_semseg import render_semseg
+    """(H, W, 3) uint8 → (coloured segmentation, its legend apart (the picture's toolbar would cover a legend
+    drawn in its corner), rows [class, % of pixels])."""
+    from ..utils.visualize_semseg import render_legend, render_semseg
     from .torchvision.sem_seg import predict_sem_seg
 
     if models.seg_cfg is None:
@@ -159,10 +175,11 @@ def segment(models: DemoModels, rgb: np.ndarray, text: str):
     model.predictor.set_vocabulary(vocab, list(range(1, len(vocab) + 1)))
     legend = ["background"] + vocab.class_names if model.predictor.background else [""] + vocab.class_names
     pred = predict_sem_seg(model, [torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)])[0].numpy()
-    drawn = render_semseg(rgb, pred, legend, scale=max(1, 512 // max(rgb.shape[:2])))
+    drawn = render_semseg(rgb, pred, legend, scale=max(1, 512 // max(rgb.shape[:2])), legend_on=False)
     values, counts = np.unique(pred, return_counts=True)
+    key = render_legend(legend, set(values.tolist()), 0 if model.predictor.background else None)
     rows = [[legend[v], round(100.0 * n / pred.size, 1)] for v, n in zip(values.tolist(), counts.tolist())]
-    return drawn, sorted(rows, key=lambda r: -r[1])
+    return drawn, key, sorted(rows, key=lambda r: -r[1])
 
 
 def world_note(cfg) -> str | None:
@@ -239,13 +256,14 @@ def build_app(models: DemoModels):
                     drawn = gr.Image(
                         type="numpy", label="detections", elem_id="det-result", interactive=False
                     )
+                    status = gr.Markdown(elem_id="det-status")
                     table = gr.Dataframe(
                         headers=TABLE_HEADERS, label="detections", elem_id="det-table", interactive=False
                     )
             run.click(
                 _guard(_noted(models.det_cfg, lambda *a: detect(models, *a))),
                 [image, vocab, thresh],
-                [drawn, table],
+                [drawn, table, status],
             )
         with gr.Tab("Semantic segmentation"):
             with gr.Row():
@@ -259,6 +277,15 @@ def build_app(models: DemoModels):
                     s_drawn = gr.Image(
                         type="numpy", label="segmentation", elem_id="seg-result", interactive=False
                     )
+                    s_legend = gr.Image(  # apart, with no toolbar or label over it
+                        type="numpy",
+                        label="legend",
+                        elem_id="seg-legend",
+                        interactive=False,
+                        show_label=False,
+                        container=False,
+                        buttons=[],
+                    )
                     s_table = gr.Dataframe(
                         headers=["class", "% of pixels"],
                         label="classes",
@@ -268,7 +295,7 @@ def build_app(models: DemoModels):
             s_run.click(
                 _guard(_noted(models.seg_cfg, lambda *a: segment(models, *a))),
                 [s_image, s_vocab],
-                [s_drawn, s_table],
+                [s_drawn, s_legend, s_table],
             )
     return app
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.checkpoint import torch_file_errors
+from ..utils.cli import is_checkpoint_path
 from ..utils.device import check_device
 from ..utils.errors import DistillInputError
 from .crops import crop_resize_normalize, scale_boxes
@@ -54,7 +55,7 @@ def _resolve_pretrained(arch: str, pretrained: str | None) -> tuple[str | None, 
 
     if pretrained is None or pretrained == "" or pretrained.lower() == "none":
         return None, None
-    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if is_checkpoint_path(pretrained):
         if not os.path.isfile(pretrained):
             raise DistillInputError("teacher checkpoint not found", pretrained)
         return pretrained, None

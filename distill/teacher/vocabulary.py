@@ -106,7 +106,11 @@ def vocabulary_embeddings(
     """`existing` (a ClassEmbeddings file) when it holds exactly these names, else the teacher's text embeddings
     (C, D), computed once and cached under $DISTILL_CACHE/text_embeddings."""
     check_names(training_world(arch, pretrained or None), names)  # a cached answer is as meaningless
-    if existing and Path(existing).is_file():
+    if existing and not Path(existing).is_file():  # a typo'd path must not quietly mean "encode anew"
+        raise DistillInputError(
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS: class embeddings file not found", existing
+        )
+    if existing:
         emb = ClassEmbeddings.load(existing)
         teacher = SimpleNamespace(ARCH=arch, PRETRAINED=pretrained)
         check_teacher(emb.provenance, teacher, "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", existing)

@@ -66,6 +66,27 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
     return p.parse_intermixed_args(argv)
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_checkpoint_path(spec: str) -> bool:
+    """A teacher's --pretrained that names a file (not an open_clip tag or a model-zoo name)."""
+    return os.path.sep in spec or spec.endswith(CHECKPOINT_SUFFIXES)
+
+
+def checkpoint_path(spec: str | None) -> str | None:
+    """`spec` when it names a checkpoint file (for check_inputs), else None."""
+    return spec if spec and is_checkpoint_path(spec) else None
+
+
+def check_inputs(*checks: tuple[str, str | None, str]) -> None:
+    """(what, path, "file" | "dir") triples: the first given path that is not there is one clear error, "<what>
+    not found". Tools call it before the heavy imports (torch and open_clip take seconds)."""
+    for what, path, kind in checks:
+        if path and not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
+            raise DistillInputError(f"{what} not found", path)
+
+
 def list_images(spec: str | os.PathLike) -> list[Path]:
     """An image file, or the images of a folder (sorted); none is one clear error."""
     p = Path(spec)

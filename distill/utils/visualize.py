@@ -15,6 +15,17 @@ def _color(i: int) -> tuple[int, int, int]:
     return int(bgr[2]), int(bgr[1]), int(bgr[0])
 
 
+# the drawing of a 500-px picture: 1-px lines, a 0.35 font; larger pictures get proportionally more of both
+_REF_SIDE, _FONT = 500, 0.35
+
+
+def stroke(height: int, width: int) -> tuple[int, float, int]:
+    """Line width, font scale and text thickness for a picture of (height, width) px as drawn: proportional to
+    its longer side, so boxes and labels on an 8000x6000 photo are as visible as on a 500-px image."""
+    k = max(1.0, max(height, width) / _REF_SIDE)
+    return max(1, round(k)), _FONT * k, max(1, round(k / 2))
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -36,15 +47,25 @@ def draw_detections(
     if scale != 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     out = np.ascontiguousarray(out)
+    lw, font, tt = stroke(*out.shape[:2])
+    lw = max(lw, 1 if scale < 3 else 2)
     for b, lab, s in zip(boxes, labels, scores):
         x0, y0, x1, y1 = (int(round(v * scale)) for v in b)
         c = _color(lab)
-        cv2.rectangle(out, (x0, y0), (x1, y1), c, 1 if scale < 3 else 2)
+        cv2.rectangle(out, (x0, y0), (x1, y1), c, lw)
         name = class_names[lab] + ("*" if novel is not None and novel[lab] else "")
         text = f"{name} {s:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
-        cv2.rectangle(out, (x0, max(0, y0 - th - 3)), (x0 + tw + 2, y0), c, -1)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, tt)
+        pad = max(1, round(th * 0.3))
+        cv2.rectangle(out, (x0, max(0, y0 - th - 2 * pad)), (x0 + tw + 2 * pad, y0), c, -1)
         cv2.putText(
-            out, text, (x0 + 1, max(th, y0 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA
+            out,
+            text,
+            (x0 + pad, max(th, y0 - pad)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font,
+            (0, 0, 0),
+            tt,
+            cv2.LINE_AA,
         )
     return out

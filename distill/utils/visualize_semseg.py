@@ -10,9 +10,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .visualize import _color
+from .visualize import _color, stroke
 
-_SWATCH, _ROW = 10, 14
+_SWATCH, _ROW = 10, 14  # of a 500-px picture; larger pictures get a proportionally larger legend
 
 
 def semseg_colors(num_classes: int, background: int | None = 0) -> np.ndarray:
@@ -71,27 +71,39 @@ def render_semseg(
     )
 
 
+def render_legend(
+    class_names: Sequence[str], present: set, background: int | None = 0, height: int | None = None
+) -> np.ndarray:
+    """The legend alone, (H, W, 3) uint8 RGB: the vocabulary's colours, the classes not in `present` in grey;
+    one column unless `height` (px) is given. For a page that shows it apart from the picture."""
+    rows = sum(1 for nm in class_names if nm)
+    colors = semseg_colors(len(class_names), background)
+    return _legend(class_names, colors, present, height or 8 + _ROW * max(rows, 1), False)
+
+
 def _legend(
     names: Sequence[str], colors: np.ndarray, present: set, height: int, present_only: bool
 ) -> np.ndarray:
     items = [(i, nm) for i, nm in enumerate(names) if nm and (i in present or not present_only)]
+    lw, font, tt = stroke(height, height)
+    k = font / stroke(0, 0)[1]  # the legend grows with the picture's height like the lines and the text
+    sw, row, gap, margin = round(_SWATCH * k), round(_ROW * k), round(6 * k), round(8 * k)
     width = (
-        8
-        + _SWATCH
-        + 6
-        + max([cv2.getTextSize(nm, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] for _, nm in items] or [0])
-        + 6
+        margin
+        + sw
+        + 2 * gap
+        + max([cv2.getTextSize(nm, cv2.FONT_HERSHEY_SIMPLEX, font, tt)[0][0] for _, nm in items] or [0])
     )
-    rows_per_col = max(1, (height - 4) // _ROW)
+    rows_per_col = max(1, (height - 4) // row)
     ncol = max(1, -(-len(items) // rows_per_col))
-    panel = np.full((max(height, 4 + _ROW * min(len(items), rows_per_col)), width * ncol, 3), 255, np.uint8)
-    for k, (i, nm) in enumerate(items):
-        x, y = 8 + (k // rows_per_col) * width, 4 + (k % rows_per_col) * _ROW
-        cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), tuple(int(c) for c in colors[i]), -1)
-        cv2.rectangle(panel, (x, y), (x + _SWATCH, y + _SWATCH), (0, 0, 0), 1)
+    panel = np.full((max(height, 4 + row * min(len(items), rows_per_col)), width * ncol, 3), 255, np.uint8)
+    for j, (i, nm) in enumerate(items):
+        x, y = margin + (j // rows_per_col) * width, 4 + (j % rows_per_col) * row
+        cv2.rectangle(panel, (x, y), (x + sw, y + sw), tuple(int(c) for c in colors[i]), -1)
+        cv2.rectangle(panel, (x, y), (x + sw, y + sw), (0, 0, 0), lw)
         ink = (0, 0, 0) if i in present else (150, 150, 150)
         cv2.putText(
-            panel, nm, (x + _SWATCH + 6, y + _SWATCH - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.35, ink, 1, cv2.LINE_AA
+            panel, nm, (x + sw + gap, y + sw - 1), cv2.FONT_HERSHEY_SIMPLEX, font, ink, tt, cv2.LINE_AA
         )
     return panel[:height] if panel.shape[0] > height else panel
 

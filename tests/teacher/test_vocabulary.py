@@ -54,3 +54,12 @@ def test_vocabulary_embeddings_reuses_a_matching_file_then_the_cache(tmp_path, m
     assert first.class_names == ["star", "circle"] and len(list((tmp_path / "cache").rglob("*.npy"))) == 1
     monkeypatch.setattr(vocabulary, "create_teacher", lambda *a: pytest.fail("the cache was not used"))
     assert torch.equal(vocabulary.vocabulary_embeddings(*args).embeddings, first.embeddings)
+
+
+def test_a_missing_test_class_embeddings_file_is_an_error(tmp_path, monkeypatch):
+    """A typo'd MODEL.DISTILL.TEST_CLASS_EMBEDDINGS must not quietly mean "encode with the teacher"."""
+    monkeypatch.setattr(vocabulary, "create_teacher", lambda *a: pytest.fail("encoded instead of failing"))
+    with pytest.raises(DistillInputError, match="TEST_CLASS_EMBEDDINGS: class embeddings file not found"):
+        vocabulary.vocabulary_embeddings(
+            ["star"], "distill-tiny-rn", "synthetic-tiny-teacher", "vild", str(tmp_path / "missing.npy")
+        )

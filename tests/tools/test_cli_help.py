@@ -51,3 +51,18 @@ def test_flags_after_overrides_are_accepted():
     assert args.resume and args.eval_only and args.opts == ["SOLVER.MAX_ITER", "10", "SEED", "-1"]
     with pytest.raises(SystemExit):
         parse_args(train_net.default_argument_parser(), ["SOLVER.MAX_ITER", "10", "--no-such-flag"])
+
+
+@pytest.mark.parametrize("tool", ["demo.py", "export_proposals.py"])
+def test_backend_auto_is_described_alike_in_help_and_readme(tool, capsys):
+    """`--backend auto` in --help and in the README say what backend_name_for does, in the same words."""
+    import runpy
+
+    from distill.integrations.backend import AUTO_WITH_CHECKPOINT
+
+    main = runpy.run_path(str(REPO / "tools" / tool))["main"]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert AUTO_WITH_CHECKPOINT in help_text and AUTO_WITH_CHECKPOINT in readme

@@ -141,3 +141,21 @@ def test_line_progress_prints_periodic_lines_and_an_end(monkeypatch, capsys):
     with progress.job_progress(None, False, total=5, desc="quiet") as bar:
         bar.update(5)
     assert capsys.readouterr().err == ""  # a short job prints nothing
+
+
+def test_line_progress_eta_follows_the_recent_rate(monkeypatch, capsys):
+    """10 slow items (10 s each: loading, warm-up) then fast ones (1 s): the ETA is the fast speed's, not the
+    whole-run average's (which stays inflated long after the slow start)."""
+    import re
+
+    from distill.utils import progress
+
+    clock = [0.0]
+    monkeypatch.setenv("DISTILL_PROGRESS_EVERY", "10")
+    bar = progress.LineProgress(total=200, desc="regions", clock=lambda: clock[0])
+    for i in range(100):
+        clock[0] += 10.0 if i < 10 else 1.0
+        bar.update(1)
+    etas = re.findall(r"eta (\d+):(\d\d):(\d\d)", capsys.readouterr().err)
+    h, m, s = map(int, etas[-1])
+    assert 95 <= 3600 * h + 60 * m + s <= 115, etas[-1]  # 100 left at ~1 s each (whole-run average: 190 s)

@@ -109,7 +109,17 @@ def test_detection_and_segmentation_tabs(demo_url, browser, synthetic_root, tmp_
     assert _not_blank(result) > 10
     rows = browser.find_element(By.ID, "det-table").text
     assert "hexagon" not in rows  # a synthetic class outside the typed vocabulary
+    assert "detection(s) with score >= 0.02" in browser.find_element(By.ID, "det-status").text
     browser.save_screenshot(os.environ.get("DISTILL_DEMO_SCREENSHOT") or str(tmp_path / "web_demo.png"))
+
+    _type(browser, "#det-thresh input[type=number]", "1")  # nothing scores 1: the page must say so
+    browser.find_element(By.ID, "det-run").click()
+    WebDriverWait(browser, WAIT).until(
+        lambda d: (
+            "no detection above the threshold 1 for the vocabulary circle, square, star"
+            in d.find_element(By.ID, "det-status").text
+        )
+    )
 
     browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Semantic segmentation')]").click()
     _upload(browser, "seg", image)
@@ -123,3 +133,22 @@ def test_detection_and_segmentation_tabs(demo_url, browser, synthetic_root, tmp_
     )
     seg = browser.find_elements(By.CSS_SELECTOR, "#seg-result img")[0]
     assert _not_blank(seg) > 10
+    legend = WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#seg-legend img"))[
+        0
+    ]
+    assert _not_blank(legend) > 10
+    for button in browser.find_elements(By.CSS_SELECTOR, "#seg-result button, #seg-legend button"):
+        toolbar = button.is_displayed() and not button.find_elements(
+            By.TAG_NAME, "img"
+        )  # not the image's own
+        if toolbar:  # the picture's toolbar (download, fullscreen, ...) must not hide the legend
+            assert not _overlap(button.rect, legend.rect), (button.rect, legend.rect)
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )

@@ -280,3 +280,41 @@ def test_metrics_time_per_iter_counts_the_iterations_since_the_last_record(tmp_p
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [4, 6]
     assert [r["time_per_iter"] for r in records] == [1.0, 1.0]  # the last: 2 s over 2 iterations, not over 4
+
+
+def test_metrics_eta_follows_the_recent_speed(tmp_path, monkeypatch, caplog):
+    """A slow first period (10 s per step) then 1 s per step: the logged ETA is the recent speed's."""
+    import logging
+    import re
+
+    from distill.integrations.torchvision.engine import HookBase, MetricsWriter, Trainer
+    from distill.integrations.torchvision.engine import hooks as hooks_module
+
+    clock = [0.0]
+
+    class Tick(HookBase):
+        def after_step(self):
+            clock[0] += 10.0 if self.trainer.iter < 4 else 1.0
+
+    monkeypatch.setattr(hooks_module.time, "perf_counter", lambda: clock[0])
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model,
+        _Steps(),
+        opt,
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0),
+        max_iter=40,
+        forward=lambda m, x: {"loss": m(x).pow(2).mean()},
+    )
+    writer = MetricsWriter(str(tmp_path), period=4, console=True, tensorboard=False)
+    trainer.register_hooks([Tick(), writer])
+    with caplog.at_level(logging.INFO):
+        hooks_module.LOG.addHandler(caplog.handler)
+        try:
+            trainer.train()
+        finally:
+            hooks_module.LOG.removeHandler(caplog.handler)
+    etas = re.findall(r"iter (\d+)/40 .* eta: (\d+):(\d\d):(\d\d)", caplog.text)
+    it, h, m, s = map(int, next(e for e in etas if e[0] == "28"))
+    assert 12 <= 3600 * h + 60 * m + s <= 16, etas  # 12 steps left at ~1 s (whole-run average: 24 s)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Callable
 
-from ....utils.progress import on_terminal, progress_bar
+from ....utils.progress import RateMeter, on_terminal, progress_bar
 from .checkpoint import prune_checkpoints
 from .distributed import dist_info, gather_to_all
 from .train_loop import HookBase
@@ -71,6 +71,7 @@ class MetricsWriter(HookBase):
         self.active = dist_info()[0] == 0
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self._tb = None
+        self.clock = time.perf_counter
 
     @property
     def metrics_file(self) -> str:
@@ -95,8 +96,9 @@ class MetricsWriter(HookBase):
             sh.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
             self._add(LOG, sh)
         self._tb = _tensorboard(self.output_dir) if self.tensorboard else None
-        self._t0 = self._t_last = time.perf_counter()
+        self._t0 = self._t_last = self.clock()
         self._start = self._iter_last = self.trainer.start_iter
+        self._meter = RateMeter(self._start, self.clock)
         LOG.info(
             "training from iteration %d to %d in %s", self._start, self.trainer.max_iter, self.output_dir
         )
@@ -109,7 +111,7 @@ class MetricsWriter(HookBase):
         t = self.trainer
         if not self.active or not ((t.iter + 1) % self.period == 0 or t.is_last):
             return
-        now = time.perf_counter()
+        now = self.clock()
         rec = {
             "iteration": t.iter + 1,
             "lr": t.optimizer.param_groups[0]["lr"],
@@ -123,8 +125,8 @@ class MetricsWriter(HookBase):
         if self._tb is not None:
             for k, v in rec.items():
                 self._tb.add_scalar(k, v, t.iter + 1)
-        done = t.iter + 1 - self._start
-        eta = (now - self._t0) / max(done, 1) * (t.max_iter - t.iter - 1)
+        self._meter.update(t.iter + 1)  # the recent speed: a slow first period does not inflate every ETA
+        eta = self._meter.eta(t.max_iter - t.iter - 1) or 0.0
         losses = "  ".join(f"{k}: {v.item():.4f}" for k, v in t.losses.items())
         LOG.info(
             "iter %d/%d  total_loss: %.4f  %s  lr: %.3g  %.3f s/it  eta: %s",
@@ -133,7 +135,7 @@ class MetricsWriter(HookBase):
             rec["total_loss"],
             losses,
             rec["lr"],
-            (now - self._t0) / max(done, 1),
+            self._meter.per_unit or 0.0,
             datetime.timedelta(seconds=round(eta)),
         )
 

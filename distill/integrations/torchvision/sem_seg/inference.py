@@ -57,9 +57,10 @@ def segment_images(
     class_names: Sequence[str] | ClassEmbeddings,
     teacher=None,
     templates: str = "vild",
+    flip_test: bool | None = None,
 ) -> tuple[list[torch.Tensor], list[str]]:
     """Segment (3, H, W) RGB images with any vocabulary: class embeddings (C, D), or class names encoded by
-    `teacher`.
+    `teacher`; `flip_test` is the caller's TEST.AUG.ENABLED and FLIP (None: the checkpoint's config's).
 
     Returns (H, W) int64 maps, 0 the background and i + 1 class_names[i], and the legend (label → name).
     """
@@ -69,7 +70,7 @@ def segment_images(
         names = list(class_names)
         vocab = ClassEmbeddings(teacher.encode_text(names, templates), names)
     names = vocab.class_names
-    model = load_segmenter(weights, vocab.dim)
+    model = load_segmenter(weights, vocab.dim, flip_test)
     lm = model.predictor.label_map
     if lm.ignore_value <= len(names):  # labels 1..C would hit it; inference scores no ignored pixel
         lm.ignore_value = max(len(names) + 1, 1 << 16)

@@ -137,8 +137,11 @@ def save_segmenter(model: OpenVocabSegmenter, path: str | os.PathLike, cfg) -> N
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmenter:
-    """A saved segmenter (its config travels with it); the vocabulary is set by the caller."""
+def load_segmenter(
+    path: str | os.PathLike, embed_dim: int, flip_test: bool | None = None
+) -> OpenVocabSegmenter:
+    """A saved segmenter (its config travels with it); the vocabulary is set by the caller. `flip_test`: the
+    caller's TEST.AUG (None: the checkpoint's own config's)."""
     from ....config import get_cfg
 
     if not os.path.isfile(path):
@@ -158,4 +161,6 @@ def load_segmenter(path: str | os.PathLike, embed_dim: int) -> OpenVocabSegmente
         raise DistillInputError(
             f"checkpoint does not fit the segmenter ({(bad.missing_keys + bad.unexpected_keys)[:2]})", path
         )
+    if flip_test is not None:
+        model.flip_test = bool(flip_test)
     return model.eval()
