@@ -9,7 +9,10 @@ Then open http://127.0.0.1:7860. Defaults: configs/synthetic/vild_r18_fpn_quick.
 output/quickstart/vild/model_final.pth, and configs/synthetic/semseg_r18_fpn_quick.yaml with
 output/quickstart/semseg/ce_pixel_distillation/model_final.pth. Any torchvision-backend checkpoint works with
 its config; --semseg-weights "" leaves the segmentation tab out of use. KEY VALUE overrides apply to the
-detector's config.
+detector's config. The Detection tab's "method" also offers the teacher alone on class-agnostic proposals
+(zero-shot, ViLD's "CLIP on cropped regions"); --weights "" serves only that, with the config's teacher, e.g.
+
+    python tools/web_demo.py --weights "" MODEL.DISTILL.TEACHER.ARCH ViT-B-32 MODEL.DISTILL.TEACHER.PRETRAINED openai
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def main(argv=None) -> int:
     }
     p = ToolParser(description=summary(__doc__))
     p.add_argument("--config-file", default=str(d["config"]), help="the detector's yaml config")
-    p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
+    p.add_argument(
+        "--weights", default=str(d["weights"]), help="detector checkpoint ('' for none: zero-shot only)"
+    )
     p.add_argument("--semseg-config", default=str(d["semseg_config"]), help="the segmenter's yaml config")
     p.add_argument(
         "--semseg-weights", default=str(d["semseg_weights"]), help="segmenter checkpoint ('' for none)"
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=port_number, default=7860, help="port to serve on")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the detector's config")
     args = p.parse_args(argv)
-    if not os.path.isfile(args.weights):
+    if args.weights and not os.path.isfile(args.weights):
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
@@ -65,7 +70,8 @@ def main(argv=None) -> int:
     det_cfg = load_config(args.config_file, args.opts)
     seg_cfg = load_config(args.semseg_config) if args.semseg_weights else None
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)
-    models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
+    if args.weights:
+        models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
     print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
     launch(build_app(models), args.host, args.port)
     return 0

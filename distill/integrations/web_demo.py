@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_VOCABULARY = "circle, square, triangle, star, crescent"
 TABLE_HEADERS = ["class", "score", "x0", "y0", "x1", "y1"]
 MAX_ROWS = 50
+# the Detection tab's methods: the trained detector, or the teacher alone on class-agnostic proposals
+# (ViLD's "CLIP on cropped regions": no detector needed with selective search)
+METHODS = {
+    "trained detector": None,
+    "teacher on selective-search proposals (no training)": "selective-search",
+    "teacher on the detector's RPN proposals": "rpn",
+}
 
 
 def parse_names(text: str) -> list[str]:
@@ -63,11 +70,27 @@ class DemoModels:
             self._cache[key] = ClassEmbeddings(emb, names, {**teacher.provenance(), "templates": t.TEMPLATES})
         return self._cache[key]
 
+    def zero_shot(self, proposals: str, classes: torch.Tensor):
+        """The teacher of the detector's config scoring (C, D) `classes` on `proposals` ("selective-search" or
+        "rpn": the detector's RPN)."""
+        from ..modeling.zero_shot import ZeroShotConfig, ZeroShotDetector, selective_search_proposer
+        from .zero_shot import DEFAULT_OBJECTNESS_WEIGHT, rpn_proposer
+
+        key = ("proposer", proposals)
+        if key not in self._cache:
+            if proposals == "rpn":
+                self._cache[key] = rpn_proposer("torchvision", None, self.detector(), self.det_cfg, 300)
+            else:
+                self._cache[key] = selective_search_proposer()
+        teacher = self._teacher(self.det_cfg.MODEL.DISTILL.TEACHER)
+        cfg = ZeroShotConfig(objectness_weight=DEFAULT_OBJECTNESS_WEIGHT[proposals])
+        return ZeroShotDetector(teacher, classes, self._cache[key], cfg)
+
     def detector(self):
         if "det" not in self._cache:
             from .torchvision.trainer import load_trained_model
 
-            if not os.path.isfile(self.det_weights):
+            if not self.det_weights or not os.path.isfile(self.det_weights):
                 raise DistillInputError(
                     "detector weights not found (run `make quickstart` or pass --weights)", self.det_weights
                 )
@@ -88,20 +111,29 @@ class DemoModels:
 
 
 @torch.no_grad()
-def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
-    """(H, W, 3) uint8 → (drawn (H', W', 3) uint8, table rows [class, score, x0, y0, x1, y1])."""
+def detect(
+    models: DemoModels, rgb: np.ndarray, text: str, threshold: float, method: str = "trained detector"
+):
+    """(H, W, 3) uint8 → (drawn (H', W', 3) uint8, table rows [class, score, x0, y0, x1, y1]); `method` one of
+    METHODS."""
     from .drawing import render
 
+    if method not in METHODS:
+        raise DistillInputError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     cfg = models.det_cfg
     vocab = models.vocabulary(cfg, text)
-    model = models.detector()
-    model.roi_heads.set_vocabulary(vocab)
     h0, w0 = rgb.shape[:2]
-    h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None]
-    if (h, w) != (h0, w0):
-        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
-    det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
+    if METHODS[method] is not None:
+        zero_shot = models.zero_shot(METHODS[method], vocab.embeddings)
+        det = zero_shot(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous())
+    else:
+        model = models.detector()
+        model.roi_heads.set_vocabulary(vocab)
+        h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None]
+        if (h, w) != (h0, w0):
+            image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+        det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
     drawn = render(rgb, det, vocab.class_names, None, threshold, scale=max(1, 512 // max(h0, w0)))
     keep = torch.where(det["scores"] >= threshold)[0][:MAX_ROWS]
     rows = [
@@ -166,6 +198,9 @@ def build_app(models: DemoModels):
                     thresh = gr.Slider(
                         0.0, 1.0, value=0.3, step=0.01, label="score threshold", elem_id="det-thresh"
                     )
+                    method = gr.Radio(
+                        list(METHODS), value="trained detector", label="method", elem_id="det-method"
+                    )
                     run = gr.Button("Detect", variant="primary", elem_id="det-run")
                 with gr.Column():
                     drawn = gr.Image(
@@ -174,7 +209,7 @@ def build_app(models: DemoModels):
                     table = gr.Dataframe(
                         headers=TABLE_HEADERS, label="detections", elem_id="det-table", interactive=False
                     )
-            run.click(_guard(lambda *a: detect(models, *a)), [image, vocab, thresh], [drawn, table])
+            run.click(_guard(lambda *a: detect(models, *a)), [image, vocab, thresh, method], [drawn, table])
         with gr.Tab("Semantic segmentation"):
             with gr.Row():
                 with gr.Column():
