@@ -9,7 +9,8 @@ box AP50 novel / base / all of the validation split and seconds per image, for e
 The teacher scores every image's proposals against all categories (base and novel): no training of any
 kind, so novel and base are on equal terms. `--proposals rpn` takes the class-agnostic proposals of a
 trained detector's RPN (trained on base boxes only, as ViLD's), with its objectness in the score (geometric
-mean); selective search needs no training at all. Seconds per image: proposals + crops + teacher + NMS, one
+mean); selective search needs no training at all. `--teacher ViT-B-32 --pretrained none` times a real teacher's
+shapes (224-px crops; the proposals' cost does not depend on the image size, selective search works at 256 px). Seconds per image: proposals + crops + teacher + NMS, one
 thread, CPU, mean ± std over images (image decoding excluded), wall clock and the process's CPU time (the
 latter does not grow when other work shares the machine). Missing data is generated
 (distill.data.synthetic, default config). Prints one markdown row per source (the methods table's columns:
@@ -60,6 +61,7 @@ def run_source(source: str, args, gt: dict, root: Path) -> dict:
     spec = ZeroShotSpec(
         names=names,
         teacher=args.teacher,
+        pretrained=args.pretrained,
         proposals=source,
         weights=args.weights if source == "rpn" else None,
         top_k=args.top_k,
@@ -84,6 +86,7 @@ def run_source(source: str, args, gt: dict, root: Path) -> dict:
         "method": "CLIP on cropped regions (teacher only)",
         "proposals": source,
         "teacher": args.teacher,
+        "pretrained": args.pretrained,
         "objectness_weight": detector.cfg.objectness_weight,
         "images": len(images),
         "AP50_novel": m.get("AP50_novel"),
@@ -114,6 +117,11 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default="output/quickstart/vild_text/model_final.pth", help="RPN checkpoint")
     p.add_argument("--proposals", nargs="+", choices=PROPOSAL_SOURCES, default=list(PROPOSAL_SOURCES))
     p.add_argument("--teacher", default="synthetic-tiny-teacher")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help="of --teacher; 'none': random weights (the cost of a real teacher's shapes, no meaningful AP)",
+    )
     p.add_argument("--top-k", type=int, default=300, help="proposals per image")
     p.add_argument("--limit", type=int, default=0, help="first N validation images (0: all)")
     p.add_argument("--threads", type=int, default=1)

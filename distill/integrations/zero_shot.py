@@ -134,7 +134,10 @@ def build_zero_shot(spec: ZeroShotSpec, saved_config=None) -> ZeroShotDetector:
     arch = arch or DEFAULT_TEACHER
     templates = templates or "vild"
     teacher = create_teacher(arch, pretrained or None)
-    classes = vocabulary_embeddings(spec.names, arch, pretrained or "", templates).embeddings
+    if teacher.pretrained is None:  # random weights (a rehearsal): this very model's text tower, uncached
+        classes = teacher.encode_text(spec.names, templates).cpu()
+    else:
+        classes = vocabulary_embeddings(spec.names, arch, pretrained or "", templates).embeddings
     weight = spec.objectness_weight
     cfg = ZeroShotConfig(
         objectness_weight=DEFAULT_OBJECTNESS_WEIGHT[spec.proposals] if weight is None else weight,
