@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling.zero_shot import Proposer, ZeroShotConfig, ZeroShotDetector, selective_search_proposer
+from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
 
 PROPOSAL_SOURCES = ("selective-search", "rpn")
@@ -108,11 +109,26 @@ def _load_rpn(spec: ZeroShotSpec, saved_config):
     name = backend_name_for(spec.backend, weights)
     backend = get_backend(name)
     cfg = backend.load_config(spec.config_file or saved_config(weights), spec.opts)
-    t = cfg.MODEL.DISTILL.TEACHER
-    # the detector is built for a vocabulary of its own teacher's width; only its RPN is used
-    vocab = vocabulary_embeddings(["object"], t.ARCH, t.PRETRAINED, t.TEMPLATES)
+    dim = _embedding_dim(weights)
+    if dim is None:  # no region-embedding head found: assume the config's teacher's width
+        t = cfg.MODEL.DISTILL.TEACHER
+        vocab = vocabulary_embeddings(["object"], t.ARCH, t.PRETRAINED, t.TEMPLATES)
+    else:  # only the RPN is used: any vocabulary of the head's width loads the checkpoint
+        vocab = ClassEmbeddings(F.normalize(torch.ones(1, dim), dim=1), ["object"])
     model = backend.load_for_inference(cfg, weights, vocab)
     return cfg, rpn_proposer(name, backend, model, cfg, spec.top_k)
+
+
+def _embedding_dim(weights: str) -> int | None:
+    """The region-embedding width of a detector checkpoint (its embed head's output), or None."""
+    from ..utils.checkpoint import load_torch_file
+
+    ckpt = load_torch_file(weights, "detector checkpoint")
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else {}
+    for key, value in state.items():
+        if key.endswith("embed_head.proj.weight") and getattr(value, "ndim", 0) == 2:
+            return int(value.shape[0])
+    return None
 
 
 def build_zero_shot(spec: ZeroShotSpec, saved_config=None) -> ZeroShotDetector:

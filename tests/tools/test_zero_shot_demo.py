@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import REPO, load
 from tests.teacher.conftest import tiny_weights  # noqa: F401  (fixture)
+from tests.tools.test_hardening_cli import env  # noqa: F401  (fixture: a detector trained for 2 steps)
 
 demo, evaluate = (
     SimpleNamespace(**runpy.run_path(str(REPO / "tools" / f"{n}.py"))) for n in ("demo", "evaluate")
@@ -91,3 +92,15 @@ def test_zero_shot_flag_errors_are_one_line(one_image, tmp_path, capsys, extra, 
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_zero_shot_demo_on_a_trained_detectors_rpn_proposals(env, one_image, tmp_path, capsys):  # noqa: F811
+    """--proposals rpn: the checkpoint's own config, its RPN's proposals (objectness in the score), the tiny
+    teacher of that config scoring them."""
+    image, info = one_image
+    out = tmp_path / "rpn"
+    argv = ["--zero-shot", "--proposals", "rpn", "--weights", str(env["weights"]), "--score-thresh", "0"]
+    assert demo.main([*argv, "--input", str(image), "--output", str(out)]) == 0, capsys.readouterr().err
+    anns = load(out / "predictions.json")["annotations"]
+    assert anns and all(0 <= a["score"] <= 1 for a in anns)
+    assert all(a["bbox"][0] + a["bbox"][2] <= info["width"] + 0.01 for a in anns)
