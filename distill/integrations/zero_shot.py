@@ -44,6 +44,7 @@ class ZeroShotSpec:
     top_k: int = 300  # proposals per image
     objectness_weight: float | None = None  # None: DEFAULT_OBJECTNESS_WEIGHT of the source
     max_detections: int = 100
+    device: str | None = None  # the teacher's; None: CUDA when available, else CPU
 
 
 def check_spec(spec: ZeroShotSpec) -> None:
@@ -149,7 +150,8 @@ def build_zero_shot(spec: ZeroShotSpec, saved_config=None) -> ZeroShotDetector:
         proposer = selective_search_proposer(spec.top_k)
     arch = arch or DEFAULT_TEACHER
     templates = templates or "vild"
-    teacher = create_teacher(arch, pretrained or None)
+    device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = create_teacher(arch, pretrained or None, device=device)
     if teacher.pretrained is None:  # random weights (a rehearsal): this very model's text tower, uncached
         classes = teacher.encode_text(spec.names, templates).cpu()
     else:
