@@ -36,7 +36,7 @@ from distill.integrations.zero_shot import PROPOSAL_SOURCES, ZeroShotSpec, build
 from distill.utils.io import atomic_write_json, read_json
 
 HEADER = (
-    "| method | proposals | AP50 novel | AP50 base | AP50 all | s/img | CPU s/img |\n"
+    "| method | proposals, objectness weight | AP50 novel | AP50 base | AP50 all | s/img | CPU s/img |\n"
     "|---|---|---|---|---|---|---|"
 )
 
@@ -65,6 +65,7 @@ def run_source(source: str, args, gt: dict, root: Path) -> dict:
         proposals=source,
         weights=args.weights if source == "rpn" else None,
         top_k=args.top_k,
+        objectness_weight=args.objectness_weight,
     )
     detector = build_zero_shot(spec, saved_config)
     images = gt["images"][: args.limit] if args.limit else gt["images"]
@@ -105,7 +106,7 @@ def row(r: dict) -> str:
         return "–" if v is None else f"{v:.1f}"
 
     return (
-        f"| {r['method']} | {r['proposals']} | {pct(r['AP50_novel'])} | {pct(r['AP50_base'])} | "
+        f"| {r['method']} | {r['proposals']}, a={r['objectness_weight']:g} | {pct(r['AP50_novel'])} | {pct(r['AP50_base'])} | "
         f"{pct(r['AP50'])} | {r['s_per_img']:.3f} ± {r['s_per_img_std']:.3f} | "
         f"{r['cpu_s_per_img']:.3f} ± {r['cpu_s_per_img_std']:.3f} |"
     )
@@ -123,6 +124,12 @@ def main(argv=None) -> int:
         help="of --teacher; 'none': random weights (the cost of a real teacher's shapes, no meaningful AP)",
     )
     p.add_argument("--top-k", type=int, default=300, help="proposals per image")
+    p.add_argument(
+        "--objectness-weight",
+        type=float,
+        default=None,
+        help="a in p^(1-a) * objectness^a (default: per source)",
+    )
     p.add_argument("--limit", type=int, default=0, help="first N validation images (0: all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=None, help="also write the rows as json here")
