@@ -12,6 +12,13 @@ OUT/<name>_labels.png (0 background, i + 1 the i-th vocabulary class):
     python tools/demo.py --task semseg --config-file configs/synthetic/semseg_r18_fpn_quick.yaml \
         --weights output/quickstart/semseg/ce_pixel_distillation/model_final.pth --input IMG_OR_DIR --output OUT
 
+`--zero-shot` detects with the teacher alone, no detector trained (ViLD's "CLIP on cropped regions"): class-agnostic
+proposals (training-free selective search, or `--proposals rpn --weights W`: a trained detector's RPN) scored by
+the teacher's crops against the vocabulary; the same outputs:
+
+    python tools/demo.py --zero-shot --teacher ViT-B-32 --pretrained openai --vocabulary custom \
+        --custom-vocabulary "cat,dog,bicycle" --input IMG_OR_DIR --output OUT
+
 A vocabulary is given as the tools all take one: a named set, class names "a,b,c", a text file of names (one a
 line or comma separated), a dataset .json (its categories) or a .npy of class embeddings with its .json sidecar
 (made by the model's teacher). Names are encoded by the config's teacher (MODEL.DISTILL.TEACHER) on the fly and
@@ -124,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="detect",
         help="semseg: a segmenter checkpoint (torchvision backend), coloured segmentation + legend",
     )
-    p.add_argument("--weights", required=True, help="checkpoint path or model-zoo name")
+    p.add_argument(
+        "--weights", default=None, help="checkpoint path or model-zoo name (with --zero-shot: the RPN's)"
+    )
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for drawn images and predictions.json")
     p.add_argument(
@@ -150,8 +159,48 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help=AUTO_WITH_CHECKPOINT,
     )
+    z = p.add_argument_group("zero-shot detection by the teacher alone (no trained detector)")
+    z.add_argument("--zero-shot", action="store_true", help="the teacher scores class-agnostic proposals")
+    z.add_argument("--teacher", default=None, help="open_clip arch or model-zoo teacher (default: tiny one)")
+    z.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint of --teacher")
+    z.add_argument(
+        "--proposals",
+        choices=("selective-search", "rpn"),
+        default="selective-search",
+        help="selective-search: training-free; rpn: the RPN of the detector --weights",
+    )
+    z.add_argument(
+        "--objectness-weight",
+        type=unit_float,
+        default=None,
+        help="score = p^(1-a) * objectness^a (default 0.5 with rpn, 0 with selective-search)",
+    )
     add_overrides(p)
     return p
+
+
+def zero_shot_main(args, images: list[Path], out: Path) -> int:
+    """--zero-shot: the teacher alone on proposals; drawn images and predictions.json as for a detector."""
+    from distill.integrations.zero_shot import ZeroShotSpec, build_zero_shot, run_demo
+    from distill.model_zoo import resolve_weights
+    from distill.teacher.domain import check_images
+    from distill.teacher.vocabulary import vocabulary_names
+
+    names, _ = vocabulary_names(*vocabulary_spec(args))
+    spec = ZeroShotSpec(
+        names=names,
+        teacher=args.teacher,
+        pretrained=args.pretrained,
+        proposals=args.proposals,
+        weights=resolve_weights(args.weights) if args.weights else None,
+        config_file=args.config_file,
+        opts=list(args.opts),
+        backend=args.backend,
+        objectness_weight=args.objectness_weight,
+    )
+    detector = build_zero_shot(spec)
+    check_images(detector.teacher.world, images)  # a synthetic-only teacher on photos: say so once
+    return run_demo(detector, names, images, out, args.score_thresh).report(len(images))
 
 
 def check_args(args) -> None:
@@ -160,6 +209,18 @@ def check_args(args) -> None:
             f"--custom-vocabulary needs --vocabulary custom (got --vocabulary {args.vocabulary})"
         )
     args.vocabulary = args.vocabulary or ("custom" if args.custom_vocabulary is not None else "synthetic")
+    if args.zero_shot:
+        if args.task != "detect":
+            raise DistillInputError("--zero-shot detects; it does not segment (--task semseg)")
+        if (args.proposals == "rpn") != (args.weights is not None):
+            raise DistillInputError(
+                "--zero-shot --proposals rpn needs --weights (a detector's checkpoint); "
+                "selective-search takes none"
+            )
+    elif args.weights is None:
+        raise DistillInputError("--weights is required (a detector checkpoint), unless --zero-shot")
+    elif args.teacher or args.pretrained or args.objectness_weight is not None:
+        raise DistillInputError("--teacher, --pretrained and --objectness-weight go with --zero-shot")
 
 
 def vocabulary_spec(args) -> tuple[str, str]:
@@ -174,7 +235,8 @@ def check_early(args) -> None:
     the class embeddings file it names."""
     from distill.integrations.backend import check_config_early, check_weights_early
 
-    check_weights_early(args.weights)
+    if args.weights:  # --zero-shot on selective search takes none
+        check_weights_early(args.weights)
     if not args.config_file:
         return  # the checkpoint's own config: reading it takes torch
     backend = "torchvision" if args.task == "semseg" else args.backend
@@ -198,6 +260,8 @@ def main(argv=None) -> int:
         )
     check_early(args)
     ensure_dir(out, "--output folder")
+    if args.zero_shot:
+        return zero_shot_main(args, images, out)
     if args.task == "semseg":
         return semseg_main(args, images, out)
     import cv2

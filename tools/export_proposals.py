@@ -56,7 +56,9 @@ def main(argv=None) -> int:
         )
     if out.exists() and not args.overwrite:
         raise DistillInputError("output exists (pass --overwrite to replace it)", out)
-    check_config_early(args.config_file, args.opts, args.backend)  # errors that need no model come before torch
+    check_config_early(
+        args.config_file, args.opts, args.backend
+    )  # errors that need no model come before torch
     weights = check_weights_early(args.weights)
     from distill.integrations.inference import inference_config
 

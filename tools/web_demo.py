@@ -8,7 +8,11 @@ detections; a second tab segments the image (needs the optional extra: pip insta
 Then open http://127.0.0.1:7860. Defaults: output/quickstart/vild/model_final.pth and
 output/quickstart/semseg/ce_pixel_distillation/model_final.pth. Any torchvision-backend checkpoint works alone
 (it carries its config; --config-file / --semseg-config replace it); --semseg-weights "" leaves the
-segmentation tab out of use. KEY VALUE overrides apply to the detector's config.
+segmentation tab out of use. KEY VALUE overrides apply to the detector's config. The Detection tab's "method"
+also offers the teacher alone on class-agnostic proposals (zero-shot, ViLD's "CLIP on cropped regions");
+--weights "" serves only that, with the teacher of --config-file (default: the quickstart's), e.g.
+
+    python tools/web_demo.py --weights "" MODEL.DISTILL.TEACHER.ARCH ViT-B-32 MODEL.DISTILL.TEACHER.PRETRAINED openai
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--config-file", default=None, help="the detector's yaml config (default: the checkpoint's own)"
     )
-    p.add_argument("--weights", default=str(d["weights"]), help="detector checkpoint")
+    p.add_argument(
+        "--weights", default=str(d["weights"]), help="detector checkpoint ('' for none: zero-shot only)"
+    )
     p.add_argument(
         "--semseg-config", default=None, help="the segmenter's yaml config (default: the checkpoint's own)"
     )
@@ -45,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=port_number, default=7860, help="port to serve on")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the detector's config")
     args = p.parse_args(argv)
-    if not os.path.isfile(args.weights):
+    if args.weights and not os.path.isfile(args.weights):
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
 
     det_cfg, seg_cfg = demo_configs(args)
     models = DemoModels(det_cfg, args.weights, seg_cfg, args.semseg_weights or None)
-    models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
+    if args.weights:
+        models.detector()  # a checkpoint that does not fit the config fails here, before the page opens
     app = build_app(models)
     try:
         launch(app, args.host, args.port, block=False)

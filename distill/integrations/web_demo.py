@@ -24,6 +24,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_VOCABULARY = "circle, square, triangle, star, crescent"
 TABLE_HEADERS = ["class", "score", "x0", "y0", "x1", "y1"]
 MAX_ROWS = 50
+# the Detection tab's methods: the trained detector, or the teacher alone on class-agnostic proposals
+# (ViLD's "CLIP on cropped regions": no detector needed with selective search)
+METHODS = {
+    "trained detector": None,
+    "teacher on selective-search proposals (no training)": "selective-search",
+    "teacher on the detector's RPN proposals": "rpn",
+}
 
 
 def parse_names(text: str) -> list[str]:
@@ -36,12 +43,21 @@ def parse_names(text: str) -> list[str]:
     return names
 
 
+QUICKSTART_CONFIG = "synthetic/vild_r18_fpn_quick.yaml"
+
+
 def demo_configs(args) -> tuple[object, object | None]:
     """(detector config, segmenter config or None) of tools/web_demo.py's checkpoints: each checked to be of
     its kind and of this backend, its config the one it carries unless --config-file / --semseg-config."""
     from .inference import inference_config
 
-    det_cfg, meta = inference_config(args.weights, "detector", args.config_file, args.opts)
+    if not args.weights:  # zero-shot only: the config names the teacher
+        from ..config import load_config
+        from ..model_zoo import get_config_file
+
+        det_cfg, meta = load_config(args.config_file or get_config_file(QUICKSTART_CONFIG), args.opts), {}
+    else:
+        det_cfg, meta = inference_config(args.weights, "detector", args.config_file, args.opts)
     if meta.get("backend") == "detectron2":
         raise DistillInputError(
             "the web demo runs torchvision-backend detectors; this one was trained with the detectron2 "
@@ -93,6 +109,22 @@ class DemoModels:
             self._cache[key] = ClassEmbeddings(emb, names, {**teacher.provenance(), "templates": t.TEMPLATES})
         return self._cache[key]
 
+    def zero_shot(self, proposals: str, classes: torch.Tensor):
+        """The teacher of the detector's config scoring (C, D) `classes` on `proposals` ("selective-search" or
+        "rpn": the detector's RPN)."""
+        from ..modeling.zero_shot import ZeroShotConfig, ZeroShotDetector, selective_search_proposer
+        from .zero_shot import DEFAULT_OBJECTNESS_WEIGHT, rpn_proposer
+
+        key = ("proposer", proposals)
+        if key not in self._cache:
+            if proposals == "rpn":
+                self._cache[key] = rpn_proposer("torchvision", None, self.detector(), self.det_cfg, 300)
+            else:
+                self._cache[key] = selective_search_proposer()
+        teacher = self._teacher(self.det_cfg.MODEL.DISTILL.TEACHER)
+        cfg = ZeroShotConfig(objectness_weight=DEFAULT_OBJECTNESS_WEIGHT[proposals])
+        return ZeroShotDetector(teacher, classes, self._cache[key], cfg)
+
     def detector(self, vocabulary: ClassEmbeddings | None = None):
         """The detector, built for `vocabulary` (default: the page's default one) on first use: the training
         class embeddings are not read, the checkpoint alone is enough."""
@@ -100,7 +132,7 @@ class DemoModels:
             from .shared import building_with
             from .torchvision.trainer import load_trained_model
 
-            if not os.path.isfile(self.det_weights):
+            if not self.det_weights or not os.path.isfile(self.det_weights):
                 raise DistillInputError(
                     "detector weights not found (run `make quickstart` or pass --weights)", self.det_weights
                 )
@@ -125,20 +157,29 @@ class DemoModels:
 
 
 @torch.no_grad()
-def detect(models: DemoModels, rgb: np.ndarray, text: str, threshold: float):
-    """(H, W, 3) uint8 → (drawn (H', W', 3) uint8, table rows [class, score, x0, y0, x1, y1])."""
+def detect(
+    models: DemoModels, rgb: np.ndarray, text: str, threshold: float, method: str = "trained detector"
+):
+    """(H, W, 3) uint8 → (drawn (H', W', 3) uint8, table rows [class, score, x0, y0, x1, y1]); `method` one of
+    METHODS."""
     from .drawing import render
 
+    if method not in METHODS:
+        raise DistillInputError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     cfg = models.det_cfg
     vocab = models.vocabulary(cfg, text)
-    model = models.detector(vocab)
-    model.roi_heads.set_vocabulary(vocab)
     h0, w0 = rgb.shape[:2]
-    h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None]
-    if (h, w) != (h0, w0):
-        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
-    det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
+    if METHODS[method] is not None:
+        zero_shot = models.zero_shot(METHODS[method], vocab.embeddings)
+        det = zero_shot(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous())
+    else:
+        model = models.detector(vocab)
+        model.roi_heads.set_vocabulary(vocab)
+        h, w = resized_hw(h0, w0, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None]
+        if (h, w) != (h0, w0):
+            image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+        det = model([{"image": image[0], "scale": (h / h0, w / w0), "height": h0, "width": w0}])[0]
     drawn = render(rgb, det, vocab.class_names, None, threshold, scale=max(1, 512 // max(h0, w0)))
     above = torch.where(det["scores"] >= threshold)[0]
     keep = above[:MAX_ROWS]
@@ -251,6 +292,9 @@ def build_app(models: DemoModels):
                     thresh = gr.Slider(
                         0.0, 1.0, value=0.3, step=0.01, label="score threshold", elem_id="det-thresh"
                     )
+                    method = gr.Radio(
+                        list(METHODS), value="trained detector", label="method", elem_id="det-method"
+                    )
                     run = gr.Button("Detect", variant="primary", elem_id="det-run")
                 with gr.Column():
                     drawn = gr.Image(
@@ -262,7 +306,7 @@ def build_app(models: DemoModels):
                     )
             run.click(
                 _guard(_noted(models.det_cfg, lambda *a: detect(models, *a))),
-                [image, vocab, thresh],
+                [image, vocab, thresh, method],
                 [drawn, table, status],
             )
         with gr.Tab("Semantic segmentation"):
