@@ -28,6 +28,7 @@ cached under $DISTILL_CACHE/text_embeddings. The checkpoint carries its config: 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
