@@ -16,6 +16,15 @@ class DistillInputError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+class TrainingInterrupted(Exception):
+    """A training loop stopped on SIGINT / SIGTERM after saving a checkpoint. Tools print the message (where the
+    checkpoint is, how to continue) as one line and exit 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, message: str, signum: int):
+        self.exit_code = 128 + int(signum)
+        super().__init__(message)
+
+
 # the ranges a user's number is checked against: (test of a finite number, how the range reads)
 RANGES = {
     "finite": (lambda v: True, "a finite number"),
@@ -54,6 +63,9 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             print(f"error: {where}{e.strerror or e}", file=sys.stderr)
             return 2
+        except TrainingInterrupted as e:
+            print(f"interrupted: {e}", file=sys.stderr)
+            return e.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

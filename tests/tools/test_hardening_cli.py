@@ -519,3 +519,16 @@ def test_demo_on_a_one_pixel_sliver(env, tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
     pred = json.loads((out / "predictions.json").read_text())
     assert [(p["width"], p["height"]) for p in pred["images"]] == [(800, 1)]
+
+
+def test_resume_with_nothing_to_resume_says_so(env, tmp_path, capsys):
+    missing = tmp_path / "never_trained"
+    assert train(env, missing, "SOLVER.MAX_ITER", "2", flags=["--resume"]) == 2
+    e = err(capsys)
+    assert "--resume: no checkpoint to continue from" in e and "run without --resume" in e
+    assert not missing.exists()  # nothing created
+    killed_early = tmp_path / "early"  # a run killed before its first checkpoint leaves only metrics
+    killed_early.mkdir()
+    (killed_early / "metrics.json").write_text("")
+    assert train(env, killed_early, "SOLVER.MAX_ITER", "2", flags=["--resume"]) == 2
+    assert "--overwrite starts again" in err(capsys)

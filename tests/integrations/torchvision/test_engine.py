@@ -280,3 +280,54 @@ def test_metrics_time_per_iter_counts_the_iterations_since_the_last_record(tmp_p
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [4, 6]
     assert [r["time_per_iter"] for r in records] == [1.0, 1.0]  # the last: 2 s over 2 iterations, not over 4
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_resumes_bit_identical(tmp_path, synthetic_root, signum):
+    """SIGINT / SIGTERM between periodic checkpoints: the step in progress finishes, its checkpoint is written, the
+    run stops with one line naming it, and a resume from it ends where an uninterrupted run ends."""
+    from distill.integrations.torchvision.engine import HookBase
+    from distill.integrations.torchvision.sem_seg import train_segmenter
+    from distill.utils.checkpoint import last_checkpoint
+    from distill.utils.errors import TrainingInterrupted
+
+    cfg, vocab, ids, samples, targets = _seg_setup(synthetic_root)
+    cfg.defrost()
+    cfg.SOLVER.CHECKPOINT_PERIOD = 100  # above MAX_ITER: no periodic checkpoint before the signal
+    whole = _seg_model(cfg, vocab, ids)
+    train_segmenter(cfg, whole, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "a")
+
+    class Signal(HookBase):  # the signal arrives while iteration 4 (index 3) runs
+        def before_step(self):
+            if self.trainer.iter == 3:
+                os.kill(os.getpid(), signum)
+
+    from distill.integrations.torchvision import engine
+
+    register = engine.Trainer.register_hooks
+    previous = signal.getsignal(signum)
+    try:
+        engine.Trainer.register_hooks = lambda self, hooks: register(self, [*hooks, Signal()])
+        with pytest.raises(TrainingInterrupted) as e:
+            train_segmenter(
+                cfg,
+                _seg_model(cfg, vocab, ids),
+                samples,
+                targets,
+                max_iter=7,
+                progress=False,
+                output_dir=tmp_path / "b",
+            )
+    finally:
+        engine.Trainer.register_hooks = register
+    assert signal.getsignal(signum) == previous  # the handlers are the caller's again
+    saved = tmp_path / "b" / "model_0000003.pth"
+    assert e.value.exit_code == 128 + signum
+    assert f"at iteration 4/7: checkpoint saved to {saved}; " in str(e.value) and "--resume" in str(e.value)
+    assert last_checkpoint(tmp_path / "b") == saved
+    resumed = _seg_model(cfg, vocab, ids)
+    train_segmenter(
+        cfg, resumed, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "b", resume=True
+    )
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
