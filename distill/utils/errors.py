@@ -16,9 +16,11 @@ class DistillInputError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """A training loop stopped on SIGINT / SIGTERM after saving a checkpoint. Tools print the message (where the
-    checkpoint is, how to continue) as one line and exit 128 + the signal's number, as a shell reports it."""
+    checkpoint is, how to continue) as one line and exit 128 + the signal's number, as a shell reports it. An
+    interrupt, not an Exception: frameworks' `except Exception` (detectron2's trainer logs a traceback there)
+    let it through."""
 
     def __init__(self, message: str, signum: int):
         self.exit_code = 128 + int(signum)

@@ -33,6 +33,7 @@ from ...teacher.embeddings import ClassEmbeddings
 from ...utils.checkpoint import META_KEY, inference_meta, last_checkpoint, torch_file_errors
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError, check_checkpoint_fits
+from ...utils.interrupt import any_rank, stop_on_signals
 from ...utils.io import dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
 from ..shared import build_optimizer, load_train_vocabulary
@@ -120,6 +121,29 @@ class StrictCheckpointer(CheckedCheckpointer):
         return incompatible
 
 
+class SaveOnSignal(d2_hooks.HookBase):
+    """SIGINT / SIGTERM: the step in progress finishes, its checkpoint `model_{iter:07d}.pth` is saved (as
+    PeriodicCheckpointer saves one, so --resume continues from it) and the run stops with one line saying where
+    it is. The last hook: the others' after_step have run."""
+
+    def before_train(self) -> None:
+        self._signals = contextlib.ExitStack()
+        self.stop = self._signals.enter_context(stop_on_signals())
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not any_rank(bool(self.stop)) or t.iter + 1 >= t.max_iter:
+            return
+        name = f"model_{t.iter:07d}"
+        t.checkpointer.save(name, iteration=t.iter)  # rank 0 writes
+        where = f"at iteration {t.iter + 1}/{t.max_iter}"
+        path = os.path.join(t.checkpointer.save_dir, f"{name}.pth")
+        raise self.stop.interrupted(where, path, "run the same command with --resume to continue")
+
+    def after_train(self) -> None:
+        self._signals.close()
+
+
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
@@ -200,13 +224,14 @@ class ViLDTrainer(DefaultTrainer):
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
 
     def build_hooks(self):
-        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones."""
+        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones; a
+        signal saves a checkpoint and stops (SaveOnSignal)."""
         hooks = super().build_hooks()
         keep = self.cfg.MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP
         for h in hooks:
             if isinstance(h, d2_hooks.PeriodicCheckpointer) and keep > 0:
                 h.max_to_keep = keep
-        return hooks
+        return [*hooks, SaveOnSignal()]
 
     def build_writers(self):
         writers = [

@@ -41,14 +41,3 @@ def gather_to_all(obj) -> list:
     out = [None] * world
     dist.all_gather_object(out, obj)
     return out
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is True on any (one small all-reduce; `flag` itself outside a group)."""
-    rank, world = dist_info()
-    if world == 1:
-        return flag
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())

@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import torch
 
 from ....utils.checkpoint import last_checkpoint
-from ....utils.interrupt import StopRequest, stop_on_signals
+from ....utils.interrupt import StopRequest, any_rank, stop_on_signals
 from .checkpoint import rng_state, set_rng_state
-from .distributed import any_rank, dist_info
+from .distributed import dist_info
 
 logger = logging.getLogger(__name__)
 
