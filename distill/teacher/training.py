@@ -14,11 +14,10 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import read_image_rgb
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
 from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
@@ -38,8 +37,7 @@ def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
     index = {im["id"]: i for i, im in enumerate(caps["images"])}
     images = []
     for im in caps["images"]:
-        bgr = cv2.imread(str(root / "images" / "train" / im["file_name"]), cv2.IMREAD_COLOR)
-        images.append(torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous())
+        images.append(read_image_rgb(root / "images" / "train" / im["file_name"]))
     objects = []
     for a in caps["annotations"]:
         x, y, w, h = a["bbox"]
@@ -306,8 +304,7 @@ def zero_shot_accuracy(
     for d in dicts:
         if not d["annotations"]:
             continue
-        bgr = cv2.imread(d["file_name"], cv2.IMREAD_COLOR)
-        img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+        img = read_image_rgb(d["file_name"])
         boxes = torch.tensor(
             [
                 [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
