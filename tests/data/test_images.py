@@ -40,7 +40,10 @@ def test_whole_files_read_also_with_bytes_after_the_end_marker(tmp_path, ext):
 def test_the_region_dump_skips_a_truncated_image_with_its_reason(tmp_path):
     from distill.teacher.regions import _Images
 
-    items = [(0, 1, str(_picture(tmp_path / "ok.jpg"))), (0, 2, str(_picture(tmp_path / "cut.jpg", keep=0.6)))]
+    items = [
+        (0, 1, str(_picture(tmp_path / "ok.jpg"))),
+        (0, 2, str(_picture(tmp_path / "cut.jpg", keep=0.6))),
+    ]
     (_, _, ok, none), (_, _, missing, reason) = _Images(items)[0], _Images(items)[1]
     assert ok is not None and none is None
     assert missing is None and "truncated" in reason and "cut.jpg" in reason
