@@ -22,9 +22,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     interrupt, not an Exception: frameworks' `except Exception` (detectron2's trainer logs a traceback there)
     let it through."""
 
-    def __init__(self, message: str, signum: int):
-        self.exit_code = 128 + int(signum)
-        super().__init__(message)
+    def __init__(self, message: str, signum: int, hint: str | None = None):
+        self.message, self.signum, self.hint = message, int(signum), hint
+        self.exit_code = 128 + self.signum
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+    def with_hint(self, hint: str) -> "TrainingInterrupted":
+        """The same interruption, with another way to continue (a pipeline that resumes when rerun)."""
+        return TrainingInterrupted(self.message, self.signum, hint if self.hint else None)
 
 
 # the ranges a user's number is checked against: (test of a finite number, how the range reads)

@@ -30,7 +30,7 @@ class StopRequest:
         what = f"{signal.Signals(signum).name} {where}"
         if saved is None:
             return TrainingInterrupted(f"{what}: no checkpoint written", signum)
-        return TrainingInterrupted(f"{what}: checkpoint saved to {saved}; {hint}", signum)
+        return TrainingInterrupted(f"{what}: checkpoint saved to {saved}", signum, hint)
 
 
 @contextlib.contextmanager
