@@ -554,3 +554,12 @@ def test_demo_skips_truncated_jpeg_and_png(env, tmp_path, capsys):
     pred = json.loads((out / "predictions.json").read_text())
     assert [p["file_name"] for p in pred["images"]] == [str(imgs / "good.png")]
     assert sorted(p.name for p in out.glob("*.png")) == ["good.png"]
+
+
+def test_fine_tuning_from_the_other_backends_checkpoint_is_refused(env, tmp_path, capsys):
+    """detectron2's loader would skip every tensor of a torchvision checkpoint and train from scratch unsaid."""
+    ckpt = tmp_path / "d2.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "distill": {"backend": "detectron2"}}, ckpt)
+    assert train(env, tmp_path / "ft", "SOLVER.MAX_ITER", "1", "MODEL.WEIGHTS", str(ckpt)) == 2
+    assert "trained with the detectron2 backend; pass --backend detectron2" in err(capsys)
+    assert not (tmp_path / "ft").exists()
