@@ -5,6 +5,7 @@ at once without one."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
         if request.signum is not None:  # asked twice: quit now
             raise KeyboardInterrupt
         request.signum = signum
+        if os.environ.get("RANK", "0") != "0":  # every rank gets Ctrl-C; one says so
+            return
         print(
             f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
             "(Ctrl-C again quits without one)",

@@ -132,7 +132,10 @@ class SaveOnSignal(d2_hooks.HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        if not any_rank(bool(self.stop)) or t.iter + 1 >= t.max_iter:
+        if t.iter + 1 >= t.max_iter:  # done: model_final is saved in after_train; Ctrl-C stops the evaluation
+            self._signals.close()
+            return
+        if not any_rank(bool(self.stop)):
             return
         name = f"model_{t.iter:07d}"
         t.checkpointer.save(name, iteration=t.iter)  # rank 0 writes

@@ -39,10 +39,11 @@ class CheckpointHook(HookBase):
             self._save(self.final_name if (t.is_last and self.final_name) else f"model_{t.iter:07d}")
 
     def on_stop(self) -> str | None:
-        """A signal stops the run: this step's checkpoint (unless the periodic one just saved it)."""
+        """A signal stops the run: this step's checkpoint (unless after_step just saved it)."""
         t = self.trainer
-        name = f"model_{t.iter:07d}"
-        if (t.iter + 1) % self.period:
+        final = t.is_last and self.final_name
+        name = self.final_name if final else f"model_{t.iter:07d}"
+        if not (final or (t.iter + 1) % self.period == 0):
             self._save(name)
         save_dir = self.checkpointer.save_dir
         return os.path.join(save_dir, f"{name}.pth") if save_dir else None

@@ -126,8 +126,9 @@ class Trainer:
                     self.run_step()
                     for h in self.hooks:
                         h.after_step()
-                    # every rank stops at the same step: the checkpoint gathers all their states
-                    if any_rank(bool(stop)) and not self.is_last:
+                    # every rank stops at the same step: the checkpoint gathers all their states. After the
+                    # last step too: the caller's evaluation is not run
+                    if any_rank(bool(stop)):
                         self._stop(stop)
         finally:
             for h in self.hooks:
