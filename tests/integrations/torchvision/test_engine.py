@@ -331,3 +331,34 @@ def test_signal_saves_a_checkpoint_and_resumes_bit_identical(tmp_path, synthetic
     )
     a, b = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("at,saved", [(1, "model_0000001.pth"), (2, "model_final.pth")])
+def test_a_signal_in_the_last_step_stops_with_the_final_checkpoint(tmp_path, at, saved):
+    """Stopped during the last step, the run names its final checkpoint (the caller's evaluation is not run)."""
+    from distill.integrations.torchvision.engine import AtomicCheckpointer, CheckpointHook, HookBase, Trainer
+    from distill.utils.errors import TrainingInterrupted
+
+    class Signal(HookBase):
+        def before_step(self):
+            if self.trainer.iter == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model,
+        _Steps(),
+        opt,
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0),
+        max_iter=3,
+        forward=lambda m, x: {"loss": m(x).pow(2).mean()},
+    )
+    ckpt = AtomicCheckpointer(model, str(tmp_path), optimizer=opt)
+    trainer.register_hooks([CheckpointHook(ckpt, period=100), Signal()])
+    with pytest.raises(
+        TrainingInterrupted, match=f"SIGTERM at iteration {at + 1}/3: checkpoint saved to .*{saved}"
+    ):
+        trainer.train()
+    assert (tmp_path / "last_checkpoint").read_text() == saved
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [saved]
