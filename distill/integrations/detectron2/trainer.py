@@ -132,7 +132,7 @@ class SaveOnSignal(d2_hooks.HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        if t.iter + 1 >= t.max_iter:  # done: model_final is saved in after_train; Ctrl-C stops the evaluation
+        if t.iter + 1 >= t.max_iter:  # done, model_final saved: Ctrl-C stops the final evaluation as before
             self._signals.close()
             return
         if not any_rank(bool(self.stop)):
