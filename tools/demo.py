@@ -268,6 +268,7 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
 
+    from distill.data.images import read_image_rgb
     from distill.integrations.backend import backend_name_for, get_backend
     from distill.integrations.drawing import render
     from distill.integrations.inference import inference_config
@@ -295,21 +296,23 @@ def main(argv=None) -> int:
     }
     skipped = SkipList()
     for k, (path, drawn_path) in enumerate(zip(images, drawn_paths), 1):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            skipped.add(path, "cannot decode image")
+        try:
+            # (H, W, 3) RGB; a truncated file is skipped like an unreadable one
+            rgb = np.ascontiguousarray(read_image_rgb(str(path)).permute(1, 2, 0).numpy())
+        except DistillInputError as e:
+            skipped.add(path, str(e))
             continue
-        h, w = bgr.shape[:2]
+        h, w = rgb.shape[:2]
         det = backend.predict(model, cfg, {"file_name": str(path), "height": h, "width": w, "image_id": k})
         drawn = render(
-            np.ascontiguousarray(bgr[:, :, ::-1]),
+            rgb,
             det,
             names,
             None,
             args.score_thresh,
             scale=max(1, 384 // max(h, w)),
         )
-        del bgr
+        del rgb
         ok, buf = cv2.imencode(".png", drawn[:, :, ::-1])
         atomic_write_bytes(drawn_path, buf.tobytes())
         coco["images"].append({"id": k, "file_name": str(path), "height": h, "width": w})

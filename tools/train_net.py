@@ -34,8 +34,8 @@ def default_argument_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("auto", *BACKENDS),
         default="auto",
-        help="auto: the backend that trained --eval-only's MODEL.WEIGHTS, else detectron2 when it is "
-        "installed (distill.integrations.backend.get_backend)",
+        help="auto: the backend that trained MODEL.WEIGHTS (the checkpoint evaluated or fine-tuned), else "
+        "detectron2 when it is installed (distill.integrations.backend.get_backend)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     p.add_argument(
@@ -61,10 +61,11 @@ def default_argument_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _eval_weights(args) -> str | None:
-    """MODEL.WEIGHTS of an --eval-only run (the command line's, else the yaml's), to pick the backend by."""
-    if not args.eval_only:
-        return None
+def _run_weights(args) -> str | None:
+    """MODEL.WEIGHTS of an --eval-only or fine-tuning run (the command line's, else the yaml's), to pick the
+    backend by: a checkpoint of the other backend would not load (detectron2's loader would skip every tensor)."""
+    if args.resume and not args.eval_only:
+        return None  # the run's own last checkpoint is what loads
     pairs = dict(zip(args.opts[::2], args.opts[1::2]))
     if "MODEL.WEIGHTS" in pairs:
         return pairs["MODEL.WEIGHTS"]
@@ -112,7 +113,7 @@ def check_early(args) -> int:
 @cli_entry
 def run(args) -> int:
     """setup → train (or --eval-only) → evaluate, in the backend's package module."""
-    return get_backend(backend_name_for(args.backend, _eval_weights(args))).train_net(args)
+    return get_backend(backend_name_for(args.backend, _run_weights(args))).train_net(args)
 
 
 def main(argv=None) -> int:

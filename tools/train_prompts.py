@@ -122,6 +122,11 @@ def main(argv=None) -> int:
     work = Path(args.work_dir or str(out) + ".work")
     if out.exists() and not args.force:
         raise DistillInputError("output exists; pass --force to overwrite it", out)
+    if args.resume and not args.force and not (work / "last.pt").exists():
+        raise DistillInputError(
+            "--resume: no checkpoint to continue from (no last.pt); run without --resume to start training",
+            work,
+        )
     if (work / "last.pt").exists() and not (args.resume or args.force):
         raise DistillInputError(
             "work dir holds a checkpoint; pass --resume to continue or --force to restart", work

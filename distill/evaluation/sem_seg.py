@@ -22,6 +22,9 @@ def read_sem_seg_png(
     path = str(path)
     if not os.path.isfile(path):
         raise DistillInputError("semantic label file not found", path)
+    from ..data.images import check_image_complete
+
+    check_image_complete(path, "semantic label")  # a cut PNG is refused, not read in part
     lab = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DistillInputError("cannot decode semantic label PNG", path)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import synthetic_dataset
+from ..data.images import read_image_rgb
 from ..modeling.masks import iter_local_masks
 from ..teacher.checks import load_class_embeddings
 from ..utils.io import atomic_write_bytes
@@ -69,7 +70,7 @@ def draw_predictions_grid(
     picks = [d for d in dicts if any(novel[a["category_id"]] for a in d["annotations"])][:n]
     tiles = []
     for d in picks:
-        rgb = cv2.imread(d["file_name"])[:, :, ::-1]
+        rgb = read_image_rgb(d["file_name"]).permute(1, 2, 0).numpy()
         tiles.append(
             render(np.ascontiguousarray(rgb), predict(model, cfg, d), meta.thing_classes, novel.tolist())
         )

@@ -26,6 +26,7 @@ from ..data.synthetic import SyntheticConfig, generate
 from ..model_zoo import get_config_file
 from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 from ..utils.cli import ToolParser, parse_args, positive_int
+from ..utils.errors import TrainingInterrupted
 from ..utils.outdir import LOCK_NAME, lock_output_dir
 from .backend import BACKENDS, Backend, check_config_early, get_backend
 
@@ -375,5 +376,8 @@ def main(argv=None) -> int:
         args.config_file,
         args.region_dtype,
     )
-    run(pipe, args.skip_semseg)
+    try:
+        run(pipe, args.skip_semseg)
+    except TrainingInterrupted as e:  # its stages resume when it runs again; it has no --resume
+        raise e.with_hint("run the quickstart again to continue (finished stages are kept)") from None
     return 0

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..data.images import read_image_rgb
 from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
+from ..utils.interrupt import stop_on_signals
 from ..utils.io import atomic_path
 from ..utils.progress import job_progress
 from .domain import check_images
@@ -198,32 +199,43 @@ def train_prompts(
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         logger.info("resumed %s at step %d", cfg.method, start)
+
+    def save(step: int) -> None:
+        with atomic_path(ckpt) as tmp:
+            torch.save(
+                {
+                    "module": module.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "config": asdict(cfg),
+                },
+                tmp,
+            )
+
     bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc=cfg.method)
-    for step in bar:
-        if cfg.method == "clip-adapter":
-            loss = _ce_loss(module(base_emb), data, fg, cfg, rng, scale)
-        elif cfg.method == "detpro":
-            loss = _detpro_loss(module(teacher.model), data, bins, bg, cfg, rng, scale)
-        else:
-            loss = _ce_loss(module(teacher.model)[0], data, fg, cfg, rng, scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {
-                        "module": module.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state(),
-                        "step": step + 1,
-                        "config": asdict(cfg),
-                    },
-                    tmp,
+    with stop_on_signals() as stop:
+        for step in bar:
+            if cfg.method == "clip-adapter":
+                loss = _ce_loss(module(base_emb), data, fg, cfg, rng, scale)
+            elif cfg.method == "detpro":
+                loss = _detpro_loss(module(teacher.model), data, bins, bg, cfg, rng, scale)
+            else:
+                loss = _ce_loss(module(teacher.model)[0], data, fg, cfg, rng, scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stop:
+                save(step + 1)
+            if stop and step + 1 < cfg.steps:  # SIGINT / SIGTERM: this step's checkpoint is on disk
+                raise stop.interrupted(
+                    f"at step {step + 1}/{cfg.steps}",
+                    str(ckpt),
+                    "run the same command with --resume to continue",
                 )
     return _save(module, teacher, base_names, cfg, output, training_data)
 

@@ -14,14 +14,14 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import read_image_rgb
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
 from ..utils.checkpoint import load_torch_file
 from ..utils.errors import DistillInputError
+from ..utils.interrupt import stop_on_signals
 from ..utils.io import atomic_path, read_json
 from ..utils.progress import job_progress
 from .crops import GEOMETRIES, center_square, scale_boxes
@@ -37,8 +37,7 @@ def load_corpus(root: Path) -> tuple[list[torch.Tensor], list[dict]]:
     index = {im["id"]: i for i, im in enumerate(caps["images"])}
     images = []
     for im in caps["images"]:
-        bgr = cv2.imread(str(root / "images" / "train" / im["file_name"]), cv2.IMREAD_COLOR)
-        images.append(torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous())
+        images.append(read_image_rgb(root / "images" / "train" / im["file_name"]))
     objects = []
     for a in caps["annotations"]:
         x, y, w, h = a["bbox"]
@@ -239,35 +238,46 @@ def train_teacher(
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         logger.info("resumed teacher training at step %d", start)
+
+    def save(step: int) -> None:
+        with atomic_path(ckpt) as tmp:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "config": asdict(cfg),
+                },
+                tmp,
+            )
+
     model.train()
     bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc="teacher")
-    for step in bar:
-        crops, tokens, cats, colours, named = _batch(
-            rng, images, objects, size, mean, std, cfg.batch_size, tokenizer
-        )
-        img = F.normalize(model.encode_image(crops), dim=-1)
-        txt = F.normalize(model.encode_text(tokens), dim=-1)
-        loss = multi_positive_clip_loss(img, txt, _positives(cats, colours, named), model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state(),
-                        "step": step + 1,
-                        "config": asdict(cfg),
-                    },
-                    tmp,
+    with stop_on_signals() as stop:
+        for step in bar:
+            crops, tokens, cats, colours, named = _batch(
+                rng, images, objects, size, mean, std, cfg.batch_size, tokenizer
+            )
+            img = F.normalize(model.encode_image(crops), dim=-1)
+            txt = F.normalize(model.encode_text(tokens), dim=-1)
+            loss = multi_positive_clip_loss(
+                img, txt, _positives(cats, colours, named), model.logit_scale.exp()
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or stop:
+                save(step + 1)
+            if stop and step + 1 < cfg.steps:  # SIGINT / SIGTERM: this step's checkpoint is on disk
+                raise stop.interrupted(
+                    f"at step {step + 1}/{cfg.steps}", str(ckpt), "run the same command again to continue"
                 )
     weights = out / "teacher_fp16.pt"
     with atomic_path(weights) as tmp:
@@ -294,8 +304,7 @@ def zero_shot_accuracy(
     for d in dicts:
         if not d["annotations"]:
             continue
-        bgr = cv2.imread(d["file_name"], cv2.IMREAD_COLOR)
-        img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+        img = read_image_rgb(d["file_name"])
         boxes = torch.tensor(
             [
                 [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]

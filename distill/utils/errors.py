@@ -16,6 +16,22 @@ class DistillInputError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A training loop stopped on SIGINT / SIGTERM after saving a checkpoint. Tools print the message (where the
+    checkpoint is, how to continue) as one line and exit 128 + the signal's number, as a shell reports it. An
+    interrupt, not an Exception: frameworks' `except Exception` (detectron2's trainer logs a traceback there)
+    let it through."""
+
+    def __init__(self, message: str, signum: int, hint: str | None = None):
+        self.message, self.signum, self.hint = message, int(signum), hint
+        self.exit_code = 128 + self.signum
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+    def with_hint(self, hint: str) -> "TrainingInterrupted":
+        """The same interruption, with another way to continue (a pipeline that resumes when rerun)."""
+        return TrainingInterrupted(self.message, self.signum, hint if self.hint else None)
+
+
 # the ranges a user's number is checked against: (test of a finite number, how the range reads)
 RANGES = {
     "finite": (lambda v: True, "a finite number"),
@@ -54,6 +70,9 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             print(f"error: {where}{e.strerror or e}", file=sys.stderr)
             return 2
+        except TrainingInterrupted as e:
+            print(f"interrupted: {e}", file=sys.stderr)
+            return e.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

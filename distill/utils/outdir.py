@@ -53,7 +53,17 @@ def previous_run(path: str | os.PathLike) -> list[str]:
 
 def claim_training_dir(path: str | os.PathLike, resume: bool, overwrite: bool = False) -> Path:
     """Lock OUTPUT_DIR for a training run. A folder that holds a run needs --resume (continue it) or --overwrite
-    (its checkpoints, metrics and event files are removed first); otherwise one clear error."""
+    (its checkpoints, metrics and event files are removed first); otherwise one clear error. --resume with no
+    checkpoint to continue from is an error too, not a silent start from iteration 0."""
+    if (
+        resume and not (Path(path) / "last_checkpoint").is_file()
+    ):  # checked before the lock creates the folder
+        again = "; --overwrite starts again" if Path(path).is_dir() and previous_run(path) else ""
+        raise DistillInputError(
+            "--resume: no checkpoint to continue from (no last_checkpoint file); run without --resume to "
+            f"start training{again}",
+            path,
+        )
     path = lock_output_dir(path)
     found = previous_run(path)
     if found and not resume:

@@ -69,3 +69,10 @@ def test_read_sem_seg_png_errors(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(DistillInputError, match="cannot decode"):
         read_sem_seg_png(bad, 3)
+    cut = tmp_path / "cut.png"
+    data = cv2.imencode(".png", np.random.default_rng(0).integers(0, 3, (64, 64), dtype=np.uint8))[
+        1
+    ].tobytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DistillInputError, match="truncated or corrupt semantic label file"):
+        read_sem_seg_png(cut, 3)

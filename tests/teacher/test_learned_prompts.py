@@ -184,3 +184,39 @@ def test_vocabulary_cache_follows_a_retrained_file(tiny_teacher, tiny_weights, t
     b = vocabulary_embeddings(NAMES, "distill-tiny-vit", str(tiny_weights), str(path)).embeddings
     torch.testing.assert_close(b, encode_learned(tiny_teacher, NAMES, path))
     assert not torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_saves_the_step_and_resume_ends_the_same(tiny_teacher, tmp_path, monkeypatch, signum):
+    import os
+    import signal
+
+    from distill.teacher import prompt_training
+    from distill.utils.errors import TrainingInterrupted
+
+    data = _fake_data(tiny_teacher.dim)
+    cfg = PromptTrainConfig(method="clip-adapter", steps=6, checkpoint_every=100, batch_size=16)
+    whole = train_prompts(
+        tiny_teacher, data, NAMES, cfg, tmp_path / "a.safetensors", tmp_path / "wa", {}, progress=False
+    )
+    loss, calls = prompt_training._ce_loss, []
+
+    def signalled(*a, **k):  # the signal arrives during the third step
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), getattr(signal, signum))
+        return loss(*a, **k)
+
+    monkeypatch.setattr(prompt_training, "_ce_loss", signalled)
+    out, work = tmp_path / "b.safetensors", tmp_path / "wb"
+    with pytest.raises(
+        TrainingInterrupted, match=f"{signum} at step 3/6: checkpoint saved to {work / 'last.pt'}"
+    ):
+        train_prompts(tiny_teacher, data, NAMES, cfg, out, work, {}, progress=False)
+    assert not out.exists() and torch.load(work / "last.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(prompt_training, "_ce_loss", loss)
+    train_prompts(tiny_teacher, data, NAMES, cfg, out, work, {}, resume=True, progress=False)
+    assert (
+        json.loads(out.with_name(out.name + ".json").read_text())["sha256"]
+        == json.loads(whole.with_name(whole.name + ".json").read_text())["sha256"]
+    )

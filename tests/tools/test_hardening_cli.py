@@ -519,3 +519,47 @@ def test_demo_on_a_one_pixel_sliver(env, tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
     pred = json.loads((out / "predictions.json").read_text())
     assert [(p["width"], p["height"]) for p in pred["images"]] == [(800, 1)]
+
+
+def test_resume_with_nothing_to_resume_says_so(env, tmp_path, capsys):
+    missing = tmp_path / "never_trained"
+    assert train(env, missing, "SOLVER.MAX_ITER", "2", flags=["--resume"]) == 2
+    e = err(capsys)
+    assert "--resume: no checkpoint to continue from" in e and "run without --resume" in e
+    assert not missing.exists()  # nothing created
+    killed_early = tmp_path / "early"  # a run killed before its first checkpoint leaves only metrics
+    killed_early.mkdir()
+    (killed_early / "metrics.json").write_text("")
+    assert train(env, killed_early, "SOLVER.MAX_ITER", "2", flags=["--resume"]) == 2
+    assert "--overwrite starts again" in err(capsys)
+
+
+def test_demo_skips_truncated_jpeg_and_png(env, tmp_path, capsys):
+    """A file cut short is skipped, counted and listed like an undecodable one, not drawn as if whole."""
+    import cv2
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    good = env["root"] / "images/val/000001.png"
+    (imgs / "good.png").write_bytes(good.read_bytes())
+    rgb = cv2.imread(str(good))
+    for ext in (".jpg", ".png"):
+        data = cv2.imencode(ext, rgb)[1].tobytes()
+        (imgs / f"cut{ext}").write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out"
+    args = ["--backend", "torchvision", "--weights", str(env["weights"]), *opts(env, tmp_path / "x")]
+    assert demo.main(["--config-file", CONFIG, "--input", str(imgs), "--output", str(out), *args]) == 2
+    e = err(capsys)
+    assert "skipped 2 of 3 input(s)" in e and "cut.jpg" in e and "cut.png" in e and "truncated" in e
+    pred = json.loads((out / "predictions.json").read_text())
+    assert [p["file_name"] for p in pred["images"]] == [str(imgs / "good.png")]
+    assert sorted(p.name for p in out.glob("*.png")) == ["good.png"]
+
+
+def test_fine_tuning_from_the_other_backends_checkpoint_is_refused(env, tmp_path, capsys):
+    """detectron2's loader would skip every tensor of a torchvision checkpoint and train from scratch unsaid."""
+    ckpt = tmp_path / "d2.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "distill": {"backend": "detectron2"}}, ckpt)
+    assert train(env, tmp_path / "ft", "SOLVER.MAX_ITER", "1", "MODEL.WEIGHTS", str(ckpt)) == 2
+    assert "trained with the detectron2 backend; pass --backend detectron2" in err(capsys)
+    assert not (tmp_path / "ft").exists()

@@ -91,3 +91,25 @@ def test_quickstart_stages_table_cache_and_backend_guard(backend, tmp_path, monk
     other = "detectron2" if backend == "torchvision" else "torchvision"
     assert quickstart.main([a if a != backend else other for a in args]) == 2
     assert f"run of the {backend} backend" in capsys.readouterr().err
+
+
+def test_an_interrupted_quickstart_says_to_run_it_again(tmp_path, monkeypatch, capsys):
+    """The quickstart has no --resume: its stages continue when it runs again, and the line says so."""
+    import signal
+
+    from distill.utils.errors import TrainingInterrupted
+
+    def interrupted(pipe, skip_semseg):
+        raise TrainingInterrupted(
+            "SIGINT at iteration 3/8: checkpoint saved to x.pth",
+            signal.SIGINT,
+            "run the same command with --resume",
+        )
+
+    monkeypatch.setattr(quickstart, "run", interrupted)
+    assert quickstart.main(["--output-dir", str(tmp_path / "q")]) == 128 + signal.SIGINT
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        "interrupted: SIGINT at iteration 3/8: checkpoint saved to x.pth; "
+        "run the quickstart again to continue (finished stages are kept)"
+    )

@@ -90,3 +90,11 @@ def test_train_prompts_bad_input_is_one_line(tmp_path, synthetic_root, tiny_weig
         tmp_path / "x.npy",
     )
     assert r.returncode == 2 and "learned-prompt file not found" in r.stderr
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, synthetic_root):
+    out = tmp_path / "p.safetensors"
+    args = ["--method", "coop", "--teacher", "distill-tiny-vit", "--benchmark", synthetic_root]
+    r = tool("train_prompts.py", *args, "--output", out, "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--resume: no checkpoint to continue from" in r.stderr and "run without --resume" in r.stderr

@@ -24,6 +24,7 @@ from detectron2.structures import Boxes
 
 from ...data import catalog as core_catalog
 from ...data.datasets import DatasetMetadata
+from ...data.images import check_image_complete
 from ...data.region_store import RegionEmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class ViLDDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict: dict) -> dict:
         # semantic masks are not used by the detector: do not read them
         d = {k: v for k, v in dataset_dict.items() if k != "sem_seg_file_name"}
+        check_image_complete(d["file_name"])  # a truncated file is refused as unreadable, not read in part
         if self.crops and self.use_instance_mask and "annotations" in d:
             d["annotations"] = [_polygons_to_rle(a, d["height"], d["width"]) for a in d["annotations"]]
         return super().__call__(d)

@@ -40,6 +40,7 @@ from ...utils.checkpoint import (
 )
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError, check_checkpoint_fits
+from ...utils.interrupt import any_rank, stop_on_signals
 from ...utils.io import dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
 from ..shared import build_optimizer, building_with, load_train_vocabulary
@@ -127,6 +128,32 @@ class StrictCheckpointer(CheckedCheckpointer):
         return incompatible
 
 
+class SaveOnSignal(d2_hooks.HookBase):
+    """SIGINT / SIGTERM: the step in progress finishes, its checkpoint `model_{iter:07d}.pth` is saved (as
+    PeriodicCheckpointer saves one, so --resume continues from it) and the run stops with one line saying where
+    it is. The last hook: the others' after_step have run."""
+
+    def before_train(self) -> None:
+        self._signals = contextlib.ExitStack()
+        self.stop = self._signals.enter_context(stop_on_signals())
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.iter + 1 >= t.max_iter:  # done, model_final saved: Ctrl-C stops the final evaluation as before
+            self._signals.close()
+            return
+        if not any_rank(bool(self.stop)):
+            return
+        name = f"model_{t.iter:07d}"
+        t.checkpointer.save(name, iteration=t.iter)  # rank 0 writes
+        where = f"at iteration {t.iter + 1}/{t.max_iter}"
+        path = os.path.join(t.checkpointer.save_dir, f"{name}.pth")
+        raise self.stop.interrupted(where, path, "run the same command with --resume to continue")
+
+    def after_train(self) -> None:
+        self._signals.close()
+
+
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
@@ -207,13 +234,14 @@ class ViLDTrainer(DefaultTrainer):
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
 
     def build_hooks(self):
-        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones."""
+        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones; a
+        signal saves a checkpoint and stops (SaveOnSignal)."""
         hooks = super().build_hooks()
         keep = self.cfg.MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP
         for h in hooks:
             if isinstance(h, d2_hooks.PeriodicCheckpointer) and keep > 0:
                 h.max_to_keep = keep
-        return hooks
+        return [*hooks, SaveOnSignal()]
 
     def build_writers(self):
         writers = [

@@ -318,3 +318,85 @@ def test_metrics_eta_follows_the_recent_speed(tmp_path, monkeypatch, caplog):
     etas = re.findall(r"iter (\d+)/40 .* eta: (\d+):(\d\d):(\d\d)", caplog.text)
     it, h, m, s = map(int, next(e for e in etas if e[0] == "28"))
     assert 12 <= 3600 * h + 60 * m + s <= 16, etas  # 12 steps left at ~1 s (whole-run average: 24 s)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_resumes_bit_identical(tmp_path, synthetic_root, signum):
+    """SIGINT / SIGTERM between periodic checkpoints: the step in progress finishes, its checkpoint is written, the
+    run stops with one line naming it, and a resume from it ends where an uninterrupted run ends."""
+    from distill.integrations.torchvision.engine import HookBase
+    from distill.integrations.torchvision.sem_seg import train_segmenter
+    from distill.utils.checkpoint import last_checkpoint
+    from distill.utils.errors import TrainingInterrupted
+
+    cfg, vocab, ids, samples, targets = _seg_setup(synthetic_root)
+    cfg.defrost()
+    cfg.SOLVER.CHECKPOINT_PERIOD = 100  # above MAX_ITER: no periodic checkpoint before the signal
+    whole = _seg_model(cfg, vocab, ids)
+    train_segmenter(cfg, whole, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "a")
+
+    class Signal(HookBase):  # the signal arrives while iteration 4 (index 3) runs
+        def before_step(self):
+            if self.trainer.iter == 3:
+                os.kill(os.getpid(), signum)
+
+    from distill.integrations.torchvision import engine
+
+    register = engine.Trainer.register_hooks
+    previous = signal.getsignal(signum)
+    try:
+        engine.Trainer.register_hooks = lambda self, hooks: register(self, [*hooks, Signal()])
+        with pytest.raises(TrainingInterrupted) as e:
+            train_segmenter(
+                cfg,
+                _seg_model(cfg, vocab, ids),
+                samples,
+                targets,
+                max_iter=7,
+                progress=False,
+                output_dir=tmp_path / "b",
+            )
+    finally:
+        engine.Trainer.register_hooks = register
+    assert signal.getsignal(signum) == previous  # the handlers are the caller's again
+    saved = tmp_path / "b" / "model_0000003.pth"
+    assert e.value.exit_code == 128 + signum
+    assert f"at iteration 4/7: checkpoint saved to {saved}; " in str(e.value) and "--resume" in str(e.value)
+    assert last_checkpoint(tmp_path / "b") == saved
+    resumed = _seg_model(cfg, vocab, ids)
+    train_segmenter(
+        cfg, resumed, samples, targets, max_iter=7, progress=False, output_dir=tmp_path / "b", resume=True
+    )
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("at,saved", [(1, "model_0000001.pth"), (2, "model_final.pth")])
+def test_a_signal_in_the_last_step_stops_with_the_final_checkpoint(tmp_path, at, saved):
+    """Stopped during the last step, the run names its final checkpoint (the caller's evaluation is not run)."""
+    from distill.integrations.torchvision.engine import AtomicCheckpointer, CheckpointHook, HookBase, Trainer
+    from distill.utils.errors import TrainingInterrupted
+
+    class Signal(HookBase):
+        def before_step(self):
+            if self.trainer.iter == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model,
+        _Steps(),
+        opt,
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0),
+        max_iter=3,
+        forward=lambda m, x: {"loss": m(x).pow(2).mean()},
+    )
+    ckpt = AtomicCheckpointer(model, str(tmp_path), optimizer=opt)
+    trainer.register_hooks([CheckpointHook(ckpt, period=100), Signal()])
+    with pytest.raises(
+        TrainingInterrupted, match=f"SIGTERM at iteration {at + 1}/3: checkpoint saved to .*{saved}"
+    ):
+        trainer.train()
+    assert (tmp_path / "last_checkpoint").read_text() == saved
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [saved]

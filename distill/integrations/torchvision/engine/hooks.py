@@ -23,7 +23,8 @@ LOG = logging.getLogger("distill.train")  # the periodic lines: log.txt, and the
 class CheckpointHook(HookBase):
     """Every `period` iterations a checkpoint `model_{iter:07d}.pth`, at the end `final_name` (None: a
     periodic one only); each holds the model, optimizer, scheduler, the iteration and every rank's
-    `Trainer.state_dict()` (data position, RNG states). `max_to_keep` > 0 keeps only the newest periodic ones."""
+    `Trainer.state_dict()` (data position, RNG states). `max_to_keep` > 0 keeps only the newest periodic ones.
+    A run stopped by a signal saves `model_{iter:07d}.pth` of the step it finished, resumable the same way."""
 
     def __init__(
         self, checkpointer, period: int, max_to_keep: int = 0, final_name: str | None = "model_final"
@@ -34,10 +35,22 @@ class CheckpointHook(HookBase):
     def after_step(self) -> None:
         t = self.trainer
         periodic = (t.iter + 1) % self.period == 0
-        if not (periodic or (t.is_last and self.final_name)):
-            return
+        if periodic or (t.is_last and self.final_name):
+            self._save(self.final_name if (t.is_last and self.final_name) else f"model_{t.iter:07d}")
+
+    def on_stop(self) -> str | None:
+        """A signal stops the run: this step's checkpoint (unless after_step just saved it)."""
+        t = self.trainer
+        final = t.is_last and self.final_name
+        name = self.final_name if final else f"model_{t.iter:07d}"
+        if not (final or (t.iter + 1) % self.period == 0):
+            self._save(name)
+        save_dir = self.checkpointer.save_dir
+        return os.path.join(save_dir, f"{name}.pth") if save_dir else None
+
+    def _save(self, name: str) -> None:
+        t = self.trainer
         states = gather_to_all(t.state_dict())  # every rank takes part
-        name = self.final_name if (t.is_last and self.final_name) else f"model_{t.iter:07d}"
         self.checkpointer.save(name, iteration=t.iter, trainer=states)
         if dist_info()[0] == 0 and self.checkpointer.save_dir:
             prune_checkpoints(self.checkpointer.save_dir, self.max_to_keep)

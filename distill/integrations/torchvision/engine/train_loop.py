@@ -3,7 +3,8 @@
 A step: next batch → losses (a dict of scalars) → finite check → backward (GradScaler under AMP) → optional
 clipping → optimizer and scheduler step. The data source is an iterator with `state_dict()` / `load_state_dict()`
 (its position in the stream); with the RNG states, the optimizer, the scheduler and the scaler, it is what a
-checkpoint holds, so a resumed run continues exactly where the killed one was.
+checkpoint holds, so a resumed run continues exactly where the killed one was. SIGINT / SIGTERM stop the loop
+after the step it is in: the hooks save a checkpoint (`HookBase.on_stop`) and `TrainingInterrupted` says where.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from ....utils.checkpoint import last_checkpoint
+from ....utils.interrupt import StopRequest, any_rank, stop_on_signals
 from .checkpoint import rng_state, set_rng_state
 from .distributed import dist_info
 
@@ -23,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 class HookBase:
     """Called by `Trainer.train`: before_train, then before_step / after_step around each iteration
-    (`self.trainer.iter` is the iteration running, from 0), then after_train (also after an error)."""
+    (`self.trainer.iter` is the iteration running, from 0), then after_train (also after an error). When a
+    signal stops the loop early, on_stop comes after the step's after_step, on every rank."""
 
     trainer: "Trainer"
 
@@ -39,12 +42,19 @@ class HookBase:
     def after_step(self) -> None:
         pass
 
+    def on_stop(self) -> str | None:
+        """The loop stops early (a signal): a hook that saves a checkpoint returns its path."""
+        return None
+
 
 class Trainer:
     """The loop. `forward(model, batch)` returns the losses dict (default `model(batch)`); `clip(model)` clips
     the gradients (None: no clipping); `amp` runs the forward pass under CUDA autocast with a GradScaler.
 
-    After each step: `iter` (that step's index), `losses` (its loss tensors) and `total_loss`."""
+    After each step: `iter` (that step's index), `losses` (its loss tensors) and `total_loss`. `resume_hint` ends
+    the line of an interrupted run (how to continue from its checkpoint)."""
+
+    resume_hint = "run the same command with --resume to continue"
 
     def __init__(
         self,
@@ -108,16 +118,27 @@ class Trainer:
         for h in self.hooks:
             h.before_train()
         try:
-            for it in range(self.start_iter, self.max_iter):
-                self.iter = it
-                for h in self.hooks:
-                    h.before_step()
-                self.run_step()
-                for h in self.hooks:
-                    h.after_step()
+            with stop_on_signals() as stop:
+                for it in range(self.start_iter, self.max_iter):
+                    self.iter = it
+                    for h in self.hooks:
+                        h.before_step()
+                    self.run_step()
+                    for h in self.hooks:
+                        h.after_step()
+                    # every rank stops at the same step: the checkpoint gathers all their states. After the
+                    # last step too: the caller's evaluation is not run
+                    if any_rank(bool(stop)):
+                        self._stop(stop)
         finally:
             for h in self.hooks:
                 h.after_train()
+
+    def _stop(self, stop: StopRequest) -> None:
+        """Ask the hooks to save (the checkpoint of this step, resumable like a periodic one), then raise."""
+        saved = [p for p in (h.on_stop() for h in self.hooks) if p]
+        where = f"at iteration {self.iter + 1}/{self.max_iter}"
+        raise stop.interrupted(where, saved[0] if saved else None, self.resume_hint)
 
     def run_step(self) -> None:
         batch = next(self.data)
