@@ -101,10 +101,10 @@ def _worker(local_rank: int, args, world: int, url: str) -> None:
 
 @cli_entry
 def check_early(args) -> int:
-    """Errors that need no model, before torch is imported: the config (file, keys, values), --eval-only's
-    MODEL.WEIGHTS."""
+    """Errors that need no model, before torch is imported: the config (file, keys, values), the MODEL.WEIGHTS
+    evaluated or fine-tuned."""
     check_config_early(args.config_file, args.opts, args.backend)
-    weights = _eval_weights(args)
+    weights = _run_weights(args)
     if weights:
         check_weights_early(weights, "MODEL.WEIGHTS")
     return 0
