@@ -18,7 +18,16 @@ from .defaults import _C, DISTILL_DEFAULTS
 
 
 class UnknownConfigKey(DistillInputError):
-    """A key neither the defaults nor the yaml's bases have (the message suggests the closest known keys)."""
+    """A key neither the defaults nor the yaml's bases have (the message suggests the closest known keys);
+    `key` is that key."""
+
+    key: str | None = None
+
+
+def _unknown(key: str | None, message: str, *where) -> UnknownConfigKey:
+    e = UnknownConfigKey(message, *where)
+    e.key = key
+    return e
 
 
 def _as(node_cls: type, node: CfgNode) -> CfgNode:
@@ -58,7 +67,7 @@ def load_config(
                 f"cannot read the config ({e.strerror}: {e.filename})", config_file
             ) from None
         except KeyError as e:
-            raise UnknownConfigKey(unknown_key_message(_key(e), cfg), config_file) from None
+            raise _unknown(_key(e), unknown_key_message(_key(e), cfg), config_file) from None
         except (ValueError, TypeError) as e:
             raise DistillInputError(f"bad config value ({_mismatch(e)})", config_file) from None
     if overrides:
@@ -67,7 +76,7 @@ def load_config(
         try:
             cfg.merge_from_list(_ints_as_floats(cfg, overrides))
         except (KeyError, AssertionError) as e:
-            raise UnknownConfigKey(unknown_key_message(_key(e), cfg, " on the command line")) from None
+            raise _unknown(_key(e), unknown_key_message(_key(e), cfg, " on the command line")) from None
         except (ValueError, TypeError) as e:
             raise DistillInputError(f"bad command-line config value ({_mismatch(e)})") from None
     check_config_values(cfg)
@@ -140,16 +149,23 @@ def _ints_as_floats(cfg, overrides: Sequence[str]) -> list[str]:
 
 
 _MISMATCH = re.compile(
-    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)"
+    r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\) with values \((.*) vs\. (.*)\) for config "
+    r"key: (\S+)",
+    re.S,
 )
 
 
 def _mismatch(e: BaseException) -> str:
-    """yacs' type-mismatch message in the user's terms: which key, what type it takes, what was given."""
+    """yacs' type-mismatch message in the user's terms, on one line: which key, what type it takes, what was
+    given."""
     m = _MISMATCH.search(str(e))
     if not m:
-        return str(e)
+        return " ".join(str(e).split())[:300]
     want, got, old, new, key = m.groups()
+    if want.endswith("CfgNode"):
+        return f"{key} is a group of keys, not a value: set the keys under it ({key}.*)"
+    if got.endswith("CfgNode"):
+        return f"{key} takes a value like {old}, got a group of keys"
     a = lambda t: f"an {t}" if t[0] in "aeiou" else f"a {t}"  # noqa: E731
     return f"{key} takes {a(want)} like {old}, got {new} ({a(got)})"
 

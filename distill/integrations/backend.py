@@ -10,8 +10,10 @@ that has these methods and one more entry in `BACKENDS`.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
@@ -120,10 +122,33 @@ def check_config_early(config_file: str | None, opts: Sequence[str] = (), backen
 
     try:
         return load_config(config_file or None, opts)
-    except UnknownConfigKey:
-        if backend == "detectron2" or (backend == "auto" and importlib.util.find_spec("detectron2")):
+    except UnknownConfigKey as e:
+        d2 = backend == "detectron2" or (backend == "auto" and importlib.util.find_spec("detectron2"))
+        keys = detectron2_config_keys() if d2 else frozenset()
+        if d2 and (not keys or e.key is None or _known_to(e.key, keys)):
             return None
         raise
+
+
+def _known_to(key: str, keys: frozenset[str]) -> bool:
+    """`key` is one of `keys` (leaves, and nodes written "NODE."), or a node above some of them."""
+    return key in keys or any(k.startswith(key + ".") for k in keys)
+
+
+@functools.lru_cache(maxsize=1)
+def detectron2_config_keys() -> frozenset[str]:
+    """The keys of detectron2's default config, read from the text of detectron2/config/defaults.py (importing
+    it imports torch: seconds); empty when detectron2 is not installed or the file does not parse."""
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    path = Path(list(spec.submodule_search_locations)[0]) / "config" / "defaults.py"
+    try:
+        found = re.findall(r"^_C\.([A-Z0-9_.]+)\s*=\s*(CN\()?", path.read_text(), re.M)
+    except OSError:
+        return frozenset()
+    keys = frozenset(k + "." if node else k for k, node in found)  # a node: only keys under it are known
+    return keys if len(keys) > 100 else frozenset()  # a file of another shape: let detectron2 judge
 
 
 def check_weights_early(spec: str, flag: str = "--weights") -> str:

@@ -221,3 +221,43 @@ def test_check_config_early_leaves_detectron2_keys_to_detectron2(monkeypatch):
         backend.check_config_early(CFG, d2_only, "auto")
     with pytest.raises(DistillInputError, match="must be a number > 0"):  # values are judged everywhere
         backend.check_config_early(CFG, ["SOLVER.MAX_ITER", "0"], "detectron2")
+
+
+def test_a_typo_is_reported_early_where_detectron2_may_run(monkeypatch):
+    """detectron2's own keys are read from its defaults' text: a key it lacks too is a typo reported at once, with
+    the suggestion, instead of after detectron2's imports."""
+    from distill.config import UnknownConfigKey
+    from distill.integrations import backend
+
+    known = frozenset({"SOLVER.", "SOLVER.MAX_ITER", "MODEL.RESNETS.", "MODEL.RESNETS.DEFORM_ON_PER_STAGE"})
+    monkeypatch.setattr(backend, "detectron2_config_keys", lambda: known)
+    with pytest.raises(UnknownConfigKey, match="did you mean SOLVER.MAX_ITER"):
+        backend.check_config_early(CFG, ["SOLVER.MAX_ITERS", "3"], "detectron2")
+    d2_only = ["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, False, False, False]"]
+    assert backend.check_config_early(CFG, d2_only, "detectron2") is None
+    monkeypatch.setattr(backend, "detectron2_config_keys", lambda: frozenset())  # unparsed: detectron2 judges
+    assert backend.check_config_early(CFG, ["SOLVER.MAX_ITERS", "3"], "detectron2") is None
+
+
+def test_detectron2_config_keys_are_read_from_its_defaults():
+    pytest.importorskip("detectron2", reason="detectron2 is not installed")
+    from distill.integrations.backend import detectron2_config_keys
+
+    keys = detectron2_config_keys()
+    assert {"SOLVER.MAX_ITER", "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "MODEL.ROI_HEADS."} <= keys
+    assert "SOLVER.MAX_ITERS" not in keys
+
+
+@pytest.mark.parametrize("where", ["command line", "yaml"])
+def test_a_group_of_keys_given_a_value_is_one_line(tmp_path, where):
+    from distill.config import load_config
+
+    if where == "yaml":
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("MODEL:\n  ROI_BOX_HEAD: 3\n")
+        args = (str(bad), [])
+    else:
+        args = (CFG, ["MODEL.ROI_BOX_HEAD", "X"])
+    with pytest.raises(DistillInputError) as e:
+        load_config(*args)
+    assert "\n" not in str(e.value) and "MODEL.ROI_BOX_HEAD is a group of keys" in str(e.value)
