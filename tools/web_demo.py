@@ -55,6 +55,11 @@ def main(argv=None) -> int:
         raise DistillInputError(
             "detector weights not found: run `make quickstart` first or pass --weights", args.weights
         )
+    from distill.config import load_config  # config errors come before Gradio and torch (seconds)
+
+    load_config(args.config_file or None, args.opts)  # the overrides, on the given config or the defaults
+    if args.semseg_config:
+        load_config(args.semseg_config)
     check_port_free(args.host, args.port)  # before the models load: "serving on" is then true
     if args.semseg_weights and not os.path.isfile(args.semseg_weights):
         if args.semseg_weights != str(d["semseg_weights"]):
@@ -66,12 +71,6 @@ def main(argv=None) -> int:
             f"note: no {args.semseg_weights}: the segmentation tab is off (--semseg-weights)", file=sys.stderr
         )
         args.semseg_weights = ""
-    from distill.config import load_config  # a given config's errors come before Gradio and torch (seconds)
-
-    if args.config_file:
-        load_config(args.config_file, args.opts)
-    if args.semseg_config and args.semseg_weights:
-        load_config(args.semseg_config)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401

@@ -12,13 +12,11 @@ Each warning is logged once per process.
 from __future__ import annotations
 
 import itertools
-import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
-
-logger = logging.getLogger(__name__)
 
 REAL_TEACHER = (
     "For real photos use a real CLIP teacher, e.g. --teacher ViT-B-32 --pretrained openai "
@@ -112,7 +110,8 @@ def training_world(arch: str, pretrained: str | None) -> TrainingWorld | None:
 def _once(key, message: str) -> str:
     if key not in _warned:
         _warned.add(key)
-        logger.warning("%s", message)
+        # the stream of now (a tool's stderr), not a logging handler's, which may hold a closed one
+        print(f"warning: {message}", file=sys.stderr, flush=True)
     return message
 
 

@@ -23,7 +23,7 @@ def models_with(monkeypatch, model, names):
 
     m = DemoModels(get_cfg(), "unused.pth", get_cfg(), "unused.pth")
     monkeypatch.setattr(m, "vocabulary", lambda cfg, text: vocab(names))
-    monkeypatch.setattr(m, "detector", lambda: model)
+    monkeypatch.setattr(m, "detector", lambda vocabulary=None: model)
     monkeypatch.setattr(m, "segmenter", lambda dim: model)
     return m
 

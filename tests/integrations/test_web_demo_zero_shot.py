@@ -20,7 +20,7 @@ def models(tmp_path, monkeypatch):
 def test_teacher_on_selective_search_needs_no_detector(models):
     rgb = _image()
     method = next(m for m, p in METHODS.items() if p == "selective-search")
-    drawn, rows = detect(models, rgb, "square, circle", 0.0, method)
+    drawn, rows, _ = detect(models, rgb, "square, circle", 0.0, method)
     assert drawn.dtype == np.uint8 and drawn.ndim == 3 and drawn.shape[2] == 3
     assert (
         drawn.shape[0] % rgb.shape[0] == 0

@@ -1,7 +1,6 @@
 """The tiny teachers know their training world: names outside its vocabulary and images outside it give one
 warning line per run, naming a real teacher; real teachers give none."""
 
-import logging
 import os
 import shutil
 import subprocess
@@ -25,8 +24,10 @@ def fresh_run(monkeypatch):
     monkeypatch.setattr(domain, "_warned", set())
 
 
-def _warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.name == domain.__name__]
+def _warnings(capsys) -> list[str]:
+    """The warning lines written to stderr since the last call."""
+    err = capsys.readouterr().err
+    return [ln.removeprefix("warning: ") for ln in err.splitlines() if ln.startswith("warning: ")]
 
 
 def test_shipped_teacher_records_the_words_it_was_trained_on():
@@ -48,37 +49,34 @@ def test_unknown_names():
     assert world.unknown(names) == ["cat", "dog", "123"]
 
 
-def test_encode_text_warns_once_per_run(tiny_teacher, caplog):  # noqa: F811
-    caplog.set_level(logging.WARNING)
+def test_encode_text_warns_once_per_run(tiny_teacher, capsys):  # noqa: F811
     tiny_teacher.encode_text(["star", "red circle"], "simple")
-    assert _warnings(caplog) == []
+    assert _warnings(capsys) == []
     tiny_teacher.encode_text(["cat", "star", "dog"], "simple")
     tiny_teacher.encode_text(["cat", "star", "dog"], "simple")
-    (line,) = _warnings(caplog)
+    (line,) = _warnings(capsys)
     assert "'cat', 'dog' are outside its vocabulary" in line and "circle" in line and "\n" not in line
     assert "--teacher ViT-B-32 --pretrained openai" in line
 
 
-def test_real_teacher_never_warns(caplog):
-    caplog.set_level(logging.WARNING)
+def test_real_teacher_never_warns(capsys):
     assert check_names(training_world("ViT-B-32", "openai"), ["cat", "dog"]) is None
     assert check_images(training_world("ViT-B-32", "openai"), ["/photos/cat.jpg"]) is None
-    assert _warnings(caplog) == []
+    assert _warnings(capsys) == []
 
 
-def test_cached_text_embeddings_warn_too(tmp_path, monkeypatch, caplog):
+def test_cached_text_embeddings_warn_too(tmp_path, monkeypatch, capsys):
     from distill.teacher.vocabulary import vocabulary_embeddings
 
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
-    caplog.set_level(logging.WARNING)
     vocabulary_embeddings(["cat", "star"], "distill-tiny-rn", "synthetic-tiny-teacher", "simple")
     monkeypatch.setattr(domain, "_warned", set())  # the next run, answered from the cache
     vocabulary_embeddings(["cat", "star"], "distill-tiny-rn", "synthetic-tiny-teacher", "simple")
-    assert len(_warnings(caplog)) == 2 and all("'cat' is outside" in w for w in _warnings(caplog))
+    said = _warnings(capsys)
+    assert len(said) == 2 and all("'cat' is outside" in w for w in said)
 
 
-def test_images_outside_the_synthetic_world_warn_once(synthetic_root, tmp_path, caplog):
-    caplog.set_level(logging.WARNING)
+def test_images_outside_the_synthetic_world_warn_once(synthetic_root, tmp_path, capsys):
     world = training_world("synthetic-tiny-teacher", None)
     bench = sorted((synthetic_root / "images" / "val").iterdir())[:3]
     assert check_images(world, bench) is None
@@ -87,10 +85,10 @@ def test_images_outside_the_synthetic_world_warn_once(synthetic_root, tmp_path, 
     shutil.copy(bench[0], photo)
     for _ in range(2):
         assert "cat.png is not one of them" in check_images(world, [*bench, photo])
-    assert len(_warnings(caplog)) == 1
+    assert len(_warnings(capsys)) == 1
 
 
-def test_web_demo_page_says_it(caplog):
+def test_web_demo_page_says_it(capsys):
     from distill.config import load_config
     from distill.integrations.web_demo import vocabulary_note, world_note
 
@@ -123,12 +121,11 @@ def test_dump_text_embeddings_says_it_once(tmp_path):
 
 
 @pytest.mark.parametrize("photos", [False, True], ids=["benchmark", "photos"])
-def test_region_dump_of_photos_says_so(tiny_teacher, synthetic_root, tmp_path, caplog, photos):  # noqa: F811
+def test_region_dump_of_photos_says_so(tiny_teacher, synthetic_root, tmp_path, capsys, photos):  # noqa: F811
     import torch
 
     from distill.teacher.regions import dump_region_embeddings
 
-    caplog.set_level(logging.WARNING)
     files = sorted((synthetic_root / "images" / "val").iterdir())[:2]
     if photos:
         (tmp_path / "photos").mkdir()
@@ -136,5 +133,5 @@ def test_region_dump_of_photos_says_so(tiny_teacher, synthetic_root, tmp_path, c
     dicts = [{"image_id": i, "file_name": str(f)} for i, f in enumerate(files)]
     boxes = {i: torch.tensor([[2.0, 3.0, 40.0, 50.0]]) for i in range(len(files))}
     dump_region_embeddings(tiny_teacher, dicts, boxes, tmp_path / "store", progress=False, num_workers=0)
-    said = [w for w in _warnings(caplog) if "is not one of them" in w]
+    said = [w for w in _warnings(capsys) if "is not one of them" in w]
     assert len(said) == (1 if photos else 0), said

@@ -15,8 +15,9 @@ def test_semseg_demo_honours_test_aug_enabled_false(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_segment(weights, images, names, teacher, templates="vild", flip_test=None):
+    def fake_segment(weights, images, vocab, teacher=None, templates="vild", flip_test=None):
         calls.append(flip_test)
+        names = getattr(vocab, "class_names", vocab)
         return [torch.zeros(im.shape[1:], dtype=torch.int64) for im in images], ["background", *names]
 
     monkeypatch.setattr(sem_seg, "segment_images", fake_segment)
@@ -24,7 +25,8 @@ def test_semseg_demo_honours_test_aug_enabled_false(tmp_path, monkeypatch):
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), np.full((32, 32, 3), 90, np.uint8))
     weights = tmp_path / "seg.pth"
-    weights.write_bytes(b"read by the (faked) segmenter only")
+    # a segmenter by its tensor names (the demo checks the kind); its weights are read by the faked segmenter only
+    torch.save({"model": {"predictor.embed_head.proj.weight": torch.zeros(1)}}, weights)
     main = runpy.run_path(str(REPO / "tools/demo.py"))["main"]
     cfg = str(REPO / "configs/synthetic/semseg_r18_fpn_quick.yaml")  # its TEST.AUG.ENABLED is True
     argv = ["--task", "semseg", "--config-file", cfg, "--weights", str(weights), "--input", str(img)]
