@@ -55,7 +55,7 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
 
     from distill.data.images import read_image_rgb
     from distill.integrations.inference import inference_config
-    from distill.integrations.torchvision.sem_seg import segment_images
+    from distill.integrations.torchvision.sem_seg import fit_test_size, segment_images
     from distill.model_zoo import resolve_weights
     from distill.teacher.domain import check_images, training_world
     from distill.teacher.vocabulary import resolve_vocabulary
@@ -99,24 +99,6 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
         print(f"{path}: {', '.join(found) or 'background only'}")
     print(f"wrote {len(images) - len(skipped.items)} segmentation picture(s) and label map(s) to {out}")
     return skipped.report(len(images))
-
-
-def fit_test_size(img, max_size: int):
-    """A (3, H, W) uint8 image larger than INPUT.MAX_SIZE_TEST shrunk to it (a photo segmented at full size
-    takes gigabytes); smaller images are left as they are."""
-    import cv2
-    import torch
-
-    h, w = img.shape[1:]
-    if max(h, w) <= max_size:
-        return img
-    s = max_size / max(h, w)
-    small = cv2.resize(
-        img.permute(1, 2, 0).numpy(),
-        (max(1, round(w * s)), max(1, round(h * s))),
-        interpolation=cv2.INTER_AREA,
-    )
-    return torch.from_numpy(small).permute(2, 0, 1).contiguous()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,6 +58,8 @@ def resized_hw(h: int, w: int, rule: dict, canvas: tuple[int, int]) -> tuple[int
         scale = rule["short"] / min(h, w)
         if max(h, w) * scale > rule["max"]:
             scale = rule["max"] / max(h, w)
+    elif rule.get("kind") == "longest_side" and max(h, w) > rule["max"]:
+        scale = rule["max"] / max(h, w)  # the segmenter demo's fit_test_size
     hh, ww = max(1, int(round(h * scale))), max(1, int(round(w * scale)))  # a sliver keeps 1 pixel
     fit = min(1.0, canvas[0] / hh, canvas[1] / ww)
     if fit == 1.0:
@@ -122,9 +124,12 @@ class OnnxModel:
         ch, cw = self.meta["canvas"]
         h0, w0 = rgb.shape[:2]
         h, w = resized_hw(h0, w0, self.meta["size_rule"], (ch, cw))
-        img = rgb.astype(np.float32)
-        if (h, w) != (h0, w0):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        if (h, w) == (h0, w0):
+            img = rgb.astype(np.float32)
+        elif self.meta["size_rule"].get("kind") == "longest_side":  # area on the uint8 image, as the demo
+            img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        else:
+            img = cv2.resize(rgb.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         canvas = np.zeros((1, 3, ch, cw), np.float32)
         canvas[0, :, :h, :w] = img.transpose(2, 0, 1)
         return canvas, np.array([[h, w]], np.int64), (h / h0, w / w0)

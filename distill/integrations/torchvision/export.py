@@ -193,7 +193,8 @@ class ExportableDetector(nn.Module):
 
 
 class ExportableSegmenter(nn.Module):
-    """`OpenVocabSegmenter` inference → (B, H, W) int64 pixel values (no flip test)."""
+    """`OpenVocabSegmenter` inference → (B, H, W) int64 pixel values; with the model's `flip_test`, the class of
+    the highest mean probability over each image and its mirror, as `predict_sem_seg`."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -203,10 +204,30 @@ class ExportableSegmenter(nn.Module):
         values = lm.class_values + ([] if lm.background_value is None else [lm.background_value])
         self.register_buffer("values", torch.tensor(values, dtype=torch.int64), persistent=False)
 
-    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+    def _logits(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         feats = self.model.backbone(_padded_batch(images, image_sizes, self.model))
-        logits, _ = self.model.predictor([feats[k] for k in ("0", "1", "2", "3")], [])
+        return self.model.predictor([feats[k] for k in ("0", "1", "2", "3")], [])[0]
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(images, image_sizes)
+        if self.model.flip_test:
+            # each image mirrored inside its own width (the eager model mirrors images before padding them)
+            idx = _mirror_columns(image_sizes[:, 1], images.shape[3])
+            mirrored = self._logits(_gather_columns(images, idx), image_sizes).softmax(1)
+            logits = logits.softmax(1) + _gather_columns(mirrored, idx[:, : mirrored.shape[3]])
         return _to_canvas(self.values[logits.argmax(1)], images.shape[-2:])
+
+
+def _mirror_columns(widths: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) column indices that mirror columns 0..w-1 of each image (w its width); past w, column 0."""
+    cols = torch.arange(width, device=widths.device)
+    return (widths[:, None] - 1 - cols[None, :]).clamp(min=0)
+
+
+def _gather_columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) and (B, W') column indices → (B, C, H, W')."""
+    b, c, h, _ = x.shape
+    return x.gather(3, idx[:, None, None, :].expand(b, c, h, idx.shape[1]))
 
 
 def _to_canvas(labels: torch.Tensor, canvas) -> torch.Tensor:
@@ -372,7 +393,7 @@ def export_model(
                 "labels": "0 background, i + 1 the i-th class"
                 if lm.background_value == 0
                 else f"pixel values {lm.class_values}",
-                "flip_test": False,
+                "flip_test": bool(model.flip_test),
             }
         )
     atomic_write_bytes(out / "model.onnx", data)
@@ -417,7 +438,7 @@ def load_model_for_export(task: str, cfg, weights: str, vocabulary: ClassEmbeddi
         raise DistillInputError(
             f"vocabulary embeddings have dim {vocabulary.dim}; this segmenter needs {dim}"
         )
-    model = load_segmenter(weights, dim)
+    model = load_segmenter(weights, dim, bool(cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP))
     model.predictor.set_vocabulary(vocabulary, list(range(1, len(vocabulary) + 1)))  # 0 stays the background
     return model.eval()
 
@@ -445,7 +466,12 @@ def export_checkpoint(
             "then": "shrunk to fit the canvas if larger; boxes scale back by the same factors",
         }
     else:
-        rule = {"kind": "none", "then": "images larger than the canvas are shrunk to fit it (bilinear)"}
+        rule = {
+            "kind": "longest_side",
+            "max": int(cfg.INPUT.MAX_SIZE_TEST),
+            "interpolation": "area, on the uint8 image (the demo's fit_test_size)",
+            "then": "shrunk to fit the canvas if larger; labels scale back by nearest neighbour",
+        }
     provenance = {
         "weights": {"file": os.path.basename(weights), "sha256": _file_sha256(weights)},
         "config": {

@@ -392,3 +392,50 @@ def test_segmenter_parity_grid(segmenter_checkpoint, vocab_dir, synthetic_root, 
         agree += [(got == ref).mean(), (mine == ref).mean()]
         assert len(np.unique(ref)) > 1  # not one class
     assert len(agree) >= 8 and min(agree) >= 0.999, agree
+
+
+@pytest.mark.parametrize("flip", [True, False], ids=["flip_test", "no_flip"])
+def test_segmenter_export_gives_the_demo_labels(
+    segmenter_checkpoint, vocab_dir, synthetic_root, tmp_path, flip
+):
+    """What a user compares: `tools/demo.py --task semseg` and `OnnxModel.segment` on the same files, of any
+    size (photos larger than INPUT.MAX_SIZE_TEST shrunk by the same rule) and with the config's flip test."""
+    import cv2
+
+    cfg, weights = segmenter_checkpoint
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.AUG.ENABLED = flip
+    vocab = ClassEmbeddings.load(vocab_dir / "all.npy")
+    export_checkpoint("semseg", cfg, weights, vocab, tmp_path / "seg")
+    onnx = OnnxModel(tmp_path / "seg")
+    assert onnx.meta["flip_test"] is flip
+    big = cfg.INPUT.MAX_SIZE_TEST
+    sizes = [(96, 96), (150, 60), (61, 97), (big + 77, big // 2 + 3), (big // 3, 2 * big + 10)]
+    dicts, _ = synthetic_dataset(synthetic_root, "val")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k, (h, w) in enumerate(sizes):
+        rgb = read_image_rgb(dicts[k]["file_name"]).permute(1, 2, 0).numpy()
+        cv2.imwrite(
+            str(folder / f"im{k}.png"), cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)[:, :, ::-1]
+        )
+    demo = runpy_main("tools/demo.py")
+    args = ["--task", "semseg", "--weights", weights, "--vocabulary", str(vocab_dir / "all.npy")]
+    assert (
+        demo(
+            [*args, "--input", str(folder), "--output", str(tmp_path / "out"), "TEST.AUG.ENABLED", str(flip)]
+        )
+        == 0
+    )
+    for k, (h, w) in enumerate(sizes):
+        ref = cv2.imread(str(tmp_path / "out" / f"im{k}_labels.png"), cv2.IMREAD_UNCHANGED)
+        got = onnx.segment(cv2.imread(str(folder / f"im{k}.png"))[:, :, ::-1].copy())
+        assert ref.shape == got.shape == (h, w)
+        assert len(np.unique(ref)) > 1 and (got == ref).mean() >= 0.999, (h, w, (got == ref).mean())
+
+
+def runpy_main(tool: str):
+    import runpy
+
+    return runpy.run_path(str(REPO / tool))["main"]

@@ -8,7 +8,7 @@ quickstart's stage).
     result["rows"]["CE + pixel distillation"]["mIoU_novel"]
 """
 
-from .inference import evaluate_segmenter, predict_sem_seg, segment_images
+from .inference import evaluate_segmenter, fit_test_size, predict_sem_seg, segment_images
 from .model import (
     OpenVocabSegmenter,
     build_sem_seg_model,
@@ -34,6 +34,7 @@ __all__ = [
     "SegmenterData",
     "VARIANTS",
     "body_feature_cache",
+    "fit_test_size",
     "build_sem_seg_model",
     "dense_target_config",
     "dense_targets_for",

@@ -76,4 +76,23 @@ def segment_images(
         lm.ignore_value = max(len(names) + 1, 1 << 16)
     model.predictor.set_vocabulary(vocab, list(range(1, len(names) + 1)))  # 0 stays the background
     legend = ["background"] + names if model.predictor.background else [""] + names
-    return predict_sem_seg(model, images), legend
+    # one image at a time: in a batch, the padding up to its largest image would change a smaller one's labels
+    return predict_sem_seg(model, images, batch_size=1), legend
+
+
+def fit_test_size(img: torch.Tensor, max_size: int) -> torch.Tensor:
+    """A (3, H, W) uint8 image whose longer side exceeds INPUT.MAX_SIZE_TEST shrunk to it (area interpolation;
+    a photo segmented at full size takes gigabytes); smaller images are left as they are. The ONNX runner's
+    "longest_side" rule is this one (distill.integrations.onnx_model)."""
+    import cv2
+
+    h, w = img.shape[1:]
+    if max(h, w) <= max_size:
+        return img
+    s = max_size / max(h, w)
+    small = cv2.resize(
+        img.permute(1, 2, 0).numpy(),
+        (max(1, round(w * s)), max(1, round(h * s))),
+        interpolation=cv2.INTER_AREA,
+    )
+    return torch.from_numpy(small).permute(2, 0, 1).contiguous()
