@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -6,6 +7,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(seed=3, num_train=24, num_val=12, image_size=96)
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_left_as_found():
+    """Handlers a test adds are removed after it: detectron2's setup_logger, run in-process, writes to pytest's
+    capture stream of that test, closed afterwards, and a later record there prints a logging traceback."""
+    loggers = [logging.getLogger(n) for n in (None, "detectron2", "fvcore", "d2", "distill")]
+    before = [list(lg.handlers) for lg in loggers]
+    yield
+    for lg, had in zip(loggers, before):
+        for h in [h for h in lg.handlers if h not in had]:
+            lg.removeHandler(h)
 
 
 @pytest.fixture(scope="session")
