@@ -106,7 +106,12 @@ def check_early(args) -> int:
     check_config_early(args.config_file, args.opts, args.backend)
     weights = _run_weights(args)
     if weights:
-        check_weights_early(weights, "MODEL.WEIGHTS")
+        path = check_weights_early(weights, "MODEL.WEIGHTS")
+        if args.eval_only and "://" not in path:
+            from distill.utils.checkpoint import require_checkpoint
+
+            # a segmenter or teacher file is said before a backend (and its import warnings) loads
+            require_checkpoint(path, "detector", "MODEL.WEIGHTS")
     return 0
 
 

@@ -85,3 +85,24 @@ def inference_config(
                 weights,
             )
     return cfg, meta
+
+
+def eval_only_config(opts: Sequence[str], load: Callable = load_config):
+    """`train_net --eval-only` without --config-file: the config MODEL.WEIGHTS carries, with the command line's
+    KEY VALUE `opts` over it. OUTPUT_DIR must be among them: the carried config names the training run's
+    folder, which an evaluation does not write into."""
+    pairs = dict(zip(list(opts)[0::2], list(opts)[1::2]))
+    if not pairs.get("MODEL.WEIGHTS"):
+        raise DistillInputError(
+            "--eval-only without --config-file needs MODEL.WEIGHTS (the checkpoint whose config it runs)"
+        )
+    if not pairs.get("OUTPUT_DIR"):
+        raise DistillInputError(
+            "--eval-only without --config-file needs OUTPUT_DIR for the evaluation's files (the checkpoint's "
+            "config names its training folder, which is not written)"
+        )
+    from ..model_zoo import resolve_weights
+
+    weights = resolve_weights(pairs["MODEL.WEIGHTS"])
+    cfg, _ = inference_config(weights, "detector", None, opts, load, flag="MODEL.WEIGHTS")
+    return cfg

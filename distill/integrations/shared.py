@@ -41,20 +41,27 @@ def load_train_vocabulary(cfg) -> ClassEmbeddings:
 
 def load_test_vocabulary(cfg, meta, embed_dim: int) -> tuple[ClassEmbeddings, torch.Tensor]:
     """MODEL.DISTILL.TEST_CLASS_EMBEDDINGS checked against a dataset's classes (`meta.thing_classes`, in its
-    order) and the model's embedding size; returns it and its (C,) novel mask."""
+    order) and the model's embedding size; when it is not set, those names encoded by the config's teacher
+    (cached, as the demo does). Returns the (C, D) vocabulary and its (C,) novel mask."""
     path = cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS
-    if not path:
-        raise DistillInputError(
-            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS is not set (class embeddings of all the test "
-            "classes; tools/dump_text_embeddings.py)"
+    if path:
+        vocab = load_class_embeddings(
+            path,
+            cfg,
+            "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+            expected_dim=embed_dim,
+            expected_names=meta.thing_classes,
         )
-    vocab = load_class_embeddings(
-        path,
-        cfg,
-        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
-        expected_dim=embed_dim,
-        expected_names=meta.thing_classes,
-    )
+    else:
+        from ..teacher.vocabulary import vocabulary_embeddings
+
+        t = cfg.MODEL.DISTILL.TEACHER
+        vocab = vocabulary_embeddings(list(meta.thing_classes), t.ARCH, t.PRETRAINED, t.TEMPLATES)
+        if vocab.dim != embed_dim:
+            raise DistillInputError(
+                f"MODEL.DISTILL.TEACHER {t.ARCH} embeds in {vocab.dim} dims, the model in {embed_dim}: set "
+                "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS (tools/dump_text_embeddings.py) with the model's teacher"
+            )
     novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
     novel[meta.contiguous_ids("novel")] = True
     return vocab, novel

@@ -172,6 +172,19 @@ def test_every_inference_tool_runs_from_the_checkpoint_alone(
     ]
     assert tool["train_net"].main(eval_only) == 0
     assert "AP50" in capsys.readouterr().out
+    # no --config-file: the checkpoint's own (its model settings, the overrides on top), OUTPUT_DIR required
+    alone = [
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(ckpt),
+        "MODEL.DISTILL.DATASETS_ROOT",
+        str(synthetic_root.parent),
+    ]
+    alone += ["DATASETS.TEST", "('distill_synthetic_val',)"]
+    assert tool["train_net"].main([*alone, "OUTPUT_DIR", "ev2"]) == 0
+    assert "AP50" in capsys.readouterr().out and Path("ev2/config.yaml").is_file()
+    assert tool["train_net"].main(alone) == 2
+    assert "needs OUTPUT_DIR" in one_line(capsys)
 
 
 def test_web_demo_from_the_checkpoint_alone(ckpt, segmenter, elsewhere, capsys, monkeypatch):

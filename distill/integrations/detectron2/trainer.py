@@ -263,7 +263,12 @@ def setup(args):
     from ...config import check_schedule
     from ...data.catalog import datasets_root
 
-    cfg = load_detectron2_config(args.config_file or None, args.opts)
+    if args.eval_only and not args.config_file:  # the checkpoint's own config
+        from ..inference import eval_only_config
+
+        cfg = eval_only_config(args.opts, load_detectron2_config)
+    else:
+        cfg = load_detectron2_config(args.config_file or None, args.opts)
     if not args.eval_only:
         for w in check_schedule(cfg):
             print(f"warning: {w}", file=sys.stderr)

@@ -20,6 +20,7 @@ from ...utils.checkpoint import require_checkpoint
 from ...utils.errors import DistillInputError
 from ...utils.io import atomic_write_bytes, dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
+from ..inference import eval_only_config
 from ..shared import building_with
 from . import demo, proposals, trainer
 
@@ -72,7 +73,10 @@ class TorchvisionBackend:
 
 def setup(args):
     """Config (defaults ← yaml ← overrides), datasets; rank 0 saves the resolved config to OUTPUT_DIR."""
-    cfg = load_config(args.config_file or None, args.opts)
+    if args.eval_only and not args.config_file:  # the checkpoint's own config
+        cfg = eval_only_config(args.opts, load_config)
+    else:
+        cfg = load_config(args.config_file or None, args.opts)
     if not args.eval_only:
         for w in check_schedule(cfg):
             print(f"warning: {w}", file=sys.stderr)
