@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from distill.integrations.backend import AUTO_WITH_CHECKPOINT
-from distill.utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry
+from distill.utils import DistillInputError, atomic_write_bytes, cli_entry
 from distill.utils.cli import (
     SkipList,
     ToolParser,
@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def zero_shot_main(args, images: list[Path], out: Path) -> int:
     """--zero-shot: the teacher alone on proposals; drawn images and predictions.json as for a detector."""
-    from distill.integrations.zero_shot import ZeroShotSpec, build_zero_shot, run_demo
+    from distill.integrations.demo_outputs import write_demo_outputs
+    from distill.integrations.zero_shot import ZeroShotSpec, build_zero_shot
     from distill.model_zoo import resolve_weights
     from distill.teacher.domain import check_images
     from distill.teacher.vocabulary import vocabulary_names
@@ -183,7 +184,10 @@ def zero_shot_main(args, images: list[Path], out: Path) -> int:
     )
     detector = build_zero_shot(spec)
     check_images(detector.teacher.world, images)  # a synthetic-only teacher on photos: say so once
-    return run_demo(detector, names, images, out, args.score_thresh).report(len(images))
+    note = "zero-shot: the teacher on proposals; tools/evaluate.py --predictions reads it"
+    return write_demo_outputs(
+        lambda record, image: detector(image), names, images, out, args.score_thresh, note
+    ).report(len(images))
 
 
 def check_args(args) -> None:
@@ -247,14 +251,9 @@ def main(argv=None) -> int:
         return zero_shot_main(args, images, out)
     if args.task == "semseg":
         return semseg_main(args, images, out)
-    import cv2
-    import numpy as np
-
-    from distill.data.images import read_image_rgb
     from distill.integrations.backend import backend_name_for, get_backend
-    from distill.integrations.drawing import render
+    from distill.integrations.demo_outputs import write_demo_outputs
     from distill.integrations.inference import inference_config
-    from distill.integrations.torchvision.meta_arch import detections_to_coco
     from distill.model_zoo import resolve_weights
     from distill.teacher.domain import check_images, training_world
     from distill.teacher.vocabulary import resolve_vocabulary
@@ -263,7 +262,6 @@ def main(argv=None) -> int:
     if not Path(weights).is_file():
         raise DistillInputError("weights not found", weights)
     backend = get_backend(backend_name_for(args.backend, weights))
-    drawn_paths = output_names(images, out)
     cfg, _ = inference_config(weights, "detector", args.config_file, args.opts, backend.load_config)
     spec, flag = vocabulary_spec(args)
     vocab = resolve_vocabulary(spec, cfg, flag)
@@ -271,44 +269,10 @@ def main(argv=None) -> int:
     t = cfg.MODEL.DISTILL.TEACHER
     check_images(training_world(t.ARCH, t.PRETRAINED or None), images)  # synthetic-only teacher on photos
     model = backend.load_for_inference(cfg, weights, vocab)
-    coco = {
-        "images": [],
-        "annotations": [],
-        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
-    }
-    skipped = SkipList()
-    for k, (path, drawn_path) in enumerate(zip(images, drawn_paths), 1):
-        try:
-            # (H, W, 3) RGB; a truncated file is skipped like an unreadable one
-            rgb = np.ascontiguousarray(read_image_rgb(str(path)).permute(1, 2, 0).numpy())
-        except DistillInputError as e:
-            skipped.add(path, str(e))
-            continue
-        h, w = rgb.shape[:2]
-        det = backend.predict(model, cfg, {"file_name": str(path), "height": h, "width": w, "image_id": k})
-        drawn = render(
-            rgb,
-            det,
-            names,
-            None,
-            args.score_thresh,
-            scale=max(1, 384 // max(h, w)),
-        )
-        del rgb
-        ok, buf = cv2.imencode(".png", drawn[:, :, ::-1])
-        atomic_write_bytes(drawn_path, buf.tobytes())
-        coco["images"].append({"id": k, "file_name": str(path), "height": h, "width": w})
-        coco["annotations"] += detections_to_coco(det, k, list(range(1, len(names) + 1)))
-        kept = int((det["scores"] >= args.score_thresh).sum())
-        print(f"{path}: {kept} detection(s) with score >= {args.score_thresh}")
-    for i, a in enumerate(coco["annotations"], 1):
-        a["id"] = i
-    atomic_write_json(out / "predictions.json", coco)
-    print(
-        f"wrote {len(coco['images'])} drawn image(s) and predictions.json to {out} "
-        "(tools/evaluate.py --predictions reads it, matching images by file name)"
-    )
-    return skipped.report(len(images))
+
+    note = "tools/evaluate.py --predictions reads it, matching images by file name"
+    detect = lambda record, image: backend.predict(model, cfg, record)  # noqa: E731
+    return write_demo_outputs(detect, names, images, out, args.score_thresh, note).report(len(images))
 
 
 if __name__ == "__main__":
