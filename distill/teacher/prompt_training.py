@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import read_image_rgb
-from ..utils.checkpoint import load_torch_file
+from ..utils.checkpoint import load_loop_state, load_torch_file, save_loop_state
 from ..utils.errors import DistillInputError
 from ..utils.interrupt import stop_on_signals
-from ..utils.io import atomic_path
 from ..utils.progress import job_progress
 from .domain import check_images
 from .learned_prompts import PromptLearner, TextAdapter, ensemble, save_learned, teacher_record
@@ -192,28 +191,11 @@ def train_prompts(
             raise DistillInputError(
                 "checkpoint was made with another configuration; use another work dir", ckpt
             )
-        module.load_state_dict(state["module"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
+        start = load_loop_state(state, "module", module, opt, sched, rng)
         logger.info("resumed %s at step %d", cfg.method, start)
 
     def save(step: int) -> None:
-        with atomic_path(ckpt) as tmp:
-            torch.save(
-                {
-                    "module": module.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "config": asdict(cfg),
-                },
-                tmp,
-            )
+        save_loop_state(ckpt, "module", module, opt, sched, rng, step, asdict(cfg))
 
     bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc=cfg.method)
     with stop_on_signals() as stop:

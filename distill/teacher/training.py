@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.images import read_image_rgb
 from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
-from ..utils.checkpoint import load_torch_file
+from ..utils.checkpoint import load_loop_state, load_torch_file, save_loop_state
 from ..utils.errors import DistillInputError
 from ..utils.interrupt import stop_on_signals
 from ..utils.io import atomic_path, read_json
@@ -231,28 +231,11 @@ def train_teacher(
     )
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
+        start = load_loop_state(state, "model", model, opt, sched, rng)
         logger.info("resumed teacher training at step %d", start)
 
     def save(step: int) -> None:
-        with atomic_path(ckpt) as tmp:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "config": asdict(cfg),
-                },
-                tmp,
-            )
+        save_loop_state(ckpt, "model", model, opt, sched, rng, step, asdict(cfg))
 
     model.train()
     bar = job_progress(range(start, cfg.steps), progress, initial=start, total=cfg.steps, desc="teacher")

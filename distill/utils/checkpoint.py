@@ -174,3 +174,35 @@ def require_checkpoint(path: str | os.PathLike, expected: str, flag: str = "--we
     if kind != expected:
         raise DistillInputError(f"{flag} is {KINDS[kind]}, but {KINDS[expected]} is expected here", path)
     return meta
+
+
+def save_loop_state(path, key: str, module, opt, sched, rng, step: int, config: dict) -> None:
+    """A small training loop's resumable state, written atomically: `module`'s weights under `key`, the
+    optimizer, scheduler, Python and torch RNG states, the step done and the run's config."""
+    import torch
+
+    from .io import atomic_path
+
+    state = {
+        key: module.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "config": config,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_loop_state(state: dict, key: str, module, opt, sched, rng) -> int:
+    """`save_loop_state`'s dict back into the loop's objects; returns the step to continue from."""
+    import torch
+
+    module.load_state_dict(state[key])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.setstate(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
