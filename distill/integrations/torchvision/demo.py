@@ -27,7 +27,12 @@ def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: to
 @torch.no_grad()
 def predict(model, cfg, d: dict) -> dict:
     """One dataset-style dict ({file_name, height, width, image_id}) → detections in original pixels."""
-    mapper = DatasetMapper(
+    return model([inference_mapper(cfg)(d)])[0]
+
+
+def inference_mapper(cfg) -> DatasetMapper:
+    """The test-time mapper of a picture: INPUT's test size rule, no annotations read."""
+    return DatasetMapper(
         MapperConfig(
             min_sizes=(cfg.INPUT.MIN_SIZE_TEST,),
             max_size=cfg.INPUT.MAX_SIZE_TEST,
@@ -35,7 +40,6 @@ def predict(model, cfg, d: dict) -> dict:
             mask_on=False,
         )
     )
-    return model([mapper(d)])[0]
 
 
 def draw_predictions_grid(cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6) -> Path:

@@ -19,8 +19,8 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip 
 from distill.data import synthetic_dataset  # noqa: E402
 from distill.data.images import read_image_rgb  # noqa: E402
 from distill.integrations.onnx_model import OnnxModel, paste_masks, read_model_json, resized_hw  # noqa: E402
+from distill.integrations.torchvision.demo import inference_mapper  # noqa: E402
 from distill.integrations.torchvision.export import export_checkpoint, load_model_for_export  # noqa: E402
-from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig  # noqa: E402
 from distill.integrations.torchvision.mapper import resized_hw as mapper_resized_hw  # noqa: E402
 from distill.modeling.masks import BoxMasks  # noqa: E402
 from distill.teacher import ClassEmbeddings  # noqa: E402
@@ -92,14 +92,7 @@ def tool_export(run_tool, vocab_dir, tmp_path_factory):
 
 def eager_detections(cfg, weights, vocab, d):
     model = load_model_for_export("detect", cfg, weights, vocab)
-    mapper = DatasetMapper(
-        MapperConfig(
-            min_sizes=(cfg.INPUT.MIN_SIZE_TEST,),
-            max_size=cfg.INPUT.MAX_SIZE_TEST,
-            is_train=False,
-            mask_on=False,
-        )
-    )
+    mapper = inference_mapper(cfg)
     with torch.no_grad():
         out = model([mapper(d)])[0]
     # the eager model keeps masks in their boxes (BoxMasks); dense (N, H, W) probabilities to compare
@@ -316,14 +309,7 @@ def test_detector_parity_grid(exported, synthetic_root, tmp_path, canvas):
 def assert_batch_matches_eager(onnx, model, cfg, dicts):
     """A batch of images of different sizes in one graph run: the eager model's detections on the same
     batch (which it pads to its largest image, as the graph does)."""
-    mapper = DatasetMapper(
-        MapperConfig(
-            min_sizes=(cfg.INPUT.MIN_SIZE_TEST,),
-            max_size=cfg.INPUT.MAX_SIZE_TEST,
-            is_train=False,
-            mask_on=False,
-        )
-    )
+    mapper = inference_mapper(cfg)
     with torch.no_grad():
         refs = model([mapper(d) for d in dicts])
     prepared = [onnx.prepare(read_image_rgb(d["file_name"]).permute(1, 2, 0).numpy()) for d in dicts]
