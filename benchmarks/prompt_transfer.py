@@ -71,7 +71,7 @@ def _backend():
 
 def _data(out: Path):
     root = generate(out / "synthetic", DATA, progress=False)
-    _backend().register_synthetic(root)
+    _backend().register_datasets(out)  # out/synthetic as distill_synthetic_{train,val}
     return root
 
 
@@ -135,6 +135,7 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
     `sampled`: no proposal network; the store holds `sampled_proposals` (enough for table (a), not for (b)).
     """
     from distill.data import synthetic_dataset
+    from distill.integrations.backend import dataset_proposals
     from distill.teacher import create_teacher
     from distill.teacher.regions import dump_region_embeddings, load_proposals
 
@@ -157,8 +158,14 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
         _backend().train(cfg, progress)
     if not props_file.is_file():
         model = _backend().load_model(cfg, str(final))
-        props = _backend().dataset_proposals(
-            model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, PROPOSALS_PER_IMAGE, progress
+        props = dataset_proposals(
+            _backend(),
+            model,
+            dicts,
+            cfg.INPUT.MIN_SIZE_TEST,
+            cfg.INPUT.MAX_SIZE_TEST,
+            PROPOSALS_PER_IMAGE,
+            progress,
         )
         atomic_write_json(props_file, props)
     if not (out / "regions" / "index.json").is_file():

@@ -1,5 +1,5 @@
 """The `Backend` protocol the tools, the quickstart pipeline and the benchmarks drive a training framework
-through, and `get_backend(name)`.
+through, `get_backend(name)`, and what the tools check before a backend loads.
 
 Two implementations, one per framework, with the same behaviour on the same config:
 `distill.integrations.torchvision.backend.TorchvisionBackend` and
@@ -36,32 +36,29 @@ AUTO_WITH_CHECKPOINT = (
 
 @runtime_checkable
 class Backend(Protocol):
+    """What a training framework does, and only that: its config, its dataset catalog, training (a library call
+    and its `tools/train_net.py` entry point), loading a checkpoint, inference, RPN proposals and evaluation.
+    What an application does with these (the quickstart's stages and picture, the benchmarks' data, the
+    tools' outputs) lives in that application and composes them."""
+
     name: str
 
     def load_config(self, config_file: str | None, opts: Sequence[str] = ()):
         """Defaults ← yaml (with its _BASE_) ← KEY VALUE overrides, in this backend's config type."""
 
-    def register_synthetic(self, root: str | os.PathLike) -> None:
-        """The synthetic benchmark at `root` as the datasets distill_synthetic_{train,val}."""
+    def register_datasets(self, root: str | os.PathLike) -> list[str]:
+        """The datasets under a datasets root (MODEL.DISTILL.DATASETS_ROOT's layout: synthetic/, coco/, lvis/)
+        in this framework's catalog, read on first use (a missing one is no error here); their names."""
 
     def train(self, cfg, progress: bool = True) -> None:
         """Train cfg's model into cfg.OUTPUT_DIR, resuming from its last checkpoint; no evaluation."""
 
+    def train_net(self, args: argparse.Namespace) -> int:
+        """`tools/train_net.py` in one process (or the process group its environment describes): the
+        framework's own setup, launch, --eval-only and --resume, then evaluation on DATASETS.TEST."""
+
     def load_model(self, cfg, weights: str) -> torch.nn.Module:
         """cfg's model with a checkpoint's weights (another architecture is one clear error)."""
-
-    def dataset_proposals(
-        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
-    ) -> list[dict]:
-        """The RPN's top_k proposals per image, as records {image_id, bbox XYWH, score} in original pixels."""
-
-    def iter_dataset_proposals(
-        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
-    ):
-        """The same, one image at a time and kept nowhere: yields (image_id, boxes (K, 4) XYXY, scores (K,))."""
-
-    def evaluate(self, cfg, model, dataset: str) -> dict:
-        """Flat OV metrics ({box,mask}_AP{,50}{,_base,_novel}) of `model` on a registered dataset."""
 
     def load_for_inference(
         self, cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None
@@ -72,13 +69,31 @@ class Backend(Protocol):
         """One {file_name, height, width, image_id} → boxes (N, 4) XYXY, scores (N,), labels (N,) [masks
         (N, H, W) float 0/1], in original pixels."""
 
-    def draw_predictions_grid(
-        self, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
-    ) -> Path:
-        """Detections of the test vocabulary on the first `n` validation images holding a novel object."""
+    def evaluate(self, cfg, model, dataset: str) -> dict:
+        """Flat OV metrics ({box,mask}_AP{,50}{,_base,_novel}) of `model` on a registered dataset."""
 
-    def train_net(self, args: argparse.Namespace) -> int:
-        """`tools/train_net.py` in one process (or the process group its environment describes)."""
+    def iter_dataset_proposals(
+        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
+    ):
+        """The RPN's top_k proposals, one image at a time and kept nowhere: yields (image_id, boxes (K, 4) XYXY,
+        scores (K,)) in original pixels."""
+
+
+def dataset_proposals(
+    backend: Backend,
+    model,
+    dicts: list[dict],
+    min_size: int,
+    max_size: int,
+    top_k: int = 300,
+    progress: bool = True,
+) -> list[dict]:
+    """`backend.iter_dataset_proposals` as the json list the region dump reads: records {image_id, bbox XYWH,
+    score} in original pixels."""
+    from ..teacher.regions import proposal_records  # torch: not for a tool's --help
+
+    per_image = backend.iter_dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
+    return [r for image_id, boxes, scores in per_image for r in proposal_records(image_id, boxes, scores)]
 
 
 def detectron2_installed() -> bool:

@@ -24,11 +24,11 @@ from .. import teacher as _teacher  # its names load on first use: --help withou
 from ..data import synthetic_dataset
 from ..data.synthetic import SyntheticConfig, generate
 from ..model_zoo import get_config_file
-from ..utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
+from ..utils import DistillInputError, atomic_write_bytes, atomic_write_json, cli_entry, dumps_json, read_json
 from ..utils.cli import ToolParser, parse_args, positive_int
 from ..utils.errors import TrainingInterrupted
 from ..utils.outdir import LOCK_NAME, lock_output_dir
-from .backend import BACKENDS, Backend, check_config_early, get_backend
+from .backend import BACKENDS, Backend, check_config_early, dataset_proposals, get_backend
 
 QUICKSTART_DATA = SyntheticConfig(seed=0, num_train=500, num_val=100, image_size=128)
 TEACHER = "synthetic-tiny-teacher"
@@ -99,7 +99,7 @@ class Pipeline:
 
     def data(self) -> dict:
         root = generate(self.out / "synthetic", QUICKSTART_DATA, progress=self.progress)
-        self.backend.register_synthetic(root)
+        self.backend.register_datasets(self.out)  # out/synthetic as distill_synthetic_{train,val}
         return {"root": str(root), "backend": self.backend.name, "iters": list(self.iters)}
 
     def text(self) -> dict:
@@ -127,8 +127,14 @@ class Pipeline:
         cfg = self.cfg("vild_text", text_only)
         model = self.backend.load_model(cfg, weights)
         dicts, _ = synthetic_dataset(self.out / "synthetic", "train")
-        props = self.backend.dataset_proposals(
-            model, dicts, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, PROPOSALS_PER_IMAGE, self.progress
+        props = dataset_proposals(
+            self.backend,
+            model,
+            dicts,
+            cfg.INPUT.MIN_SIZE_TEST,
+            cfg.INPUT.MAX_SIZE_TEST,
+            PROPOSALS_PER_IMAGE,
+            self.progress,
         )
         atomic_write_json(self.out / "proposals_train.json", props)
         return {"weights": weights, "proposals": len(props)}
@@ -170,7 +176,8 @@ class Pipeline:
         return results
 
     def demo(self) -> dict:
-        path = self.backend.draw_predictions_grid(
+        path = draw_predictions_grid(
+            self.backend,
             self.cfg("vild"),
             str(self.out / "vild" / "model_final.pth"),
             self.out / "synthetic",
@@ -203,6 +210,44 @@ class Pipeline:
             resume=True,
         )
         return {"mIoU": result["rows"][SEMSEG_ROW], "max_iter": result["max_iter"]}
+
+
+def draw_predictions_grid(
+    backend: Backend, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
+) -> Path:
+    """The demo stage's picture: detections of the test vocabulary on the first `n` validation images that
+    hold a novel object, side by side, novel classes named (the backend's load_for_inference and predict)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from ..data.images import read_image_rgb
+    from ..teacher.checks import load_class_embeddings
+    from .drawing import render
+
+    dicts, meta = synthetic_dataset(bench_root, "val")
+    vocab = load_class_embeddings(
+        cfg.MODEL.DISTILL.TEST_CLASS_EMBEDDINGS,
+        cfg,
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+        expected_names=meta.thing_classes,
+    )
+    novel = torch.zeros(len(meta.thing_classes), dtype=torch.bool)
+    novel[meta.contiguous_ids("novel")] = True
+    model = backend.load_for_inference(cfg, weights, vocab, novel)
+    picks = [d for d in dicts if any(novel[a["category_id"]] for a in d["annotations"])][:n]
+    tiles = []
+    for d in picks:
+        rgb = read_image_rgb(d["file_name"]).permute(1, 2, 0).numpy()
+        tiles.append(
+            render(
+                np.ascontiguousarray(rgb), backend.predict(model, cfg, d), meta.thing_classes, novel.tolist()
+            )
+        )
+    grid = np.concatenate(tiles, 1) if tiles else np.zeros((8, 8, 3), np.uint8)
+    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])
+    atomic_write_bytes(out_png, buf.tobytes())
+    return Path(out_png)
 
 
 def semseg_inputs(out: Path) -> list[str]:

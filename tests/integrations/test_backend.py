@@ -5,6 +5,7 @@ import importlib.util
 import inspect
 
 import pytest
+import torch
 
 from distill.integrations import backend as B
 from distill.utils import DistillInputError
@@ -15,20 +16,38 @@ PROTOCOL_METHODS = sorted(
 )
 
 
-def test_protocol_lists_what_the_pipeline_uses():
+def test_protocol_holds_only_what_a_framework_does():
+    """Config, dataset catalog, training, loading, inference, proposals, evaluation: an application's helper (the
+    quickstart's picture, a benchmark's data, the list form of the proposals) composes these and lives with it."""
     assert {
         "load_config",
-        "register_synthetic",
+        "register_datasets",
         "train",
+        "train_net",
         "load_model",
-        "dataset_proposals",
-        "iter_dataset_proposals",
-        "evaluate",
         "load_for_inference",
         "predict",
-        "draw_predictions_grid",
-        "train_net",
+        "evaluate",
+        "iter_dataset_proposals",
     } == set(PROTOCOL_METHODS)
+
+
+def test_dataset_proposals_are_the_per_image_proposals_as_records():
+    class OneImage:
+        def iter_dataset_proposals(self, model, dicts, min_size, max_size, top_k=300, progress=True):
+            assert (model, min_size, max_size, top_k, progress) == ("m", 96, 200, 2, False)
+            for d in dicts:
+                yield (
+                    d["image_id"],
+                    torch.tensor([[1.0, 2.0, 5.0, 8.0], [0.0, 0.0, 4.0, 4.0]]),
+                    torch.tensor([0.9, 0.5]),
+                )
+
+    records = B.dataset_proposals(OneImage(), "m", [{"image_id": 7}, {"image_id": 8}], 96, 200, 2, False)
+    assert [r["image_id"] for r in records] == [7, 7, 8, 8]
+    assert records[0]["bbox"] == pytest.approx([1.0, 2.0, 4.0, 6.0]) and records[1]["score"] == pytest.approx(
+        0.5
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ DefaultTrainer, RPN and evaluators on the same config, data and teacher as the t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -14,7 +13,7 @@ from detectron2.utils.logger import setup_logger
 from ...teacher.embeddings import ClassEmbeddings
 from . import demo, proposals
 from .builders import build_vild_model, load_detectron2_config
-from .datasets import register_synthetic
+from .datasets import register_all
 from .evaluation import flatten_ov_results
 from .trainer import StrictCheckpointer, ViLDTrainer, train_main
 
@@ -25,8 +24,8 @@ class Detectron2Backend:
     def load_config(self, config_file: str | None, opts: Sequence[str] = ()):
         return load_detectron2_config(config_file, list(opts))
 
-    def register_synthetic(self, root: str | os.PathLike) -> None:
-        register_synthetic(root)
+    def register_datasets(self, root: str | os.PathLike) -> list[str]:
+        return register_all(root)
 
     def train(self, cfg, progress: bool = True) -> None:
         if progress:
@@ -44,11 +43,6 @@ class Detectron2Backend:
         model = build_vild_model(cfg)
         StrictCheckpointer(model).load(weights)
         return model
-
-    def dataset_proposals(
-        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
-    ) -> list[dict]:
-        return proposals.dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
 
     def iter_dataset_proposals(
         self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
@@ -68,11 +62,6 @@ class Detectron2Backend:
 
     def predict(self, model, cfg, record: dict) -> dict:
         return demo.predict(model, cfg, record)
-
-    def draw_predictions_grid(
-        self, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
-    ) -> Path:
-        return demo.draw_predictions_grid(cfg, weights, bench_root, out_png, n)
 
     def train_net(self, args) -> int:
         return train_main(args)

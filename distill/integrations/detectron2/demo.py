@@ -1,17 +1,14 @@
-"""Inference on images with any vocabulary, drawn, for the detectron2 backend (the functions of the
-torchvision backend's demo.py, so tools/demo.py can dispatch). `cfg` may be a torchvision-backend config
+"""Inference on images with any vocabulary for the detectron2 backend (the Backend protocol's
+load_for_inference and predict, as the torchvision backend's demo.py). `cfg` may be a torchvision-backend config
 (`distill.config.load_config`) or a detectron2 one; detections are dicts of tensors in original pixels:
 boxes (N, 4) XYXY, scores (N,), labels (N,) vocabulary indices and, with masks, masks (N, H, W) float 0/1.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from ...teacher.embeddings import ClassEmbeddings
-from ..drawing import draw_predictions_grid as _draw_grid
 from ..shared import building_with
 from .builders import build_vild_model, to_detectron2_cfg
 from .datasets import ViLDDatasetMapper
@@ -38,8 +35,3 @@ def predict(model, cfg, d: dict) -> dict:
     if inst.has("pred_masks"):
         out["masks"] = inst.pred_masks.float()
     return out
-
-
-def draw_predictions_grid(cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6) -> Path:
-    """Detections of the test vocabulary on the first `n` validation images that hold a novel object."""
-    return _draw_grid(load_for_inference, predict, cfg, weights, bench_root, out_png, n)

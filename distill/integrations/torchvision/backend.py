@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from ... import model_zoo
 from ...config import check_schedule, load_config
-from ...data.catalog import datasets_root, register_all, register_synthetic
+from ...data.catalog import datasets_root, register_all
 from ...evaluation import format_ov_table
 from ...teacher.embeddings import ClassEmbeddings
 from ...teacher.vocabulary import training_vocabulary
@@ -31,19 +30,14 @@ class TorchvisionBackend:
     def load_config(self, config_file: str | None, opts: Sequence[str] = ()):
         return load_config(config_file, list(opts))
 
-    def register_synthetic(self, root: str | os.PathLike) -> None:
-        register_synthetic(root)
+    def register_datasets(self, root: str | os.PathLike) -> list[str]:
+        return register_all(root)
 
     def train(self, cfg, progress: bool = True) -> None:
         trainer.train(cfg, resume=True, progress=progress)
 
     def load_model(self, cfg, weights: str) -> torch.nn.Module:
         return trainer.load_trained_model(cfg, weights)
-
-    def dataset_proposals(
-        self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
-    ) -> list[dict]:
-        return proposals.dataset_proposals(model, dicts, min_size, max_size, top_k, progress)
 
     def iter_dataset_proposals(
         self, model, dicts: list[dict], min_size: int, max_size: int, top_k: int = 300, progress: bool = True
@@ -60,11 +54,6 @@ class TorchvisionBackend:
 
     def predict(self, model, cfg, record: dict) -> dict:
         return demo.predict(model, cfg, record)
-
-    def draw_predictions_grid(
-        self, cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6
-    ) -> Path:
-        return demo.draw_predictions_grid(cfg, weights, bench_root, out_png, n)
 
     def train_net(self, args) -> int:
         train_net_main(args)

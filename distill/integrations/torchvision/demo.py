@@ -1,15 +1,12 @@
-"""Inference on images with any vocabulary, drawn, for the torchvision backend."""
+"""Inference on images with any vocabulary for the torchvision backend (the Backend protocol's
+load_for_inference and predict)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.device import check_device
-from ..drawing import draw_predictions_grid as _draw_grid
-from ..drawing import render  # noqa: F401  (tools/demo.py draws through the backend module)
 from .builders import build_vild_model
 from .mapper import DatasetMapper, MapperConfig
 from .trainer import AtomicCheckpointer
@@ -40,8 +37,3 @@ def inference_mapper(cfg) -> DatasetMapper:
             mask_on=False,
         )
     )
-
-
-def draw_predictions_grid(cfg, weights: str, bench_root: str | Path, out_png: str | Path, n: int = 6) -> Path:
-    """Detections of the test vocabulary on the first `n` validation images that hold a novel object."""
-    return _draw_grid(load_for_inference, predict, cfg, weights, bench_root, out_png, n)
