@@ -46,6 +46,10 @@ from distill.utils.cli import (
 )
 from distill.utils.io import ensure_dir, same_file
 
+SEMSEG_ONLY = (
+    "--task semseg runs torchvision-backend segmenters only (the quickstart's semseg stage makes one)"
+)
+
 
 def semseg_main(args, images: list[Path], out: Path) -> int:
     """--task semseg: one drawn picture and one label PNG (8-bit, 16-bit past 255 classes) per image."""
@@ -62,7 +66,7 @@ def semseg_main(args, images: list[Path], out: Path) -> int:
     from distill.utils.visualize_semseg import draw_semseg
 
     weights = resolve_weights(args.weights)
-    cfg, _ = inference_config(weights, "segmenter", args.config_file, args.opts)
+    cfg, _ = inference_config(weights, "segmenter", args.config_file, args.opts, torchvision_only=SEMSEG_ONLY)
     spec, flag = vocabulary_spec(args)
     vocab = resolve_vocabulary(spec, cfg, flag)
     if len(vocab) >= 1 << 16:

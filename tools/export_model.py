@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Export a trained detector or segmenter to ONNX with a fixed vocabulary baked in, plus DIR/model.json.
+Torchvision-backend checkpoints only.
 
     python tools/export_model.py --config-file configs/synthetic/vild_r18_fpn_quick.yaml \
         --weights output/quickstart/vild/model_final.pth --vocabulary synthetic --output exported/vild
@@ -100,9 +101,7 @@ def main(argv=None) -> int:
     from distill.teacher.vocabulary import resolve_vocabulary, training_vocabulary
 
     kind = "detector" if args.task == "detect" else "segmenter"
-    cfg, meta = inference_config(weights, kind, args.config_file, opts)
-    if meta.get("backend") == "detectron2":
-        raise DistillInputError(D2_NOT_SUPPORTED)
+    cfg, meta = inference_config(weights, kind, args.config_file, opts, torchvision_only=D2_NOT_SUPPORTED)
     vocab = resolve_vocabulary(args.vocabulary, cfg)
     # built as trained (the training file, else the names the checkpoint records), then set to score `vocab`
     trained = training_vocabulary(cfg, meta) if args.task == "detect" else vocab

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A web page for trying the models: upload an image, type a vocabulary, see boxes, masks and a table of
 detections; a second tab segments the image (needs the optional extra: pip install -e '.[demo]').
+Torchvision-backend checkpoints only (tools/demo.py runs detectron2 detectors).
 
     python tools/web_demo.py                     # the quickstart's models (make quickstart first)
     python tools/web_demo.py --weights W [--semseg-weights W2] [--config-file C] [KEY VALUE ...]

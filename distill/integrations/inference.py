@@ -60,11 +60,17 @@ def inference_config(
     load: Callable = load_config,
     flag: str = "--weights",
     config_flag: str = "--config-file",
+    torchvision_only: str | None = None,
 ) -> tuple[object, dict]:
     """(config, metadata) to run checkpoint `weights`, which must be a `expected` ("detector" or "segmenter")
     checkpoint: `config_file` + `opts` when a config file is given (its teacher checked against the
-    checkpoint's), else the config the checkpoint carries + `opts`."""
+    checkpoint's), else the config the checkpoint carries + `opts`. `torchvision_only`: the caller runs only
+    torchvision-backend models, and this sentence says so when the checkpoint is another backend's (before
+    its config, which the torchvision config would not read, is loaded)."""
     meta = require_checkpoint(weights, expected, flag)
+    made = meta.get("backend")
+    if torchvision_only and made not in (None, "torchvision"):
+        raise DistillInputError(f"{flag} was trained with the {made} backend; {torchvision_only}", weights)
     saved = meta.get("config") if isinstance(meta.get("config"), str) else None
     if not config_file:
         if saved is None:

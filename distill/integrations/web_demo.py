@@ -1,5 +1,7 @@
 """The Gradio web demo: open-vocabulary detection (boxes, masks, a table) and semantic segmentation, on any
 vocabulary typed in the page (encoded by each model's teacher, cached per vocabulary).
+Torchvision-only: it runs the torchvision backend's detector and segmenter, not through the Backend protocol
+(it feeds in-memory images); a detectron2 checkpoint is refused in one line (tools/demo.py runs its detectors).
 
     app = build_app(DemoModels(det_cfg, det_weights, seg_cfg, seg_weights))
     app.launch(...)   # tools/web_demo.py
@@ -44,6 +46,9 @@ def parse_names(text: str) -> list[str]:
 
 
 QUICKSTART_CONFIG = "synthetic/vild_r18_fpn_quick.yaml"
+TORCHVISION_ONLY = (
+    "the web demo runs torchvision-backend models only (tools/demo.py runs a detectron2 detector)"
+)
 
 
 def demo_configs(args) -> tuple[object, object | None]:
@@ -55,14 +60,10 @@ def demo_configs(args) -> tuple[object, object | None]:
         from ..config import load_config
         from ..model_zoo import get_config_file
 
-        det_cfg, meta = load_config(args.config_file or get_config_file(QUICKSTART_CONFIG), args.opts), {}
+        det_cfg = load_config(args.config_file or get_config_file(QUICKSTART_CONFIG), args.opts)
     else:
-        det_cfg, meta = inference_config(args.weights, "detector", args.config_file, args.opts)
-    if meta.get("backend") == "detectron2":
-        raise DistillInputError(
-            "the web demo runs torchvision-backend detectors; this one was trained with the detectron2 "
-            "backend (tools/demo.py runs it)",
-            args.weights,
+        det_cfg, _ = inference_config(
+            args.weights, "detector", args.config_file, args.opts, torchvision_only=TORCHVISION_ONLY
         )
     if not args.semseg_weights:
         return det_cfg, None
@@ -77,6 +78,7 @@ def demo_configs(args) -> tuple[object, object | None]:
         args.semseg_config,
         flag="--semseg-weights",
         config_flag="--semseg-config",
+        torchvision_only=TORCHVISION_ONLY,
     )
     return det_cfg, seg_cfg
 

@@ -1,5 +1,5 @@
 """ONNX export of the torchvision backend's ViLD detector and open-vocabulary segmenter, the vocabulary's
-class embeddings baked in as constants.
+class embeddings baked in as constants. Torchvision-only (tools/export_model.py refuses detectron2 checkpoints).
 
 The graphs take a fixed-size canvas: `images` (B, 3, H, W) float32 RGB 0-255, each image resized by the size
 rule of model.json and placed at the top-left, and `image_sizes` (B, 2) int64 (h, w) of the image inside

@@ -1,7 +1,8 @@
 """The open-vocabulary semantic segmenter on torchvision parts, by job: `model` (the network, its start from a
 detector's backbone, checkpoints), `targets` (samples and dense teacher targets), `train` (on the engine),
 `inference` (prediction, evaluation, any vocabulary) and `synthetic` (the benchmark's ablation and the
-quickstart's stage).
+quickstart's stage). Torchvision-only, outside the Backend protocol: the tools and the web demo refuse a
+detectron2 segmenter checkpoint in one line (detectron2/sem_seg.py is a head for detectron2's own trainer).
 
     from distill.integrations.torchvision.sem_seg import train_and_evaluate_segmenter
     result = train_and_evaluate_segmenter("output/quickstart/synthetic", "output/quickstart/semseg", teacher)
