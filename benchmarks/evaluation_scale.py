@@ -5,7 +5,7 @@ the numbers are equal.
 
     flock /work/locks/heavy python benchmarks/evaluation_scale.py --output eval_scale.json [--scale 0.05]
 
-Loads (distill.data.eval_loads): LVIS-shaped (1,203 categories, r / c / f 337 / 461 / 405, negative and
+Loads (workloads/eval_loads.py): LVIS-shaped (1,203 categories, r / c / f 337 / 461 / 405, negative and
 not-exhaustive ids, ~12 objects and 300 detections per image) boxes at 1k, 4k, 20k images and masks (RLE) at
 1k, 4k; COCO-shaped (80 categories, 100 detections) boxes at 5k. Every measurement runs in its own child
 process under an address-space limit (--mem-limit-gb), so a baseline that does not fit fails alone and is
@@ -55,8 +55,7 @@ def _current_rss_gb() -> float:
 
 def _dets(gt, masks):
     import numpy as np
-
-    from distill.data.eval_loads import image_detections, iter_images
+    from workloads.eval_loads import image_detections, iter_images
 
     cat_ids = np.array([c["id"] for c in gt["categories"]])
     nd = 300 if "frequency" in gt["categories"][0] else 100
@@ -96,7 +95,7 @@ def _results(gt, task):
 
 
 def _results_of(d, i, task):
-    from distill.data.eval_loads import results_of
+    from workloads.eval_loads import results_of
 
     out = results_of(d, i)
     if task == "segm":
@@ -185,7 +184,7 @@ METHODS = {"distill": run_distill, "reference": run_reference, "faster-coco-eval
 def child(spec: dict) -> None:
     limit = int(spec["mem_limit_gb"] * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from distill.data.eval_loads import make_ground_truth
+    from workloads.eval_loads import make_ground_truth
 
     shape, n, task = spec["shape"], spec["images"], spec["task"]
     gt = make_ground_truth(n, shape, seed=SEED)

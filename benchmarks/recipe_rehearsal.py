@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The OV-COCO / OV-LVIS recipes (distill.recipes, GETTING_STARTED.md) at real shapes on this machine: per
+"""The OV-COCO / OV-LVIS recipes (workloads/recipes.py, GETTING_STARTED.md) at real shapes on this machine: per
 stage, seconds per unit (image, class, region or training iteration), peak memory and bytes written per image.
 
     python benchmarks/recipe_rehearsal.py [--dataset ov_coco ov_lvis] [--backend torchvision] [--num-train 2]
@@ -22,8 +22,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from workloads.recipes import Rehearsal, recipe, run_stage
+
 from distill.data.shaped import write_shaped_tree
-from distill.recipes import Rehearsal, recipe, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"ov_coco": 65, "ov_lvis": 1203}

@@ -1,6 +1,6 @@
 """The repository's layout rules that import-linter (pyproject.toml, `make test`) cannot see: tools and
-benchmarks import the package, never each other, and nothing edits the module search path; configs ship with
-the package."""
+benchmarks import the package, never each other (benchmarks also their own benchmarks/workloads, which neither
+the package nor a tool imports), and nothing edits the module search path; configs ship with the package."""
 
 import ast
 
@@ -25,6 +25,19 @@ def imported_names(path):
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_scripts_import_only_the_package(path):
     assert not set(imported_names(path)) & SCRIPT_NAMES
+
+
+def test_benchmark_workloads_stay_out_of_the_package_and_the_tools():
+    """benchmarks/workloads (what benchmarks run and tests check them on) is not installed: nothing a user runs
+    may import it."""
+    files = [*(REPO / "distill").rglob("*.py"), *REPO.glob("tools/*.py")]
+    offenders = [
+        str(p.relative_to(REPO)) for p in files if {"workloads", "benchmarks"} & set(imported_names(p))
+    ]
+    assert offenders == []
+    assert (
+        not (REPO / "distill" / "recipes.py").exists() and not (REPO / "distill/data/eval_loads.py").exists()
+    )
 
 
 def test_nothing_edits_the_module_search_path():

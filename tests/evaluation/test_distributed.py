@@ -7,7 +7,7 @@ import multiprocessing as mp
 import numpy as np
 import torch.distributed as dist
 
-from distill.data.eval_loads import image_detections, iter_images, make_ground_truth, results_of
+from benchmarks.workloads.eval_loads import image_detections, iter_images, make_ground_truth, results_of
 from distill.evaluation import DetectionEvaluator
 
 

@@ -13,7 +13,7 @@ from lvis import LVIS, LVISEval, LVISResults
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from distill.data.eval_loads import image_detections, iter_images, make_ground_truth, results_of
+from benchmarks.workloads.eval_loads import image_detections, iter_images, make_ground_truth, results_of
 from distill.data.ov_splits import CategorySplit
 from distill.evaluation import DetectionEvaluator, numpy_float_alias
 from distill.evaluation.matching import greedy_match

@@ -195,7 +195,7 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
 def test_getting_started_lists_every_command_of_the_recipes():
     import re
 
-    from distill.recipes import DATASETS, command_line, recipe
+    from benchmarks.workloads.recipes import DATASETS, command_line, recipe
 
     page = re.sub(r"\s+", " ", (REPO / "GETTING_STARTED.md").read_text().replace("\\\n", " "))
     for dataset in DATASETS:
@@ -205,7 +205,7 @@ def test_getting_started_lists_every_command_of_the_recipes():
 
 def test_rehearsal_runs_training_and_evaluation_without_loader_workers():
     # detectron2's test loader reads DATALOADER.NUM_WORKERS too: the configs' 8 workers for one image
-    from distill.recipes import Rehearsal, recipe
+    from benchmarks.workloads.recipes import Rehearsal, recipe
 
     for stage in recipe("ov_lvis", "detectron2", rehearsal=Rehearsal()):
         if stage.tool == "train_net.py":

@@ -1,6 +1,6 @@
-"""The OV-COCO and OV-LVIS recipes, every command of GETTING_STARTED.md in order (distill.recipes), on COCO- /
-LVIS-shaped trees at the configs' real shapes: ViT-B-32 (random weights) at 224 px, R50 (random) at 1024 px
-with LSJ, 300 proposals per training image, 65 / 1,203 classes. One iteration per training, one prompt
+"""The OV-COCO and OV-LVIS recipes, every command of GETTING_STARTED.md in order
+(benchmarks/workloads/recipes.py), on COCO- / LVIS-shaped trees at the configs' real shapes: ViT-B-32
+(random weights) at 224 px, R50 (random) at 1024 px with LSJ, 300 proposals per training image, 65 / 1,203 classes. One iteration per training, one prompt
 template and 16 regions per image (the proposals file keeps 300) keep it to minutes on a CPU. The
 backend-free stages (splits, text and region embeddings) run once per dataset, on the torchvision half."""
 
@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.workloads.recipes import Rehearsal, recipe, run_stage
 from distill.data.region_store import RegionEmbeddingStore
 from distill.data.shaped import write_shaped_tree
-from distill.recipes import Rehearsal, recipe, run_stage
 from distill.teacher import ClassEmbeddings
 from distill.utils import read_json
 from tests.conftest import REPO
