@@ -254,6 +254,25 @@ def test_student_backbone_init_loads_backbone_and_names_bad_files(tmp_path):
         load_student_backbone(model, tmp_path / "nobackbone.pth")
 
 
+def test_a_detectron2_student_is_refused_in_one_line(tmp_path):
+    from distill.integrations.torchvision.sem_seg import (
+        build_sem_seg_model,
+        load_semseg_config,
+        load_student_backbone,
+    )
+    from distill.teacher import ClassEmbeddings
+
+    cfg = load_semseg_config(SMALL)
+    vocab = ClassEmbeddings(torch.nn.functional.normalize(torch.randn(2, 16), dim=-1), ["circle", "square"])
+    model = build_sem_seg_model(cfg, vocab, [1, 2])
+    names = ("backbone.bottom_up.stem.conv1.weight", "proposal_generator.rpn_head.conv.weight", "roi_heads.x")
+    torch.save({"model": {k: torch.zeros(1) for k in names}}, tmp_path / "d2.pth")  # detectron2's names
+    with pytest.raises(
+        DistillInputError, match=r"d2\.pth: MODEL.WEIGHTS was trained with the detectron2 backend"
+    ):
+        load_student_backbone(model, tmp_path / "d2.pth")
+
+
 def test_rows_start_from_the_student_backbone_body_frozen(synthetic_root, rn_teacher, tmp_path):
     from distill.integrations.torchvision.sem_seg import load_semseg_config, train_and_evaluate_segmenter
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ....modeling.sem_seg import OpenVocabSemSegPredictor
 from ....teacher.embeddings import ClassEmbeddings
-from ....utils.checkpoint import load_torch_file, read_checkpoint
+from ....utils.checkpoint import checkpoint_meta, load_torch_file, read_checkpoint
 from ....utils.errors import DistillInputError
 from ....utils.io import atomic_write_bytes
 from ...shared import build_sem_seg_predictor
@@ -104,6 +104,13 @@ def load_student_backbone(model: OpenVocabSegmenter, path: str | os.PathLike) ->
     if not os.path.isfile(path):
         raise DistillInputError(NO_STUDENT, path)
     state = read_checkpoint(path, "MODEL.WEIGHTS (the ViLD student)")["model"]
+    made = checkpoint_meta(path).get("backend")
+    if made not in (None, "torchvision"):  # its backbone's tensor names and layout are another framework's
+        raise DistillInputError(
+            f"MODEL.WEIGHTS was trained with the {made} backend; the segmenter runs on the torchvision backend "
+            "only and starts from a torchvision-backend ViLD student",
+            path,
+        )
     src = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     own = model.backbone.state_dict()
     bad = [f"{k} missing" for k in own if k not in src]
