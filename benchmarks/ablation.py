@@ -20,8 +20,8 @@ from distill.integrations import quickstart
 from distill.integrations.backend import BACKENDS
 
 VARIANTS = {
-    "ViLD-text": ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0"],
-    "ViLD-image": ["MODEL.DISTILL.TEXT_LOSS_WEIGHT", "0.0"],
+    "ViLD-text": ["MODEL.DISTILL.METHOD", "vild_text"],
+    "ViLD-image": ["MODEL.DISTILL.VILD.TEXT_LOSS_WEIGHT", "0.0"],
     "ViLD": [],
 }
 

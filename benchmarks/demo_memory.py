@@ -33,14 +33,14 @@ def make_inputs(d: Path, width: int, height: int) -> tuple[Path, Path, Path]:
 
     from distill.config import load_config
     from distill.data.synthetic import SYNTHETIC_CATEGORIES
-    from distill.integrations.torchvision.builders import build_vild_model
+    from distill.integrations.torchvision.builders import build_detector
     from distill.teacher import ClassEmbeddings
 
     torch.manual_seed(0)
     names = [c["name"] for c in SYNTHETIC_CATEGORIES]
     vocab = ClassEmbeddings(F.normalize(torch.randn(len(names), 64), dim=1), names)
     vocab.save(d / "all.npy")
-    model = build_vild_model(load_config(CONFIG), vocab)
+    model = build_detector(load_config(CONFIG), vocab)
     torch.save({"model": model.state_dict()}, d / "model.pth")
     rng = np.random.default_rng(0)
     tile = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from distill.config import load_config
 from distill.integrations.onnx_model import OnnxModel
-from distill.integrations.torchvision.builders import build_vild_model
+from distill.integrations.torchvision.builders import build_detector
 from distill.integrations.torchvision.export import export_model
 from distill.model_zoo import get_config_file
 from distill.teacher import ClassEmbeddings
@@ -99,7 +99,7 @@ def run_case(name, config, opts, classes, dim, size, repeats, workdir, threads):
     vocab = ClassEmbeddings(
         F.normalize(torch.randn(classes, dim), dim=1), [f"class{i}" for i in range(classes)]
     )
-    model = build_vild_model(cfg, vocab).eval()
+    model = build_detector(cfg, vocab).eval()
     h, w = size
     canvas = (-(-h // 32) * 32, -(-w // 32) * 32)
     out = Path(workdir) / name.split()[0]

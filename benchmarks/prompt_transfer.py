@@ -50,7 +50,7 @@ def _cfg(out: Path, output: str, row: str, seed: int, extra: list[str]):
         [
             "MODEL.DISTILL.DATASETS_ROOT",
             str(out),
-            "MODEL.DISTILL.REGION_STORE",
+            "MODEL.DISTILL.VILD.REGION_STORE",
             str(out / "regions"),
             "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
             str(_emb_path(out, row, seed, "base")),
@@ -147,7 +147,7 @@ def prepare(out: Path, proposal_iters: int, progress: bool, sampled: bool = Fals
         "proposal_net",
         "hand",
         0,
-        ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0", "SOLVER.MAX_ITER", str(proposal_iters)],
+        ["MODEL.DISTILL.METHOD", "vild_text", "SOLVER.MAX_ITER", str(proposal_iters)],
     )
     final = out / "proposal_net" / "model_final.pth"
     dicts, _ = synthetic_dataset(out / "synthetic", "train")

@@ -66,7 +66,7 @@ def main() -> int:
     pipe.data()
     if not (qs / "text" / "synthetic_all.npy").is_file():
         pipe.text()
-    cfg = pipe.cfg("train_step_benchmark", ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0", *args.overrides])
+    cfg = pipe.cfg("train_step_benchmark", ["MODEL.DISTILL.METHOD", "vild_text", *args.overrides])
     configured = cfg.DATALOADER.NUM_WORKERS
     rows = {"as configured": time_steps(cfg, configured, args.steps)}
     rows["one data-loader worker"] = time_steps(cfg, 1, args.steps)

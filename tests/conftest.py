@@ -21,6 +21,18 @@ def _log_handlers_left_as_found():
             lg.removeHandler(h)
 
 
+@pytest.fixture(autouse=True)
+def _method_registry_left_as_found():
+    """Methods a test registers are gone after it: a method's config node would otherwise reach every config
+    (and every checkpoint's config) of the tests after it."""
+    from distill.methods import registry
+
+    saved = dict(registry._METHODS)
+    yield
+    registry._METHODS.clear()
+    registry._METHODS.update(saved)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic benchmark, made once per test session."""

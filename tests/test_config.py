@@ -7,8 +7,9 @@ from distill.utils import DistillInputError
 def test_defaults_follow_vild():
     cfg = get_cfg()
     d = cfg.MODEL.DISTILL
-    assert d.TEMPERATURE == 0.01 and d.BG_INIT_STD == 0.01 and d.IMAGE_LOSS_WEIGHT == 0.5
-    assert d.ENSEMBLE.BASE_TEXT_WEIGHT == pytest.approx(2 / 3) and d.TEACHER.TEMPLATES == "vild"
+    assert d.METHOD == "vild" and d.TEMPERATURE == 0.01 and d.BG_INIT_STD == 0.01
+    assert d.VILD.IMAGE_LOSS_WEIGHT == 0.5 and d.VILD.TEXT_LOSS_WEIGHT == 1.0
+    assert d.VILD.BASE_TEXT_WEIGHT == pytest.approx(2 / 3) and d.TEACHER.TEMPLATES == "vild"
     assert cfg.MODEL.RPN.IOU_THRESHOLDS == (0.3, 0.7) and cfg.MODEL.RPN.IOU_LABELS == (0, -1, 1)
 
 
@@ -17,17 +18,19 @@ def test_add_to_foreign_cfg():
 
     cfg = CfgNode({"MODEL": CfgNode({"X": 1})})
     add_distill_config(cfg)
-    assert cfg.MODEL.X == 1 and cfg.MODEL.DISTILL.NOVEL_LOGIT_MODE == "zero"
+    assert cfg.MODEL.X == 1 and cfg.MODEL.DISTILL.VILD.NOVEL_LOGIT_MODE == "zero"
 
 
 def test_yaml_base_chain_and_overrides(tmp_path):
     (tmp_path / "Base.yaml").write_text(
-        "MODEL:\n  DISTILL:\n    IMAGE_LOSS_WEIGHT: 1.0\nSOLVER:\n  MAX_ITER: 10\n"
+        "MODEL:\n  DISTILL:\n    VILD:\n      IMAGE_LOSS_WEIGHT: 1.0\nSOLVER:\n  MAX_ITER: 10\n"
     )
     (tmp_path / "child.yaml").write_text("_BASE_: Base.yaml\nSOLVER:\n  BASE_LR: 0.5\n")
     cfg = load_config(str(tmp_path / "child.yaml"), ["SOLVER.MAX_ITER", "20"])
     assert (
-        cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT == 1.0 and cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 20
+        cfg.MODEL.DISTILL.VILD.IMAGE_LOSS_WEIGHT == 1.0
+        and cfg.SOLVER.BASE_LR == 0.5
+        and cfg.SOLVER.MAX_ITER == 20
     )
     assert cfg.is_frozen()
 
@@ -54,7 +57,7 @@ D2_DIFFERENCES = {
     "MODEL.PIXEL_STD": "torchvision's ImageNet std (detectron2's MSRA weights use 1)",
     "MODEL.DEVICE": "cpu: runs where there is no GPU",
     "MODEL.MASK_ON": "ViLD trains masks",
-    "MODEL.ROI_HEADS.NAME": "ViLDRoIHeads",
+    "MODEL.ROI_HEADS.NAME": "OpenVocabROIHeads",
     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": "ViLD: boxes for classes never trained",
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": "ViLD: masks for classes never trained",
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm (only read when CLIP_GRADIENTS.ENABLED)",

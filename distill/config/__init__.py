@@ -13,6 +13,7 @@ from typing import Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
+from .. import methods as _methods
 from ..utils.errors import RANGES, DistillInputError, in_range
 from .defaults import _C, DISTILL_DEFAULTS
 
@@ -35,22 +36,79 @@ def _as(node_cls: type, node: CfgNode) -> CfgNode:
     return node_cls({k: _as(node_cls, v) if isinstance(v, CfgNode) else v for k, v in node.items()})
 
 
-def add_distill_config(cfg: CfgNode) -> CfgNode:
-    """Add MODEL.DISTILL (and nothing else) to an existing config, e.g. detectron2's get_cfg()."""
-    cfg.MODEL.DISTILL = _as(type(cfg), DISTILL_DEFAULTS)  # detectron2's CfgNode is a subclass: keep its type
+def add_method_nodes(cfg: CfgNode) -> CfgNode:
+    """MODEL.DISTILL.<NODE> with its defaults for every registered method (a method's node may already exist:
+    keys it lacks are added, values it has are kept)."""
+    d = cfg.MODEL.DISTILL
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    for entry in _methods.method_entries():
+        if entry.node not in d:
+            d[entry.node] = type(cfg)()
+        for key, spec in entry.keys.items():
+            if key not in d[entry.node]:
+                d[entry.node][key] = spec.default
+    if frozen:
+        cfg.freeze()
     return cfg
 
 
+def add_distill_config(cfg: CfgNode) -> CfgNode:
+    """Add MODEL.DISTILL (and nothing else) to an existing config, e.g. detectron2's get_cfg()."""
+    cfg.MODEL.DISTILL = _as(type(cfg), DISTILL_DEFAULTS)  # detectron2's CfgNode is a subclass: keep its type
+    return add_method_nodes(cfg)
+
+
 def get_cfg() -> CfgNode:
-    """Full default config of the torchvision backend (a fresh copy)."""
-    return _C.clone()
+    """Full default config of the torchvision backend (a fresh copy), with every registered method's node."""
+    return add_method_nodes(_C.clone())
+
+
+def _imports_of(config_file: str | None, overrides: Sequence[str]) -> list[str]:
+    """MODEL.DISTILL.IMPORTS of a yaml (with its _BASE_ chain) and of the KEY VALUE overrides, read before the
+    config is merged (the modules register the keys the yaml may set)."""
+    specs: list = []
+    if config_file and os.path.isfile(config_file):
+        try:
+            raw = CfgNode.load_yaml_with_base(config_file, allow_unsafe=False)
+        except Exception:  # noqa: BLE001 - the merge below reports a bad file in one line
+            raw = {}
+        node = raw.get("MODEL", {}) if isinstance(raw, dict) else {}
+        node = node.get("DISTILL", {}) if isinstance(node, dict) else {}
+        value = node.get("IMPORTS") if isinstance(node, dict) else None
+        specs += [value] if isinstance(value, str) else list(value or [])
+    for i in range(0, len(overrides) - 1, 2):
+        if str(overrides[i]) == "MODEL.DISTILL.IMPORTS":
+            value = str(overrides[i + 1])
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                parsed = value
+            specs = [parsed] if isinstance(parsed, str) else list(parsed or [])
+    return [str(s) for s in specs]
+
+
+def import_config_modules(config_file: str | None, overrides: Sequence[str] = ()) -> list[str]:
+    """Import the modules of MODEL.DISTILL.IMPORTS (see `_imports_of`); returns them with .py files made
+    absolute (so a checkpoint's config finds them again from anywhere)."""
+    where = os.path.dirname(os.path.abspath(config_file)) if config_file else None
+    out = []
+    for spec in _imports_of(config_file, overrides):
+        _methods.import_module(spec, where)
+        if spec.endswith(".py") and not os.path.isabs(spec):
+            local = os.path.join(where, spec) if where else spec
+            spec = os.path.abspath(local if os.path.isfile(local) else spec)
+        out.append(spec)
+    return out
 
 
 def load_config(
     config_file: str | None = None, overrides: Sequence[str] = (), base: CfgNode | None = None
 ) -> CfgNode:
-    """Defaults ← yaml (with `_BASE_` chains) ← KEY VALUE overrides; unknown keys are one clear error."""
-    cfg = (base or get_cfg()).clone()
+    """Defaults ← yaml (with `_BASE_` chains) ← KEY VALUE overrides; unknown keys are one clear error. The
+    modules of MODEL.DISTILL.IMPORTS are imported first (their methods' keys become known)."""
+    imports = import_config_modules(config_file, overrides)
+    cfg = add_method_nodes((base or get_cfg()).clone())
     if config_file:
         if not os.path.isfile(config_file):
             raise DistillInputError("config file not found", config_file)
@@ -79,6 +137,8 @@ def load_config(
             raise _unknown(_key(e), unknown_key_message(_key(e), cfg, " on the command line")) from None
         except (ValueError, TypeError) as e:
             raise DistillInputError(f"bad command-line config value ({_mismatch(e)})") from None
+    if imports:
+        cfg.MODEL.DISTILL.IMPORTS = imports
     check_config_values(cfg)
     cfg.freeze()
     return cfg
@@ -96,14 +156,12 @@ _POSITIVE = (
 ).split()
 _NONNEG = (
     "SOLVER.WARMUP_ITERS SOLVER.WEIGHT_DECAY SOLVER.MOMENTUM DATALOADER.NUM_WORKERS TEST.EVAL_PERIOD "
-    "INPUT.MIN_SIZE_TEST MODEL.DISTILL.TEXT_LOSS_WEIGHT MODEL.DISTILL.IMAGE_LOSS_WEIGHT "
-    "MODEL.DISTILL.PIXEL_LOSS_WEIGHT MODEL.DISTILL.NUM_DISTILL_PROPOSALS MODEL.DISTILL.BG_INIT_STD "
+    "INPUT.MIN_SIZE_TEST MODEL.DISTILL.PIXEL_LOSS_WEIGHT MODEL.DISTILL.BG_INIT_STD "
     "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP MODEL.DISTILL.SEM_SEG.LOSS_WEIGHT"
 ).split()
 _UNIT = (
     "SOLVER.WARMUP_FACTOR MODEL.ROI_HEADS.SCORE_THRESH_TEST MODEL.ROI_HEADS.NMS_THRESH_TEST "
-    "MODEL.RPN.NMS_THRESH MODEL.RPN.POSITIVE_FRACTION MODEL.ROI_HEADS.POSITIVE_FRACTION "
-    "MODEL.DISTILL.ENSEMBLE.BASE_TEXT_WEIGHT MODEL.DISTILL.ENSEMBLE.NOVEL_TEXT_WEIGHT"
+    "MODEL.RPN.NMS_THRESH MODEL.RPN.POSITIVE_FRACTION MODEL.ROI_HEADS.POSITIVE_FRACTION"
 ).split()
 
 
@@ -127,6 +185,13 @@ def check_config_values(cfg) -> None:
             v = _lookup(cfg, key)
             if v is not _MISSING and not in_range(v, kind):
                 raise DistillInputError(f"config value {key} = {v!r}: must be {RANGES[kind][1]}")
+    method = _lookup(cfg, "MODEL.DISTILL.METHOD")
+    if method is not _MISSING:
+        entry = _methods.get_method_entry(method)  # an unknown name is one line listing the known ones
+        node = _lookup(cfg, f"MODEL.DISTILL.{entry.node}")
+        for key, spec in entry.keys.items():
+            if node is not _MISSING and key in node:
+                spec.check(f"MODEL.DISTILL.{entry.node}.{key}", node[key])
     sizes = _lookup(cfg, "INPUT.MIN_SIZE_TRAIN")
     if sizes is not _MISSING:
         sizes = sizes if isinstance(sizes, (list, tuple)) else (sizes,)
@@ -178,8 +243,33 @@ def config_keys(cfg) -> list[str]:
     return out
 
 
+# keys of earlier versions: the message says where they went
+RENAMED_KEYS = {
+    **{
+        f"MODEL.DISTILL.{k}": f"MODEL.DISTILL.VILD.{k}"
+        for k in (
+            "TEXT_LOSS_WEIGHT",
+            "IMAGE_LOSS_WEIGHT",
+            "NOVEL_LOGIT_MODE",
+            "REGION_STORE",
+            "NUM_DISTILL_PROPOSALS",
+        )
+    },
+    "MODEL.DISTILL.ENSEMBLE.BASE_TEXT_WEIGHT": "MODEL.DISTILL.VILD.BASE_TEXT_WEIGHT",
+    "MODEL.DISTILL.ENSEMBLE.NOVEL_TEXT_WEIGHT": "MODEL.DISTILL.VILD.NOVEL_TEXT_WEIGHT",
+    "MODEL.DISTILL.ENSEMBLE.ENABLED": "MODEL.DISTILL.METHOD vild_ensemble",
+}
+
+
 def unknown_key_message(key: str, cfg, where: str = "") -> str:
-    """`unknown config key K`, with the closest known keys (a typo, or a leaf under the wrong node)."""
+    """`unknown config key K`, with the closest known keys (a typo, or a leaf under the wrong node), or where a
+    key of an earlier version went."""
+    if key in RENAMED_KEYS or key == "MODEL.DISTILL.ENSEMBLE":
+        new = RENAMED_KEYS.get(key, "MODEL.DISTILL.METHOD vild_ensemble and MODEL.DISTILL.VILD.*")
+        return (
+            f"config key {key}{where} is now {new} (MODEL.DISTILL.METHOD chooses the method: "
+            f"{', '.join(_methods.method_names())})"
+        )
     keys = config_keys(cfg)
     close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
     if not close:  # MAX_ITERS or DISTILL.TEMPERATURE: compare the last part with the known keys' last parts

@@ -1,7 +1,8 @@
 """Default config of the torchvision backend, in detectron2's idiom (`detectron2/config/defaults.py`): one yacs
 tree with a comment per key. Every key outside MODEL.DISTILL is detectron2's (same name, same meaning, same
-default unless `tests/test_config.py` lists it), so one yaml serves both backends; MODEL.DISTILL holds the ViLD
-settings and those detectron2 has no key for, and is added to detectron2's config as it is.
+default unless `tests/test_config.py` lists it), so one yaml serves both backends; MODEL.DISTILL holds the
+distillation settings and those detectron2 has no key for, and is added to detectron2's config as it is; the
+method's own keys (MODEL.DISTILL.<NODE>) come from the method registry (`distill.methods`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,13 @@ from fvcore.common.config import CfgNode as CN
 
 # ---------------------------------------------------------------- MODEL.DISTILL (both backends)
 _D = CN()
+# the distillation method (distill.methods: vild_text, vild, vild_ensemble, or one registered by IMPORTS); its
+# keys live under its own node (MODEL.DISTILL.VILD for the ViLD methods), added with their defaults on
+# registration
+_D.METHOD = "vild"
+# modules imported before the config is read, so that the methods they register (and their keys) are known:
+# dotted module names, or .py files (relative to the config file's folder, else the working directory)
+_D.IMPORTS = ()
 _D.TEACHER = CN()
 _D.TEACHER.ARCH = "ViT-B-32"  # open_clip architecture or model-zoo teacher name
 _D.TEACHER.PRETRAINED = "openai"  # open_clip pretrained tag or a checkpoint file
@@ -19,17 +27,6 @@ _D.TRAIN_CLASS_EMBEDDINGS = ""
 _D.TEST_CLASS_EMBEDDINGS = ""
 _D.TEMPERATURE = 0.01  # logits = cosine / temperature (ViLD: 0.01)
 _D.BG_INIT_STD = 0.01  # the learned background embedding starts as N(0, std) (ViLD)
-_D.TEXT_LOSS_WEIGHT = 1.0  # ViLD-text cross entropy
-_D.IMAGE_LOSS_WEIGHT = 0.5  # ViLD-image L1 to the teacher's region embeddings (ViLD: 0.5)
-# "zero" (ViLD: novel logits × 0, kept in the softmax) or "neg_inf" (DetPro), when training classes include novel
-_D.NOVEL_LOGIT_MODE = "zero"
-_D.REGION_STORE = ""  # region-embedding store of the training set ("" = no ViLD-image loss)
-_D.NUM_DISTILL_PROPOSALS = 300  # distillation boxes per image, padded and masked
-_D.ENSEMBLE = CN()
-_D.ENSEMBLE.ENABLED = False  # ViLD-ensemble: a separate image-branch head, geometric-mean scores
-# exponent of p_text in the geometric mean (ViLD: 2/3 base, 1/3 novel); p_image gets the rest
-_D.ENSEMBLE.BASE_TEXT_WEIGHT = 2 / 3
-_D.ENSEMBLE.NOVEL_TEXT_WEIGHT = 1 / 3
 _D.PIXEL_LOSS_WEIGHT = 1.0  # segmenter: pixel distillation to the teacher's dense targets
 _D.PIXEL_LOSS = "l1"  # "l1" or "cosine"
 _D.OPTIMIZER = "SGD"  # or "AdamW"
@@ -73,7 +70,7 @@ _D.SEM_SEG.DENSE_TARGET_CACHE = ""  # folder of cached targets ("" = computed on
 # distill cells labelled background too (off: the teacher's targets there drag a class onto the background)
 _D.SEM_SEG.DISTILL_BACKGROUND = False
 _D.SEM_SEG.PROPOSALS = (
-    ""  # "regions": boxes per training image (MODEL.DISTILL.NUM_DISTILL_PROPOSALS best each)
+    ""  # "regions": boxes per training image (MODEL.DISTILL.VILD.NUM_DISTILL_PROPOSALS best each)
 )
 # "regions": paint from this region-embedding store (the ViLD step's, same teacher, scales and geometry)
 # instead of cropping again; its boxes replace PROPOSALS for the images it holds
@@ -83,7 +80,7 @@ DISTILL_DEFAULTS = _D
 # ---------------------------------------------------------------- the torchvision backend's full config
 _C = CN()
 _C.MODEL = CN()
-_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # or "ViLDRCNN" (the same detector)
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # or "OpenVocabRCNN" (the same detector)
 _C.MODEL.DEVICE = "cpu"
 _C.MODEL.WEIGHTS = ""  # checkpoint (or distill:// model-zoo name) to start from
 _C.MODEL.MASK_ON = True
@@ -131,7 +128,7 @@ _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the RPN
 _C.MODEL.RPN.POSITIVE_FRACTION = 0.5
 
 _C.MODEL.ROI_HEADS = CN()
-_C.MODEL.ROI_HEADS.NAME = "ViLDRoIHeads"
+_C.MODEL.ROI_HEADS.NAME = "OpenVocabROIHeads"
 _C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # not read: the vocabulary's size is the number of classes
 _C.MODEL.ROI_HEADS.IN_FEATURES = ("p2", "p3", "p4", "p5")
 _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # RoIs sampled per image

@@ -87,7 +87,7 @@ class Pipeline:
             str(self.text_dir / "synthetic_base.npy"),
             "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
             str(self.text_dir / "synthetic_all.npy"),
-            "MODEL.DISTILL.REGION_STORE",
+            "MODEL.DISTILL.VILD.REGION_STORE",
             str(self.regions),
             "OUTPUT_DIR",
             str(self.out / output),
@@ -122,7 +122,7 @@ class Pipeline:
         return str(final)
 
     def proposals(self) -> dict:
-        text_only = ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0.0", "SOLVER.MAX_ITER", str(self.iters[0])]
+        text_only = ["MODEL.DISTILL.METHOD", "vild_text", "SOLVER.MAX_ITER", str(self.iters[0])]
         weights = self._train("vild_text", text_only)
         cfg = self.cfg("vild_text", text_only)
         model = self.backend.load_model(cfg, weights)

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..modeling.heads import TextClassifier
+from ..modeling.heads import TextClassifier, no_weight_decay_params
 from ..modeling.sem_seg import OpenVocabSemSegPredictor, SemSegEmbedHead, SemSegLabelMap
 from ..teacher.checks import load_class_embeddings
 from ..teacher.embeddings import ClassEmbeddings
@@ -86,6 +86,21 @@ def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
     if name == "AdamW":
         return torch.optim.AdamW(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
     raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
+
+
+def without_decay(groups: list[dict], model: torch.nn.Module) -> list[dict]:
+    """Parameter groups (detectron2's `get_default_optimizer_params`) with the parameters that `model`'s modules
+    list in `no_weight_decay()` moved to groups of weight decay 0 (no name lookups)."""
+    no_decay = no_weight_decay_params(model)
+    out = []
+    for g in groups:
+        keep = [p for p in g["params"] if id(p) not in no_decay]
+        drop = [p for p in g["params"] if id(p) in no_decay]
+        if keep:
+            out.append({**g, "params": keep})
+        if drop:
+            out.append({**g, "params": drop, "weight_decay": 0.0})
+    return out
 
 
 def build_sem_seg_predictor(

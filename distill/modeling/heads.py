@@ -1,4 +1,4 @@
-"""ViLD heads, framework-free: region embeddings, a text classifier with a learned background, the
+"""Open-vocabulary detector heads, framework-free: region embeddings, a text classifier with a learned background, the
 class-agnostic box regressor and mask head.
 
 Conventions: C classes in the vocabulary; classifier logits are (N, C + 1) with background in the LAST
@@ -64,6 +64,11 @@ class TextClassifier(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(self.class_embeddings.shape[0])
+
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """Parameters the optimisers never decay: the background embedding is normalised in use, decay would
+        only shrink it. (Any module may declare this; `distill.modeling.no_weight_decay_params` collects them.)"""
+        return [self.bg_embedding]
 
     def state(self) -> tuple:
         """What `set_vocabulary` changes, for `restore`."""
@@ -151,31 +156,6 @@ class ClassAgnosticMaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(self.convs(x))))
 
 
-def ensemble_scores(
-    text_logits: torch.Tensor,
-    image_embeddings: torch.Tensor,
-    class_embeddings: torch.Tensor,
-    novel_mask: torch.Tensor,
-    temperature: float = 0.01,
-    base_text_weight: float = 2 / 3,
-    novel_text_weight: float = 1 / 3,
-) -> torch.Tensor:
-    """ViLD-ensemble class scores: per-class geometric mean of text-branch and image-branch probabilities.
-
-    Args:
-        text_logits: (N, C + 1) text-branch logits, background last.
-        image_embeddings: (N, D) normalised image-branch region embeddings (the ones distilled from the teacher).
-        class_embeddings: (C, D) normalised.
-        novel_mask: (C,) bool, True for novel classes.
-        base_text_weight / novel_text_weight: exponent of p_text (ViLD: 2/3 base, 1/3 novel); p_image gets
-            the rest.
-    Returns:
-        (N, C + 1) scores; the background column is p_text's.
-    """
-    p_text = text_logits.softmax(-1)
-    p_image = (image_embeddings @ class_embeddings.t() / temperature).softmax(
-        -1
-    )  # no background: the teacher has none
-    w = torch.where(novel_mask.to(p_text.device), novel_text_weight, base_text_weight).to(p_text.dtype)
-    cls = p_text[:, :-1].clamp_min(1e-12) ** w * p_image.clamp_min(1e-12) ** (1 - w)
-    return torch.cat([cls, p_text[:, -1:]], 1)
+def no_weight_decay_params(model: nn.Module) -> set[int]:
+    """ids of the parameters that the modules of `model` declare in `no_weight_decay()`."""
+    return {id(p) for m in model.modules() if hasattr(m, "no_weight_decay") for p in m.no_weight_decay()}

@@ -92,8 +92,8 @@ def check_region_store(
     if ids and covered == 0:
         raise DistillInputError(
             f"region store covers none of the {len(ids)} training images (another dataset's "
-            "store?): the ViLD-image loss would be 0 all run; set MODEL.DISTILL.REGION_STORE "
-            "to the store of DATASETS.TRAIN, or MODEL.DISTILL.IMAGE_LOSS_WEIGHT 0",
+            "store?): the ViLD-image loss would be 0 all run; set MODEL.DISTILL.VILD.REGION_STORE "
+            "to the store of DATASETS.TRAIN, or train MODEL.DISTILL.METHOD vild_text",
             store_path,
         )
     if ids and covered < len(ids) / 2:

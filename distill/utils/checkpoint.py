@@ -92,6 +92,31 @@ def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 META_KEY = "distill"
 
 
+# tensor-name prefixes of earlier versions (before the method layer), in the order they are tried
+LEGACY_PREFIXES = (
+    ("roi_heads.box_predictor.image_embed_head.", "roi_heads.box_predictor.method.image_embed_head."),
+    ("roi_heads.image_embed_head.", "roi_heads.box_predictor.method.image_embed_head."),
+    ("roi_heads.embed_head.", "roi_heads.box_predictor.embed_head."),
+    ("roi_heads.classifier.", "roi_heads.box_predictor.classifier."),
+    ("roi_heads.box_regressor.", "roi_heads.box_predictor.box_regressor."),
+    ("roi_heads.vild_mask_head.", "roi_heads.mask_head."),
+)
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """A detector state dict with the tensor names of earlier versions renamed to today's (the same tensors:
+    the RoI heads' text branch, classifier and regressor moved into the box predictor, ViLD-ensemble's image
+    head into the method)."""
+    out = {}
+    for k, v in state.items():
+        for old, new in LEGACY_PREFIXES:
+            if k.startswith(old):
+                k = new + k[len(old) :]
+                break
+        out[k] = v
+    return out
+
+
 def inference_meta(backend: str, cfg, vocabulary=None) -> dict:
     """What a checkpoint carries so inference needs no training files: the backend, the resolved config (yaml
     text) and the training vocabulary's provenance and class names."""

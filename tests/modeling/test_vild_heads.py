@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distill.methods.vild.method import ensemble_scores
 from distill.modeling.heads import (
     ClassAgnosticMaskHead,
     RegionEmbeddingHead,
     TextClassifier,
-    ensemble_scores,
 )
 from distill.modeling.losses import pixel_distill_loss, vild_image_loss, vild_text_loss
 from distill.teacher import ClassEmbeddings

@@ -164,7 +164,7 @@ def test_the_detector_combines_proposer_teacher_and_objectness(tiny_teacher):  #
 def test_rpn_proposer_answers_in_the_image_pixels():
     from distill.config import load_config
     from distill.integrations.torchvision import backend as tv_backend
-    from distill.integrations.torchvision.builders import build_vild_model
+    from distill.integrations.torchvision.builders import build_detector
     from distill.integrations.zero_shot import rpn_proposer
     from distill.teacher import ClassEmbeddings
     from tests.conftest import REPO, SMALL_STUDENT
@@ -175,7 +175,7 @@ def test_rpn_proposer_answers_in_the_image_pixels():
     )
     torch.manual_seed(0)
     vocab = ClassEmbeddings(F.normalize(torch.randn(3, 128), dim=1), ["a", "b", "c"])
-    model = build_vild_model(cfg, vocab).eval()
+    model = build_detector(cfg, vocab).eval()
     image = _tensor(cv2.resize(_image(), (192, 160)))  # read at MIN_SIZE_TEST 96: boxes scaled back by 5/3
     propose = rpn_proposer("torchvision", tv_backend.TorchvisionBackend(), model, cfg, 25)
     boxes, scores = propose(image)

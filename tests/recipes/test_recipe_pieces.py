@@ -181,11 +181,11 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
             "",
             "MODEL.DISTILL.LSJ.SIZE",
             "256",
-            "MODEL.DISTILL.REGION_STORE",
-            "",
+            "MODEL.DISTILL.METHOD",
+            "vild_text",
         ],
     )
-    mapper = d2.ViLDDatasetMapper(cfg, True)
+    mapper = d2.OpenVocabDatasetMapper(cfg, True)
     for _ in range(4):
         out = mapper(dict(dicts[0]))
         h, w = out["image"].shape[1:]

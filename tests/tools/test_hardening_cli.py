@@ -35,8 +35,8 @@ SMALL = [
     "2",
     "SOLVER.CHECKPOINT_PERIOD",
     "2",
-    "MODEL.DISTILL.REGION_STORE",
-    "",
+    "MODEL.DISTILL.METHOD",
+    "vild_text",
 ]
 TEACHER = {"arch": "distill-tiny-rn", "pretrained": "synthetic-tiny-teacher"}
 
@@ -247,7 +247,8 @@ def test_region_store_of_other_images_or_dim(env, tmp_path, capsys):
     from tests.teacher.test_input_checks import _store
 
     store = _store(tmp_path / "s", 32, [10_000, 10_001])
-    o = opts(env, tmp_path / "rs", "SOLVER.MAX_ITER", "1", "MODEL.DISTILL.REGION_STORE", store)
+    o = opts(env, tmp_path / "rs", "SOLVER.MAX_ITER", "1", "MODEL.DISTILL.METHOD", "vild")
+    o += ["MODEL.DISTILL.VILD.REGION_STORE", store]
     assert train_net.main(["--config-file", CONFIG, "--backend", "torchvision", *o]) == 2
     assert "covers none of the" in err(capsys)
     base64, _ = _vocab(tmp_path, dim=64)

@@ -214,8 +214,8 @@ def test_a_value_of_the_wrong_type_names_key_and_type(capsys, tmp_path):
     # an integer for a float key is what one types (the README's own-dataset command does): it is that float
     from distill.config import load_config
 
-    cfg = load_config(CONFIG, ["MODEL.DISTILL.IMAGE_LOSS_WEIGHT", "0", "SOLVER.BASE_LR", "1"])
-    assert cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT == 0.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    cfg = load_config(CONFIG, ["MODEL.DISTILL.VILD.IMAGE_LOSS_WEIGHT", "0", "SOLVER.BASE_LR", "1"])
+    assert cfg.MODEL.DISTILL.VILD.IMAGE_LOSS_WEIGHT == 0.0 and isinstance(cfg.SOLVER.BASE_LR, float)
     assert "MODEL.DISTILL.TEMPERATURE = 0.0: must be a number > 0" in run(
         "train_net", [*argv, "MODEL.DISTILL.TEMPERATURE", "0"], capsys
     )

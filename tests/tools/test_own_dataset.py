@@ -67,7 +67,7 @@ def _student_checkpoint(root: Path, config: str) -> None:
     args = [
         *["--config-file", config, "--backend", "torchvision", "--no-progress"],
         *["DATASETS.TRAIN", '("coco:my/train.json:my/train_images",)', "DATASETS.TEST", "()"],
-        *["MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", "base.npy", "MODEL.DISTILL.REGION_STORE", ""],
+        *["MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", "base.npy", "MODEL.DISTILL.METHOD", "vild_text"],
         *[*TINY, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)],
     ]
     r = subprocess.run(

@@ -1,7 +1,7 @@
-"""detectron2 backend: ViLD RoI heads, meta-architecture, dataset mapper / registration, OV evaluators, trainer.
+"""detectron2 backend: open-vocabulary RoI heads, meta-architecture, dataset mapper / registration, OV evaluators, trainer.
 
-    import distill.integrations.detectron2 as d2_distill   # registers ViLDRoIHeads (ROI_HEADS_REGISTRY) and
-                                                          # ViLDRCNN (META_ARCH_REGISTRY); nothing else happens
+    import distill.integrations.detectron2 as d2_distill   # registers OpenVocabROIHeads (ROI_HEADS_REGISTRY) and
+                                                          # OpenVocabRCNN (META_ARCH_REGISTRY); nothing else happens
     cfg = d2_distill.get_detectron2_cfg()                 # detectron2's get_cfg() + MODEL.DISTILL
     d2_distill.register_synthetic("datasets/synthetic")   # datasets: explicit calls, `distill_` names
 
@@ -23,35 +23,35 @@ if _IMPORT_ERROR is None:
     from .backend import Detectron2Backend
     from .builders import (
         add_distill_config,
-        build_vild_model,
+        build_detector,
         get_detectron2_cfg,
         load_detectron2_config,
         to_detectron2_cfg,
     )
-    from .datasets import ViLDDatasetMapper, register_ov_coco, register_ov_lvis, register_synthetic
+    from .datasets import OpenVocabDatasetMapper, register_ov_coco, register_ov_lvis, register_synthetic
     from .evaluation import OVEvaluator
-    from .meta_arch import ViLDRCNN
+    from .meta_arch import OpenVocabRCNN
     from .poolers import FusedROIPooler
-    from .roi_heads import ViLDPredictor, ViLDRoIHeads
+    from .roi_heads import OpenVocabOutputLayers, OpenVocabROIHeads
     from .sem_seg import OpenVocabSemanticSegmentor, OpenVocabSemSegHead  # noqa: F401  (registers both)
-    from .trainer import ViLDTrainer, train_main
+    from .trainer import DistillTrainer, train_main
 
     __all__ = [
         "add_distill_config",
-        "build_vild_model",
+        "build_detector",
         "get_detectron2_cfg",
         "load_detectron2_config",
         "to_detectron2_cfg",
-        "ViLDDatasetMapper",
+        "OpenVocabDatasetMapper",
         "register_ov_coco",
         "register_ov_lvis",
         "register_synthetic",
         "OVEvaluator",
-        "ViLDRCNN",
+        "OpenVocabRCNN",
         "FusedROIPooler",
-        "ViLDPredictor",
-        "ViLDRoIHeads",
-        "ViLDTrainer",
+        "OpenVocabOutputLayers",
+        "OpenVocabROIHeads",
+        "DistillTrainer",
         "train_main",
         "demo",
         "proposals",

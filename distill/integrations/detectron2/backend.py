@@ -12,10 +12,10 @@ from detectron2.utils.logger import setup_logger
 
 from ...teacher.embeddings import ClassEmbeddings
 from . import demo, proposals
-from .builders import build_vild_model, load_detectron2_config
+from .builders import build_detector, load_detectron2_config
 from .datasets import register_all
 from .evaluation import flatten_ov_results
-from .trainer import StrictCheckpointer, ViLDTrainer, train_main
+from .trainer import DistillTrainer, StrictCheckpointer, train_main
 
 
 class Detectron2Backend:
@@ -35,12 +35,12 @@ class Detectron2Backend:
         cfg.defrost()
         cfg.DATASETS.TEST = ()  # evaluation is the caller's; none at the end of training
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        trainer = ViLDTrainer(cfg)
+        trainer = DistillTrainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()
 
     def load_model(self, cfg, weights: str) -> torch.nn.Module:
-        model = build_vild_model(cfg)
+        model = build_detector(cfg)
         StrictCheckpointer(model).load(weights)
         return model
 
@@ -53,7 +53,7 @@ class Detectron2Backend:
         one = cfg.clone()
         one.defrost()
         one.DATASETS.TEST = (dataset,)
-        return flatten_ov_results(ViLDTrainer.test(one, model))
+        return flatten_ov_results(DistillTrainer.test(one, model))
 
     def load_for_inference(
         self, cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None

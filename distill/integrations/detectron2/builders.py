@@ -1,4 +1,4 @@
-"""cfg → ViLD detector on detectron2 (any registered backbone, detectron2's RPN, `ViLDRoIHeads`).
+"""cfg → open-vocabulary detector on detectron2 (any registered backbone, detectron2's RPN, `OpenVocabROIHeads`).
 
 Configs: detectron2's `get_cfg()` plus `MODEL.DISTILL` (`distill.config.add_distill_config`). The shared
 yaml files under configs/ load here unchanged, and a torchvision-backend config converts with
@@ -19,7 +19,7 @@ from ...config import add_distill_config as _add_distill_config
 from ...config import load_config
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError
-from . import meta_arch, roi_heads  # noqa: F401  (registers ViLDRCNN and ViLDRoIHeads)
+from . import meta_arch, roi_heads  # noqa: F401  (registers OpenVocabRCNN and OpenVocabROIHeads)
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +87,22 @@ def to_detectron2_cfg(cfg) -> CfgNode:
     return imagenet_backbone(out)
 
 
-def build_vild_model(cfg) -> torch.nn.Module:
-    """detectron2's `build_model`; a GeneralizedRCNN with ViLDRoIHeads is built as `ViLDRCNN`, the same
+def build_detector(cfg) -> torch.nn.Module:
+    """detectron2's `build_model`; a GeneralizedRCNN with OpenVocabROIHeads is built as `OpenVocabRCNN`, the same
     model that also feeds the distillation proposals to the RoI heads (same parameters, same checkpoints)."""
     cfg = to_detectron2_cfg(cfg)
     check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.ROI_HEADS.NAME == "ViLDRoIHeads":
-        model = META_ARCH_REGISTRY.get("ViLDRCNN")(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.ROI_HEADS.NAME in (
+        "OpenVocabROIHeads",
+        "ViLDRoIHeads",
+    ):
+        model = META_ARCH_REGISTRY.get("OpenVocabRCNN")(cfg)
         model.to(torch.device(cfg.MODEL.DEVICE))
     else:
         model = build_model(cfg)
     logger.info(
-        "ViLD model: %s + %s, %.1fM parameters",
+        "%s model: %s + %s, %.1fM parameters",
+        cfg.MODEL.DISTILL.METHOD,
         type(model).__name__,
         cfg.MODEL.ROI_HEADS.NAME,
         sum(p.numel() for p in model.parameters()) / 1e6,

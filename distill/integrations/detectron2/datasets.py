@@ -1,4 +1,4 @@
-"""Datasets in detectron2's catalogs, and the mapper that attaches the distillation proposals.
+"""Datasets in detectron2's catalogs, and the mapper that attaches the distillation method's targets.
 
     register_synthetic(root)        distill_synthetic_{train,val}, distill_synthetic_lvis_{train,val}
     register_ov_coco(datasets_root) distill_ov_coco_{train,val}
@@ -20,12 +20,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes
 
 from ...data import catalog as core_catalog
 from ...data.datasets import DatasetMetadata
 from ...data.images import check_image_complete
-from ...data.region_store import RegionEmbeddingStore
+from ...methods import METHOD_TARGETS, target_source
 
 logger = logging.getLogger(__name__)
 
@@ -108,31 +107,19 @@ def _polygons_to_rle(ann: dict, h: int, w: int) -> dict:
     return {**ann, "segmentation": mask_utils.merge(mask_utils.frPyObjects(segm, h, w))}
 
 
-class ViLDDatasetMapper(DatasetMapper):
-    """detectron2's DatasetMapper; in training it also attaches, per image, the first NUM_DISTILL_PROPOSALS
-    boxes of the region-embedding store moved by the image's own transforms (resize, flip) and clipped to it::
-
-        "distill_boxes": (M, 4) float32 XYXY in the input image, "distill_embeddings": (M, D) int8 or
-        float16 as stored, "distill_scales": (M,) float32 with int8 rows (see `teacher_embeddings`)
+class OpenVocabDatasetMapper(DatasetMapper):
+    """detectron2's DatasetMapper; in training it also attaches, per image, the distillation method's targets
+    (`distill.methods.target_source`, e.g. ViLD's region-store rows) moved by the image's own transforms
+    (resize, crop, flip), under `distill.methods.METHOD_TARGETS`.
 
     RLE masks (synthetic, LVIS-style files) are read as bitmasks when INPUT.MASK_FORMAT is "polygon".
     """
 
     @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        region_store: str | None = None,
-        num_distill: int = 300,
-        crops: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, is_train: bool = True, *, method_targets=None, crops: bool = False, **kwargs):
         super().__init__(is_train, **kwargs)
         self.crops = crops  # LSJ crops: polygons are cut as masks (detectron2's polygon crop needs shapely)
-        self.region_store_path = region_store or None
-        self.num_distill = num_distill
-        self._store: RegionEmbeddingStore | None = None
+        self.method_targets = method_targets
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -150,15 +137,8 @@ class ViLDDatasetMapper(DatasetMapper):
             ]
             ret["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped masks follow the masks
             ret["crops"] = True
-        ret["region_store"] = d.REGION_STORE if (is_train and d.IMAGE_LOSS_WEIGHT > 0) else None
-        ret["num_distill"] = d.NUM_DISTILL_PROPOSALS
+        ret["method_targets"] = target_source(cfg, is_train) if is_train else None
         return ret
-
-    @property
-    def store(self) -> RegionEmbeddingStore | None:
-        if self._store is None and self.region_store_path:  # opened lazily: once per data-loader worker
-            self._store = RegionEmbeddingStore(self.region_store_path)
-        return self._store
 
     def __call__(self, dataset_dict: dict) -> dict:
         # semantic masks are not used by the detector: do not read them
@@ -180,25 +160,13 @@ class ViLDDatasetMapper(DatasetMapper):
             super()._transform_annotations(dataset_dict, transforms, image_shape)
         finally:
             self.instance_mask_format = fmt
-        if self.store is not None:
-            self._attach_distill(dataset_dict, transforms, image_shape)
+        if self.method_targets is not None:
 
-    def _attach_distill(self, dataset_dict, transforms, image_shape) -> None:
-        store, image_id = self.store, dataset_dict["image_id"]
-        if image_id in store:
-            # only these rows are read from the map; int8 rows are dequantised where the loss runs
-            boxes, emb, scales = store.get_rows(image_id, limit=self.num_distill)
-        else:
-            boxes, emb, scales = store.empty_rows()
-        if len(boxes):
-            boxes = torch.as_tensor(
-                transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32
+            def transform(boxes: torch.Tensor) -> torch.Tensor:  # original pixels → this record's input image
+                return torch.as_tensor(
+                    transforms.apply_box(boxes.numpy().astype(np.float32)), dtype=torch.float32
+                )
+
+            dataset_dict[METHOD_TARGETS] = self.method_targets(
+                dataset_dict["image_id"], transform, image_shape
             )
-        b = Boxes(boxes.float().reshape(-1, 4))
-        b.clip(image_shape)
-        keep = b.nonempty()  # regions a crop cut away have no pixels left to match their embeddings
-        b, emb = b[keep], emb[keep]
-        dataset_dict["distill_boxes"] = b.tensor
-        dataset_dict["distill_embeddings"] = emb
-        if scales is not None:
-            dataset_dict["distill_scales"] = scales[keep]

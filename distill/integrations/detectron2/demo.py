@@ -10,15 +10,15 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ..shared import building_with
-from .builders import build_vild_model, to_detectron2_cfg
-from .datasets import ViLDDatasetMapper
+from .builders import build_detector, to_detectron2_cfg
+from .datasets import OpenVocabDatasetMapper
 from .trainer import StrictCheckpointer
 
 
 def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None):
     cfg = to_detectron2_cfg(cfg)
     with building_with(vocabulary):  # runs from anywhere: the training class embeddings are not read
-        model = build_vild_model(cfg)
+        model = build_detector(cfg)
     StrictCheckpointer(model).load(weights)
     model.roi_heads.set_vocabulary(vocabulary, novel)
     model.eval()
@@ -30,7 +30,7 @@ def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: to
 def predict(model, cfg, d: dict) -> dict:
     """One dataset-style dict ({file_name, height, width, image_id}) → detections in original pixels."""
     cfg = getattr(model, "distill_cfg", None) or to_detectron2_cfg(cfg)
-    inst = model([ViLDDatasetMapper(cfg, False)(d)])[0]["instances"].to("cpu")
+    inst = model([OpenVocabDatasetMapper(cfg, False)(d)])[0]["instances"].to("cpu")
     out = {"boxes": inst.pred_boxes.tensor, "scores": inst.scores, "labels": inst.pred_classes}
     if inst.has("pred_masks"):
         out["masks"] = inst.pred_masks.float()

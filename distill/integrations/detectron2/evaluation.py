@@ -20,7 +20,7 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
 from ...evaluation import DetectionEvaluator, load_ground_truth
-from ...modeling.vild import using_vocabulary
+from ...modeling.ov_predictor import using_vocabulary
 from ...utils.io import atomic_write_json
 from ..shared import load_test_vocabulary
 from .datasets import load_ov_dataset

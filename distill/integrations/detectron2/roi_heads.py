@@ -1,5 +1,6 @@
-"""ViLD RoI heads on detectron2: proposal matching / sampling, box head, mask head and box coding from
-detectron2's `StandardROIHeads`; region embeddings, text classifier, losses and ensemble from the core.
+"""Open-vocabulary RoI heads on detectron2: proposal matching / sampling, box head, mask head and box coding
+from detectron2's `StandardROIHeads`; the box predictor (region embeddings, text classifier, the distillation
+method's losses and scores) from the core.
 
 Labels need no conversion here: detectron2, like the core classifier, puts background last (label C).
 The number of classes is the vocabulary's (MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS); ROI_HEADS.NUM_CLASSES is
@@ -21,8 +22,9 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ...modeling.heads import ClassAgnosticBoxRegressor, RegionEmbeddingHead, TextClassifier, ensemble_scores
-from ...modeling.vild import novel_mask_for, split_sampled_and_distill, vild_losses
+from ...methods import build_method
+from ...modeling.heads import TextClassifier
+from ...modeling.ov_predictor import OpenVocabBoxPredictor, split_sampled_and_extra
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from ..shared import load_train_vocabulary
@@ -40,19 +42,18 @@ def build_pooler(cfg, head_cfg, scales: tuple[float, ...]) -> nn.Module:
 
 
 def _put_scalars(**values: float) -> None:
-    get_event_storage().put_scalars(**{f"vild/{k}": v for k, v in values.items()})
+    get_event_storage().put_scalars(**{f"roi_heads/{k}": v for k, v in values.items()})
 
 
-class ViLDPredictor(nn.Module):
-    """Box-head features → (text logits (N, C + 1) background last, class-agnostic deltas (N, 4), image-branch
-    embeddings (N, D) or None). The `FastRCNNOutputLayers` interface: `losses`, `inference`, `predict_probs`,
-    `predict_boxes`.
+class OpenVocabOutputLayers(OpenVocabBoxPredictor):
+    """The core's `OpenVocabBoxPredictor` with detectron2's `FastRCNNOutputLayers` interface (`losses`,
+    `inference`, `predict_probs`, `predict_boxes`): box coding, detectron2's box-regression loss and
+    classification statistics; the method's losses and scores come from the core.
 
     Args:
         input_shape: the box head's output shape.
         vocabulary: (C, D) class embeddings of the training vocabulary.
-        ensemble: ViLD-ensemble: a separate image-branch embedding head, distilled from the teacher, and the
-            geometric-mean scores at inference.
+        method: the distillation method (MODEL.DISTILL.METHOD).
     """
 
     @configurable
@@ -60,15 +61,11 @@ class ViLDPredictor(nn.Module):
         self,
         input_shape: ShapeSpec | int,
         vocabulary: ClassEmbeddings | torch.Tensor,
+        method: nn.Module,
         *,
         box2box_transform: Box2BoxTransform,
         temperature: float = 0.01,
         bg_init_std: float = 0.01,
-        text_loss_weight: float = 1.0,
-        novel_logit_mode: str = "zero",
-        ensemble: bool = False,
-        base_text_weight: float = 2 / 3,
-        novel_text_weight: float = 1 / 3,
         box_reg_loss_type: str = "smooth_l1",
         smooth_l1_beta: float = 0.0,
         box_reg_loss_weight: float = 1.0,
@@ -76,29 +73,15 @@ class ViLDPredictor(nn.Module):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
     ):
-        super().__init__()
         if isinstance(input_shape, int):
             input_shape = ShapeSpec(channels=input_shape)
         in_dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
-        emb = vocabulary.embeddings if isinstance(vocabulary, ClassEmbeddings) else vocabulary
-        self.embed_head = RegionEmbeddingHead(in_dim, emb.shape[1])
-        self.image_embed_head = RegionEmbeddingHead(in_dim, emb.shape[1]) if ensemble else None
-        names = vocabulary.class_names if isinstance(vocabulary, ClassEmbeddings) else None
-        self.classifier = TextClassifier(emb, temperature, bg_init_std, class_names=names)
-        self.box_regressor = ClassAgnosticBoxRegressor(in_dim)
+        super().__init__(in_dim, vocabulary, method, temperature, bg_init_std)
         self.box2box_transform = box2box_transform
-        self.text_loss_weight, self.novel_logit_mode = text_loss_weight, novel_logit_mode
-        self.ensemble, self.base_text_weight, self.novel_text_weight = (
-            ensemble,
-            base_text_weight,
-            novel_text_weight,
-        )
         self.box_reg_loss_type, self.smooth_l1_beta = box_reg_loss_type, smooth_l1_beta
         self.box_reg_loss_weight = box_reg_loss_weight
         self.test_score_thresh, self.test_nms_thresh = test_score_thresh, test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
-        # (C,) True where a vocabulary class is novel: used by the ensemble and by novel_logit_mode
-        self.register_buffer("novel_mask", torch.zeros(len(emb), dtype=torch.bool), persistent=False)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec, vocabulary: ClassEmbeddings | None = None) -> dict:
@@ -106,14 +89,10 @@ class ViLDPredictor(nn.Module):
         return {
             "input_shape": input_shape,
             "vocabulary": load_train_vocabulary(cfg) if vocabulary is None else vocabulary,
+            "method": build_method(cfg),
             "box2box_transform": Box2BoxTransform(weights=bh.BBOX_REG_WEIGHTS),
             "temperature": d.TEMPERATURE,
             "bg_init_std": d.BG_INIT_STD,
-            "text_loss_weight": d.TEXT_LOSS_WEIGHT,
-            "novel_logit_mode": d.NOVEL_LOGIT_MODE,
-            "ensemble": d.ENSEMBLE.ENABLED,
-            "base_text_weight": d.ENSEMBLE.BASE_TEXT_WEIGHT,
-            "novel_text_weight": d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
             "box_reg_loss_type": bh.BBOX_REG_LOSS_TYPE,
             "smooth_l1_beta": bh.SMOOTH_L1_BETA,
             "box_reg_loss_weight": bh.BBOX_REG_LOSS_WEIGHT,
@@ -122,42 +101,15 @@ class ViLDPredictor(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
-    @property
-    def num_classes(self) -> int:
-        return self.classifier.num_classes
-
-    def set_vocabulary(
-        self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None
-    ):
-        self.classifier.set_vocabulary(vocabulary)
-        self.novel_mask = novel_mask_for(self.classifier, novel_mask)
-
-    def image_embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, ...) box-head features → (N, D) the embeddings distilled from the teacher (ViLD-image)."""
-        return (self.embed_head if self.image_embed_head is None else self.image_embed_head)(x)
-
-    def forward(self, x: torch.Tensor):
-        x = x.flatten(1)
-        emb = self.embed_head(x)
-        image = None
-        if self.ensemble and not self.training:
-            image = emb if self.image_embed_head is None else self.image_embed_head(x)
-        return self.classifier(emb), self.box_regressor(x), image
-
     # ------------------------------------------------------------------ training
-    def losses(
-        self, predictions, proposals: list[Instances], image: tuple | None = None
+    def training_losses(
+        self, x: torch.Tensor, proposals: list[Instances], x_extra: torch.Tensor | None, targets: list | None
     ) -> dict[str, torch.Tensor]:
-        """`image`: (student (M, D), teacher (M, D), weight) of the distillation RoIs, or None."""
-        logits, deltas, _ = predictions
-        gt_classes = (
-            cat([p.gt_classes for p in proposals], dim=0) if proposals else logits.new_zeros(0).long()
-        )
+        """The method's losses on the sampled RoIs' features `x` (R, F) and its extra RoIs' `x_extra` (M, F),
+        and detectron2's class-agnostic box loss."""
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0) if proposals else x.new_zeros(0).long()
+        losses, deltas, logits = super().losses(x, gt_classes, x_extra, targets)
         self._log_classification_stats(logits.detach(), gt_classes)
-        vl = vild_losses(
-            logits, gt_classes, self.novel_mask, self.novel_logit_mode, self.text_loss_weight, *(image or ())
-        )
-        losses = {"loss_vild_text": vl.pop("loss_vild_text")}
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
             gt_boxes = cat(
@@ -165,10 +117,8 @@ class ViLDPredictor(nn.Module):
             )
         else:
             proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
-        losses["loss_box_reg"] = self.box_reg_loss_weight * self._box_reg_loss(
-            proposal_boxes, gt_boxes, deltas, gt_classes
-        )
-        return {**losses, **vl}
+        box = self.box_reg_loss_weight * self._box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes)
+        return {**losses, "loss_box_reg": box}
 
     def _box_reg_loss(self, proposal_boxes, gt_boxes, deltas, gt_classes) -> torch.Tensor:
         """Class-agnostic regression on foreground RoIs, normalised by all sampled RoIs (detectron2's)."""
@@ -201,21 +151,8 @@ class ViLDPredictor(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def predict_probs(self, predictions, proposals: list[Instances]) -> tuple[torch.Tensor, ...]:
-        """Per image (R_i, C + 1) class scores, background last (softmax, or ViLD-ensemble's geometric mean)."""
-        logits, _, image = predictions
-        if self.ensemble:
-            scores = ensemble_scores(
-                logits,
-                image,
-                self.classifier.class_embeddings,
-                self.novel_mask,
-                self.classifier.temperature,
-                self.base_text_weight,
-                self.novel_text_weight,
-            )
-        else:
-            scores = logits.softmax(-1)
-        return scores.split([len(p) for p in proposals], dim=0)
+        """Per image (R_i, C + 1) class scores, background last (the method's)."""
+        return predictions[0].split([len(p) for p in proposals], dim=0)
 
     def predict_boxes(self, predictions, proposals: list[Instances]) -> tuple[torch.Tensor, ...]:
         """Per image (R_i, 4) decoded class-agnostic boxes."""
@@ -226,6 +163,7 @@ class ViLDPredictor(nn.Module):
         return self.box2box_transform.apply_deltas(deltas, boxes).split([len(p) for p in proposals], dim=0)
 
     def inference(self, predictions, proposals: list[Instances]):
+        """`predictions`: (scores (N, C + 1), deltas (N, 4)) from `predict`."""
         return fast_rcnn_inference(
             self.predict_boxes(predictions, proposals),
             self.predict_probs(predictions, proposals),
@@ -237,34 +175,29 @@ class ViLDPredictor(nn.Module):
 
 
 @ROI_HEADS_REGISTRY.register()
-class ViLDRoIHeads(StandardROIHeads):
-    """`StandardROIHeads` with the ViLD predictor: ViLD-text on the sampled RoIs, ViLD-image (L1 to the teacher's
-    region embeddings) on the distillation RoIs, which are pooled in the same pooler call and get no box or class
-    loss; class-agnostic box regression and masks."""
-
-    @configurable
-    def __init__(self, *, image_loss_weight: float = 0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.image_loss_weight = image_loss_weight
+class OpenVocabROIHeads(StandardROIHeads):
+    """`StandardROIHeads` with the open-vocabulary predictor (`OpenVocabOutputLayers`): the method's losses on
+    the sampled RoIs and on the extra RoIs it asks for (e.g. ViLD's region-store boxes, pooled in the same
+    pooler call, no box or class loss); class-agnostic box regression and masks."""
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         if cfg.MODEL.KEYPOINT_ON:
-            raise DistillInputError("ViLDRoIHeads has no keypoint head: set MODEL.KEYPOINT_ON False")
-        ret = super().from_config(cfg, input_shape)
-        ret["image_loss_weight"] = cfg.MODEL.DISTILL.IMAGE_LOSS_WEIGHT
-        return ret
+            raise DistillInputError("OpenVocabROIHeads has no keypoint head: set MODEL.KEYPOINT_ON False")
+        return super().from_config(cfg, input_shape)
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         bh = cfg.MODEL.ROI_BOX_HEAD
         if not bh.CLS_AGNOSTIC_BBOX_REG:
             raise DistillInputError(
-                "ViLD needs class-agnostic box regression (novel classes): set "
+                "open-vocabulary detection needs class-agnostic box regression (novel classes): set "
                 "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True"
             )
         if bh.TRAIN_ON_PRED_BOXES:
-            raise DistillInputError("ViLDRoIHeads does not support MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
+            raise DistillInputError(
+                "OpenVocabROIHeads does not support MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES"
+            )
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
@@ -277,7 +210,7 @@ class ViLDRoIHeads(StandardROIHeads):
             "box_in_features": in_features,
             "box_pooler": build_pooler(cfg, bh, scales),
             "box_head": box_head,
-            "box_predictor": ViLDPredictor(cfg, box_head.output_shape, vocabulary),
+            "box_predictor": OpenVocabOutputLayers(cfg, box_head.output_shape, vocabulary),
             "num_classes": len(vocabulary),
         }
 
@@ -288,7 +221,7 @@ class ViLDRoIHeads(StandardROIHeads):
             return ret
         if not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
             raise DistillInputError(
-                "ViLD needs a class-agnostic mask head (novel classes): set "
+                "open-vocabulary detection needs a class-agnostic mask head (novel classes): set "
                 "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True"
             )
         if ret["mask_pooler"] is not None:
@@ -308,21 +241,20 @@ class ViLDRoIHeads(StandardROIHeads):
     def set_vocabulary(
         self, vocabulary: ClassEmbeddings | torch.Tensor, novel_mask: torch.Tensor | None = None
     ):
-        """Score another vocabulary (e.g. base + novel at test time); `novel_mask` (C,) drives the ensemble."""
+        """Score another vocabulary (e.g. base + novel at test time); `novel_mask` (C,) marks its novel classes."""
         self.box_predictor.set_vocabulary(vocabulary, novel_mask)
         self.num_classes = self.box_predictor.num_classes
 
     def vocabulary_state(self) -> tuple:
-        return self.classifier.state(), self.novel_mask
+        return self.box_predictor.vocabulary_state()
 
     def restore_vocabulary(self, state: tuple) -> None:
-        self.classifier.restore(state[0])
-        self.box_predictor.novel_mask = state[1]
-        self.num_classes = self.classifier.num_classes
+        self.box_predictor.restore_vocabulary(state)
+        self.num_classes = self.box_predictor.num_classes
 
     # ------------------------------------------------------------------ forward
-    def forward(self, images, features, proposals, targets=None, distill=None):
-        """`distill`: per image (boxes (M_i, 4) XYXY in the input image, teacher embeddings (M_i, D)), or None."""
+    def forward(self, images, features, proposals, targets=None, method_targets=None):
+        """`method_targets`: per image, what the method attached to the record (on the device), or None."""
         del images
         if not self.training:
             pred_instances = self._forward_box(features, proposals)
@@ -330,29 +262,26 @@ class ViLDRoIHeads(StandardROIHeads):
         if not targets:
             raise ValueError("'targets' argument is required during training")
         proposals = self.label_and_sample_proposals(proposals, targets)
-        losses = self._forward_box(features, proposals, distill)
+        losses = self._forward_box(features, proposals, method_targets)
         losses.update(self._forward_mask(features, proposals))
         return proposals, losses
 
-    def _forward_box(self, features, proposals, distill=None):
+    def _forward_box(self, features, proposals, method_targets=None):
         feats = [features[f] for f in self.box_in_features]
+        p = self.box_predictor
         if not self.training:
-            x = self.box_head(self.box_pooler(feats, [p.proposal_boxes for p in proposals]))
-            return self.box_predictor.inference(self.box_predictor(x), proposals)[0]
-        use_image = self.image_loss_weight > 0 and distill is not None
-        boxes = [p.proposal_boxes for p in proposals]
-        if use_image:
-            boxes = [Boxes.cat([b, Boxes(db.to(b.tensor))]) for b, (db, _) in zip(boxes, distill)]
+            x = self.box_head(self.box_pooler(feats, [q.proposal_boxes for q in proposals]))
+            return p.inference(p.predict(x), proposals)[0]
+        extra = p.extra_rois(method_targets)
+        boxes = [q.proposal_boxes for q in proposals]
+        if extra is not None:
+            boxes = [Boxes.cat([b, Boxes(e.to(b.tensor))]) for b, e in zip(boxes, extra)]
         x = self.box_head(self.box_pooler(feats, boxes))
-        if not use_image:
-            return self.box_predictor.losses(self.box_predictor(x), proposals)
-        x_sampled, x_distill = split_sampled_and_distill(
-            x, [len(p) for p in proposals], [len(db) for db, _ in distill]
-        )
-        student = self.box_predictor.image_embeddings(x_distill)
-        teacher = torch.cat([de for _, de in distill])
-        losses = self.box_predictor.losses(
-            self.box_predictor(x_sampled), proposals, (student, teacher, self.image_loss_weight)
-        )
-        _put_scalars(num_distill_rois=student.shape[0] / max(len(distill), 1))
-        return losses
+        x_extra = None
+        if extra is not None:
+            x, x_extra = split_sampled_and_extra(x, [len(q) for q in proposals], [len(e) for e in extra])
+            _put_scalars(num_extra_rois=x_extra.shape[0] / max(len(extra), 1))
+        return p.training_losses(x, proposals, x_extra, method_targets)
+
+
+ROI_HEADS_REGISTRY._do_register("ViLDRoIHeads", OpenVocabROIHeads)  # the name in earlier configs

@@ -1,9 +1,9 @@
 """Training and evaluation on detectron2's `DefaultTrainer`, and the entry point of
 `tools/train_net.py --backend detectron2` (detectron2's setup → main with `--eval-only` → launch).
 
-What differs from DefaultTrainer: the model (`build_vild_model`), the training set (class ids remapped to the
+What differs from DefaultTrainer: the model (`build_detector`), the training set (class ids remapped to the
 training vocabulary by class name; RepeatFactorTrainingSampler on LVIS-protocol data), the mapper (distillation
-proposals from MODEL.DISTILL.REGION_STORE), the optimizer (MODEL.DISTILL.OPTIMIZER: SGD or AdamW, no weight decay
+proposals from MODEL.DISTILL.VILD.REGION_STORE), the optimizer (MODEL.DISTILL.OPTIMIZER: SGD or AdamW, no weight decay
 on the background embedding), the open-vocabulary evaluators and the test vocabulary switched in while testing.
 """
 
@@ -28,7 +28,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from ...data.datasets import filter_empty
 from ...evaluation import format_ov_table
-from ...teacher.checks import check_region_store
+from ...methods import method_class
 from ...teacher.embeddings import ClassEmbeddings
 from ...teacher.vocabulary import training_vocabulary
 from ...utils.checkpoint import (
@@ -37,16 +37,17 @@ from ...utils.checkpoint import (
     last_checkpoint,
     require_checkpoint,
     torch_file_errors,
+    upgrade_state_dict,
 )
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError, check_checkpoint_fits
 from ...utils.interrupt import any_rank, stop_on_signals
 from ...utils.io import dumps_json
 from ...utils.outdir import claim_training_dir, lock_output_dir
-from ..shared import build_optimizer, building_with, load_train_vocabulary
-from .builders import build_vild_model, load_detectron2_config
+from ..shared import build_optimizer, building_with, load_train_vocabulary, without_decay
+from .builders import build_detector, load_detectron2_config
 from .datasets import (
-    ViLDDatasetMapper,
+    OpenVocabDatasetMapper,
     load_ov_dataset,
     register_all,
     register_file_specs,
@@ -112,6 +113,7 @@ class CheckedCheckpointer(DetectionCheckpointer):
             loaded = super()._load_file(filename)
         if not isinstance(loaded, dict) or not isinstance(loaded.get("model"), dict):
             raise DistillInputError("not a model checkpoint (no 'model' state dict)", filename)
+        loaded["model"] = upgrade_state_dict(loaded["model"])
         return loaded
 
     def save(self, name: str, **kwargs) -> None:
@@ -154,7 +156,7 @@ class SaveOnSignal(d2_hooks.HookBase):
         self._signals.close()
 
 
-class ViLDTrainer(DefaultTrainer):
+class DistillTrainer(DefaultTrainer):
     def __init__(self, cfg):
         check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE")
         if cfg.SOLVER.AMP.ENABLED and torch.device(cfg.MODEL.DEVICE).type == "cpu":
@@ -171,7 +173,7 @@ class ViLDTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        return build_vild_model(cfg)
+        return build_detector(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -181,23 +183,14 @@ class ViLDTrainer(DefaultTrainer):
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-            overrides={"bg_embedding": {"weight_decay": 0.0}},
-        )  # normalised in use: decay only shrinks its scale
-        return add_gradient_clipping(cfg, build_optimizer(cfg, params))
+        )
+        return add_gradient_clipping(cfg, build_optimizer(cfg, without_decay(params, model)))
 
     @classmethod
     def build_train_loader(cls, cfg):
         vocab = load_train_vocabulary(cfg)
         dicts, lvis = load_train_set(cfg, vocab)
-        d = cfg.MODEL.DISTILL
-        if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-            check_region_store(
-                d.REGION_STORE,
-                vocab,
-                "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-                [x["image_id"] for x in dicts],
-                d.TEACHER,
-            )  # fail early, clearly
+        method_class(cfg).check_training(cfg, [x["image_id"] for x in dicts], vocab)  # fail early, clearly
         if lvis and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
             logger.info(
                 "LVIS-protocol training data: using RepeatFactorTrainingSampler (threshold %s)",
@@ -206,11 +199,11 @@ class ViLDTrainer(DefaultTrainer):
             cfg = cfg.clone()
             cfg.defrost()
             cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
-        return build_detection_train_loader(cfg, mapper=ViLDDatasetMapper(cfg, True), dataset=dicts)
+        return build_detection_train_loader(cfg, mapper=OpenVocabDatasetMapper(cfg, True), dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=ViLDDatasetMapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=OpenVocabDatasetMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -307,13 +300,13 @@ def main(args) -> dict:
             else {}
         )
         with building_with(training_vocabulary(cfg, meta)):  # evaluation switches in the test vocabulary
-            model = ViLDTrainer.build_model(cfg)
+            model = DistillTrainer.build_model(cfg)
         StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        results = ViLDTrainer.test(cfg, model)
+        results = DistillTrainer.test(cfg, model)
     else:
-        trainer = ViLDTrainer(cfg)
+        trainer = DistillTrainer(cfg)
         if args.resume:
             last_checkpoint(cfg.OUTPUT_DIR)  # a tag naming a missing / empty file: one line
         trainer.resume_or_load(resume=args.resume)

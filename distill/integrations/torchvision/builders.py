@@ -1,4 +1,5 @@
-"""cfg → ViLD detector on torchvision (ResNet-FPN of any depth, torchvision RPN, core ViLD heads)."""
+"""cfg → open-vocabulary detector on torchvision (ResNet-FPN of any depth, torchvision RPN, the core's box
+predictor with MODEL.DISTILL.METHOD)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,21 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ...modeling.heads import (
-    ClassAgnosticBoxRegressor,
-    ClassAgnosticMaskHead,
-    FastRCNNConvFCHead,
-    RegionEmbeddingHead,
-)
+from ...methods import build_method
+from ...modeling.heads import ClassAgnosticMaskHead, FastRCNNConvFCHead
+from ...modeling.ov_predictor import OpenVocabBoxPredictor
 from ...modeling.poolers import MultiScaleRoIPooler
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.checkpoint import load_torch_file
 from ...utils.errors import DistillInputError
-from ..shared import text_classifier
-from .meta_arch import ViLDDetector
-from .roi_heads import ViLDRoIHeads
+from .meta_arch import OpenVocabDetector
+from .roi_heads import OpenVocabROIHeads
 from .rpn import RPN
 
 logger = logging.getLogger(__name__)
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 STRIDES = (4, 8, 16, 32)
+LEGACY_NAMES = ("ViLDRCNN", "ViLDRoIHeads")  # the names of these classes in earlier configs
 
 
 def _norm_layer(name: str):
@@ -97,11 +95,16 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
 def _check_supported(cfg) -> None:
     """Settings of the shared yaml this backend does not implement: say so rather than ignore them."""
     m = cfg.MODEL
-    if m.META_ARCHITECTURE not in ("GeneralizedRCNN", "ViLDRCNN"):
-        raise DistillInputError(f"MODEL.META_ARCHITECTURE {m.META_ARCHITECTURE!r} is not a ViLD detector")
-    if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME != "ViLDRoIHeads":
+    if m.META_ARCHITECTURE not in ("GeneralizedRCNN", "OpenVocabRCNN", *LEGACY_NAMES):
         raise DistillInputError(
-            "the torchvision backend builds ResNet-FPN + ViLDRoIHeads only; got "
+            f"MODEL.META_ARCHITECTURE {m.META_ARCHITECTURE!r} is not an open-vocabulary detector"
+        )
+    if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME not in (
+        "OpenVocabROIHeads",
+        *LEGACY_NAMES,
+    ):
+        raise DistillInputError(
+            "the torchvision backend builds ResNet-FPN + OpenVocabROIHeads only; got "
             f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}"
         )
     if m.ROI_BOX_HEAD.POOLER_TYPE != "ROIAlignV2" or (
@@ -109,7 +112,9 @@ def _check_supported(cfg) -> None:
     ):
         raise DistillInputError("the torchvision backend pools with ROIAlignV2 only")
     if not m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG or not m.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
-        raise DistillInputError("ViLD needs class-agnostic box regression and masks (novel classes)")
+        raise DistillInputError(
+            "open-vocabulary detection needs class-agnostic box regression and masks (novel classes)"
+        )
     if cfg.TEST.AUG.ENABLED:
         raise DistillInputError(
             "TEST.AUG (test-time augmentation) is not implemented by the torchvision detector"
@@ -118,8 +123,9 @@ def _check_supported(cfg) -> None:
         raise DistillInputError("the torchvision backend reads RGB images: set INPUT.FORMAT RGB")
 
 
-def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
-    """The full detector; `vocabulary` is the training vocabulary (base classes for OV training)."""
+def build_detector(cfg, vocabulary: ClassEmbeddings) -> OpenVocabDetector:
+    """The full detector of MODEL.DISTILL.METHOD; `vocabulary` is the training vocabulary (base classes for OV
+    training)."""
     m, d = cfg.MODEL, cfg.MODEL.DISTILL
     backbone = build_backbone(cfg)
     _check_supported(cfg)
@@ -147,25 +153,17 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
     bh = m.ROI_BOX_HEAD
     box_head = FastRCNNConvFCHead(ch, bh.POOLER_RESOLUTION, bh.FC_DIM, bh.NUM_FC)
     mh = m.ROI_MASK_HEAD
-    roi_heads = ViLDRoIHeads(
+    predictor = OpenVocabBoxPredictor(
+        box_head.out_dim, vocabulary, build_method(cfg), d.TEMPERATURE, d.BG_INIT_STD
+    )
+    roi_heads = OpenVocabROIHeads(
         MultiScaleRoIPooler(bh.POOLER_RESOLUTION, STRIDES, sampling_ratio=bh.POOLER_SAMPLING_RATIO),
         box_head,
-        RegionEmbeddingHead(box_head.out_dim, vocabulary.dim),
-        text_classifier(cfg, vocabulary),
-        ClassAgnosticBoxRegressor(box_head.out_dim),
+        predictor,
         MultiScaleRoIPooler(mh.POOLER_RESOLUTION, STRIDES, sampling_ratio=mh.POOLER_SAMPLING_RATIO)
         if m.MASK_ON
         else None,
         ClassAgnosticMaskHead(ch, mh.CONV_DIM, mh.NUM_CONV) if m.MASK_ON else None,
-        image_embed_head=RegionEmbeddingHead(box_head.out_dim, vocabulary.dim)
-        if d.ENSEMBLE.ENABLED
-        else None,
-        text_loss_weight=d.TEXT_LOSS_WEIGHT,
-        image_loss_weight=d.IMAGE_LOSS_WEIGHT,
-        novel_logit_mode=d.NOVEL_LOGIT_MODE,
-        ensemble=d.ENSEMBLE.ENABLED,
-        base_text_weight=d.ENSEMBLE.BASE_TEXT_WEIGHT,
-        novel_text_weight=d.ENSEMBLE.NOVEL_TEXT_WEIGHT,
         fg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
         bg_iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
         batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
@@ -176,4 +174,4 @@ def build_vild_model(cfg, vocabulary: ClassEmbeddings) -> ViLDDetector:
         detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
         smooth_l1_beta=bh.SMOOTH_L1_BETA,
     )
-    return ViLDDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)
+    return OpenVocabDetector(backbone, rpn, roi_heads, m.PIXEL_MEAN, m.PIXEL_STD)

@@ -7,7 +7,7 @@ import torch
 
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.device import check_device
-from .builders import build_vild_model
+from .builders import build_detector
 from .mapper import DatasetMapper, MapperConfig
 from .trainer import AtomicCheckpointer
 
@@ -15,7 +15,7 @@ from .trainer import AtomicCheckpointer
 def load_for_inference(cfg, weights: str, vocabulary: ClassEmbeddings, novel: torch.Tensor | None = None):
     """The checkpoint's model scoring `vocabulary`: the training class embeddings are not needed (they are no
     weights), so it runs from anywhere."""
-    model = build_vild_model(cfg, vocabulary).to(check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE"))
+    model = build_detector(cfg, vocabulary).to(check_device(cfg.MODEL.DEVICE, "MODEL.DEVICE"))
     AtomicCheckpointer(model, save_to_disk=False).load(str(weights), checkpointables=[])
     model.roi_heads.set_vocabulary(vocabulary, novel)
     return model.eval()

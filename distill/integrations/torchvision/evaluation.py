@@ -12,7 +12,7 @@ import torch
 from ...data.catalog import get_dataset
 from ...evaluation import DetectionEvaluator as OVDetectionEvaluator
 from ...evaluation import load_ground_truth
-from ...modeling.vild import using_vocabulary
+from ...modeling.ov_predictor import using_vocabulary
 from ...utils.io import atomic_write_json
 from ..shared import load_test_vocabulary
 from .engine.distributed import dist_info, unwrap

@@ -105,7 +105,7 @@ def _pool(pooler, levels, image: torch.Tensor, boxes: torch.Tensor) -> torch.Ten
 
 
 class ExportableDetector(nn.Module):
-    """`ViLDDetector` inference as one traceable graph (batched, no per-image Python loop)."""
+    """`OpenVocabDetector` inference as one traceable graph (batched, no per-image Python loop)."""
 
     def __init__(self, model: nn.Module, nms: bool = True):
         super().__init__()
@@ -134,7 +134,7 @@ class ExportableDetector(nn.Module):
         anchors = anchors[None].expand(b, -1, -1).reshape(-1, 4)
         proposals = rpn.box_coder.decode_single(deltas, anchors).view(b, -1, 4)
         objectness = objectness.view(b, -1)
-        top = rpn._get_top_n_idx(objectness, per_level)  # (B, K)
+        top = rpn.top_candidates(objectness, per_level)  # (B, K)
         # gathers, not advanced indexing (which ONNX exports as a chain that breaks on negative indices)
         scores = torch.sigmoid(objectness.gather(1, top)).reshape(-1)
         level = level.index_select(0, top.reshape(-1))
@@ -152,25 +152,9 @@ class ExportableDetector(nn.Module):
 
     def _detect(self, levels, proposals, image, image_sizes, batch, offset: torch.Tensor):
         rh = self.model.roi_heads
-        x = rh.box_head(_pool(rh.box_pooler, levels, image, proposals))
-        emb = rh.embed_head(x)
-        logits = rh.classifier(emb)
-        if rh.ensemble:
-            from ...modeling.heads import ensemble_scores
-
-            scores = ensemble_scores(
-                logits,
-                rh._image_branch(x, emb),
-                rh.classifier.class_embeddings,
-                rh.novel_mask,
-                rh.classifier.temperature,
-                rh.base_text_weight,
-                rh.novel_text_weight,
-            )
-        else:
-            scores = logits.softmax(-1)
+        scores, deltas = rh.box_predictor.predict(rh.box_head(_pool(rh.box_pooler, levels, image, proposals)))
         scores = scores[:, :-1]
-        boxes = _clip(rh.box_coder.decode_single(rh.box_regressor(x), proposals), image_sizes[image])
+        boxes = _clip(rh.box_coder.decode_single(deltas, proposals), image_sizes[image])
         n, c = scores.shape
         classes = torch.arange(c)[None].expand(n, c).reshape(-1)
         boxes = boxes[:, None].expand(n, c, 4).reshape(-1, 4)
@@ -186,7 +170,7 @@ class ExportableDetector(nn.Module):
             keep = scores.argsort(descending=True)
         boxes, scores, classes, image = boxes[keep], scores[keep], classes[keep], image[keep]
         if rh.has_mask():
-            masks = rh.vild_mask_head(_pool(rh.mask_pooler, levels, image, boxes)).sigmoid()[:, 0]
+            masks = rh.mask_head(_pool(rh.mask_pooler, levels, image, boxes)).sigmoid()[:, 0]
         else:
             masks = boxes.new_zeros((boxes.shape[0], 0, 0))
         return boxes, scores, classes, masks, image
@@ -323,7 +307,7 @@ def export_model(
     opset: int = 17,
     force: bool = False,
 ) -> Path:
-    """Trace `model` (a ViLDDetector or an OpenVocabSegmenter, vocabulary already set) to DIR/model.onnx and
+    """Trace `model` (a OpenVocabDetector or an OpenVocabSegmenter, vocabulary already set) to DIR/model.onnx and
     write DIR/model.json; returns DIR/model.json."""
     import hashlib
 

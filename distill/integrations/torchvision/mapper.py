@@ -6,8 +6,7 @@ Output of `DatasetMapper.__call__`::
     {"image": (3, h, w) float32 RGB 0-255, "image_id", "height", "width" (original size),
      "scale": (sy, sx) resized / original, "flipped": bool,
      "boxes": (N, 4) XYXY in resized pixels, "labels": (N,) contiguous ids, "masks": (N, h, w) uint8,
-     "distill_boxes": (M, 4) XYXY resized, "distill_embeddings": (M, D) int8 or fp16,   # when a store
-     "distill_scales": (M,) float32}                                   # is given; scales with int8 rows
+     METHOD_TARGETS: what the distillation method attaches (e.g. ViLD's `RegionTargets`)}  # training
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ...data.images import read_image_rgb
-from ...data.region_store import RegionEmbeddingStore
+from ...methods import METHOD_TARGETS
+from ...methods.targets import clip_boxes as _clip
 from ...utils.errors import DistillInputError
 
 
@@ -33,7 +33,6 @@ class MapperConfig:
     is_train: bool = True
     flip_prob: float = 0.5
     mask_on: bool = True
-    num_distill: int = 300
     # large-scale jitter (training): (square side, min scale, max scale), replacing min_sizes / max_size
     lsj: tuple[int, float, float] | None = None
 
@@ -66,24 +65,15 @@ def decode_segmentation(segm, h: int, w: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
-def _clip(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(N, 4) XYXY clipped to a (h, w) image (a copy)."""
-    out = boxes.clone()
-    out[:, 0::2] = out[:, 0::2].clamp(0, w)
-    out[:, 1::2] = out[:, 1::2].clamp(0, h)
-    return out
-
-
 def _flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
 
 
 class DatasetMapper:
-    def __init__(
-        self, cfg: MapperConfig, region_store: RegionEmbeddingStore | None = None, seed: int | None = None
-    ):
+    def __init__(self, cfg: MapperConfig, targets=None, seed: int | None = None):
+        """targets: the method's `TargetSource` (training records only), or None."""
         self.cfg = cfg
-        self.store = region_store
+        self.targets = targets
         self.rng = random.Random(seed)
 
     def __call__(self, d: dict) -> dict:
@@ -157,20 +147,11 @@ class DatasetMapper:
             out["masks"] = m.flip(-1) if flip else m
         elif self.cfg.mask_on:
             out["masks"] = torch.zeros(0, h, w, dtype=torch.uint8)
-        if self.store is not None:
-            if d["image_id"] in self.store:
-                # only these rows are read; int8 rows are dequantised where the loss runs
-                db, de, ds = self.store.get_rows(d["image_id"], limit=self.cfg.num_distill)
-                db = db * scale - offset
-            else:
-                db, de, ds = self.store.empty_rows()
-            db = _clip(db, h, w)
-            if lsj:  # regions the crop cut away have no pixels left to match their embeddings
-                inside = ((db[:, 2] - db[:, 0]) >= 1) & ((db[:, 3] - db[:, 1]) >= 1)
-                db, de = db[inside], de[inside]
-                ds = None if ds is None else ds[inside]
-            out["distill_boxes"] = _flip_boxes(db, w) if flip else db
-            out["distill_embeddings"] = de
-            if ds is not None:
-                out["distill_scales"] = ds
+        if self.targets is not None and self.cfg.is_train:
+
+            def transform(b: torch.Tensor) -> torch.Tensor:  # original pixels → this record's input image
+                b = b * scale - offset
+                return _flip_boxes(b, w) if flip else b
+
+            out[METHOD_TARGETS] = self.targets(d["image_id"], transform, (h, w))
         return out

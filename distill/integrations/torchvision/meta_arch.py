@@ -1,4 +1,4 @@
-"""The ViLD detector on torchvision parts: ResNet-FPN backbone, torchvision's RPN, `ViLDRoIHeads`.
+"""The ViLD detector on torchvision parts: ResNet-FPN backbone, torchvision's RPN, `OpenVocabROIHeads`.
 
 Inputs are the core mapper's dicts (images already resized / flipped, boxes and distillation proposals
 transformed with them); outputs are in original-image pixels.
@@ -30,7 +30,7 @@ def normalize_and_pad(
     return out, [tuple(i.shape[1:]) for i in imgs]
 
 
-class ViLDDetector(nn.Module):
+class OpenVocabDetector(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,

@@ -11,6 +11,11 @@ from ...ops.nms import batched_nms
 
 
 class RPN(RegionProposalNetwork):
+    def top_candidates(self, objectness: Tensor, num_anchors_per_level: list[int]) -> Tensor:
+        """(B, A) objectness → (B, K) indices of the pre-NMS top-k anchors of each level (the export's and
+        `filter_proposals`' one rule)."""
+        return self._get_top_n_idx(objectness, num_anchors_per_level)
+
     def filter_proposals(
         self,
         proposals: Tensor,
@@ -31,7 +36,7 @@ class RPN(RegionProposalNetwork):
             0,
         )
         levels = levels.reshape(1, -1).expand_as(objectness)
-        top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)
+        top_n_idx = self.top_candidates(objectness, num_anchors_per_level)
         batch_idx = torch.arange(num_images, device=device)[:, None]
         objectness = objectness[batch_idx, top_n_idx]
         levels = levels[batch_idx, top_n_idx]

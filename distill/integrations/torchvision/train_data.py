@@ -14,7 +14,6 @@ import torch
 
 from ...data.catalog import get_dataset
 from ...data.datasets import filter_empty, remap_to_vocabulary
-from ...data.region_store import RegionEmbeddingStore
 from ...data.sampling import repeat_factors, repeated_indices
 from ...data.serialize import SerializedList
 from ...teacher.embeddings import ClassEmbeddings
@@ -32,7 +31,6 @@ def mapper_cfg(cfg, is_train: bool) -> MapperConfig:
         is_train=is_train,
         flip_prob=0.5 if (is_train and i.RANDOM_FLIP == "horizontal") else 0.0,
         mask_on=cfg.MODEL.MASK_ON,
-        num_distill=cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS,
         lsj=_lsj(cfg) if is_train else None,
     )
 
@@ -78,7 +76,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self,
         dicts,
         mapper_cfg,
-        store_path,
+        targets,
         seed,
         rank,
         world,
@@ -88,7 +86,7 @@ class TrainStream(torch.utils.data.IterableDataset):
     ):
         # serialized: a list of dicts' objects would be copied into every worker (reference counts, gc)
         self.dicts = dicts if isinstance(dicts, SerializedList) else SerializedList(dicts)
-        self.mapper_cfg, self.store_path = mapper_cfg, store_path
+        self.mapper_cfg, self.targets = mapper_cfg, targets
         self.repeat_factors = repeat_factors  # (N,) RepeatFactorTrainingSampler's factors, or None
         self.seed, self.rank, self.world = seed, rank, world
         self.states, self.rotation = dict(states or {}), rotation
@@ -97,8 +95,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         nw = info.num_workers if info else 1
         wid = ((info.id if info else 0) + self.rotation) % nw
-        store = RegionEmbeddingStore(self.store_path) if self.store_path else None
-        mapper = DatasetMapper(self.mapper_cfg, store, seed=self.seed * 1000 + self.rank * 100 + wid)
+        mapper = DatasetMapper(self.mapper_cfg, self.targets, seed=self.seed * 1000 + self.rank * 100 + wid)
         epoch, pos = 0, 0
         if wid in self.states:
             epoch, pos, rng = self.states[wid]
@@ -133,7 +130,7 @@ class StreamLoader:
         self,
         dicts,
         mapper_cfg,
-        store_path: str,
+        targets,
         seed: int,
         rank: int,
         world: int,
@@ -141,7 +138,7 @@ class StreamLoader:
         num_workers: int,
         repeat_factors: np.ndarray | None = None,
     ):
-        self.args = (SerializedList(dicts), mapper_cfg, store_path, seed, rank, world)
+        self.args = (SerializedList(dicts), mapper_cfg, targets, seed, rank, world)
         self.repeat_factors = repeat_factors
         self.batch_size, self.num_workers = batch_size, num_workers
         self.states: dict = {}
@@ -193,8 +190,8 @@ class StreamLoader:
 
     def restart_at(self, iteration: int) -> None:
         """No saved position: a fresh order seeded with seed + iteration (the behaviour before positions)."""
-        dicts, mcfg, store, seed, rank, world = self.args
-        self.args = (dicts, mcfg, store, seed + iteration, rank, world)
+        dicts, mcfg, targets, seed, rank, world = self.args
+        self.args = (dicts, mcfg, targets, seed + iteration, rank, world)
         self.states, self.consumed = {}, 0
 
 

@@ -1,4 +1,4 @@
-"""Training of the torchvision-backend ViLD detector on the engine (`engine.Trainer` and its hooks).
+"""Training of the torchvision-backend detector on the engine (`engine.Trainer` and its hooks).
 
 SGD / AdamW, warmup + multistep or cosine schedules (fvcore param schedulers), AMP on GPU, gradient
 clipping, atomic periodic checkpoints that hold the data stream's position and the RNG states (a run resumed
@@ -15,12 +15,12 @@ import random
 import numpy as np
 import torch
 
-from ...teacher.checks import check_region_store
+from ...methods import method_class, target_source
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.checkpoint import META_KEY, inference_meta
 from ...utils.errors import DistillInputError
 from ..shared import load_train_vocabulary
-from .builders import build_vild_model
+from .builders import build_detector
 from .engine import (
     AtomicCheckpointer,
     Trainer,
@@ -64,7 +64,7 @@ def _seed(seed: int) -> None:
 
 def build_model_for(cfg, device: str) -> tuple[torch.nn.Module, ClassEmbeddings]:
     vocab = load_train_vocabulary(cfg)
-    return build_vild_model(cfg, vocab).to(device), vocab
+    return build_detector(cfg, vocab).to(device), vocab
 
 
 def load_trained_model(cfg, weights: str, device: str = "cpu") -> torch.nn.Module:
@@ -82,15 +82,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     _seed(seed + rank)
     model, vocab = build_model_for(cfg, device)
     dicts = load_train_set(cfg, vocab)
-    d = cfg.MODEL.DISTILL
-    if d.REGION_STORE and d.IMAGE_LOSS_WEIGHT > 0:
-        check_region_store(
-            d.REGION_STORE,
-            vocab,
-            "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
-            [x["image_id"] for x in dicts],
-            d.TEACHER,
-        )  # fail early, clearly
+    method_class(cfg).check_training(cfg, [x["image_id"] for x in dicts], vocab)  # fail early, clearly
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -104,7 +96,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     data = StreamLoader(
         dicts,
         mapper_cfg(cfg, True),
-        d.REGION_STORE if d.IMAGE_LOSS_WEIGHT > 0 else "",
+        target_source(cfg, True),
         seed,
         rank,
         world,
@@ -119,9 +111,9 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
     if not trainer.resume(ckpt, resume):
         _load_weights(ckpt, cfg)
     if world > 1:
-        # only ViLD-ensemble's separate image head can sit out a step (a batch without distillation boxes)
+        # a method's own heads may sit out a step (e.g. a batch without distillation boxes)
         trainer.model = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=bool(d.ENSEMBLE.ENABLED)
+            model, find_unused_parameters=any(True for _ in model.roi_heads.box_predictor.method.parameters())
         )
     evals = lambda: {name: evaluate(cfg, trainer.model, name) for name in cfg.DATASETS.TEST}  # noqa: E731
     trainer.register_hooks(standard_hooks(ckpt, cfg, cfg.OUTPUT_DIR, progress, eval_function=evals))

@@ -1,4 +1,4 @@
-"""The detectron2 backend: configs, registries, ViLDRoIHeads, mapper, parity with the torchvision backend,
+"""The detectron2 backend: configs, registries, OpenVocabROIHeads, mapper, parity with the torchvision backend,
 train_net.py (needs detectron2)."""
 
 import json
@@ -30,11 +30,10 @@ from distill.data.region_store import (  # noqa: E402
     RegionEmbeddingStore,
     RegionStoreWriter,
     ShardRecord,
-    teacher_embeddings,
 )
 from distill.data.synthetic import SYNTHETIC_CATEGORIES  # noqa: E402
 from distill.integrations.detectron2.poolers import FusedROIPooler  # noqa: E402
-from distill.modeling.heads import ensemble_scores  # noqa: E402
+from distill.methods import METHOD_TARGETS, RegionStoreSource  # noqa: E402
 from distill.teacher import ClassEmbeddings  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.conftest import SMALL_MODEL as COMMON_SMALL_MODEL  # noqa: E402
@@ -50,7 +49,7 @@ SMALL_MODEL = [
     *COMMON_SMALL_MODEL,
     "MODEL.DEVICE",
     "cpu",
-    "MODEL.DISTILL.NUM_DISTILL_PROPOSALS",
+    "MODEL.DISTILL.VILD.NUM_DISTILL_PROPOSALS",
     "4",
     # defaults where detectron2's (14, 0) and the torchvision backend's (7, 4) differ
     "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
@@ -114,13 +113,15 @@ def cfg_for(vocab_files, *opts, config=CONFIG):
 def test_shared_yaml_loads_and_builds_by_registry_name(config, vocab_files):
     cfg = cfg_for(vocab_files, config=config)
     assert cfg.MODEL.DISTILL.OPTIMIZER == "AdamW" and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
-    assert ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME) is d2_distill.ViLDRoIHeads
-    model = d2_distill.build_vild_model(cfg)
-    assert isinstance(model, d2_distill.ViLDRCNN) and isinstance(model.roi_heads, d2_distill.ViLDRoIHeads)
+    assert ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME) is d2_distill.OpenVocabROIHeads
+    model = d2_distill.build_detector(cfg)
+    assert isinstance(model, d2_distill.OpenVocabRCNN) and isinstance(
+        model.roi_heads, d2_distill.OpenVocabROIHeads
+    )
     assert isinstance(model.roi_heads.box_pooler, FusedROIPooler)
     assert isinstance(model.roi_heads.mask_pooler, FusedROIPooler)
     assert model.roi_heads.num_classes == len(ClassEmbeddings.load(vocab_files[0]))
-    unfused = d2_distill.build_vild_model(
+    unfused = d2_distill.build_detector(
         cfg_for(vocab_files, "MODEL.DISTILL.FUSED_POOLER", "False", config=config)
     )
     assert isinstance(unfused.roi_heads.box_pooler, ROIPooler)
@@ -131,19 +132,18 @@ def test_shared_yaml_loads_and_builds_by_registry_name(config, vocab_files):
 
 def test_class_agnostic_heads_are_required(vocab_files):
     with pytest.raises(d2_distill.builders.DistillInputError, match="CLS_AGNOSTIC_MASK"):
-        d2_distill.build_vild_model(cfg_for(vocab_files, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "False"))
+        d2_distill.build_detector(cfg_for(vocab_files, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "False"))
 
 
 def test_mapper_moves_distillation_boxes_with_the_image(synthetic_root, region_store):
     dicts, _ = synthetic_dataset(synthetic_root, "train")
     d = dicts[0]
-    mapper = d2_distill.ViLDDatasetMapper(
+    mapper = d2_distill.OpenVocabDatasetMapper(
         True,
         augmentations=[T.ResizeShortestEdge(192, 1000), T.RandomFlip(1.0)],
         image_format="RGB",
         use_instance_mask=True,
-        region_store=str(region_store),
-        num_distill=3,
+        method_targets=RegionStoreSource(str(region_store), 3),
     )
     out = mapper(d)
     h, w = out["image"].shape[1:]
@@ -153,20 +153,21 @@ def test_mapper_moves_distillation_boxes_with_the_image(synthetic_root, region_s
     expected = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
     expected[:, 0::2] = expected[:, 0::2].clamp(0, w)
     expected[:, 1::2] = expected[:, 1::2].clamp(0, h)
-    assert torch.allclose(out["distill_boxes"], expected, atol=1e-3)
-    assert torch.equal(teacher_embeddings(out["distill_embeddings"], out.get("distill_scales")), emb[:3])
+    assert torch.allclose(out[METHOD_TARGETS].boxes, expected, atol=1e-3)
+    assert torch.equal(out[METHOD_TARGETS].teacher_embeddings(), emb[:3])
     assert out["instances"].gt_masks.tensor.shape[1:] == (h, w)  # RLE masks read as bitmasks
-    assert "distill_boxes" not in d2_distill.ViLDDatasetMapper(False, augmentations=[], image_format="RGB")(d)
+    test = d2_distill.OpenVocabDatasetMapper(False, augmentations=[], image_format="RGB")(d)
+    assert METHOD_TARGETS not in test
 
 
 def test_roi_heads_forward_backward_and_other_vocabulary(
     synthetic_root, vocab_files, region_store, registered
 ):
     torch.manual_seed(0)
-    cfg = cfg_for(vocab_files, "MODEL.DISTILL.REGION_STORE", str(region_store))
-    model = d2_distill.build_vild_model(cfg)
+    cfg = cfg_for(vocab_files, "MODEL.DISTILL.VILD.REGION_STORE", str(region_store))
+    model = d2_distill.build_detector(cfg)
     dicts = d2_distill.trainer.load_train_set(cfg, ClassEmbeddings.load(vocab_files[0]))[0]
-    batch = [d2_distill.ViLDDatasetMapper(cfg, True)(d) for d in dicts[:2]]
+    batch = [d2_distill.OpenVocabDatasetMapper(cfg, True)(d) for d in dicts[:2]]
     model.train()
     with EventStorage() as storage:
         losses = model(batch)
@@ -178,7 +179,7 @@ def test_roi_heads_forward_backward_and_other_vocabulary(
         "loss_vild_image",
         "loss_mask",
     }
-    assert "vild/cls_accuracy" in storage.latest() and "vild/num_distill_rois" in storage.latest()
+    assert "roi_heads/cls_accuracy" in storage.latest() and "roi_heads/num_extra_rois" in storage.latest()
     sum(losses.values()).backward()
     predictor = model.roi_heads.box_predictor
     assert predictor.classifier.bg_embedding.grad is not None
@@ -188,7 +189,7 @@ def test_roi_heads_forward_backward_and_other_vocabulary(
     with d2_distill.evaluation.test_vocabulary(model, cfg, "distill_synthetic_val"):
         assert model.roi_heads.num_classes == len(allv) and model.roi_heads.novel_mask.sum() > 0
         with torch.no_grad():
-            inst = model([d2_distill.ViLDDatasetMapper(cfg, False)(dicts[0])])[0]["instances"]
+            inst = model([d2_distill.OpenVocabDatasetMapper(cfg, False)(dicts[0])])[0]["instances"]
     assert model.roi_heads.num_classes == len(
         ClassEmbeddings.load(vocab_files[0])
     )  # training vocabulary back
@@ -231,50 +232,36 @@ def test_ov_evaluator_on_ground_truth_boxes(synthetic_root, registered, name, tm
     assert flat["box_AP50_base"] == pytest.approx(100.0) and (tmp_path / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("ensemble", [False, True])
-def test_same_head_weights_give_same_scores_as_torchvision(vocab_files, ensemble):
-    """Same box-head / ViLD-head weights and pooled features → the same class scores in both backends."""
-    from distill.integrations.torchvision.builders import build_vild_model as tv_build
+@pytest.mark.parametrize("method", ["vild", "vild_ensemble"])
+def test_same_head_weights_give_same_scores_as_torchvision(vocab_files, method):
+    """Same box-head / predictor weights and pooled features → the same class scores in both backends (one
+    predictor, `OpenVocabBoxPredictor`, under both RoI heads)."""
+    from distill.integrations.torchvision.builders import build_detector as tv_build
 
-    opts = [*SMALL_MODEL, "MODEL.DISTILL.ENSEMBLE.ENABLED", str(ensemble)]
+    opts = [*SMALL_MODEL, "MODEL.DISTILL.METHOD", method]
     base, allv = ClassEmbeddings.load(vocab_files[0]), ClassEmbeddings.load(vocab_files[1])
     novel = torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES])
     tv = tv_build(load_config(CONFIG, opts + ["MODEL.DISTILL.BACKBONE_WEIGHTS", ""]), base).roi_heads.eval()
-    cfg = cfg_for(vocab_files, "MODEL.DISTILL.ENSEMBLE.ENABLED", str(ensemble))
+    cfg = cfg_for(vocab_files, "MODEL.DISTILL.METHOD", method)
     shape = {f"p{k}": ShapeSpec(channels=16, stride=2**k) for k in range(2, 7)}
     d2 = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, shape).eval()
     pred = d2.box_predictor
     with torch.no_grad():
         for d2_fc, tv_fc in ((d2.box_head.fc1, tv.box_head.fcs[0]), (d2.box_head.fc2, tv.box_head.fcs[2])):
             d2_fc.load_state_dict(tv_fc.state_dict())
-        for name in ("embed_head", "classifier", "box_regressor") + (
-            ("image_embed_head",) if ensemble else ()
-        ):
-            getattr(pred, name).load_state_dict(getattr(tv, name).state_dict())
+        pred.load_state_dict(tv.box_predictor.state_dict())
+    assert sorted(pred.state_dict()) == sorted(tv.box_predictor.state_dict())
     tv.set_vocabulary(allv, novel)
     d2.set_vocabulary(allv, novel)
     pooled = torch.randn(9, 16, 7, 7)
     with torch.no_grad():
-        x = tv.box_head(pooled)
-        emb = tv.embed_head(x)
-        logits = tv.classifier(emb)
-        expected = (
-            ensemble_scores(
-                logits,
-                tv._image_branch(x, emb),
-                tv.classifier.class_embeddings,
-                tv.novel_mask,
-                tv.classifier.temperature,
-                tv.base_text_weight,
-                tv.novel_text_weight,
-            )
-            if ensemble
-            else logits.softmax(-1)
-        )
+        expected, _ = tv.box_predictor.predict(tv.box_head(pooled))
         proposals = [Instances((64, 64), proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 9)))]
-        scores = pred.predict_probs(pred(d2.box_head(pooled)), proposals)[0]
+        scores = pred.predict_probs(pred.predict(d2.box_head(pooled)), proposals)[0]
+        text = tv.box_predictor(tv.box_head(pooled))[2].softmax(-1)
     assert scores.shape == (9, len(allv) + 1)
     assert torch.allclose(scores, expected, atol=1e-6)
+    assert torch.allclose(scores, text, atol=1e-6) == (method == "vild")  # the ensemble scores otherwise
 
 
 def train_net(
@@ -297,7 +284,7 @@ def train_net(
         str(vocab_files[0]),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
         str(vocab_files[1]),
-        "MODEL.DISTILL.REGION_STORE",
+        "MODEL.DISTILL.VILD.REGION_STORE",
         str(region_store),
         "MODEL.DISTILL.DATASETS_ROOT",
         str(synthetic_root.parent),
@@ -338,7 +325,7 @@ def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_
     out = tmp_path / "out"
     lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
     last = [x for x in lines if "loss_vild_text" in x][-1]
-    assert last["iteration"] == 19 and last["loss_vild_image"] > 0 and "vild/cls_accuracy" in last
+    assert last["iteration"] == 19 and last["loss_vild_image"] > 0 and "roi_heads/cls_accuracy" in last
     assert (out / "model_final.pth").exists() and (out / "config.yaml").exists()
     assert "| box |" in r.stdout and "| mask |" in r.stdout  # the evaluation after training
     assert [p.name for p in out.glob("model_0*.pth")] == ["model_0000019.pth"]  # the newest periodic one kept
@@ -386,7 +373,10 @@ class _Toy(torch.nn.Module):
         self.gn = torch.nn.GroupNorm(2, 4)
         self.bn = torch.nn.BatchNorm2d(4)
         self.fc = torch.nn.Linear(4, 2)
-        self.bg_embedding = torch.nn.Parameter(torch.randn(1, 4))
+        self.background = torch.nn.Parameter(torch.randn(1, 4))  # any name: declared, not looked up
+
+    def no_weight_decay(self):
+        return [self.background]
 
 
 def _decay_by_name(model, groups):
@@ -398,6 +388,7 @@ def _decay_by_name(model, groups):
 def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
     from detectron2.solver.build import get_default_optimizer_params
 
+    from distill.integrations.shared import without_decay
     from distill.integrations.torchvision.trainer import optimizer_param_groups
 
     cfg = tv_get_cfg()
@@ -408,18 +399,13 @@ def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
     )
     model = _Toy()
     ours = _decay_by_name(model, optimizer_param_groups(cfg, model))
-    theirs = _decay_by_name(
-        model,
-        get_default_optimizer_params(
-            model,
-            weight_decay=1e-2,
-            weight_decay_norm=1e-3,
-            weight_decay_bias=bias_decay,
-            overrides={"bg_embedding": {"weight_decay": 0.0}},
-        ),
+    d2_groups = get_default_optimizer_params(
+        model, weight_decay=1e-2, weight_decay_norm=1e-3, weight_decay_bias=bias_decay
     )
+    assert _decay_by_name(model, d2_groups)["background"] == 1e-2  # detectron2's rules alone would decay it
+    theirs = _decay_by_name(model, without_decay(d2_groups, model))  # the detectron2 trainer's groups
     assert ours == theirs
-    assert ours["conv.weight"] == 1e-2 and ours["gn.weight"] == 1e-3 and ours["bg_embedding"] == 0.0
+    assert ours["conv.weight"] == 1e-2 and ours["gn.weight"] == 1e-3 and ours["background"] == 0.0
 
 
 @pytest.mark.parametrize("clip_type", ["value", "norm", "full_model"])
@@ -440,7 +426,7 @@ def test_torchvision_gradient_clipping_matches_detectron2(clip_type):
     x = torch.randn(2, 3, 6, 6)
     for m in (a, b):
         m.fc(m.bn(m.gn(m.conv(x))).mean((2, 3))).pow(2).sum().mul(10).backward()
-        m.bg_embedding.grad = torch.ones_like(m.bg_embedding)
+        m.background.grad = torch.ones_like(m.background)
     clip_gradients(cfg, a)
     # detectron2 clips inside the optimizer's step: a zero-lr SGD leaves the clipped gradients to compare
     opt = add_gradient_clipping(d2cfg, torch.optim.SGD(b.parameters(), lr=0.0))

@@ -64,12 +64,12 @@ def detector_checkpoint(synthetic_root, vocab_dir, detector_opts, tmp_path_facto
     """(cfg, path of a {"model": state_dict} checkpoint) after 3 AdamW steps on pairs of training images."""
     from distill.config import load_config
     from distill.data import synthetic_dataset
-    from distill.integrations.torchvision.builders import build_vild_model
+    from distill.integrations.torchvision.builders import build_detector
     from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 
     torch.manual_seed(0)
     cfg = load_config(CONFIG, detector_opts)
-    model = build_vild_model(cfg, ClassEmbeddings.load(vocab_dir / "all.npy"))
+    model = build_detector(cfg, ClassEmbeddings.load(vocab_dir / "all.npy"))
     dicts, _ = synthetic_dataset(synthetic_root, "train")
     mapper = DatasetMapper(MapperConfig(min_sizes=(96,), max_size=160), seed=0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)

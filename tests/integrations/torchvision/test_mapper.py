@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from distill.data import synthetic_dataset
-from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord, teacher_embeddings
+from distill.data.region_store import RegionEmbeddingStore, RegionStoreWriter, ShardRecord
 from distill.integrations.torchvision.mapper import (
     DatasetMapper,
     MapperConfig,
     decode_segmentation,
     resized_hw,
 )
+from distill.methods import METHOD_TARGETS, RegionStoreSource
 from distill.utils import DistillInputError
 
 
@@ -48,7 +49,7 @@ def test_mapper_flip_resize_keeps_boxes_masks_and_proposals_aligned(synthetic_ro
     d = dicts[0]
     store = _store(tmp_path, dicts)
     cfg = MapperConfig(min_sizes=(192,), max_size=1000, is_train=True, flip_prob=1.0)
-    out = DatasetMapper(cfg, store, seed=0)(d)
+    out = DatasetMapper(cfg, RegionStoreSource(store.root), seed=0)(d)
     assert out["image"].shape == (3, 192, 192) and out["flipped"] and out["scale"] == (2.0, 2.0)
     b = out["boxes"]
     for box, m in zip(b, out["masks"]):
@@ -56,14 +57,13 @@ def test_mapper_flip_resize_keeps_boxes_masks_and_proposals_aligned(synthetic_ro
         assert abs(xs.min().item() - box[0].item()) <= 2.5 and abs(xs.max().item() + 1 - box[2].item()) <= 2.5
         assert abs(ys.min().item() - box[1].item()) <= 2.5 and abs(ys.max().item() + 1 - box[3].item()) <= 2.5
     # proposal (10, 20, 30, 40) in a 96-px image → x2, flipped in a 192-px image; the wide one is clipped
-    assert out["distill_boxes"][0].tolist() == [192 - 60.0, 40.0, 192 - 20.0, 80.0]
-    assert out["distill_boxes"][1].tolist() == [0.0, 0.0, 192.0, 10.0]
-    assert out["distill_embeddings"].shape == (2, 4) and out["distill_scales"].shape == (2,)
-    assert torch.equal(
-        teacher_embeddings(out["distill_embeddings"], out["distill_scales"]), store[d["image_id"]][1]
-    )
-    test = DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False))(d)
-    assert not test["flipped"] and "distill_boxes" not in test
+    t = out[METHOD_TARGETS]
+    assert t.boxes[0].tolist() == [192 - 60.0, 40.0, 192 - 20.0, 80.0]
+    assert t.boxes[1].tolist() == [0.0, 0.0, 192.0, 10.0]
+    assert t.embeddings.shape == (2, 4) and t.scales.shape == (2,)
+    assert torch.equal(t.teacher_embeddings(), store[d["image_id"]][1])
+    test = DatasetMapper(MapperConfig(min_sizes=(96,), is_train=False), RegionStoreSource(store.root))(d)
+    assert not test["flipped"] and METHOD_TARGETS not in test
     assert torch.allclose(
         test["boxes"][0],
         torch.tensor(

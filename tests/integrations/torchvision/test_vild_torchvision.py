@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from distill.config import load_config
 from distill.data import synthetic_dataset
 from distill.data.synthetic import SYNTHETIC_CATEGORIES
-from distill.integrations.torchvision.builders import build_vild_model
+from distill.integrations.torchvision.builders import build_detector
 from distill.integrations.torchvision.mapper import DatasetMapper, MapperConfig
 from distill.integrations.torchvision.trainer import lr_at
+from distill.methods import METHOD_TARGETS, RegionTargets
 from distill.teacher import ClassEmbeddings
 from tests.conftest import REPO, SMALL_MODEL
 
@@ -34,13 +35,13 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
     torch.manual_seed(0)
     cfg = load_config(CONFIG, SMALL_MODEL)
     base = ClassEmbeddings.load(vocab_files[0])
-    model = build_vild_model(cfg, base)
+    model = build_detector(cfg, base)
     dicts, _ = synthetic_dataset(synthetic_root, "train")
     mapper = DatasetMapper(MapperConfig(min_sizes=(96,), max_size=200), seed=0)
     batch = [mapper(d) for d in dicts[:2]]
     for b in batch:
-        b["distill_boxes"] = b["boxes"][:3].clone()
-        b["distill_embeddings"] = F.normalize(torch.randn(b["distill_boxes"].shape[0], 32), dim=1).half()
+        boxes = b["boxes"][:3].clone()
+        b[METHOD_TARGETS] = RegionTargets(boxes, F.normalize(torch.randn(boxes.shape[0], 32), dim=1).half())
     model.train()
     losses = model(batch)
     assert set(losses) == {
@@ -53,7 +54,7 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
     }
     sum(losses.values()).backward()
     assert model.roi_heads.classifier.bg_embedding.grad is not None
-    assert model.roi_heads.embed_head.proj.weight.grad.abs().sum() > 0
+    assert model.roi_heads.box_predictor.embed_head.proj.weight.grad.abs().sum() > 0
     model.eval()
     allv = ClassEmbeddings.load(vocab_files[1])
     model.roi_heads.set_vocabulary(allv, torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES]))
@@ -66,11 +67,46 @@ def test_forward_losses_and_inference_with_another_vocabulary(synthetic_root, vo
     assert (out["boxes"][:, 2:] <= torch.tensor([dicts[0]["width"], dicts[0]["height"]]) + 1e-3).all()
 
 
+@pytest.mark.parametrize("method", ["vild_text", "vild", "vild_ensemble"])
+def test_each_vild_method_trains_its_own_terms(synthetic_root, vocab_files, method):
+    """The method key alone picks the losses, the heads that learn and the scores (no loss-weight switch)."""
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG, [*SMALL_MODEL, "MODEL.DISTILL.METHOD", method])
+    model = build_detector(cfg, ClassEmbeddings.load(vocab_files[0]))
+    dicts, _ = synthetic_dataset(synthetic_root, "train")
+    mapper = DatasetMapper(MapperConfig(min_sizes=(96,), max_size=200), seed=0)
+    batch = [mapper(d) for d in dicts[:2]]
+    for b in batch:
+        boxes = b["boxes"][:3].clone()
+        b[METHOD_TARGETS] = RegionTargets(boxes, F.normalize(torch.randn(boxes.shape[0], 32), dim=1).half())
+    model.train()
+    torch.manual_seed(1)  # the same sampled RoIs in both forwards
+    losses = model(batch)
+    assert ("loss_vild_image" in losses) == (method != "vild_text") and "loss_vild_text" in losses
+    sum(losses.values()).backward()
+    own = dict(model.roi_heads.box_predictor.method.named_parameters())
+    assert bool(own) == (method == "vild_ensemble")  # the ensemble's separate image head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own.values())
+    text = model.roi_heads.box_predictor.embed_head.proj.weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(1)
+    model(batch)["loss_vild_text"].backward()
+    only_text = model.roi_heads.box_predictor.embed_head.proj.weight.grad
+    # ViLD distils the text branch's own head; the ensemble leaves it to the text loss
+    assert torch.equal(text, only_text) == (method != "vild")
+    model.eval()
+    x = torch.randn(5, model.roi_heads.box_head.out_dim)
+    with torch.no_grad():
+        scores, _ = model.roi_heads.box_predictor.predict(x)
+        text_scores = model.roi_heads.box_predictor(x)[2].softmax(-1)
+    assert torch.allclose(scores, text_scores) == (method != "vild_ensemble")
+
+
 def test_dataset_proposals_batched_equal_one_by_one(synthetic_root, vocab_files):
     from distill.integrations.torchvision.proposals import dataset_proposals
 
     torch.manual_seed(0)
-    model = build_vild_model(load_config(CONFIG, SMALL_MODEL), ClassEmbeddings.load(vocab_files[0]))
+    model = build_detector(load_config(CONFIG, SMALL_MODEL), ClassEmbeddings.load(vocab_files[0]))
     dicts, _ = synthetic_dataset(synthetic_root, "train")  # one image size: a batch pads nothing
     one = dataset_proposals(model, dicts[:5], 96, 200, top_k=7, progress=False, batch_size=1)
     batched = dataset_proposals(model, dicts[:5], 96, 200, top_k=7, progress=False, batch_size=3)
@@ -133,8 +169,8 @@ def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=Tr
         str(vocab_files[0]),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
         str(vocab_files[1]),
-        "MODEL.DISTILL.REGION_STORE",
-        "",
+        "MODEL.DISTILL.METHOD",
+        "vild_text",
         "MODEL.DISTILL.DATASETS_ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
-from ....utils.checkpoint import read_checkpoint
+from ....utils.checkpoint import read_checkpoint, upgrade_state_dict
 from ....utils.errors import check_checkpoint_fits
 from ....utils.io import atomic_write_bytes
 
@@ -47,6 +47,8 @@ class AtomicCheckpointer(Checkpointer):
 
     def _load_model(self, checkpoint):
         """Strict: a checkpoint of another architecture is one clear error, not a half-loaded model."""
+        if isinstance(checkpoint.get("model"), dict):
+            checkpoint["model"] = upgrade_state_dict(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
         check_checkpoint_fits(incompatible)
         return incompatible

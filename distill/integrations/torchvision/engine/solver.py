@@ -10,6 +10,7 @@ from fvcore.common.param_scheduler import (
     MultiStepParamScheduler,
 )
 
+from ....modeling.heads import no_weight_decay_params
 from ....utils.errors import DistillInputError
 from ...shared import build_optimizer as _core_optimizer
 
@@ -24,8 +25,9 @@ _NORM_TYPES = (
 def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict]:
     """detectron2's weight-decay rules (get_default_optimizer_params): biases decay with SOLVER.WEIGHT_DECAY_BIAS
     when it is set, other normalisation parameters with SOLVER.WEIGHT_DECAY_NORM, the rest with WEIGHT_DECAY;
-    the background embedding never decays (it is normalised in use: decay only shrinks it)."""
+    parameters a module lists in `no_weight_decay()` never decay (the background embedding: normalised in use)."""
     s = cfg.SOLVER
+    no_decay = no_weight_decay_params(model)
     groups: dict[float, list] = {}
     seen = set()
     for module in model.modules():
@@ -33,7 +35,7 @@ def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict]:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if "bg_embedding" in name:
+            if id(p) in no_decay:
                 wd = 0.0
             elif name == "bias" and s.WEIGHT_DECAY_BIAS is not None:
                 wd = s.WEIGHT_DECAY_BIAS

@@ -50,7 +50,7 @@ def load_region_boxes(cfg, image_ids: Sequence[int]) -> dict | None:
     s = cfg.MODEL.DISTILL.SEM_SEG
     if s.DENSE_TARGETS != "regions" or not s.PROPOSALS:
         return None
-    return load_proposals(s.PROPOSALS, list(image_ids), cfg.MODEL.DISTILL.NUM_DISTILL_PROPOSALS)
+    return load_proposals(s.PROPOSALS, list(image_ids), cfg.MODEL.DISTILL.VILD.NUM_DISTILL_PROPOSALS)
 
 
 def load_sem_seg_samples(
