@@ -1,4 +1,4 @@
-"""ONNX export of the torchvision backend's ViLD detector and open-vocabulary segmenter, the vocabulary's
+"""ONNX export of the torchvision backend's open-vocabulary detector and open-vocabulary segmenter, the vocabulary's
 class embeddings baked in as constants. Torchvision-only (tools/export_model.py refuses detectron2 checkpoints).
 
 The graphs take a fixed-size canvas: `images` (B, 3, H, W) float32 RGB 0-255, each image resized by the size
