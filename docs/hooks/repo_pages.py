@@ -37,11 +37,14 @@ def _docs_files() -> list[str]:
 
 
 def on_files(files: Files, config) -> Files:
-    """Every page and picture at its repository path, whatever MkDocs collected from docs_dir."""
-    out = []
+    """Every page and picture at its repository path; the theme's and the plugins' assets kept as they are."""
+    docs_dir = Path(config["docs_dir"]).resolve()
+    kept = [
+        f for f in files if not f.abs_src_path or not Path(f.abs_src_path).resolve().is_relative_to(docs_dir)
+    ]
     for rel in (*ROOT_FILES, *_docs_files()):
         path = REPO / rel
         if not path.is_file():  # a missing page is reported by the nav and link checks, by name
             continue
-        out.append(File.generated(config, rel, abs_src_path=str(path)))
-    return Files(out)
+        kept.append(File.generated(config, rel, abs_src_path=str(path)))
+    return Files(kept)

@@ -94,6 +94,10 @@ def test_page_renders(browser, site_url, page, title, heading):
         assert entry in nav, (entry, sorted(nav))
     code = browser.find_elements(By.CSS_SELECTOR, "article div.highlight pre code")
     assert code and code[0].is_displayed() and code[0].text.strip()
-    # the theme's stylesheet applied: the header bar is laid out, not an unstyled list
+    # the theme's stylesheet and script applied (unstyled, the header is a page-high logo and nothing is sticky)
     header = browser.find_element(By.CSS_SELECTOR, "header.md-header")
-    assert header.is_displayed() and header.size["height"] > 20
+    assert header.value_of_css_property("position") == "sticky"
+    assert 20 < header.size["height"] < 100
+    assert browser.execute_script("return typeof document$ !== 'undefined'"), (
+        "the theme's javascript did not load"
+    )
