@@ -19,7 +19,7 @@ STAMP := $(VENV)/.distill-installed
 SITE = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 SOURCES := pyproject.toml setup.py $(wildcard distill/csrc/*.* distill/csrc/*/*.*)
 
-.PHONY: install quickstart test lint cuda-check clean
+.PHONY: install quickstart test docs lint cuda-check clean
 
 install: $(STAMP)
 
@@ -34,11 +34,18 @@ $(STAMP): $(SOURCES)
 quickstart: install
 	$(PY) tools/quickstart.py
 
-# layers (import-linter contracts in pyproject.toml) and formatting are checked before the tests
+# layers (import-linter contracts in pyproject.toml), formatting and the docs site (strict: a broken link, a
+# missing page or a stale docstring fails) are checked before the tests
 test: install cuda-check
 	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check -q distill tools tests benchmarks
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q
 	$(PY) -m pytest -q tests
+
+# The documentation site (mkdocs.yml: the README, INSTALL, GETTING_STARTED, docs/, an API reference from the
+# docstrings) into build/site; open build/site/index.html. Builds offline in seconds.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # Compiles the CUDA kernels with nvcc (nothing runs them here); skipped with a notice without nvcc.
 cuda-check: install

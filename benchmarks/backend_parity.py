@@ -5,7 +5,7 @@
 
 Each (backend, seed) is one `tools/quickstart.py` run (its own proposal network, region embeddings and ViLD
 training; cached, so an interrupted benchmark resumes) with SEED set; the segmentation stage is left out.
-Prints one row per run, the mean per backend, then one line of JSON. Needs detectron2 (README).
+Prints one row per run, the mean per backend, then one line of JSON. Needs detectron2 (INSTALL.md).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class DetectionEvaluator:
             self.add_image(image_id, [r["category_id"] for r in rs], [r["score"] for r in rs], boxes, masks)
 
     def process(self, inputs: Sequence[dict], outputs: Sequence[list[dict]]) -> None:
-        """A batch: inputs[i]["image_id"]; outputs[i] that image's COCO-format result dicts (maybe empty)."""
+        """A batch: `inputs[i]["image_id"]`; `outputs[i]` that image's COCO-format result dicts (maybe empty)."""
         for inp, out in zip(inputs, outputs):
             if out:
                 self.add_results([dict(r, image_id=inp["image_id"]) for r in out])

@@ -54,7 +54,9 @@ class SemSegEvaluator:
 
     Args:
         num_classes: C; labels are 0..C-1, `ignore_label` pixels are skipped.
-        base_classes / novel_classes: label indices of each group (background, if any, is usually base).
+        ignore_label: pixels of this label are not scored.
+        base_classes: label indices of the base classes (background, if any, is usually base).
+        novel_classes: label indices of the novel classes.
         class_names: optional names for the per-class IoU keys.
     """
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only: tools' --help does not pay for torch
 
 BACKENDS = ("torchvision", "detectron2")
 
-# what `--backend auto` does with a checkpoint (backend_name_for, get_backend); the tools' --help and the README
+# what `--backend auto` does with a checkpoint (backend_name_for, get_backend); the tools' --help and GETTING_STARTED.md
 # say exactly this
 AUTO_WITH_CHECKPOINT = (
     "auto: the backend that trained the checkpoint (it records it); for a checkpoint without that record, "
@@ -117,7 +117,7 @@ def backend_name_for(name: str, weights: str | None = None) -> str:
         if made == "detectron2" and not detectron2_installed():
             raise DistillInputError(
                 "this checkpoint was trained with the detectron2 backend, which is not "
-                "installed (README, 'detectron2 backend')",
+                "installed (INSTALL.md, 'detectron2')",
                 weights,
             )
         return made

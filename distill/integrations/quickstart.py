@@ -388,7 +388,7 @@ def main(argv=None) -> int:
         "--backend",
         choices=sorted(BACKENDS),
         default="torchvision",
-        help="training / inference framework (detectron2 must be installed, see README)",
+        help="training / inference framework (detectron2 must be installed, see INSTALL.md)",
     )
     p.add_argument(
         "overrides",

@@ -52,7 +52,8 @@ class MultiScaleRoIPooler(nn.Module):
             or give ``scales`` (1 / stride) instead, detectron2 style.
         sampling_ratio: samples per bin per axis; 0 = adaptive.
         aligned: half-pixel offset (ROIAlignV2); False is the legacy ROIAlign.
-        canonical_box_size, canonical_level: FPN eq. 1 constants.
+        canonical_box_size: FPN eq. 1: a box of sqrt(area) = canonical_box_size goes to canonical_level.
+        canonical_level: that level, log2 of its stride.
     """
 
     def __init__(

@@ -40,8 +40,8 @@ def multilevel_roi_align(
         strides: L consecutive powers of two, finest first (e.g. 4, 8, 16, 32).
         sampling_ratio: samples per bin along each axis; 0 = adaptive ceil(roi_size / output_size).
         aligned: half-pixel offset (detectron2 ROIAlignV2); False is the legacy ROIAlign.
-        canonical_box_size, canonical_level: a box of sqrt(area) = canonical_box_size goes to
-            level canonical_level = log2(stride).
+        canonical_box_size: a box of sqrt(area) = canonical_box_size goes to level canonical_level.
+        canonical_level: that level, log2 of its stride.
         check_inputs: check batch indices are in range, which reads the rois on the host. Default:
             only for CPU tensors outside torch.compile, so the op never synchronises a GPU by default.
 

@@ -57,7 +57,7 @@ def test_dataset_proposals_are_the_per_image_proposals_as_records():
         pytest.param(
             "detectron2",
             marks=pytest.mark.skipif(
-                not HAS_D2, reason="detectron2 is not installed (README, 'detectron2 backend')"
+                not HAS_D2, reason="detectron2 is not installed (INSTALL.md, 'detectron2')"
             ),
         ),
     ],

@@ -35,7 +35,7 @@ def test_recipe_configs_load_on_torchvision_with_the_published_settings():
 
 
 def test_recipe_configs_load_on_detectron2_with_msra_r50():
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (README: detectron2 backend)")
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (INSTALL.md: detectron2)")
     d2 = pytest.importorskip("distill.integrations.detectron2")
     for path in CONFIGS:
         cfg = d2.load_detectron2_config(str(path))
@@ -164,7 +164,7 @@ def test_atomic_writes_honour_the_umask(tmp_path):
 
 
 def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (README: detectron2 backend)")
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (INSTALL.md: detectron2)")
     d2 = pytest.importorskip("distill.integrations.detectron2")
     from distill.data import load_coco_json
     from distill.data.prepare import make_ov_coco

@@ -153,7 +153,7 @@ def test_recipe_rehearsal_torchvision(dataset, torchvision_runs):
     assert (torchvision_runs(dataset) / "demo").is_dir()
 
 
-@pytest.mark.skipif(not _has_detectron2(), reason="detectron2 is not installed (README: detectron2 backend)")
+@pytest.mark.skipif(not _has_detectron2(), reason="detectron2 is not installed (INSTALL.md: detectron2)")
 @pytest.mark.parametrize("dataset", ["ov_coco", "ov_lvis"])
 def test_recipe_rehearsal_detectron2(dataset, detectron2_runs):
     assert (detectron2_runs(dataset) / "demo").is_dir()

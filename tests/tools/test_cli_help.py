@@ -54,8 +54,8 @@ def test_flags_after_overrides_are_accepted():
 
 
 @pytest.mark.parametrize("tool", ["demo.py", "export_proposals.py"])
-def test_backend_auto_is_described_alike_in_help_and_readme(tool, capsys):
-    """`--backend auto` in --help and in the README say what backend_name_for does, in the same words."""
+def test_backend_auto_is_described_alike_in_help_and_getting_started(tool, capsys):
+    """`--backend auto` in --help and in GETTING_STARTED.md say what backend_name_for does, in the same words."""
     import runpy
 
     from distill.integrations.backend import AUTO_WITH_CHECKPOINT
@@ -64,5 +64,5 @@ def test_backend_auto_is_described_alike_in_help_and_readme(tool, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert AUTO_WITH_CHECKPOINT in help_text and AUTO_WITH_CHECKPOINT in readme
+    page = " ".join((REPO / "GETTING_STARTED.md").read_text().split())
+    assert AUTO_WITH_CHECKPOINT in help_text and AUTO_WITH_CHECKPOINT in page

@@ -211,7 +211,7 @@ def test_a_value_of_the_wrong_type_names_key_and_type(capsys, tmp_path):
     argv = [*REQUIRED["train_net"], "--backend", "torchvision", "OUTPUT_DIR", str(tmp_path / "o")]
     line = run("train_net", [*argv, "SOLVER.MAX_ITER", "abc"], capsys)
     assert "SOLVER.MAX_ITER takes an int like 800, got abc (a str)" in line
-    # an integer for a float key is what one types (the README's own-dataset command does): it is that float
+    # an integer for a float key is what one types (GETTING_STARTED.md's own-dataset command does): it is that float
     from distill.config import load_config
 
     cfg = load_config(CONFIG, ["MODEL.DISTILL.VILD.IMAGE_LOSS_WEIGHT", "0", "SOLVER.BASE_LR", "1"])

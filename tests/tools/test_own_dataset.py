@@ -1,5 +1,5 @@
-"""README's "Your own dataset" recipe, run as written: its fenced commands are read from README.md (the test breaks
-when the README drifts) and run in order in a folder that holds a small COCO-format dataset at the README's paths
+"""GETTING_STARTED.md's "Your own dataset" recipe, run as written: its fenced commands are read from the page (the
+test breaks when the page drifts) and run in order in a folder that holds a small COCO-format dataset at its paths
 (my/...), a small student checkpoint where the quickstart leaves its student, and links to configs/ and tools/.
 Only size and iteration overrides are appended to the training commands."""
 
@@ -32,11 +32,11 @@ TINY = [
 
 
 def readme_commands() -> list[list[str]]:
-    """The commands of the README section's bash blocks: continuation lines joined, comments dropped."""
-    text = (REPO / "README.md").read_text()
+    """The commands of the page section's bash blocks: continuation lines joined, comments dropped."""
+    text = (REPO / "GETTING_STARTED.md").read_text()
     section = text.split("\n## Your own dataset\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    assert blocks, "no bash block in README's 'Your own dataset'"
+    assert blocks, "no bash block in GETTING_STARTED.md's 'Your own dataset'"
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [shlex.split(x) for x in lines if x.strip() and not x.lstrip().startswith("#")]
 

@@ -34,7 +34,7 @@ BACKENDS = [
         "detectron2",
         marks=pytest.mark.skipif(
             importlib.util.find_spec("detectron2") is None,
-            reason="detectron2 is not installed (README, 'detectron2 backend')",
+            reason="detectron2 is not installed (INSTALL.md, 'detectron2')",
         ),
     ),
 ]

@@ -6,7 +6,7 @@
     d2_distill.register_synthetic("datasets/synthetic")   # datasets: explicit calls, `distill_` names
 
 `FusedROIPooler` (poolers.py) needs no detectron2 and imports without it; everything else needs detectron2
-(official source install, see README).
+(official source install, see INSTALL.md).
 """
 
 from __future__ import annotations
@@ -68,6 +68,6 @@ else:
             raise AttributeError(name)
         raise Detectron2Missing(
             f"distill.integrations.detectron2.{name} needs detectron2, which is not installed "
-            f"({_IMPORT_ERROR}); install it from source (README, 'detectron2 backend') or use "
+            f"({_IMPORT_ERROR}); install it from source (INSTALL.md, 'detectron2') or use "
             "--backend torchvision"
         )

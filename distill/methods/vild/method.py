@@ -28,8 +28,8 @@ def ensemble_scores(
         image_embeddings: (N, D) normalised image-branch region embeddings (the ones distilled from the teacher).
         class_embeddings: (C, D) normalised.
         novel_mask: (C,) bool, True for novel classes.
-        base_text_weight / novel_text_weight: exponent of p_text (ViLD: 2/3 base, 1/3 novel); p_image gets
-            the rest.
+        base_text_weight: exponent of p_text for base classes (ViLD: 2/3); p_image gets the rest.
+        novel_text_weight: exponent of p_text for novel classes (ViLD: 1/3); p_image gets the rest.
     Returns:
         (N, C + 1) scores; the background column is p_text's.
     """

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 detectron2 = pytest.importorskip(
     "detectron2",
-    reason="detectron2 is not installed (official source install: see README, 'detectron2 backend')",
+    reason="detectron2 is not installed (official source install: see INSTALL.md, 'detectron2')",
 )
 
 from detectron2.data import DatasetCatalog  # noqa: E402

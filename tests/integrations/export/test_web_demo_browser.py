@@ -1,6 +1,6 @@
 """The web demo driven by headless Chromium: upload a synthetic image, type a vocabulary, read the results.
 
-Set DISTILL_DEMO_SCREENSHOT=path.png to keep the screenshot of the page (the README's was taken so)."""
+Set DISTILL_DEMO_SCREENSHOT=path.png to keep the screenshot of the page (tools/web_demo.png was taken so)."""
 
 from __future__ import annotations
 
