@@ -14,6 +14,10 @@ Layout written under ``out_dir``::
     meta.json                                    base / novel ids, semantic label map, generator config
 
 Same config gives byte-identical files (seeded per image, sorted json, lossless PNG).
+
+Two worlds share this writer: `SyntheticConfig` writes the quickstart's (15 shapes, below), and
+`distill.data.synthetic_methods.MethodsWorldConfig` the method benchmark's (79 patterned shapes with a long
+tail, distractors and small objects; ``python -m distill.data.synthetic DIR --world methods``).
 """
 
 from __future__ import annotations
