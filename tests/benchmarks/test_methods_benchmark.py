@@ -66,3 +66,21 @@ def test_methods_benchmark_smoke(tmp_path):
 def test_report_of_an_empty_folder_is_one_line(tmp_path):
     r = _run("report", "--output-dir", tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no finished cell" in r.stderr
+
+
+def test_a_run_that_failed_before_any_stage_binds_no_schedule(tmp_path):
+    tiny = [
+        "--output-dir",
+        tmp_path,
+        "--seeds",
+        "0",
+        "--num-train",
+        "4",
+        "--num-val",
+        "2",
+        "--image-size",
+        "64",
+    ]
+    for teacher in ("no-such-teacher", "nor-this-one"):  # the second is judged on its teacher, not refused
+        r = _run("run", *tiny, "--teacher", teacher)
+        assert r.returncode == 2 and teacher in r.stderr and "another schedule" not in r.stderr, r.stderr
