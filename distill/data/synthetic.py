@@ -14,11 +14,14 @@ Layout written under ``out_dir``::
     meta.json                                    base / novel ids, semantic label map, generator config
 
 Same config gives byte-identical files (seeded per image, sorted json, lossless PNG).
+
+Two worlds share this writer: `SyntheticConfig` writes the quickstart's (15 shapes, below), and
+`distill.data.synthetic_methods.MethodsWorldConfig` the method benchmark's (79 patterned shapes with a long
+tail, distractors and small objects; ``python -m distill.data.synthetic DIR --world methods``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -179,9 +182,12 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _image_seed(cfg: SyntheticConfig, split: str, index: int) -> np.random.Generator:
+def _image_seed(cfg, split: str, index: int, world_key: tuple = ()) -> np.random.Generator:
+    """One image's generator; `world_key` (empty for this world) keeps other worlds' images apart."""
     split_key = {"train": 0, "val": 1}[split]
-    return np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index, GENERATOR_VERSION]))
+    return np.random.default_rng(
+        np.random.SeedSequence([cfg.seed, split_key, index, GENERATOR_VERSION, *world_key])
+    )
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -191,8 +197,27 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
-def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool):
+def _caption(o: dict) -> str:
+    return f"{_article(o['color'])} {o['color']} {o['name']}"
 
+
+@dataclass(frozen=True)
+class World:
+    """What tells one synthetic world from another; the writer below is shared. `render(rng, cfg, split)`
+    returns (uint8 image (H, W, 3) RGB, objects with "category_id", "name", "color", "visible", semantic
+    labels (H, W) uint8); `frequency(categories, image_counts, num_train)` gives LVIS's r / c / f per id."""
+
+    categories: tuple
+    render: object
+    caption: object
+    frequency: object
+    supercategory: str = "shape"
+    world_key: tuple = ()
+    meta: tuple = ()  # extra (key, value) pairs of meta.json
+
+
+def _generate_split(root: Path, split: str, cfg, progress: bool, world: World | None = None):
+    world = world or QUICKSTART_WORLD
     n = cfg.num_train if split == "train" else cfg.num_val
     offset = 0 if split == "train" else VAL_ID_OFFSET
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -201,7 +226,7 @@ def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool
     for i in job_progress(range(n), progress, desc=f"synthetic {split}", unit="img"):
         image_id = offset + i + 1
         name = f"{i + 1:06d}.png"
-        img, objects, sem = _render_image(_image_seed(cfg, split, i), cfg)
+        img, objects, sem = world.render(_image_seed(cfg, split, i, world.world_key), cfg, split)
         _write_png(root / "images" / split / name, img[:, :, ::-1])
         _write_png(root / "sem_seg" / split / name, sem)
         images.append(
@@ -217,7 +242,7 @@ def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool
         for o in objects:
             rle = _encode_mask(o["visible"])
             bbox = [float(x) for x in mask_utils.toBbox(rle)]
-            caption = f"{_article(o['color'])} {o['color']} {o['name']}"
+            caption = world.caption(o)
             anns.append(
                 {
                     "image_id": image_id,
@@ -240,23 +265,32 @@ def _generate_split(root: Path, split: str, cfg: SyntheticConfig, progress: bool
     return images, anns, captions
 
 
-def _lvis_categories(train_anns: list[dict]) -> list[dict]:
-    """LVIS-style categories. Novel = rare; base split into frequent / common at the median image count."""
-    img_sets: dict[int, set] = {c["id"]: set() for c in SYNTHETIC_CATEGORIES}
-    counts = {c["id"]: 0 for c in SYNTHETIC_CATEGORIES}
+def _median_frequency(categories, image_counts: dict, num_train: int) -> dict:
+    """Novel = rare; base split into frequent / common at the median image count."""
+    base_counts = sorted(image_counts[c["id"]] for c in categories if c["split"] == "base")
+    median = base_counts[len(base_counts) // 2] if base_counts else 0
+    return {
+        c["id"]: "r" if c["split"] == "novel" else ("f" if image_counts[c["id"]] >= median else "c")
+        for c in categories
+    }
+
+
+def _lvis_categories(train_anns: list[dict], world: World | None = None, num_train: int = 0) -> list[dict]:
+    """LVIS-style categories, the frequency by the world's rule on training image counts."""
+    world = world or QUICKSTART_WORLD
+    img_sets: dict[int, set] = {c["id"]: set() for c in world.categories}
+    counts = {c["id"]: 0 for c in world.categories}
     for a in train_anns:
         img_sets[a["category_id"]].add(a["image_id"])
         counts[a["category_id"]] += 1
-    base_counts = sorted(len(img_sets[i]) for i in BASE_CATEGORY_IDS)
-    median = base_counts[len(base_counts) // 2] if base_counts else 0
+    freqs = world.frequency(world.categories, {k: len(v) for k, v in img_sets.items()}, num_train)
     cats = []
-    for c in SYNTHETIC_CATEGORIES:
+    for c in world.categories:
         n_img = len(img_sets[c["id"]])
-        freq = "r" if c["split"] == "novel" else ("f" if n_img >= median else "c")
         cats.append(
             {
                 **c,
-                "frequency": freq,
+                "frequency": freqs[c["id"]],
                 "synset": f"{c['name']}.n.01",
                 "synonyms": [c["name"]],
                 "def": f"a {c['name']} shape",
@@ -267,29 +301,50 @@ def _lvis_categories(train_anns: list[dict]) -> list[dict]:
     return cats
 
 
-def _lvis_images(images: list[dict], anns: list[dict]) -> list[dict]:
+def _lvis_images(images: list[dict], anns: list[dict], categories=None) -> list[dict]:
     """Every category is exhaustively labelled, so absent categories are verified negatives."""
     present: dict[int, set] = {im["id"]: set() for im in images}
     for a in anns:
         present[a["image_id"]].add(a["category_id"])
-    all_ids = {c["id"] for c in SYNTHETIC_CATEGORIES}
+    all_ids = {c["id"] for c in (categories or SYNTHETIC_CATEGORIES)}
     return [
         {**im, "neg_category_ids": sorted(all_ids - present[im["id"]]), "not_exhaustive_category_ids": []}
         for im in images
     ]
 
 
-def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
+QUICKSTART_WORLD = World(
+    SYNTHETIC_CATEGORIES, lambda rng, cfg, split: _render_image(rng, cfg), _caption, _median_frequency
+)
+
+
+def world_of(cfg) -> World:
+    """The world a config generates: `SyntheticConfig` the quickstart's, `MethodsWorldConfig` the method
+    benchmark's (distill.data.synthetic_methods)."""
+    if isinstance(cfg, SyntheticConfig):
+        return QUICKSTART_WORLD
+    from .synthetic_methods import METHODS_WORLD, MethodsWorldConfig
+
+    if isinstance(cfg, MethodsWorldConfig):
+        return METHODS_WORLD
+    raise TypeError(f"not a synthetic world config: {type(cfg).__name__}")
+
+
+def _write_dataset(root: Path, cfg, progress: bool, world: World | None = None) -> None:
+    world = world or QUICKSTART_WORLD
+    cats_all = world.categories
+    base_ids = tuple(c["id"] for c in cats_all if c["split"] == "base")
     info = {
         "description": "distill synthetic open-vocabulary benchmark",
         "version": GENERATOR_VERSION,
         "config": dataclasses.asdict(cfg),
     }
-    train_imgs, train_anns, train_caps = _generate_split(root, "train", cfg, progress)
-    val_imgs, val_anns, val_caps = _generate_split(root, "val", cfg, progress)
-    cats = [dict(c, supercategory="shape") for c in SYNTHETIC_CATEGORIES]
-    lvis_cats = [dict(c, supercategory="shape") for c in _lvis_categories(train_anns)]
-    base_train = [a for a in train_anns if a["category_id"] in BASE_CATEGORY_IDS]
+    train_imgs, train_anns, train_caps = _generate_split(root, "train", cfg, progress, world)
+    val_imgs, val_anns, val_caps = _generate_split(root, "val", cfg, progress, world)
+    sup = world.supercategory
+    cats = [dict(c, supercategory=sup) for c in cats_all]
+    lvis_cats = [dict(c, supercategory=sup) for c in _lvis_categories(train_anns, world, cfg.num_train)]
+    base_train = [a for a in train_anns if a["category_id"] in base_ids]
     ann_dir = root / "annotations"
     files = {
         "instances_train.json": {
@@ -302,13 +357,13 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
         # LVIS training drops rare (= novel) annotations, exactly like the COCO-format train file.
         "lvis_train.json": {
             "info": info,
-            "images": _lvis_images(train_imgs, train_anns),
+            "images": _lvis_images(train_imgs, train_anns, cats_all),
             "annotations": base_train,
             "categories": lvis_cats,
         },
         "lvis_val.json": {
             "info": info,
-            "images": _lvis_images(val_imgs, val_anns),
+            "images": _lvis_images(val_imgs, val_anns, cats_all),
             "annotations": val_anns,
             "categories": lvis_cats,
         },
@@ -321,9 +376,10 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
         "name": META_NAME,
         "generator_version": GENERATOR_VERSION,
         "config": dataclasses.asdict(cfg),
-        "categories": list(SYNTHETIC_CATEGORIES),
-        "base_category_ids": list(BASE_CATEGORY_IDS),
-        "novel_category_ids": list(NOVEL_CATEGORY_IDS),
+        **dict(world.meta),
+        "categories": list(cats_all),
+        "base_category_ids": list(base_ids),
+        "novel_category_ids": [c["id"] for c in cats_all if c["split"] == "novel"],
         "semantic": {
             "background": SEM_SEG_BACKGROUND,
             "ignore": SEM_SEG_IGNORE,
@@ -345,7 +401,7 @@ def _write_dataset(root: Path, cfg: SyntheticConfig, progress: bool) -> None:
 
 def generate(
     out_dir: str | os.PathLike,
-    config: SyntheticConfig | None = None,
+    config=None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -355,6 +411,7 @@ def generate(
     another config raises unless `overwrite`.
     """
     cfg = config or SyntheticConfig()
+    world = world_of(cfg)
     out = Path(out_dir)
     meta_path = out / "meta.json"
     if meta_path.is_file():
@@ -362,6 +419,7 @@ def generate(
         same = (
             meta.get("config") == dataclasses.asdict(cfg)
             and meta.get("generator_version") == GENERATOR_VERSION
+            and meta.get("world") == dict(world.meta).get("world")
         )
         if same and not overwrite:
             return out
@@ -375,7 +433,7 @@ def generate(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         chmod_default(tmp, directory=True)  # mkdtemp's 0700 would survive the os.replace
-        _write_dataset(tmp, cfg, progress)
+        _write_dataset(tmp, cfg, progress, world)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -408,23 +466,58 @@ def load_meta(root: str | os.PathLike) -> dict:
     return read_json(Path(root) / "meta.json", what="synthetic benchmark meta.json")
 
 
+def world_config_class(world: str) -> type:
+    """The config class of a world named on the command line ("quickstart" or "methods")."""
+    if world == "quickstart":
+        return SyntheticConfig
+    from .synthetic_methods import MethodsWorldConfig
+
+    return MethodsWorldConfig
+
+
 @cli_entry
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Write the synthetic open-vocabulary benchmark.")
+    from ..utils.cli import ToolParser, parse_args
+    from .synthetic_methods import MethodsWorldConfig
+
+    p = ToolParser(description="Write the synthetic open-vocabulary benchmark.")
     p.add_argument("out_dir", help="folder to write the benchmark into")
-    for f in dataclasses.fields(SyntheticConfig):
+    p.add_argument(
+        "--world",
+        choices=("quickstart", "methods"),
+        default="quickstart",
+        help="quickstart: 15 shapes (the quickstart's); methods: 79 patterned shapes with a long tail, "
+        "distractors and small objects (benchmarks/methods.py)",
+    )
+    fields = {f.name: f for c in (SyntheticConfig, MethodsWorldConfig) for f in dataclasses.fields(c)}
+    for f in fields.values():
         p.add_argument(
             "--" + f.name.replace("_", "-"),
             type=type(f.default),
-            default=f.default,
-            help=f"SyntheticConfig.{f.name} (default {f.default})",
+            default=None,
+            help=f"the world config's {f.name} (default: the world's)",
         )
     p.add_argument("--overwrite", action="store_true", help="replace a benchmark made with another config")
-    args = p.parse_args(argv)
-    cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
+    args = parse_args(p, argv)
+    cls = world_config_class(args.world)
+    own = {f.name for f in dataclasses.fields(cls)}
+    given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    if set(given) - own:
+        p.error(f"--{sorted(set(given) - own)[0].replace('_', '-')} is no option of the {args.world} world")
+    try:
+        cfg = cls(**given)
+    except ValueError as e:
+        p.error(str(e))
     out = generate(args.out_dir, cfg, overwrite=args.overwrite)
+    cats = world_of(cfg).categories
     print(
-        dumps_json({"out_dir": str(out), "base": list(BASE_CATEGORY_IDS), "novel": list(NOVEL_CATEGORY_IDS)})
+        dumps_json(
+            {
+                "out_dir": str(out),
+                "base": [c["id"] for c in cats if c["split"] == "base"],
+                "novel": [c["id"] for c in cats if c["split"] == "novel"],
+            }
+        )
     )
     return 0
 

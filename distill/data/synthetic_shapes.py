@@ -78,12 +78,29 @@ _SHAPES = {
 }
 
 
+# Shapes of the method benchmark's world only (distill.data.synthetic_methods): its novel classes that share
+# no word with a base class.
+_SHAPES |= {
+    "pentagon": lambda: [(_regular(5), 1)],
+    "octagon": lambda: [(_regular(8, phase=np.pi / 8), 1)],
+    "kite": lambda: [(_P([[0, -1], [0.6, -0.35], [0, 1], [-0.6, -0.35]]), 1)],
+    "bolt": lambda: [
+        (_P([[0.15, -1], [0.55, -1], [0.2, -0.15], [0.6, -0.15], [-0.3, 1], [-0.05, 0.15], [-0.5, 0.15]]), 1)
+    ],
+}
+
+
 def render_shape(name: str, size: int, cx: float, cy: float, scale: float, angle: float, aspect: float):
     """Binary (size, size) mask of one shape centred at (cx, cy) with half-extent `scale` pixels."""
+    return render_parts(_SHAPES[name](), size, cx, cy, scale, angle, aspect)
+
+
+def render_parts(parts, size: int, cx: float, cy: float, scale: float, angle: float, aspect: float):
+    """Binary (size, size) mask of (unit polygon (K, 2), +1 fill / -1 erase) parts drawn in order."""
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[c, -s], [s, c]])
     mask = np.zeros((size, size), np.uint8)
-    for poly, sign in _SHAPES[name]():
+    for poly, sign in parts:
         pts = (np.asarray(poly, np.float64) * [aspect, 1.0]) @ rot.T * scale + [cx, cy]
         # 4 bits of sub-pixel precision: smoother small shapes, still integer (deterministic) drawing
         cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1 if sign > 0 else 0, cv2.LINE_8, shift=4)

@@ -1,0 +1,352 @@
+#!/usr/bin/env python
+"""Ranks every registered distillation method on the method benchmark's synthetic world with one schedule and
+several seeds: box AP50 novel / base / all, mask AP novel, APr / APc / APf (mean ± std over seeds), and each
+method's pipeline cost from nothing to its metrics.
+
+    python benchmarks/methods.py run [--methods NAME ...] [--seeds S ...] --output-dir DIR [KEY VALUE ...]
+    python benchmarks/methods.py report --output-dir DIR [--json]
+
+Layout of DIR (every piece cached: `run` skips what is done and resumes what was cut):
+    benchmark.json            the schedule (world, iterations, teacher, overrides): a DIR holds one
+    world/                    the world (distill.data.synthetic_methods), made once, shared by the seeds
+    seed{S}/shared/           stages several methods share, made once per seed with the quickstart's Pipeline:
+                              text embeddings, the proposal network (the vild_text detector on the schedule),
+                              its proposals on the training images, the teacher's region store;
+                              costs.json holds their CPU seconds
+    seed{S}/{method}/         one cell: train/ (its training, unless it is the proposal network itself) and
+                              metrics.json (its metrics and its cost), written last: a cell without it is
+                              not done
+
+Cost of a cell: CPU seconds (user + system of this process and of its reaped children: the data-loader
+workers) of each stage the method needs, shared stages counted once; teacher image-tower forwards per
+training image (the region store's crops / training images; 0 for a method without one). The world's
+generation is the benchmark's, not a method's, and is left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+from distill.data.synthetic import generate
+from distill.data.synthetic_methods import MethodsWorldConfig
+from distill.integrations import quickstart
+from distill.integrations.backend import check_config_early
+from distill.methods import get_method_entry, method_names
+from distill.model_zoo import get_config_file
+from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
+from distill.utils.cli import ToolParser, nonneg_int, parse_args, positive_int
+from distill.utils.outdir import lock_output_dir
+
+PROPOSAL_METHOD = "vild_text"  # the proposal network is this method's detector on the schedule (as in ViLD)
+# every training's iterations: about 0.8 CPU s each on 2 cores (batch 8, 128 pixels), so that a cell's training
+# and evaluation of 1,000 images fit in about 15 minutes (the config's from-scratch schedule)
+ITERS = 800
+EVAL_DATASET = "distill_synthetic_lvis_val"  # LVIS protocol: base / novel and r / c / f
+SHARED_STAGES = ("text", "proposal_network", "proposals", "regions")
+COST_STAGES = (*SHARED_STAGES, "training", "evaluation")
+# report columns: (json name, evaluator key, table header)
+METRICS = (
+    ("box_AP50_novel", "box_AP50_novel", "box AP50 novel"),
+    ("box_AP50_base", "box_AP50_base", "box AP50 base"),
+    ("box_AP50_all", "box_AP50", "box AP50 all"),
+    ("mask_AP_novel", "mask_AP_novel", "mask AP novel"),
+    ("APr", "mask_APr", "APr"),
+    ("APc", "mask_APc", "APc"),
+    ("APf", "mask_APf", "APf"),
+)
+COSTS = (
+    *((f"cpu_s_{s}", s) for s in COST_STAGES),
+    ("cpu_s_total", "CPU s total"),
+    ("teacher_forwards_per_train_image", "teacher fwd / train img"),
+)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) and of its reaped children (data-loader
+    workers exit at the end of their loader, so a finished stage's workers are counted)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class SeedPipeline(quickstart.Pipeline):
+    """The quickstart's Pipeline on the method benchmark's world, one seed, in DIR/seed{S}/shared."""
+
+    def __init__(self, root: Path, seed: int, schedule: dict, progress: bool):
+        overrides = ["SEED", str(seed), *schedule["overrides"]]
+        iters = (schedule["iters"], schedule["iters"])
+        super().__init__(
+            root / f"seed{seed}" / "shared", overrides, progress, *schedule["teacher"], iters=iters
+        )
+        self.root, self.seed, self.schedule = root, seed, schedule
+        self.costs_file = self.out / "costs.json"
+
+    def data(self) -> dict:
+        """The world, made once in DIR/world; each seed's shared folder links to it."""
+        world = generate(
+            self.root / "world", MethodsWorldConfig(**self.schedule["world"]), progress=self.progress
+        )
+        link = self.out / "synthetic"
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(Path("..", "..", "world"))
+        self.backend.register_datasets(self.out)
+        return {"root": str(world)}
+
+    def costs(self) -> dict:
+        return read_json(self.costs_file) if self.costs_file.is_file() else {}
+
+    def ensure(self, stage: str) -> dict:
+        """Run a shared stage unless done; its record (cpu_s and what the stage returned)."""
+        done = self.costs()
+        if stage in done:
+            return done[stage]
+        t = cpu_seconds()
+        if stage == "text":
+            result = self.text()
+        elif stage == "proposal_network":
+            weights = self._train("vild_text", ["MODEL.DISTILL.METHOD", PROPOSAL_METHOD] + self.max_iter())
+            result = {"weights": weights}
+        elif stage == "proposals":
+            result = self.proposals()  # the proposal network is trained: only its proposals are made
+        else:
+            result = self.regions_stage()
+            # every kept proposal is cropped and encoded once per scale
+            scales = read_json(self.regions / "meta.json", what="region store meta.json")["scales"]
+            result["crops"] = result["num_regions"] * len(scales)
+        done = self.costs()
+        done[stage] = {**result, "cpu_s": round(cpu_seconds() - t, 2)}
+        atomic_write_json(self.costs_file, done, indent=1)
+        return done[stage]
+
+    def max_iter(self) -> list[str]:
+        return ["SOLVER.MAX_ITER", str(self.schedule["iters"])]
+
+
+def method_needs(pipe: SeedPipeline, method: str) -> tuple[bool, bool]:
+    """(whether its training reads the teacher's region store, whether it runs the teacher online)."""
+    from distill.methods import RegionStoreSource, method_class
+
+    cfg = pipe.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])
+    cls = method_class(cfg)
+    return isinstance(cls.target_source(cfg, True), RegionStoreSource), bool(
+        getattr(cls, "uses_teacher", False)
+    )
+
+
+def run_cell(pipe: SeedPipeline, method: str) -> dict:
+    """Train and evaluate one method x seed; writes DIR/seed{S}/{method}/metrics.json last."""
+    import torch
+
+    cell = pipe.root / f"seed{pipe.seed}" / method
+    store, online = method_needs(pipe, method)
+    stages = ["text"] + (["proposal_network", "proposals", "regions"] if store else [])
+    if method == PROPOSAL_METHOD:
+        stages.append("proposal_network")
+    cost = {s: pipe.ensure(s)["cpu_s"] for s in stages}
+    if method == PROPOSAL_METHOD:  # its training is the proposal network's, counted once
+        weights = pipe.ensure("proposal_network")["weights"]
+        cfg = pipe.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])
+        cost["training"] = cost.pop("proposal_network")
+    else:
+        cfg = pipe.cfg(
+            "vild_text", ["MODEL.DISTILL.METHOD", method, *pipe.max_iter(), "OUTPUT_DIR", str(cell / "train")]
+        )
+        t = cpu_seconds()
+        weights = str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+        if not Path(weights).is_file():
+            pipe.backend.train(cfg, pipe.progress)
+        cost["training"] = round(cpu_seconds() - t, 2)
+    t = cpu_seconds()
+    model = pipe.backend.load_model(cfg, weights)
+    with torch.no_grad():
+        metrics = pipe.backend.evaluate(cfg, model, EVAL_DATASET)
+    cost["evaluation"] = round(cpu_seconds() - t, 2)
+    forwards = None if online else 0.0  # an online teacher's forwards are not counted (yet)
+    if store:
+        crops = pipe.ensure("regions")["crops"]
+        forwards = crops / max(pipe.schedule["world"]["num_train"], 1)
+    record = {
+        "method": method,
+        "seed": pipe.seed,
+        "metrics": metrics,
+        "cost": {
+            **{f"cpu_s_{s}": cost.get(s, 0.0) for s in COST_STAGES},
+            "cpu_s_total": round(sum(cost.values()), 2),
+            "teacher_forwards_per_train_image": forwards,
+        },
+    }
+    atomic_write_json(cell / "metrics.json", record, indent=1)
+    return record
+
+
+def schedule_of(args) -> dict:
+    world = dataclasses.asdict(
+        MethodsWorldConfig(
+            seed=args.world_seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size
+        )
+    )
+    return {
+        "world": world,
+        "iters": args.iters,
+        "teacher": [args.teacher, args.teacher_weights],
+        "overrides": list(args.overrides),
+    }
+
+
+def check_schedule(root: Path, schedule: dict) -> None:
+    """A DIR holds cells of one schedule: another one is refused, not mixed into the table. Until a stage
+    has finished, a new schedule replaces the old (a first run that failed at once binds nothing)."""
+    path = root / "benchmark.json"
+    if path.is_file():
+        was = read_json(path, what="benchmark.json")
+        started = any(root.glob("seed*/shared/costs.json")) or any(root.glob("seed*/*/metrics.json"))
+        if was != schedule and started:
+            diff = sorted(k for k in schedule if was.get(k) != schedule[k])
+            raise DistillInputError(
+                f"--output-dir holds cells of another schedule (it differs in {', '.join(diff)}); use its "
+                "settings or another --output-dir",
+                root,
+            )
+    atomic_write_json(path, schedule, indent=1)
+
+
+def cmd_run(args) -> int:
+    methods = args.methods or method_names()
+    for m in methods:
+        get_method_entry(m)  # an unknown name is one line before any stage runs
+    check_config_early(get_config_file(quickstart.CONFIG), args.overrides)  # a typo'd key, too
+    root = Path(args.output_dir)
+    lock_output_dir(root, "--output-dir")
+    schedule = schedule_of(args)
+    check_schedule(root, schedule)
+    seeds = args.seeds if args.seeds is not None else list(range(3))
+    for seed in seeds:
+        pipe = SeedPipeline(root, seed, schedule, not args.no_progress)
+        pipe.data()
+        for m in methods:
+            if (root / f"seed{seed}" / m / "metrics.json").is_file():
+                print(f"[methods] seed {seed} {m}: cached", flush=True)
+                continue
+            rec = run_cell(pipe, m)
+            print(f"[methods] seed {seed} {m}: done, {rec['cost']['cpu_s_total']:.0f} CPU s", flush=True)
+    print_report(collect(root), as_json=False)
+    return 0
+
+
+def _stats(per_seed: dict) -> dict:
+    values = [v for v in per_seed.values() if v is not None]
+    mean = statistics.fmean(values) if values else None
+    std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+    return {"mean": mean, "std": std, "per_seed": per_seed}
+
+
+def collect(root: Path) -> dict:
+    """{"methods": {NAME: {column: {"mean", "std", "per_seed": {seed: value}}}}} from the finished cells."""
+    cells = sorted(root.glob("seed*/*/metrics.json"))
+    if not cells:
+        raise DistillInputError("no finished cell (seed*/<method>/metrics.json) in --output-dir", root)
+    by_method: dict[str, dict[str, dict]] = {}
+    for path in cells:
+        rec = read_json(path, what="benchmark cell")
+        row = by_method.setdefault(rec["method"], {})
+        values = {name: rec["metrics"].get(key) for name, key, _ in METRICS} | {
+            name: rec["cost"].get(name) for name, _ in COSTS
+        }
+        for name, v in values.items():
+            row.setdefault(name, {})[str(rec["seed"])] = v
+    return {
+        "methods": {m: {k: _stats(per) for k, per in row.items()} for m, row in sorted(by_method.items())}
+    }
+
+
+def _cell(s: dict, digits: int = 1) -> str:
+    if s["mean"] is None:
+        return "-"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def print_report(table: dict, as_json: bool) -> None:
+    if as_json:
+        print(dumps_json(table))
+        return
+    rows = table["methods"]
+    seeds = {m: len(r["box_AP50_novel"]["per_seed"]) for m, r in rows.items()}
+    cols = [h for _, _, h in METRICS]
+    print("\n| method | seeds | " + " | ".join(cols) + " |\n" + "|---" * (len(cols) + 2) + "|")
+    for m, r in rows.items():
+        print(f"| {m} | {seeds[m]} | " + " | ".join(_cell(r[n]) for n, _, _ in METRICS) + " |")
+    heads = [h for _, h in COSTS]
+    print("\npipeline cost from nothing to the metrics (CPU seconds per stage, shared stages counted once)\n")
+    print(
+        "| method | "
+        + " | ".join(h.removeprefix("cpu_s_") for h in heads)
+        + " |\n"
+        + "|---" * (len(heads) + 1)
+        + "|"
+    )
+    for m, r in rows.items():
+        print(f"| {m} | " + " | ".join(_cell(r[n], 0 if n.startswith("cpu") else 1) for n, _ in COSTS) + " |")
+
+
+def cmd_report(args) -> int:
+    root = Path(args.output_dir)
+    if not root.is_dir():
+        raise DistillInputError("--output-dir not found", root)
+    print_report(collect(root), args.json)
+    return 0
+
+
+def run_parser() -> ToolParser:
+    r = ToolParser(prog="methods.py run", description="run the cells not yet done, then print the table")
+    r.add_argument("--output-dir", required=True)
+    r.add_argument("--methods", nargs="+", default=None, help="registered method names (default: all)")
+    r.add_argument("--seeds", nargs="+", type=nonneg_int, default=None, help="seeds (default: 0 1 2)")
+    r.add_argument("--iters", type=positive_int, default=ITERS, help="iterations of every training")
+    d = MethodsWorldConfig()
+    r.add_argument("--num-train", type=positive_int, default=d.num_train, help="training images of the world")
+    r.add_argument("--num-val", type=positive_int, default=d.num_val, help="validation images of the world")
+    r.add_argument("--image-size", type=positive_int, default=d.image_size, help="the world's image side")
+    r.add_argument("--world-seed", type=nonneg_int, default=0, help="the world's seed (one world, all seeds)")
+    r.add_argument("--teacher", default=quickstart.TEACHER, help="model-zoo teacher or open_clip arch")
+    r.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides of every cell (not right after --methods / --seeds, which take lists)",
+    )
+    return r
+
+
+def report_parser() -> ToolParser:
+    q = ToolParser(prog="methods.py report", description="print the table of the finished cells")
+    q.add_argument("--output-dir", required=True)
+    q.add_argument("--json", action="store_true", help="the table as one JSON line")
+    return q
+
+
+@cli_entry
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = ToolParser(prog="methods.py", description=__doc__.split("\n")[0])
+    top.add_argument(
+        "command", choices=("run", "report"), help="run: the cells not yet done; report: the table"
+    )
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("run", "report"):
+        top.parse_args(argv[:1])  # --help, or one line naming the commands
+    if argv[0] == "report":
+        return cmd_report(parse_args(report_parser(), argv[1:]))
+    args = parse_args(run_parser(), argv[1:])
+    if len(args.overrides) % 2:
+        raise DistillInputError("config overrides come in KEY VALUE pairs")
+    return cmd_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

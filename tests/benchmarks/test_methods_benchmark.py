@@ -1,0 +1,86 @@
+"""benchmarks/methods.py end to end on a tiny world: every registered method, one seed, three iterations; the
+table's shape, every number finite, cells cached on a second run."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from distill.methods import method_names
+from tests.conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "methods.py"
+TINY = ["--seeds", "0", "--iters", "3", "--num-train", "24", "--num-val", "12", "--image-size", "64"]
+TINY_SOLVER = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1"]
+METRICS = {"box_AP50_novel", "box_AP50_base", "box_AP50_all", "mask_AP_novel", "APr", "APc", "APf"}
+COSTS = {
+    "cpu_s_text",
+    "cpu_s_proposal_network",
+    "cpu_s_proposals",
+    "cpu_s_regions",
+    "cpu_s_training",
+    "cpu_s_evaluation",
+    "cpu_s_total",
+    "teacher_forwards_per_train_image",
+}
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the checkout under test, not an installed copy (the script's own folder is first on its path)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_methods_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench"
+    r = _run("run", "--output-dir", out, "--no-progress", *TINY, *TINY_SOLVER)
+    assert r.returncode == 0, r.stderr[-3000:]
+    methods = method_names()
+    for m in methods:
+        assert (out / "seed0" / m / "metrics.json").is_file()
+    r = _run("report", "--output-dir", out, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads(r.stdout)["methods"]
+    assert sorted(table) == methods
+    for m, row in table.items():
+        assert set(row) == METRICS | COSTS
+        for name, cell in row.items():
+            assert set(cell) == {"mean", "std", "per_seed"} and list(cell["per_seed"]) == ["0"]
+            assert all(math.isfinite(cell[k]) for k in ("mean", "std")), (m, name, cell)
+    # a method without a region store pays no teacher forwards and no proposal stages; ViLD pays both
+    assert table["vild_text"]["teacher_forwards_per_train_image"]["mean"] == 0
+    assert table["vild_text"]["cpu_s_regions"]["mean"] == 0
+    assert table["vild"]["teacher_forwards_per_train_image"]["mean"] > 0
+    assert table["vild"]["cpu_s_regions"]["mean"] > 0
+    # a second run finds every cell done; another schedule in the same folder is refused
+    again = _run("run", "--output-dir", out, "--no-progress", *TINY, *TINY_SOLVER)
+    assert again.returncode == 0 and again.stdout.count(": cached") == len(methods), again.stderr[-2000:]
+    other = _run("run", "--output-dir", out, *TINY[:-1], "96", *TINY_SOLVER)
+    assert other.returncode == 2 and "another schedule" in other.stderr
+
+
+def test_report_of_an_empty_folder_is_one_line(tmp_path):
+    r = _run("report", "--output-dir", tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no finished cell" in r.stderr
+
+
+def test_a_run_that_failed_before_any_stage_binds_no_schedule(tmp_path):
+    tiny = [
+        "--output-dir",
+        tmp_path,
+        "--seeds",
+        "0",
+        "--num-train",
+        "4",
+        "--num-val",
+        "2",
+        "--image-size",
+        "64",
+    ]
+    for teacher in ("no-such-teacher", "nor-this-one"):  # the second is judged on its teacher, not refused
+        r = _run("run", *tiny, "--teacher", teacher)
+        assert r.returncode == 2 and teacher in r.stderr and "another schedule" not in r.stderr, r.stderr
