@@ -171,7 +171,7 @@ def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=Tr
         str(vocab_files[1]),
         "MODEL.DISTILL.METHOD",
         "vild_text",
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",
         "0",
