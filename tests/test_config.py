@@ -229,3 +229,32 @@ def _lookup(cfg, key):
         cfg = cfg[part]
     return cfg
 
+
+# what OV-COCO and OV-LVIS set on the recipe they share (configs/Base-ViLD-R50-FPN-LSJ.yaml), and nothing else
+DATASET_KEYS = {
+    "MODEL.MASK_ON",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+    "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+    "DATASETS.TRAIN",
+    "DATASETS.TEST",
+    "DATALOADER.SAMPLER_TRAIN",
+    "DATALOADER.REPEAT_THRESHOLD",
+    "TEST.DETECTIONS_PER_IMAGE",
+}
+
+
+def test_the_dataset_bases_share_one_recipe():
+    from tests.conftest import REPO
+
+    common = _flat(load_config(str(REPO / "configs/Base-ViLD-R50-FPN-LSJ.yaml")))
+    resolved = {}
+    for name in ("ov_coco", "ov_lvis"):
+        path = REPO / "configs" / name / "Base-ViLD-R50-FPN.yaml"
+        raw = yaml.safe_load(path.read_text())
+        assert raw.pop("_BASE_") == "../Base-ViLD-R50-FPN-LSJ.yaml"
+        assert set(_flat(raw)) <= DATASET_KEYS, f"{name}: set it in the common base"
+        resolved[name] = _flat(load_config(str(path)))
+        assert {k for k, v in common.items() if resolved[name][k] != v} <= DATASET_KEYS
+    coco, lvis = resolved["ov_coco"], resolved["ov_lvis"]
+    assert {k for k in coco if coco[k] != lvis[k]} == DATASET_KEYS
