@@ -2,6 +2,7 @@
 train_net.py (needs detectron2)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -299,6 +300,8 @@ def train_net(
         *opts,
     ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -74,7 +74,10 @@ def _cmd(out, synthetic_root, vocab, flags=(), opts=()):
     ]
 
 
-ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+# the checkout under test (PYTHONPATH), where it is not the installed one
+ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"} | {
+    k: v for k, v in os.environ.items() if k == "PYTHONPATH"
+}
 
 
 def _weights(path):
