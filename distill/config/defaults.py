@@ -20,7 +20,7 @@ _RANGES_OF: dict[int, dict[str, str]] = {}  # id(node) → {key: range kind}, wh
 
 class CN(CfgNode):
     """The defaults' node while they are written: a `_Ranged` value sets its default and notes its range (yacs
-    takes plain values only); `_plain` turns the finished tree into fvcore CfgNodes."""
+    takes plain values only); the finished trees are copied into fvcore CfgNodes at the end of this file."""
 
     def __setattr__(self, name: str, value) -> None:
         if isinstance(value, _Ranged):
@@ -60,7 +60,7 @@ def _ranges(node: CfgNode, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def add_keys(cfg: CN, keys: CN) -> CN:
+def add_keys(cfg: CfgNode, keys: CfgNode) -> CfgNode:
     """Put every key of the tree `keys` into `cfg` with its value, making the nodes `cfg` lacks (of `cfg`'s own
     CfgNode class: yacs merges a yaml only into nodes of its class)."""
     for k, v in keys.items():
