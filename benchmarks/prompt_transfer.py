@@ -48,7 +48,7 @@ def _cfg(out: Path, output: str, row: str, seed: int, extra: list[str]):
     return _backend().load_config(
         get_config_file(CONFIG),
         [
-            "MODEL.DISTILL.DATASETS_ROOT",
+            "DATASETS.ROOT",
             str(out),
             "MODEL.DISTILL.VILD.REGION_STORE",
             str(out / "regions"),

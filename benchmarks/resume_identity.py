@@ -73,7 +73,7 @@ def train(
         str(vocab),
         "MODEL.DISTILL.METHOD",
         "vild_text",
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(root.parent),
         "DATALOADER.NUM_WORKERS",
         str(workers),

@@ -1,6 +1,10 @@
-import pytest
+import importlib.util
+import re
 
-from distill.config import add_distill_config, get_cfg, load_config
+import pytest
+import yaml
+
+from distill.config import MOVED_KEYS, add_distill_config, check_config_values, get_cfg, load_config
 from distill.utils import DistillInputError
 
 
@@ -83,6 +87,49 @@ D2_DIFFERENCES = {
 }
 
 
+# keys detectron2's config has not, outside MODEL.DISTILL: each beside detectron2's keys of its kind
+ADDED_OUTSIDE_DISTILL = {
+    "MODEL.BACKBONE.WEIGHTS",  # backbone initialisation ("imagenet", a file, or "" for scratch)
+    "MODEL.ROI_HEADS.FUSED_POOLER",  # the box and mask heads' RoI pooling on distill.ops
+    "DATASETS.ROOT",  # where the registered datasets' files are
+    "INPUT.LSJ.ENABLED",  # large-scale jitter (detectron2 has it in its LazyConfig baselines only)
+    "INPUT.LSJ.SIZE",
+    "INPUT.LSJ.MIN_SCALE",
+    "INPUT.LSJ.MAX_SCALE",
+    "SOLVER.OPTIMIZER",  # SGD or AdamW
+    "SOLVER.LOG_PERIOD",  # beside SOLVER.CHECKPOINT_PERIOD (detectron2's trainer writes every 20)
+    "SOLVER.CHECKPOINT_MAX_TO_KEEP",
+}
+
+
+def test_added_keys_exist_on_a_foreign_config_too():
+    from fvcore.common.config import CfgNode
+
+    cfg = add_distill_config(CfgNode({"MODEL": CfgNode({"X": 1}), "SOLVER": CfgNode({"BASE_LR": 0.5})}))
+    flat = _flat(cfg)
+    assert ADDED_OUTSIDE_DISTILL <= set(flat) and flat["MODEL.X"] == 1 and flat["SOLVER.BASE_LR"] == 0.5
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_KEYS))
+def test_a_moved_key_says_where_it_went(old, tmp_path):
+    new = MOVED_KEYS[old]
+    assert new in _flat(get_cfg()) or any(k.startswith(new + ".") for k in _flat(get_cfg()))
+    if old.endswith(".LSJ"):  # a node: in a yaml only
+        yaml = tmp_path / "old.yaml"
+        yaml.write_text("MODEL:\n  DISTILL:\n    LSJ:\n      ENABLED: True\n")
+        with pytest.raises(
+            DistillInputError, match=f": config key {re.escape(old)} is now {re.escape(new)}$"
+        ):
+            load_config(str(yaml))
+        return
+    value = str(_lookup(get_cfg(), new))
+    with pytest.raises(
+        DistillInputError, match=f"^config key {re.escape(old)} on the command line is now {re.escape(new)}$"
+    ):
+        load_config(None, [old, value])
+    assert str(_lookup(load_config(None, [new, value]), new)) == value
+
+
 def test_defaults_equal_detectron2_except_the_listed_keys():
     pytest.importorskip(
         "detectron2", reason="detectron2 not installed: the backends' defaults are not compared"
@@ -91,6 +138,8 @@ def test_defaults_equal_detectron2_except_the_listed_keys():
 
     from distill.integrations.detectron2 import add_distill_config as d2_add_distill_config
 
+    added = set(_flat(get_cfg())) - set(_flat(d2_get_cfg()))
+    assert {k for k in added if not k.startswith("MODEL.DISTILL.")} == ADDED_OUTSIDE_DISTILL
     d2 = d2_add_distill_config(d2_get_cfg())
     ours = _flat(get_cfg())
     theirs = _flat(d2)
@@ -101,7 +150,7 @@ def test_defaults_equal_detectron2_except_the_listed_keys():
         sorted(differ - set(D2_DIFFERENCES)),
         sorted(set(D2_DIFFERENCES) - differ),
     )
-    assert _flat(d2.MODEL.DISTILL) == _flat(get_cfg().MODEL.DISTILL)  # added to detectron2's config as it is
+    assert {k: theirs[k] for k in added} == {k: ours[k] for k in added}  # added to detectron2's as they are
 
 
 def _flat(node, prefix=""):
@@ -116,3 +165,96 @@ def _flat(node, prefix=""):
 
 def _norm(v):
     return tuple(_norm(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+# every key whose range the config checks, with its range: a key dropped from the defaults' declarations (or
+# moved without its range) fails here
+RANGED = {
+    "positive": (
+        "SOLVER.MAX_ITER SOLVER.BASE_LR SOLVER.IMS_PER_BATCH SOLVER.CHECKPOINT_PERIOD SOLVER.GAMMA "
+        "INPUT.MAX_SIZE_TRAIN INPUT.MAX_SIZE_TEST TEST.DETECTIONS_PER_IMAGE MODEL.DISTILL.TEMPERATURE "
+        "SOLVER.LOG_PERIOD MODEL.RPN.PRE_NMS_TOPK_TRAIN MODEL.RPN.PRE_NMS_TOPK_TEST "
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN MODEL.RPN.POST_NMS_TOPK_TEST MODEL.RPN.BATCH_SIZE_PER_IMAGE "
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE INPUT.LSJ.SIZE INPUT.LSJ.MIN_SCALE INPUT.LSJ.MAX_SCALE"
+    ).split(),
+    "nonneg": (
+        "SOLVER.WARMUP_ITERS SOLVER.WEIGHT_DECAY SOLVER.MOMENTUM DATALOADER.NUM_WORKERS TEST.EVAL_PERIOD "
+        "INPUT.MIN_SIZE_TEST MODEL.DISTILL.PIXEL_LOSS_WEIGHT MODEL.DISTILL.BG_INIT_STD "
+        "SOLVER.CHECKPOINT_MAX_TO_KEEP MODEL.DISTILL.SEM_SEG.LOSS_WEIGHT"
+    ).split(),
+    "unit": (
+        "SOLVER.WARMUP_FACTOR MODEL.ROI_HEADS.SCORE_THRESH_TEST MODEL.ROI_HEADS.NMS_THRESH_TEST "
+        "MODEL.RPN.NMS_THRESH MODEL.RPN.POSITIVE_FRACTION MODEL.ROI_HEADS.POSITIVE_FRACTION"
+    ).split(),
+}
+OUT_OF_RANGE = {"positive": ("0", "-1", "nan"), "nonneg": ("-1", "nan"), "unit": ("-0.5", "1.5", "nan")}
+RANGED_KEYS = [(key, kind) for kind, keys in RANGED.items() for key in keys]
+
+
+@pytest.mark.parametrize("key, kind", RANGED_KEYS)
+def test_every_ranged_key_refuses_a_value_out_of_its_range(key, kind, tmp_path):
+    default = _lookup(get_cfg(), key)
+    for bad in OUT_OF_RANGE[kind]:
+        if bad == "nan" and isinstance(default, int):
+            continue  # an integer key takes no nan (a type error, also one line)
+        with pytest.raises(DistillInputError, match=f"config value {re.escape(key)} = .*: must be a number"):
+            if bad == "nan":  # a yaml's .nan (the command line has no float nan)
+                node = float("nan")
+                for part in reversed(key.split(".")):
+                    node = {part: node}
+                (tmp_path / "nan.yaml").write_text(yaml.safe_dump(node))
+                load_config(str(tmp_path / "nan.yaml"))
+            else:
+                load_config(None, [key, bad])
+
+
+def test_ranges_are_declared_with_the_defaults_on_both_backends():
+    from distill.config.defaults import KEY_RANGES
+
+    assert {k: KEY_RANGES.get(k) for k, _ in RANGED_KEYS} == dict(RANGED_KEYS)
+    ours = _flat(get_cfg())
+    assert set(KEY_RANGES) <= set(ours)  # a range of a key that does not exist would never be checked
+    check_config_values(get_cfg())  # the defaults are within their ranges (raises otherwise)
+    if importlib.util.find_spec("detectron2"):
+        from distill.integrations.detectron2 import load_detectron2_config
+
+        assert set(KEY_RANGES) <= set(_flat(load_detectron2_config()))
+        for key, kind in RANGED_KEYS[:: max(1, len(RANGED_KEYS) // 6)]:  # a sample: detectron2 is slow
+            with pytest.raises(DistillInputError, match=f"config value {re.escape(key)} = "):
+                load_detectron2_config(None, [key, OUT_OF_RANGE[kind][0]])
+
+
+def _lookup(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+# what OV-COCO and OV-LVIS set on the recipe they share (configs/Base-ViLD-R50-FPN-LSJ.yaml), and nothing else
+DATASET_KEYS = {
+    "MODEL.MASK_ON",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
+    "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
+    "DATASETS.TRAIN",
+    "DATASETS.TEST",
+    "DATALOADER.SAMPLER_TRAIN",
+    "DATALOADER.REPEAT_THRESHOLD",
+    "TEST.DETECTIONS_PER_IMAGE",
+}
+
+
+def test_the_dataset_bases_share_one_recipe():
+    from tests.conftest import REPO
+
+    common = _flat(load_config(str(REPO / "configs/Base-ViLD-R50-FPN-LSJ.yaml")))
+    resolved = {}
+    for name in ("ov_coco", "ov_lvis"):
+        path = REPO / "configs" / name / "Base-ViLD-R50-FPN.yaml"
+        raw = yaml.safe_load(path.read_text())
+        assert raw.pop("_BASE_") == "../Base-ViLD-R50-FPN-LSJ.yaml"
+        assert set(_flat(raw)) <= DATASET_KEYS, f"{name}: set it in the common base"
+        resolved[name] = _flat(load_config(str(path)))
+        assert {k for k, v in common.items() if resolved[name][k] != v} <= DATASET_KEYS
+    coco, lvis = resolved["ov_coco"], resolved["ov_lvis"]
+    assert {k for k in coco if coco[k] != lvis[k]} == DATASET_KEYS

@@ -6,7 +6,7 @@
     torchrun --nproc-per-node 8 tools/train_net.py --config-file ...      # multi-GPU / multi-node
 
 `--num-gpus N` without torchrun starts N local processes (gloo on CPU). The resolved config is saved to
-OUTPUT_DIR/config.yaml. Datasets are looked up under MODEL.DISTILL.DATASETS_ROOT (default $DISTILL_DATASETS or ./datasets).
+OUTPUT_DIR/config.yaml. Datasets are looked up under DATASETS.ROOT (default $DISTILL_DATASETS or ./datasets).
 """
 
 from __future__ import annotations

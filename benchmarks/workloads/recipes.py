@@ -108,7 +108,7 @@ def recipe(
     if rehearsal:
         # random R50 (no download), batch 1 with the learning rate scaled linearly from 64, no workers
         model_opts = [
-            "MODEL.DISTILL.BACKBONE_WEIGHTS",
+            "MODEL.BACKBONE.WEIGHTS",
             "",
             "MODEL.DISTILL.TEACHER.PRETRAINED",
             "none",

@@ -1,6 +1,7 @@
-"""One source of defaults (`defaults.py`, yacs with a comment per key, as detectron2's): `get_cfg()` is the
-torchvision backend's full config with detectron2's key names, so one yaml serves both backends;
-`add_distill_config(cfg)` puts MODEL.DISTILL under any yacs / fvcore / detectron2 CfgNode.
+"""One source of defaults (`defaults.py`, yacs with a comment and a valid range per key, as detectron2's):
+`get_cfg()` is the torchvision backend's full config with detectron2's key names, so one yaml serves both
+backends; `add_distill_config(cfg)` puts the keys detectron2 has not (MODEL.DISTILL, SOLVER.OPTIMIZER,
+INPUT.LSJ, DATASETS.ROOT, ...) into any yacs / fvcore / detectron2 CfgNode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fvcore.common.config import CfgNode
 
 from .. import methods as _methods
 from ..utils.errors import RANGES, DistillInputError, in_range
-from .defaults import _C, DISTILL_DEFAULTS
+from .defaults import _C, ADDED_DEFAULTS, KEY_RANGES, add_keys
 
 
 class UnknownConfigKey(DistillInputError):
@@ -54,8 +55,9 @@ def add_method_nodes(cfg: CfgNode) -> CfgNode:
 
 
 def add_distill_config(cfg: CfgNode) -> CfgNode:
-    """Add MODEL.DISTILL (and nothing else) to an existing config, e.g. detectron2's get_cfg()."""
-    cfg.MODEL.DISTILL = _as(type(cfg), DISTILL_DEFAULTS)  # detectron2's CfgNode is a subclass: keep its type
+    """Add the keys detectron2 has not (`defaults.ADDED_DEFAULTS`: MODEL.DISTILL, SOLVER.OPTIMIZER, INPUT.LSJ,
+    ...) with their defaults to an existing config, e.g. detectron2's get_cfg(); its own keys stay."""
+    add_keys(cfg, _as(type(cfg), ADDED_DEFAULTS))  # detectron2's CfgNode is a subclass: keep its type
     return add_method_nodes(cfg)
 
 
@@ -144,27 +146,6 @@ def load_config(
     return cfg
 
 
-# Keys whose value must be a finite number in a range (both backends; a key a config lacks is skipped). Out of
-# range, each would crash deep inside training or, worse, give a wrong result with exit code 0.
-_POSITIVE = (
-    "SOLVER.MAX_ITER SOLVER.BASE_LR SOLVER.IMS_PER_BATCH SOLVER.CHECKPOINT_PERIOD SOLVER.GAMMA "
-    "INPUT.MAX_SIZE_TRAIN INPUT.MAX_SIZE_TEST TEST.DETECTIONS_PER_IMAGE MODEL.DISTILL.TEMPERATURE "
-    "MODEL.DISTILL.LOG_PERIOD MODEL.RPN.PRE_NMS_TOPK_TRAIN MODEL.RPN.PRE_NMS_TOPK_TEST "
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN MODEL.RPN.POST_NMS_TOPK_TEST MODEL.RPN.BATCH_SIZE_PER_IMAGE "
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE MODEL.DISTILL.LSJ.SIZE MODEL.DISTILL.LSJ.MIN_SCALE "
-    "MODEL.DISTILL.LSJ.MAX_SCALE"
-).split()
-_NONNEG = (
-    "SOLVER.WARMUP_ITERS SOLVER.WEIGHT_DECAY SOLVER.MOMENTUM DATALOADER.NUM_WORKERS TEST.EVAL_PERIOD "
-    "INPUT.MIN_SIZE_TEST MODEL.DISTILL.PIXEL_LOSS_WEIGHT MODEL.DISTILL.BG_INIT_STD "
-    "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP MODEL.DISTILL.SEM_SEG.LOSS_WEIGHT"
-).split()
-_UNIT = (
-    "SOLVER.WARMUP_FACTOR MODEL.ROI_HEADS.SCORE_THRESH_TEST MODEL.ROI_HEADS.NMS_THRESH_TEST "
-    "MODEL.RPN.NMS_THRESH MODEL.RPN.POSITIVE_FRACTION MODEL.ROI_HEADS.POSITIVE_FRACTION"
-).split()
-
-
 def _lookup(cfg, key: str):
     node = cfg
     for part in key.split("."):
@@ -179,12 +160,14 @@ _MISSING = object()
 
 def check_config_values(cfg) -> None:
     """One DistillInputError for the first numeric setting out of its range (SOLVER.MAX_ITER -1, BASE_LR nan,
-    IMS_PER_BATCH 0, SCORE_THRESH_TEST 7, ...) and for a training size list with a size <= 0."""
-    for kind, keys in (("positive", _POSITIVE), ("nonneg", _NONNEG), ("unit", _UNIT)):
-        for key in keys:
-            v = _lookup(cfg, key)
-            if v is not _MISSING and not in_range(v, kind):
-                raise DistillInputError(f"config value {key} = {v!r}: must be {RANGES[kind][1]}")
+    IMS_PER_BATCH 0, SCORE_THRESH_TEST 7, ...): the ranges declared with the defaults (`defaults.KEY_RANGES`,
+    both backends; a key a config lacks is skipped) and the method's (its registry `Key`s); and for a training
+    size list with a size <= 0. Out of range, each would crash deep inside training or, worse, give a wrong
+    result with exit code 0."""
+    for key, kind in KEY_RANGES.items():
+        v = _lookup(cfg, key)
+        if v is not _MISSING and not in_range(v, kind):
+            raise DistillInputError(f"config value {key} = {v!r}: must be {RANGES[kind][1]}")
     method = _lookup(cfg, "MODEL.DISTILL.METHOD")
     if method is not _MISSING:
         entry = _methods.get_method_entry(method)  # an unknown name is one line listing the known ones
@@ -259,11 +242,25 @@ RENAMED_KEYS = {
     "MODEL.DISTILL.ENSEMBLE.NOVEL_TEXT_WEIGHT": "MODEL.DISTILL.VILD.NOVEL_TEXT_WEIGHT",
     "MODEL.DISTILL.ENSEMBLE.ENABLED": "MODEL.DISTILL.METHOD vild_ensemble",
 }
+# settings that are not distillation, moved out of MODEL.DISTILL to where detectron2's users look for them
+MOVED_KEYS = {
+    "MODEL.DISTILL.OPTIMIZER": "SOLVER.OPTIMIZER",
+    "MODEL.DISTILL.LOG_PERIOD": "SOLVER.LOG_PERIOD",
+    "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP": "SOLVER.CHECKPOINT_MAX_TO_KEEP",
+    "MODEL.DISTILL.DATASETS_ROOT": "DATASETS.ROOT",
+    "MODEL.DISTILL.BACKBONE_WEIGHTS": "MODEL.BACKBONE.WEIGHTS",
+    "MODEL.DISTILL.FUSED_POOLER": "MODEL.ROI_HEADS.FUSED_POOLER",
+    "MODEL.DISTILL.LSJ": "INPUT.LSJ",
+    **{f"MODEL.DISTILL.LSJ.{k}": f"INPUT.LSJ.{k}" for k in ("ENABLED", "SIZE", "MIN_SCALE", "MAX_SCALE")},
+}
+RENAMED_KEYS.update(MOVED_KEYS)
 
 
 def unknown_key_message(key: str, cfg, where: str = "") -> str:
     """`unknown config key K`, with the closest known keys (a typo, or a leaf under the wrong node), or where a
     key of an earlier version went."""
+    if key in MOVED_KEYS:
+        return f"config key {key}{where} is now {MOVED_KEYS[key]}"
     if key in RENAMED_KEYS or key == "MODEL.DISTILL.ENSEMBLE":
         new = RENAMED_KEYS.get(key, "MODEL.DISTILL.METHOD vild_ensemble and MODEL.DISTILL.VILD.*")
         return (

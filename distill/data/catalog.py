@@ -116,8 +116,8 @@ def datasets_root_arg(arg: str | None) -> Path:
 
 
 def datasets_root(cfg) -> str:
-    """MODEL.DISTILL.DATASETS_ROOT, else $DISTILL_DATASETS, else ./datasets."""
-    return cfg.MODEL.DISTILL.DATASETS_ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
+    """DATASETS.ROOT, else $DISTILL_DATASETS, else ./datasets."""
+    return cfg.DATASETS.ROOT or os.environ.get("DISTILL_DATASETS") or "datasets"
 
 
 def register_all(root: str | os.PathLike) -> list[str]:

@@ -47,7 +47,7 @@ class Backend(Protocol):
         """Defaults ← yaml (with its _BASE_) ← KEY VALUE overrides, in this backend's config type."""
 
     def register_datasets(self, root: str | os.PathLike) -> list[str]:
-        """The datasets under a datasets root (MODEL.DISTILL.DATASETS_ROOT's layout: synthetic/, coco/, lvis/)
+        """The datasets under a datasets root (DATASETS.ROOT's layout: synthetic/, coco/, lvis/)
         in this framework's catalog, read on first use (a missing one is no error here); their names."""
 
     def train(self, cfg, progress: bool = True) -> None:

@@ -81,7 +81,7 @@ class Pipeline:
 
     def cfg(self, output: str, extra: list[str] = ()):
         opts = [
-            "MODEL.DISTILL.DATASETS_ROOT",
+            "DATASETS.ROOT",
             str(self.out),
             "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
             str(self.text_dir / "synthetic_base.npy"),

@@ -76,16 +76,17 @@ def text_classifier(cfg, vocabulary: ClassEmbeddings) -> TextClassifier:
 
 
 def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
-    """MODEL.DISTILL.OPTIMIZER over parameter groups (each may set its own weight decay; SOLVER.WEIGHT_DECAY
+    """SOLVER.OPTIMIZER over parameter groups (each may set its own weight decay; SOLVER.WEIGHT_DECAY
     is the default)."""
-    s, name = cfg.SOLVER, cfg.MODEL.DISTILL.OPTIMIZER
+    s = cfg.SOLVER
+    name = s.OPTIMIZER
     if name == "SGD":
         return torch.optim.SGD(
             params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY
         )
     if name == "AdamW":
         return torch.optim.AdamW(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
-    raise DistillInputError(f"MODEL.DISTILL.OPTIMIZER must be SGD or AdamW, got {name!r}")
+    raise DistillInputError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {name!r}")
 
 
 def without_decay(groups: list[dict], model: torch.nn.Module) -> list[dict]:

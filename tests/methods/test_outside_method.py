@@ -98,7 +98,7 @@ def setup(synthetic_root, tmp_path_factory):
         str(work / "all.npy"),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
         str(work / "all.npy"),
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",
         "0",

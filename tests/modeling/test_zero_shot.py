@@ -171,7 +171,7 @@ def test_rpn_proposer_answers_in_the_image_pixels():
 
     cfg = load_config(
         str(REPO / "configs/synthetic/Base-ViLD-R18-FPN.yaml"),
-        [*SMALL_STUDENT, "MODEL.RPN.POST_NMS_TOPK_TEST", "40", "MODEL.DISTILL.BACKBONE_WEIGHTS", ""],
+        [*SMALL_STUDENT, "MODEL.RPN.POST_NMS_TOPK_TEST", "40", "MODEL.BACKBONE.WEIGHTS", ""],
     )
     torch.manual_seed(0)
     vocab = ClassEmbeddings(F.normalize(torch.randn(3, 128), dim=1), ["a", "b", "c"])

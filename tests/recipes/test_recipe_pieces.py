@@ -24,10 +24,15 @@ def test_recipe_configs_load_on_torchvision_with_the_published_settings():
             d.TEACHER.ARCH == ("ViT-L-14" if "vitl14" in path.name else "ViT-B-32")
             and d.TEACHER.PRETRAINED == "openai"
         )
-        assert d.IMAGE_LOSS_WEIGHT == (0.0 if path.name.startswith("vild_text") else 0.5)
-        assert cfg.MODEL.RESNETS.DEPTH == 50 and d.BACKBONE_WEIGHTS == "imagenet" and d.LSJ.ENABLED
-        assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, d.LSJ.SIZE) == (1024, 1024, 1024)
-        assert cfg.MODEL.MASK_ON == lvis and d.NUM_DISTILL_PROPOSALS == 300
+        assert d.METHOD == ("vild_text" if path.name.startswith("vild_text") else "vild")
+        assert d.VILD.IMAGE_LOSS_WEIGHT == 0.5  # read by "vild" only: "vild_text" distils no images
+        assert (
+            cfg.MODEL.RESNETS.DEPTH == 50
+            and cfg.MODEL.BACKBONE.WEIGHTS == "imagenet"
+            and cfg.INPUT.LSJ.ENABLED
+        )
+        assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.LSJ.SIZE) == (1024, 1024, 1024)
+        assert cfg.MODEL.MASK_ON == lvis and d.VILD.NUM_DISTILL_PROPOSALS == 300
         if lvis:
             assert cfg.TEST.DETECTIONS_PER_IMAGE == 300 and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST < 1e-3
             assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.5
@@ -42,7 +47,7 @@ def test_recipe_configs_load_on_detectron2_with_msra_r50():
         assert cfg.MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
         assert cfg.INPUT.FORMAT == "BGR" and list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0]
         assert cfg.MODEL.RESNETS.STRIDE_IN_1X1
-        scratch = d2.load_detectron2_config(str(path), ["MODEL.DISTILL.BACKBONE_WEIGHTS", ""])
+        scratch = d2.load_detectron2_config(str(path), ["MODEL.BACKBONE.WEIGHTS", ""])
         assert scratch.MODEL.WEIGHTS == "" and scratch.INPUT.FORMAT == "RGB"
 
 
@@ -177,9 +182,9 @@ def test_detectron2_lsj_mapper_crops_polygons_without_shapely(tmp_path):
     cfg = d2.load_detectron2_config(
         str(REPO / "configs/ov_lvis/vild_r50_fpn_lsj.yaml"),
         [
-            "MODEL.DISTILL.BACKBONE_WEIGHTS",
+            "MODEL.BACKBONE.WEIGHTS",
             "",
-            "MODEL.DISTILL.LSJ.SIZE",
+            "INPUT.LSJ.SIZE",
             "256",
             "MODEL.DISTILL.METHOD",
             "vild_text",

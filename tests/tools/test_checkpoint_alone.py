@@ -44,7 +44,7 @@ def _embeddings(path, names, teacher, dim=None):
 @pytest.fixture(scope="module")
 def ckpt(synthetic_root, tmp_path_factory):
     """A detector trained 2 steps, copied alone into a folder of its own; its training files are then deleted."""
-    bench = synthetic_root.parent / "synthetic"  # where MODEL.DISTILL.DATASETS_ROOT looks for it
+    bench = synthetic_root.parent / "synthetic"  # where DATASETS.ROOT looks for it
     if not bench.exists():
         bench.symlink_to(synthetic_root)
     train_dir = tmp_path_factory.mktemp("training")
@@ -69,7 +69,7 @@ def ckpt(synthetic_root, tmp_path_factory):
             "vild_text",
             "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS",
             str(train_dir / "base.npy"),
-            "MODEL.DISTILL.DATASETS_ROOT",
+            "DATASETS.ROOT",
             str(synthetic_root.parent),
             "DATASETS.TEST",
             "()",
@@ -163,7 +163,7 @@ def test_every_inference_tool_runs_from_the_checkpoint_alone(
         str(ckpt),
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
         str(test_vocab),
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATASETS.TEST",
         "('distill_synthetic_val',)",
@@ -177,7 +177,7 @@ def test_every_inference_tool_runs_from_the_checkpoint_alone(
         "--eval-only",
         "MODEL.WEIGHTS",
         str(ckpt),
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
     ]
     alone += ["DATASETS.TEST", "('distill_synthetic_val',)"]

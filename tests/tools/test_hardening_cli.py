@@ -2,6 +2,7 @@
 warning), nothing of the user's is overwritten, nothing half written. Tools run in-process (main(argv))."""
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def opts(env, out, *extra):
         base,
         "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS",
         allv,
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(env["root"].parent),
         "OUTPUT_DIR",
         str(out),
@@ -137,7 +138,9 @@ def test_a_second_writer_is_refused(env, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        # the checkout under test (PYTHONPATH), where it is not the installed one
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     )
     assert r.returncode == 2 and "another run (pid" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "busy" / "metrics.json").exists()

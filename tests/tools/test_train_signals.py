@@ -39,7 +39,7 @@ def _cmd(backend, out, synthetic_root, vocab, *extra):
         *SMALL_STUDENT,
         *["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "DATASETS.TEST", "()"],
         *["MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", str(vocab), "MODEL.DISTILL.METHOD", "vild_text"],
-        *["MODEL.DISTILL.DATASETS_ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0"],
+        *["DATASETS.ROOT", str(synthetic_root.parent), "DATALOADER.NUM_WORKERS", "0"],
         *["SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)],
     ]
 

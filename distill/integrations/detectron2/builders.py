@@ -48,11 +48,11 @@ _MSRA_BGR_MEAN = [103.530, 116.280, 123.675]
 
 
 def imagenet_backbone(cfg: CfgNode) -> CfgNode:
-    """MODEL.DISTILL.BACKBONE_WEIGHTS "imagenet" on this backend: MSRA's R-50 / R-101 (MODEL.WEIGHTS, when unset)
+    """MODEL.BACKBONE.WEIGHTS "imagenet" on this backend: MSRA's R-50 / R-101 (MODEL.WEIGHTS, when unset)
     and the input they were trained with (BGR, std 1, stride in the 1x1 conv), for training and testing alike."""
     r = cfg.MODEL.RESNETS
     if (
-        cfg.MODEL.DISTILL.BACKBONE_WEIGHTS != "imagenet"
+        cfg.MODEL.BACKBONE.WEIGHTS != "imagenet"
         or r.DEPTH not in (50, 101)
         or "resnet" not in cfg.MODEL.BACKBONE.NAME
     ):

@@ -125,11 +125,8 @@ class OpenVocabDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = at_least_one_pixel(ret["augmentations"])
-        d = cfg.MODEL.DISTILL
-        if (
-            is_train and d.LSJ.ENABLED
-        ):  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
-            j = d.LSJ
+        j = cfg.INPUT.LSJ
+        if is_train and j.ENABLED:  # large-scale jitter replaces ResizeShortestEdge (detectron2's LSJ recipe)
             ret["augmentations"] = [
                 T.ResizeScale(j.MIN_SCALE, j.MAX_SCALE, j.SIZE, j.SIZE),
                 T.FixedSizeCrop((j.SIZE, j.SIZE), pad=False),

@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 def build_pooler(cfg, head_cfg, scales: tuple[float, ...]) -> nn.Module:
-    """detectron2's ROIPooler, or the fused op (MODEL.DISTILL.FUSED_POOLER) for ROIAlign / ROIAlignV2."""
+    """detectron2's ROIPooler, or the fused op (MODEL.ROI_HEADS.FUSED_POOLER) for ROIAlign / ROIAlignV2."""
     args = (head_cfg.POOLER_RESOLUTION, scales, head_cfg.POOLER_SAMPLING_RATIO, head_cfg.POOLER_TYPE)
-    if cfg.MODEL.DISTILL.FUSED_POOLER and head_cfg.POOLER_TYPE in ("ROIAlignV2", "ROIAlign"):
+    if cfg.MODEL.ROI_HEADS.FUSED_POOLER and head_cfg.POOLER_TYPE in ("ROIAlignV2", "ROIAlign"):
         return FusedROIPooler(*args)
     return ROIPooler(*args)
 

@@ -3,7 +3,7 @@
 
 What differs from DefaultTrainer: the model (`build_detector`), the training set (class ids remapped to the
 training vocabulary by class name; RepeatFactorTrainingSampler on LVIS-protocol data), the mapper (distillation
-proposals from MODEL.DISTILL.VILD.REGION_STORE), the optimizer (MODEL.DISTILL.OPTIMIZER: SGD or AdamW, no weight decay
+proposals from MODEL.DISTILL.VILD.REGION_STORE), the optimizer (SOLVER.OPTIMIZER: SGD or AdamW, no weight decay
 on the background embedding), the open-vocabulary evaluators and the test vocabulary switched in while testing.
 """
 
@@ -227,10 +227,10 @@ class DistillTrainer(DefaultTrainer):
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
 
     def build_hooks(self):
-        """DefaultTrainer's hooks; the checkpointer keeps MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP periodic ones; a
+        """DefaultTrainer's hooks; the checkpointer keeps SOLVER.CHECKPOINT_MAX_TO_KEEP periodic ones; a
         signal saves a checkpoint and stops (SaveOnSignal)."""
         hooks = super().build_hooks()
-        keep = self.cfg.MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP
+        keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
         for h in hooks:
             if isinstance(h, d2_hooks.PeriodicCheckpointer) and keep > 0:
                 h.max_to_keep = keep

@@ -47,8 +47,8 @@ def build_backbone(cfg) -> BackboneWithFPN:
     if r.DEPTH not in _DEPTHS:
         raise DistillInputError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {r.DEPTH}")
     net = getattr(resnet, _DEPTHS[r.DEPTH])(weights=None, norm_layer=_norm_layer(r.NORM))
-    if cfg.MODEL.DISTILL.BACKBONE_WEIGHTS:
-        _load_backbone_weights(net, cfg.MODEL.DISTILL.BACKBONE_WEIGHTS, r.DEPTH)
+    if cfg.MODEL.BACKBONE.WEIGHTS:
+        _load_backbone_weights(net, cfg.MODEL.BACKBONE.WEIGHTS, r.DEPTH)
     # detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem, k freezes the stem and res2..res{k}
     stages = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
     frozen = [n for stage in stages[: cfg.MODEL.BACKBONE.FREEZE_AT] for n in stage]
@@ -74,7 +74,7 @@ def _load_backbone_weights(net: nn.Module, spec: str, depth: int) -> None:
         except Exception as e:  # noqa: BLE001 - no network, proxy, ...: one clear message
             raise DistillInputError(
                 f"cannot fetch torchvision's ImageNet ResNet-{depth} weights ({e}); set "
-                'MODEL.DISTILL.BACKBONE_WEIGHTS to a local file or to "" to train from scratch'
+                'MODEL.BACKBONE.WEIGHTS to a local file or to "" to train from scratch'
             ) from None
     else:
         if not os.path.isfile(spec):

@@ -36,7 +36,7 @@ def mapper_cfg(cfg, is_train: bool) -> MapperConfig:
 
 
 def _lsj(cfg) -> tuple[int, float, float] | None:
-    j = cfg.MODEL.DISTILL.LSJ
+    j = cfg.INPUT.LSJ
     return (j.SIZE, j.MIN_SCALE, j.MAX_SCALE) if j.ENABLED else None
 
 

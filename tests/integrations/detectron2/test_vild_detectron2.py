@@ -2,6 +2,7 @@
 train_net.py (needs detectron2)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -112,7 +113,7 @@ def cfg_for(vocab_files, *opts, config=CONFIG):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_shared_yaml_loads_and_builds_by_registry_name(config, vocab_files):
     cfg = cfg_for(vocab_files, config=config)
-    assert cfg.MODEL.DISTILL.OPTIMIZER == "AdamW" and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
+    assert cfg.SOLVER.OPTIMIZER == "AdamW" and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
     assert ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME) is d2_distill.OpenVocabROIHeads
     model = d2_distill.build_detector(cfg)
     assert isinstance(model, d2_distill.OpenVocabRCNN) and isinstance(
@@ -122,7 +123,7 @@ def test_shared_yaml_loads_and_builds_by_registry_name(config, vocab_files):
     assert isinstance(model.roi_heads.mask_pooler, FusedROIPooler)
     assert model.roi_heads.num_classes == len(ClassEmbeddings.load(vocab_files[0]))
     unfused = d2_distill.build_detector(
-        cfg_for(vocab_files, "MODEL.DISTILL.FUSED_POOLER", "False", config=config)
+        cfg_for(vocab_files, "MODEL.ROI_HEADS.FUSED_POOLER", "False", config=config)
     )
     assert isinstance(unfused.roi_heads.box_pooler, ROIPooler)
     # a torchvision-backend config holds detectron2 keys only: it converts
@@ -241,7 +242,7 @@ def test_same_head_weights_give_same_scores_as_torchvision(vocab_files, method):
     opts = [*SMALL_MODEL, "MODEL.DISTILL.METHOD", method]
     base, allv = ClassEmbeddings.load(vocab_files[0]), ClassEmbeddings.load(vocab_files[1])
     novel = torch.tensor([c["split"] == "novel" for c in SYNTHETIC_CATEGORIES])
-    tv = tv_build(load_config(CONFIG, opts + ["MODEL.DISTILL.BACKBONE_WEIGHTS", ""]), base).roi_heads.eval()
+    tv = tv_build(load_config(CONFIG, opts + ["MODEL.BACKBONE.WEIGHTS", ""]), base).roi_heads.eval()
     cfg = cfg_for(vocab_files, "MODEL.DISTILL.METHOD", method)
     shape = {f"p{k}": ShapeSpec(channels=16, stride=2**k) for k in range(2, 7)}
     d2 = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, shape).eval()
@@ -286,7 +287,7 @@ def train_net(
         str(vocab_files[1]),
         "MODEL.DISTILL.VILD.REGION_STORE",
         str(region_store),
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",
         "0",
@@ -299,6 +300,8 @@ def train_net(
         *opts,
     ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -317,7 +320,7 @@ def test_train_net_20_iterations_then_eval_only(tmp_path, synthetic_root, vocab_
             "20",
             "SOLVER.CHECKPOINT_PERIOD",
             "5",
-            "MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP",
+            "SOLVER.CHECKPOINT_MAX_TO_KEEP",
             "1",
         ],
     )

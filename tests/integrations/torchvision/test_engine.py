@@ -28,7 +28,7 @@ TINY = [
     "0.01",
     "DATASETS.TEST",
     "()",
-    "MODEL.DISTILL.LOG_PERIOD",
+    "SOLVER.LOG_PERIOD",
     "2",
     "SOLVER.CHECKPOINT_PERIOD",
     "2",
@@ -62,7 +62,7 @@ def _cmd(out, synthetic_root, vocab, flags=(), opts=()):
         str(vocab),
         "MODEL.DISTILL.METHOD",
         "vild_text",
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",
         "0",
@@ -74,7 +74,10 @@ def _cmd(out, synthetic_root, vocab, flags=(), opts=()):
     ]
 
 
-ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+# the checkout under test (PYTHONPATH), where it is not the installed one
+ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"} | {
+    k: v for k, v in os.environ.items() if k == "PYTHONPATH"
+}
 
 
 def _weights(path):
@@ -89,7 +92,7 @@ def test_sigkilled_run_resumes_bit_identical_and_cleans_up(tmp_path, synthetic_r
             synthetic_root,
             vocab,
             ["--no-progress"],
-            ["MODEL.DISTILL.CHECKPOINT_MAX_TO_KEEP", "1"],
+            ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "1"],
         ),
         capture_output=True,
         text=True,
@@ -156,7 +159,7 @@ def _seg_setup(synthetic_root, n=6):
             "2",
             "SOLVER.CHECKPOINT_PERIOD",
             "2",
-            "MODEL.DISTILL.LOG_PERIOD",
+            "SOLVER.LOG_PERIOD",
             "2",
         ]
     )

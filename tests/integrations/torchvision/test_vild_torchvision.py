@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -171,7 +172,7 @@ def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=Tr
         str(vocab_files[1]),
         "MODEL.DISTILL.METHOD",
         "vild_text",
-        "MODEL.DISTILL.DATASETS_ROOT",
+        "DATASETS.ROOT",
         str(synthetic_root.parent),
         "DATALOADER.NUM_WORKERS",
         "0",
@@ -182,6 +183,8 @@ def train_net(tmp_path, synthetic_root, vocab_files, flags=(), opts=(), check=Tr
         *opts,
     ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
@@ -231,6 +234,8 @@ def test_train_resume_eval_only_and_bad_input(tmp_path, synthetic_root, vocab_fi
         str(vocab_files[0]),
     ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     r = subprocess.run(
         demo + ["--input", str(synthetic_root / "images/val/000001.png"), *opts],
         capture_output=True,

@@ -216,16 +216,16 @@ def standard_hooks(
     eval_function: Callable[[], dict] | None = None,
 ) -> list:
     """Checkpoints, evaluation (TEST.EVAL_PERIOD, when `eval_function`), metrics and the bar, in that order."""
-    d = cfg.MODEL.DISTILL
-    bar = ProgressBar(desc, progress, d.LOG_PERIOD)
-    writer = MetricsWriter(output_dir, d.LOG_PERIOD, console=not bar.enabled)
+    s = cfg.SOLVER
+    bar = ProgressBar(desc, progress, s.LOG_PERIOD)
+    writer = MetricsWriter(output_dir, s.LOG_PERIOD, console=not bar.enabled)
     evals = (
         EvalHook(cfg.TEST.EVAL_PERIOD, eval_function, writer)
         if eval_function and cfg.TEST.EVAL_PERIOD
         else None
     )
     return [
-        CheckpointHook(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, d.CHECKPOINT_MAX_TO_KEEP, final_name),
+        CheckpointHook(checkpointer, s.CHECKPOINT_PERIOD, s.CHECKPOINT_MAX_TO_KEEP, final_name),
         writer,
         evals,
         bar,

@@ -48,7 +48,7 @@ def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict]:
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """MODEL.DISTILL.OPTIMIZER (the core's choice) over `optimizer_param_groups`."""
+    """SOLVER.OPTIMIZER (the core's choice) over `optimizer_param_groups`."""
     return _core_optimizer(cfg, optimizer_param_groups(cfg, model))
 
 

@@ -169,7 +169,7 @@ def train_segmenter(
             standard_hooks(ckpt, cfg, str(output_dir), progress, "semseg", final_name=None)
         )
     else:
-        trainer.register_hooks([ProgressBar("semseg", progress, cfg.MODEL.DISTILL.LOG_PERIOD)])
+        trainer.register_hooks([ProgressBar("semseg", progress, cfg.SOLVER.LOG_PERIOD)])
     if world > 1:
         trainer.model = torch.nn.parallel.DistributedDataParallel(model)
     trainer.model.train()
