@@ -256,6 +256,55 @@ MOVED_KEYS = {
 RENAMED_KEYS.update(MOVED_KEYS)
 
 
+def _pop(tree: dict, dotted: str):
+    *path, leaf = dotted.split(".")
+    node = tree
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.pop(leaf, _MISSING) if isinstance(node, dict) else _MISSING
+
+
+def _put(tree: dict, dotted: str, value) -> None:
+    *path, leaf = dotted.split(".")
+    node = tree
+    for part in path:
+        node = node.setdefault(part, {})
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        node[leaf].update(value)  # a node whose leaves moved first: what is left joins them
+    else:
+        node[leaf] = value
+
+
+def upgrade_config_tree(tree: dict) -> dict:
+    """A resolved config of an earlier version (the yaml a checkpoint carries, as a dict) in today's keys: moved
+    keys to their new places, and the method its old settings chose (MODEL.DISTILL.IMAGE_LOSS_WEIGHT 0: vild_text;
+    ENSEMBLE.ENABLED: vild_ensemble; else vild). A config of today comes back unchanged."""
+    d = tree.get("MODEL", {}).get("DISTILL") if isinstance(tree.get("MODEL"), dict) else None
+    if not isinstance(d, dict):
+        return tree
+    old_method = "METHOD" not in d and any(
+        k in d for k in ("IMAGE_LOSS_WEIGHT", "ENSEMBLE", "TEXT_LOSS_WEIGHT")
+    )
+    image_weight = d.get("IMAGE_LOSS_WEIGHT", 0.5)
+    ensemble = (
+        bool((d.get("ENSEMBLE") or {}).get("ENABLED", False))
+        if isinstance(d.get("ENSEMBLE"), dict)
+        else False
+    )
+    for old, new in sorted(RENAMED_KEYS.items(), key=lambda kv: -kv[0].count(".")):
+        if " " in new:  # a key replaced by a choice, not moved
+            _pop(tree, old)
+            continue
+        value = _pop(tree, old)
+        if value is not _MISSING:
+            _put(tree, new, value)
+    if isinstance(d.get("ENSEMBLE"), dict) and not d["ENSEMBLE"]:
+        d.pop("ENSEMBLE")
+    if old_method:
+        d["METHOD"] = "vild_ensemble" if ensemble else ("vild_text" if not image_weight else "vild")
+    return tree
+
+
 def unknown_key_message(key: str, cfg, where: str = "") -> str:
     """`unknown config key K`, with the closest known keys (a typo, or a leaf under the wrong node), or where a
     key of an earlier version went."""

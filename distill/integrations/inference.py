@@ -12,14 +12,21 @@ from typing import Callable, Sequence
 
 import yaml
 
-from ..config import load_config
+from ..config import load_config, upgrade_config_tree
 from ..teacher.checks import teacher_mismatch
 from ..utils.checkpoint import require_checkpoint
 from ..utils.errors import DistillInputError
 
 
 def load_config_text(text: str, opts: Sequence[str] = (), load: Callable = load_config):
-    """`load` (a backend's load_config) of a config given as yaml text, e.g. the one a checkpoint carries."""
+    """`load` (a backend's load_config) of a config given as yaml text, e.g. the one a checkpoint carries (the
+    keys of earlier versions upgraded: `upgrade_config_tree`)."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        tree = None
+    if isinstance(tree, dict):
+        text = yaml.safe_dump(upgrade_config_tree(tree), sort_keys=False)
     fd, path = tempfile.mkstemp(suffix=".yaml")
     try:
         with os.fdopen(fd, "w") as f:

@@ -89,19 +89,23 @@ def build_optimizer(cfg, params: Iterable) -> torch.optim.Optimizer:
     raise DistillInputError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {name!r}")
 
 
-def without_decay(groups: list[dict], model: torch.nn.Module) -> list[dict]:
-    """Parameter groups (detectron2's `get_default_optimizer_params`) with the parameters that `model`'s modules
-    list in `no_weight_decay()` moved to groups of weight decay 0 (no name lookups)."""
+def without_decay(groups: list[dict], model: torch.nn.Module, reduce=None) -> list[dict]:
+    """Parameter groups (detectron2's `get_default_optimizer_params`) with weight decay 0 for the parameters that
+    `model`'s modules list in `no_weight_decay()` (no name lookups). With `reduce` (detectron2's
+    `reduce_param_groups`), the groups are rebuilt from the parameters in module order, as detectron2 builds
+    them: the same groups, in the same order, as a name override would give (full-model gradient clipping sums
+    the norms in that order)."""
     no_decay = no_weight_decay_params(model)
-    out = []
-    for g in groups:
-        keep = [p for p in g["params"] if id(p) not in no_decay]
-        drop = [p for p in g["params"] if id(p) in no_decay]
-        if keep:
-            out.append({**g, "params": keep})
-        if drop:
-            out.append({**g, "params": drop, "weight_decay": 0.0})
-    return out
+    hyper = {id(p): {k: v for k, v in g.items() if k != "params"} for g in groups for p in g["params"]}
+    per_param, seen = [], set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if id(p) not in hyper or id(p) in seen:
+                continue
+            seen.add(id(p))
+            h = {**hyper[id(p)], **({"weight_decay": 0.0} if id(p) in no_decay else {})}
+            per_param.append({"params": [p], **h})
+    return reduce(per_param) if reduce is not None else per_param
 
 
 def build_sem_seg_predictor(

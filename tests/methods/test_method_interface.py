@@ -133,3 +133,41 @@ def test_legacy_checkpoint_names_load_into_todays_model():
         "roi_heads.box_predictor.method.image_embed_head.proj.bias": 6,
         "backbone.body.conv1.weight": 7,
     }
+
+
+@pytest.mark.parametrize(
+    "old, method",
+    [
+        ({"IMAGE_LOSS_WEIGHT": 0.0}, "vild_text"),
+        ({}, "vild"),
+        ({"ENSEMBLE": {"ENABLED": True}}, "vild_ensemble"),
+    ],
+)
+def test_a_checkpoint_config_of_an_earlier_version_loads_with_todays_keys(old, method):
+    """The config an older checkpoint carries (MODEL.DISTILL.IMAGE_LOSS_WEIGHT, ENSEMBLE, LSJ, OPTIMIZER, ...)
+    loads for inference with the method its settings chose and every value in its new place."""
+    import yaml
+
+    from distill.integrations.inference import load_config_text
+
+    d = {
+        "TEXT_LOSS_WEIGHT": 1.0,
+        "IMAGE_LOSS_WEIGHT": 0.5,
+        "REGION_STORE": "regions",
+        "NUM_DISTILL_PROPOSALS": 32,
+        "OPTIMIZER": "AdamW",
+        "DATASETS_ROOT": "somewhere",
+        "LSJ": {"ENABLED": True, "SIZE": 640, "MIN_SCALE": 0.1, "MAX_SCALE": 2.0},
+        "ENSEMBLE": {"ENABLED": False, "BASE_TEXT_WEIGHT": 0.5, "NOVEL_TEXT_WEIGHT": 0.25},
+        "BACKBONE_WEIGHTS": "",
+    }
+    for k, v in old.items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+    cfg = load_config_text(yaml.safe_dump({"MODEL": {"DISTILL": d}}))
+    m = cfg.MODEL.DISTILL
+    assert m.METHOD == method and m.VILD.REGION_STORE == "regions" and m.VILD.NUM_DISTILL_PROPOSALS == 32
+    assert m.VILD.BASE_TEXT_WEIGHT == 0.5 and m.VILD.NOVEL_TEXT_WEIGHT == 0.25
+    assert cfg.SOLVER.OPTIMIZER == "AdamW" and cfg.DATASETS.ROOT == "somewhere" and cfg.INPUT.LSJ.SIZE == 640
+    assert cfg.MODEL.BACKBONE.WEIGHTS == ""
+    today = load_config_text(cfg.dump())  # today's config comes back as it is
+    assert yaml.safe_load(today.dump()) == yaml.safe_load(cfg.dump())

@@ -22,7 +22,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
 from detectron2.engine import hooks as d2_hooks
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import (
+    get_default_optimizer_params,
+    maybe_add_gradient_clipping,
+    reduce_param_groups,
+)
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
@@ -184,7 +188,9 @@ class DistillTrainer(DefaultTrainer):
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
-        return add_gradient_clipping(cfg, build_optimizer(cfg, without_decay(params, model)))
+        return add_gradient_clipping(
+            cfg, build_optimizer(cfg, without_decay(params, model, reduce_param_groups))
+        )
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -389,7 +389,7 @@ def _decay_by_name(model, groups):
 
 @pytest.mark.parametrize("bias_decay", [None, 0.0, 5e-3])
 def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
-    from detectron2.solver.build import get_default_optimizer_params
+    from detectron2.solver.build import get_default_optimizer_params, reduce_param_groups
 
     from distill.integrations.shared import without_decay
     from distill.integrations.torchvision.trainer import optimizer_param_groups
@@ -406,8 +406,20 @@ def test_torchvision_optimizer_groups_follow_detectron2_decay_rules(bias_decay):
         model, weight_decay=1e-2, weight_decay_norm=1e-3, weight_decay_bias=bias_decay
     )
     assert _decay_by_name(model, d2_groups)["background"] == 1e-2  # detectron2's rules alone would decay it
-    theirs = _decay_by_name(model, without_decay(d2_groups, model))  # the detectron2 trainer's groups
+    groups = without_decay(d2_groups, model, reduce_param_groups)  # the detectron2 trainer's groups
+    theirs = _decay_by_name(model, groups)
     assert ours == theirs
+    # the groups and their order are those of detectron2's own name override (full-model clipping sums in it)
+    by_name = get_default_optimizer_params(
+        model,
+        weight_decay=1e-2,
+        weight_decay_norm=1e-3,
+        weight_decay_bias=bias_decay,
+        overrides={"background": {"weight_decay": 0.0}},
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    layout = lambda gs: [([names[id(p)] for p in g["params"]], g["weight_decay"]) for g in gs]  # noqa: E731
+    assert layout(groups) == layout(by_name)
     assert ours["conv.weight"] == 1e-2 and ours["gn.weight"] == 1e-3 and ours["background"] == 0.0
 
 
