@@ -489,13 +489,20 @@ def main(argv=None) -> int:
         help="quickstart: 15 shapes (the quickstart's); methods: 79 patterned shapes with a long tail, "
         "distractors and small objects (benchmarks/methods.py)",
     )
-    fields = {f.name: f for c in (SyntheticConfig, MethodsWorldConfig) for f in dataclasses.fields(c)}
+    classes = (SyntheticConfig, MethodsWorldConfig)
+    fields = {f.name: f for c in classes for f in dataclasses.fields(c)}
     for f in fields.values():
+        defaults = ", ".join(
+            f"{c.__name__}.{f.name} = {d.default}"
+            for c in classes
+            for d in dataclasses.fields(c)
+            if d.name == f.name
+        )
         p.add_argument(
             "--" + f.name.replace("_", "-"),
             type=type(f.default),
             default=None,
-            help=f"the world config's {f.name} (default: the world's)",
+            help=f"default: {defaults}",
         )
     p.add_argument("--overwrite", action="store_true", help="replace a benchmark made with another config")
     args = parse_args(p, argv)
