@@ -3,6 +3,10 @@
 
     python tools/train_teacher.py --output-dir output/teacher            # train (resumes after a kill)
     python tools/train_teacher.py --eval-only --teacher synthetic-tiny-teacher   # zero-shot accuracy on val crops
+    python tools/train_teacher.py --world methods --output-dir output/teacher_methods   # the method benchmark's
+
+--world picks the synthetic world of the corpus and of the accuracy's benchmark (by default the quickstart's
+benchmark, or the method benchmark's world, `benchmarks/methods.py`'s default one, in output/methods/world).
 
 Accuracy: every annotated object of the benchmark's validation images, its region embedding (crops at 1x and
 1.5x, centre geometry) classified against the ViLD prompt ensemble of all class names.
@@ -15,8 +19,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from distill.teacher.train_config import TeacherTrainConfig
-from distill.utils import cli_entry, dumps_json
+from distill.teacher.train_config import WORLDS, TeacherTrainConfig
+from distill.utils import DistillInputError, cli_entry, dumps_json
 from distill.utils.cli import ToolParser, positive_int, summary
 
 FIELD_HELP = {
@@ -30,17 +34,32 @@ FIELD_HELP = {
     "warmup": "linear warm-up steps",
     "seed": "training seed",
     "checkpoint_every": "steps between checkpoints (resume after a kill)",
+    "world": "synthetic world of the corpus and of the accuracy's benchmark",
 }
+METHODS_WORLD_ROOT = (
+    "output/methods/world"  # benchmarks/methods.py --output-dir output/methods makes the same
+)
 
 
-def _benchmark(path: str | None) -> Path:
-    """The benchmark root the zero-shot accuracy is measured on, checked to hold a val split."""
+def _benchmark(path: str | None, world: str) -> Path:
+    """The benchmark root the zero-shot accuracy is measured on, checked to hold a val split of `world`."""
     if path:
         from distill.data import synthetic_dataset
+        from distill.data.synthetic import load_meta
 
         synthetic_dataset(path, "val")  # a mistyped root is one clear error
+        found = load_meta(path).get("world", "quickstart")
+        if found != world:
+            raise DistillInputError(
+                f"--benchmark is a {found} world, not {world} (pass --world {found})", path
+            )
         return Path(path)
     from distill.data.synthetic import generate
+
+    if world == "methods":
+        from distill.data.synthetic_methods import MethodsWorldConfig
+
+        return generate(METHODS_WORLD_ROOT, MethodsWorldConfig())
     from distill.integrations.quickstart import QUICKSTART_DATA
 
     return generate("output/quickstart/synthetic", QUICKSTART_DATA)
@@ -63,6 +82,7 @@ def main(argv=None) -> int:
             "--" + f.name.replace("_", "-"),
             type=type(f.default),
             default=f.default,
+            choices=WORLDS if f.name == "world" else None,
             help=f"{FIELD_HELP[f.name]} (default {f.default})",
         )
     args = p.parse_args(argv)
@@ -77,14 +97,14 @@ def main(argv=None) -> int:
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTrainConfig)}
     )
     if args.eval_only:
-        bench = _benchmark(args.benchmark)
+        bench = _benchmark(args.benchmark, cfg.world)
         teacher = (
             create_teacher(args.teacher)
             if args.teacher
             else create_teacher(cfg.arch, str(Path(args.output_dir) / "teacher_fp16.pt"))
         )
     else:
-        bench = _benchmark(args.benchmark)  # checked before training, not after it
+        bench = _benchmark(args.benchmark, cfg.world)  # checked before training, not after it
         weights = train_teacher(args.output_dir, cfg)
         sha = hashlib.sha256(weights.read_bytes()).hexdigest()
         print(f"weights: {weights} ({weights.stat().st_size / 1e6:.1f} MB) sha256 {sha}")

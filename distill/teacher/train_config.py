@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..utils.errors import check_ranges
+from ..utils.errors import DistillInputError, check_ranges
+
+WORLDS = ("quickstart", "methods")  # the synthetic worlds a corpus can be drawn from (distill.data.synthetic)
 
 
 @dataclass
@@ -20,6 +22,8 @@ class TeacherTrainConfig:
     warmup: int = 100
     seed: int = 0
     checkpoint_every: int = 500
+    # the corpus's world: its categories are the teacher's vocabulary (a checkpoint without this key: quickstart)
+    world: str = "quickstart"
 
     def __post_init__(self):
         check_ranges(
@@ -27,3 +31,5 @@ class TeacherTrainConfig:
             positive=("corpus_images", "steps", "batch_size", "lr", "checkpoint_every"),
             nonneg=("weight_decay", "warmup"),
         )
+        if self.world not in WORLDS:
+            raise DistillInputError(f"world must be one of {', '.join(WORLDS)}, got {self.world!r}")

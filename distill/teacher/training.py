@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import read_image_rgb
-from ..data.synthetic import SYNTHETIC_CATEGORIES, SyntheticConfig, generate
+from ..data.synthetic import generate, world_config_class, world_of
 from ..utils.checkpoint import load_loop_state, load_torch_file, save_loop_state
 from ..utils.errors import DistillInputError
 from ..utils.interrupt import stop_on_signals
@@ -141,9 +141,14 @@ def _caption(rng: random.Random, name: str, colour: str) -> tuple[str, bool]:
     return rng.choice([f"a {name}", name, f"a photo of a {name}."]), False
 
 
-def _batch(rng: random.Random, images, objects, teacher_size, mean, std, batch_size, tokenizer):
-    """Augmented crops (B, 3, S, S), tokens (B, L), category ids (B,), colours, colour-named flags."""
-    names = {c["id"]: c["name"] for c in SYNTHETIC_CATEGORIES}
+def corpus_config(cfg: TeacherTrainConfig):
+    """The world config of the teacher's image-caption corpus: `cfg.world`'s, training images only."""
+    return world_config_class(cfg.world)(seed=cfg.corpus_seed, num_train=cfg.corpus_images, num_val=0)
+
+
+def _batch(rng: random.Random, images, objects, names, teacher_size, mean, std, batch_size, tokenizer):
+    """Augmented crops (B, 3, S, S), tokens (B, L), category ids (B,), colours, colour-named flags.
+    `names`: category id -> class name (the corpus world's vocabulary)."""
     picks = [objects[rng.randrange(len(objects))] for _ in range(batch_size)]
     crops, texts, named = [], [], []
     for o in picks:
@@ -194,6 +199,8 @@ def train_teacher(
     if resume and ckpt.is_file():  # checked before the corpus is made: a resume with other flags is an error
         state = load_torch_file(ckpt, "teacher checkpoint (delete it to start over)", weights_only=False)
         saved = state.get("config") if isinstance(state, dict) else None
+        if isinstance(saved, dict):
+            saved = {"world": "quickstart"} | saved  # written before the world was a setting
         if saved is not None and saved != asdict(cfg):
             diff = ", ".join(
                 f"{k} {saved.get(k)!r} vs {v!r}" for k, v in asdict(cfg).items() if saved.get(k) != v
@@ -205,12 +212,10 @@ def train_teacher(
             )
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    corpus = generate(
-        out / "corpus",
-        SyntheticConfig(seed=cfg.corpus_seed, num_train=cfg.corpus_images, num_val=0),
-        progress=progress,
-    )
+    world = corpus_config(cfg)
+    corpus = generate(out / "corpus", world, progress=progress)
     images, objects = load_corpus(corpus)
+    names = {c["id"]: c["name"] for c in world_of(world).categories}
     _register_model_configs()
     model, _, _ = open_clip.create_model_and_transforms(cfg.arch)
     tokenizer = open_clip.get_tokenizer(cfg.arch)
@@ -242,7 +247,7 @@ def train_teacher(
     with stop_on_signals() as stop:
         for step in bar:
             crops, tokens, cats, colours, named = _batch(
-                rng, images, objects, size, mean, std, cfg.batch_size, tokenizer
+                rng, images, objects, names, size, mean, std, cfg.batch_size, tokenizer
             )
             img = F.normalize(model.encode_image(crops), dim=-1)
             txt = F.normalize(model.encode_text(tokens), dim=-1)
