@@ -12,6 +12,7 @@ Each warning is logged once per process.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -72,11 +73,28 @@ def _words(name: str) -> list[str]:
     return re.findall(r"[a-z]+", name.lower())
 
 
-def synthetic_world(label: str) -> TrainingWorld:
+def synthetic_world(label: str, world: str = "quickstart") -> TrainingWorld:
+    """The vocabulary of a synthetic world ("quickstart" or "methods", distill.data.synthetic) as a teacher's."""
     from ..data.synthetic import COLOUR_NAMES, SYNTHETIC_CATEGORIES
 
+    if world == "methods":
+        from ..data.synthetic_methods import METHODS_CATEGORIES
+
+        names = tuple(c["name"] for c in METHODS_CATEGORIES)
+        return TrainingWorld(label, "patterned synthetic shapes", names, COLOUR_NAMES)
     names = tuple(c["name"] for c in SYNTHETIC_CATEGORIES)
     return TrainingWorld(label, "synthetic shapes", names, COLOUR_NAMES)
+
+
+def _checkpoint_world(weights: str) -> str:
+    """The synthetic world a tiny teacher's checkpoint was trained on: tools/train_teacher.py writes the weights
+    beside their corpus (``corpus/meta.json`` names its world); a file moved elsewhere counts as the
+    quickstart's."""
+    try:
+        meta = json.loads((Path(weights).parent / "corpus" / "meta.json").read_text())
+    except (OSError, ValueError):
+        return "quickstart"
+    return meta.get("world", "quickstart") if isinstance(meta, dict) else "quickstart"
 
 
 def _zoo_world(name: str) -> TrainingWorld | None:
@@ -103,7 +121,7 @@ def training_world(arch: str, pretrained: str | None) -> TrainingWorld | None:
     if not pretrained:
         return None
     if (MODEL_CONFIG_DIR / f"{arch}.json").is_file():
-        return synthetic_world(f"{arch} teacher ({Path(pretrained).name})")
+        return synthetic_world(f"{arch} teacher ({Path(pretrained).name})", _checkpoint_world(pretrained))
     return None
 
 

@@ -79,3 +79,18 @@ def test_a_checkpoint_written_before_the_world_setting_resumes(tmp_path):
     torch.save(state, out / "last.pt")
     resumed = torch.load(training.train_teacher(out, TeacherTrainConfig(**small), progress=False))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_methods_world_checkpoint_knows_its_vocabulary(tmp_path):
+    from distill.teacher.domain import training_world
+
+    weights = tmp_path / "t" / "teacher_fp16.pt"
+    generate(
+        tmp_path / "t" / "corpus", MethodsWorldConfig(num_train=1, num_val=0, image_size=64), progress=False
+    )
+    names = [c["name"] for c in METHODS_CATEGORIES]
+    assert training_world("distill-tiny-rn", str(weights)).unknown(names) == []
+    # weights beside a quickstart corpus, or alone: the quickstart's vocabulary, without the patterns
+    assert training_world("distill-tiny-rn", str(tmp_path / "x.pt")).unknown(["striped heart"]) == [
+        "striped heart"
+    ]
