@@ -106,8 +106,9 @@ def main(argv=None) -> int:
     else:
         bench = _benchmark(args.benchmark, cfg.world)  # checked before training, not after it
         weights = train_teacher(args.output_dir, cfg)
-        sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-        print(f"weights: {weights} ({weights.stat().st_size / 1e6:.1f} MB) sha256 {sha}")
+        for path in (weights, weights.with_suffix(".safetensors")):
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            print(f"weights: {path} ({path.stat().st_size / 1e6:.1f} MB) sha256 {sha}")
         teacher = create_teacher(cfg.arch, str(weights))
     acc = zero_shot_accuracy(teacher, bench)
     print("| class | accuracy |\n|---|---|")

@@ -267,10 +267,27 @@ def train_teacher(
                 raise stop.interrupted(
                     f"at step {step + 1}/{cfg.steps}", str(ckpt), "run the same command again to continue"
                 )
+    tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     weights = out / "teacher_fp16.pt"
     with atomic_path(weights) as tmp:
-        torch.save({k: v.detach().half() for k, v in model.state_dict().items()}, tmp)
+        torch.save(tensors, tmp)
+    _save_safetensors(out / SAFETENSORS_NAME, tensors, cfg)
     return weights
+
+
+SAFETENSORS_NAME = "teacher_fp16.safetensors"  # the same weights without pickle, with their recipe
+
+
+def _save_safetensors(path: Path, tensors: dict, cfg: TeacherTrainConfig) -> None:
+    """The weights as safetensors (open_clip loads them by the suffix); the metadata records the arch, the
+    corpus's world and the whole recipe (json), so the file says what made it."""
+    import json
+
+    from safetensors.torch import save_file
+
+    meta = {"arch": cfg.arch, "world": cfg.world, "recipe": json.dumps(asdict(cfg), sort_keys=True)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 @torch.no_grad()

@@ -52,6 +52,25 @@ def test_methods_world_trains_on_its_vocabulary_and_reports_base_and_novel(tmp_p
     assert saved["world"] == "methods"
 
 
+def test_the_weights_come_as_safetensors_with_their_recipe(tmp_path):
+    from safetensors import safe_open
+
+    from distill.teacher import create_teacher
+
+    cfg = TeacherTrainConfig(world="methods", corpus_images=3, steps=1, batch_size=4)
+    pt = torch.load(training.train_teacher(tmp_path, cfg, progress=False), weights_only=True)
+    path = tmp_path / "teacher_fp16.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        assert sorted(f.keys()) == sorted(pt) and all(torch.equal(f.get_tensor(k), pt[k]) for k in pt)
+    assert meta["world"] == "methods" and json.loads(meta["recipe"])["steps"] == 1
+    moved = tmp_path / "elsewhere" / "t.safetensors"  # away from its corpus: the metadata still tells
+    moved.parent.mkdir()
+    moved.write_bytes(path.read_bytes())
+    teacher = create_teacher("distill-tiny-rn", str(moved))
+    assert teacher.world.unknown([c["name"] for c in METHODS_CATEGORIES]) == []
+
+
 def test_a_benchmark_of_another_world_is_one_clear_error(tmp_path, methods_bench, capsys):
     rc = _tool().main(
         ["--eval-only", "--teacher", "synthetic-tiny-teacher", "--benchmark", str(methods_bench)]
