@@ -88,8 +88,8 @@ def synthetic_world(label: str, world: str = "quickstart") -> TrainingWorld:
 
 def _checkpoint_world(weights: str) -> str:
     """The synthetic world a tiny teacher's checkpoint was trained on: a .safetensors file names it in its
-    metadata; tools/train_teacher.py writes the weights beside their corpus (``corpus/meta.json`` names its world); a file moved elsewhere counts as the
-    quickstart's."""
+    metadata; tools/train_teacher.py writes the weights beside their corpus (``corpus/meta.json`` names its
+    world); a file moved elsewhere counts as the quickstart's."""
     if str(weights).endswith(".safetensors"):  # written with its world in the metadata
         try:
             from safetensors import safe_open
