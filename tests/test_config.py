@@ -90,6 +90,7 @@ D2_DIFFERENCES = {
 # keys detectron2's config has not, outside MODEL.DISTILL: each beside detectron2's keys of its kind
 ADDED_OUTSIDE_DISTILL = {
     "MODEL.BACKBONE.WEIGHTS",  # backbone initialisation ("imagenet", a file, or "" for scratch)
+    "MODEL.BACKBONE.CLIP_VIT_BLOCKS",  # the ViT blocks of the frozen teacher-tower backbone (F-ViT)
     "MODEL.ROI_HEADS.FUSED_POOLER",  # the box and mask heads' RoI pooling on distill.ops
     "DATASETS.ROOT",  # where the registered datasets' files are
     "INPUT.LSJ.ENABLED",  # large-scale jitter (detectron2 has it in its LazyConfig baselines only)

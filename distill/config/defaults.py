@@ -80,6 +80,9 @@ _A.MODEL.BACKBONE = CN()
 # backbone initialisation: "imagenet" (torchvision backend: torchvision's weights; detectron2 backend: MSRA
 # R-{50,101}.pkl with its BGR normalisation, when MODEL.WEIGHTS is empty), a file (torchvision), or "" (scratch)
 _A.MODEL.BACKBONE.WEIGHTS = "imagenet"
+# MODEL.BACKBONE.NAME build_clip_fpn_backbone (F-VLM, F-ViT: the teacher's frozen tower): for a ViT teacher, the
+# four blocks whose outputs make the pyramid (empty: 3, 5, 7, 11 of 12 blocks, else evenly spaced)
+_A.MODEL.BACKBONE.CLIP_VIT_BLOCKS = []
 _A.MODEL.ROI_HEADS = CN()
 # detectron2 backend: the box and mask heads pool ROIAlign / ROIAlignV2 with distill.ops (FusedROIPooler)
 # instead of detectron2's ROIPooler (the torchvision backend does not read it)

@@ -5,6 +5,8 @@ mappers, the trainers and the ONNX export run it through the open-vocabulary box
     vild_text       ViLD-text                 distill/methods/vild/
     vild            ViLD (text + image)       distill/methods/vild/
     vild_ensemble   ViLD ensemble             distill/methods/vild/
+    fvlm            F-VLM (frozen teacher)    distill/methods/fvlm/
+    fvit            F-ViT (F-VLM on a ViT)    distill/methods/fvlm/
 
 A method of one's own: a module that subclasses `DistillMethod` and decorates it with `register_method`,
 named in MODEL.DISTILL.IMPORTS (or declared in the `distill.methods` entry-point group of an installed
@@ -13,7 +15,9 @@ package); see docs/extend.md. This package's top level imports no torch (config 
 
 from __future__ import annotations
 
-from . import vild as _vild  # noqa: F401  (registers the built-in methods, torch-free)
+# registers the built-in methods, torch-free
+from . import fvlm as _fvlm  # noqa: F401
+from . import vild as _vild  # noqa: F401
 from .registry import (
     ENTRY_POINT_GROUP,
     Key,
@@ -77,7 +81,9 @@ def method_class(cfg) -> type:
 def build_method(cfg):
     """A fresh `DistillMethod` of MODEL.DISTILL.METHOD reading its node MODEL.DISTILL.<node>."""
     entry = get_method_entry(cfg.MODEL.DISTILL.METHOD)
-    method = entry.load()(cfg.MODEL.DISTILL.get(entry.node))
+    cls = entry.load()
+    cls.check_config(cfg)
+    method = cls(cfg.MODEL.DISTILL.get(entry.node))
     attach_teacher(method, cfg)
     return method
 

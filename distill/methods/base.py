@@ -9,6 +9,7 @@ own submodules (saved in the student's checkpoint, found by the optimiser like a
     extra_rois(targets)          boxes per image pooled with the sampled RoIs (ViLD: the region-store boxes)
     losses(batch)                its losses from the sampled RoIs, its extra RoIs, the labels and its targets
     scores(outputs)              (N, C + 1) class scores at inference, background last
+    check_config(cfg)            fail early on a model config the method cannot run with
     uses_teacher                 True: the trainer hands it the frozen teacher (`self.teacher`)
 
 Conventions: C classes in the current vocabulary, logits (N, C + 1) with background LAST; D the teacher's
@@ -67,6 +68,11 @@ class DistillMethod(nn.Module):
     def check_training(cls, cfg, image_ids: Sequence, vocabulary) -> None:
         """Fail early, with one clear line, on training inputs the method cannot use (its files, ...);
         `vocabulary`: the training `ClassEmbeddings`."""
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Fail early, with one clear line, on a model config the method cannot run with (called by
+        `build_method`, so by both backends' builders)."""
 
     # ---------------------------------------------------------------- model
     def build(self, feature_dim: int, embed_dim: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -48,13 +48,19 @@ class RoIBatch:
 
 @dataclass
 class RoIOutputs:
-    """The predictor's outputs at inference for N RoIs: features (N, F), embeddings (N, D), logits (N, C + 1)."""
+    """The predictor's outputs at inference for N RoIs: features (N, F), embeddings (N, D), logits (N, C + 1);
+    `rois`: the RoIs in input pixels, per image (N_i, 4) XYXY (sum N_i = N) or (boxes (N, 4), image index (N,)),
+    and `vlm`: the backbone's region
+    embedder of the same forward (`distill.modeling.clip_backbone.VLMRegions`: rois → (N, D')), where the
+    backend has them (a frozen teacher tower as backbone), else None."""
 
     features: torch.Tensor
     embeddings: torch.Tensor
     logits: torch.Tensor
     classifier: TextClassifier
     novel_mask: torch.Tensor
+    rois: list | None = None
+    vlm: Callable | None = None
 
 
 def novel_mask_for(classifier: TextClassifier, novel_mask: torch.Tensor | None) -> torch.Tensor:
@@ -151,14 +157,19 @@ class OpenVocabBoxPredictor(nn.Module):
         """(N, F) → (N, 4) class-agnostic box deltas."""
         return self.box_regressor(x.flatten(1))
 
-    def scores(self, x: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """The method's (N, C + 1) class scores, background last."""
-        return self.method.scores(RoIOutputs(x, embeddings, logits, self.classifier, self.novel_mask))
+    def scores(
+        self, x: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor, rois=None, vlm=None
+    ) -> torch.Tensor:
+        """The method's (N, C + 1) class scores, background last (`rois`, `vlm`: see `RoIOutputs`)."""
+        return self.method.scores(
+            RoIOutputs(x, embeddings, logits, self.classifier, self.novel_mask, rois, vlm)
+        )
 
-    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference: (N, F...) box-head features → (scores (N, C + 1) background last, deltas (N, 4))."""
+    def predict(self, x: torch.Tensor, rois=None, vlm=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: (N, F...) box-head features → (scores (N, C + 1) background last, deltas (N, 4));
+        `rois` (per image (N_i, 4)) and `vlm` for methods that score with the backbone (`RoIOutputs`)."""
         x, emb, logits = self(x)
-        return self.scores(x, emb, logits), self.deltas(x)
+        return self.scores(x, emb, logits, rois, vlm), self.deltas(x)
 
     # ---------------------------------------------------------------- training
     def extra_rois(self, targets: list | None) -> list[torch.Tensor] | None:

@@ -190,7 +190,7 @@ def test_train_demo_evaluate_export(setup, synthetic_root, tmp_path, backend):
     _assert_export_matches_eager(onnx_dir, weights, vocab, synthetic_root)
 
 
-def _assert_export_matches_eager(onnx_dir, weights, vocab_file, synthetic_root):
+def _assert_export_matches_eager(onnx_dir, weights, vocab_file, synthetic_root, method=NAME):
     import numpy as np
 
     from distill.data import synthetic_dataset
@@ -202,11 +202,12 @@ def _assert_export_matches_eager(onnx_dir, weights, vocab_file, synthetic_root):
     from distill.teacher import ClassEmbeddings
 
     cfg, _ = inference_config(str(weights), "detector")
-    assert cfg.MODEL.DISTILL.METHOD == NAME
+    assert cfg.MODEL.DISTILL.METHOD == method
     onnx = OnnxModel(onnx_dir)
     vocab = ClassEmbeddings.load(vocab_file)
     model = load_model_for_export("detect", cfg, str(weights), vocab)
-    assert type(model.roi_heads.box_predictor.method).__name__ == "ViLDCosine"
+    if method == NAME:
+        assert type(model.roi_heads.box_predictor.method).__name__ == "ViLDCosine"
     mapper = inference_mapper(cfg)
     dicts, _ = synthetic_dataset(synthetic_root, "val")
     total = 0

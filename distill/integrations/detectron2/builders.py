@@ -19,7 +19,7 @@ from ...config import add_distill_config as _add_distill_config
 from ...config import load_config
 from ...utils.device import check_device
 from ...utils.errors import DistillInputError
-from . import meta_arch, roi_heads  # noqa: F401  (registers OpenVocabRCNN and OpenVocabROIHeads)
+from . import clip_backbone, meta_arch, roi_heads  # noqa: F401  (registers OpenVocabRCNN, OpenVocabROIHeads, ...)
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...methods import build_method
+from ...modeling.clip_backbone import VLM_KEY
 from ...modeling.heads import TextClassifier
 from ...modeling.ov_predictor import OpenVocabBoxPredictor, split_sampled_and_extra
 from ...teacher.embeddings import ClassEmbeddings
@@ -271,7 +272,8 @@ class OpenVocabROIHeads(StandardROIHeads):
         p = self.box_predictor
         if not self.training:
             x = self.box_head(self.box_pooler(feats, [q.proposal_boxes for q in proposals]))
-            return p.inference(p.predict(x), proposals)[0]
+            rois = [q.proposal_boxes.tensor for q in proposals]
+            return p.inference(p.predict(x, rois, features.get(VLM_KEY)), proposals)[0]
         extra = p.extra_rois(method_targets)
         boxes = [q.proposal_boxes for q in proposals]
         if extra is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 
 from torch import nn
 from torchvision.models import resnet
@@ -12,9 +13,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ...methods import build_method
+from ...modeling.clip_backbone import CLIP_BACKBONE, VLM_KEY, build_clip_tower
 from ...modeling.heads import ClassAgnosticMaskHead, FastRCNNConvFCHead
 from ...modeling.ov_predictor import OpenVocabBoxPredictor
 from ...modeling.poolers import MultiScaleRoIPooler
@@ -41,8 +43,29 @@ def _norm_layer(name: str):
     raise DistillInputError(f"MODEL.BACKBONE.NORM must be FrozenBN, BN or GN, got {name!r}")
 
 
-def build_backbone(cfg) -> BackboneWithFPN:
-    """ResNet-FPN: P2-P5 from layer1-4 plus a max-pooled P6 for the RPN; `out_channels` per level."""
+class CLIPBackboneWithFPN(nn.Module):
+    """The teacher's frozen image tower (`distill.modeling.clip_backbone.CLIPTower`) under a trainable FPN: P2-P5
+    and a max-pooled P6 (keys "0".."3", "pool", as `BackboneWithFPN`), plus the tower's `VLMRegions` under
+    `VLM_KEY` (the detector hands it to the RoI heads, not to the RPN)."""
+
+    def __init__(self, tower, out_channels: int):
+        super().__init__()
+        self.tower = tower
+        self.fpn = FeaturePyramidNetwork(tower.out_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        feats, vlm = self.tower(x)
+        out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+        out[VLM_KEY] = vlm
+        return out
+
+
+def build_backbone(cfg) -> nn.Module:
+    """ResNet-FPN: P2-P5 from layer1-4 plus a max-pooled P6 for the RPN; `out_channels` per level. With
+    MODEL.BACKBONE.NAME build_clip_fpn_backbone, the teacher's frozen tower under the FPN instead."""
+    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE:
+        return CLIPBackboneWithFPN(build_clip_tower(cfg), cfg.MODEL.FPN.OUT_CHANNELS)
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in _DEPTHS:
         raise DistillInputError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {r.DEPTH}")
@@ -99,12 +122,12 @@ def _check_supported(cfg) -> None:
         raise DistillInputError(
             f"MODEL.META_ARCHITECTURE {m.META_ARCHITECTURE!r} is not an open-vocabulary detector"
         )
-    if m.BACKBONE.NAME != "build_resnet_fpn_backbone" or m.ROI_HEADS.NAME not in (
+    if m.BACKBONE.NAME not in ("build_resnet_fpn_backbone", CLIP_BACKBONE) or m.ROI_HEADS.NAME not in (
         "OpenVocabROIHeads",
         *LEGACY_NAMES,
     ):
         raise DistillInputError(
-            "the torchvision backend builds ResNet-FPN + OpenVocabROIHeads only; got "
+            f"the torchvision backend builds ResNet-FPN or {CLIP_BACKBONE} + OpenVocabROIHeads only; got "
             f"{m.BACKBONE.NAME} / {m.ROI_HEADS.NAME}"
         )
     if m.ROI_BOX_HEAD.POOLER_TYPE != "ROIAlignV2" or (

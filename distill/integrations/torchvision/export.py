@@ -33,6 +33,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import nms
 
+from ...modeling.clip_backbone import VLM_KEY
 from ...ops.onnx import register_onnx_symbolics
 from ...ops.roi_align import has_compiled_ops, multilevel_roi_align
 from ...teacher.embeddings import ClassEmbeddings, names_sha256
@@ -115,10 +116,12 @@ class ExportableDetector(nn.Module):
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
         x = _padded_batch(images, image_sizes, self.model)
-        levels = list(self.model.backbone(x).values())
+        features = dict(self.model.backbone(x))
+        vlm = features.pop(VLM_KEY, None)  # a frozen teacher tower's region embedder (F-VLM), in the graph
+        levels = list(features.values())
         offset = (image_sizes.max() + 1).to(images.dtype)  # past any coordinate of a box clipped to its image
         boxes, image = self._proposals(x, levels, image_sizes, offset)
-        return self._detect(levels[:4], boxes, image, image_sizes, images.shape[0], offset)
+        return self._detect(levels[:4], boxes, image, image_sizes, images.shape[0], offset, vlm)
 
     def _proposals(self, x, levels, image_sizes, offset: torch.Tensor):
         """RPN proposals (P, 4) and their image index (P,), as `RPN.filter_proposals` per image."""
@@ -150,9 +153,10 @@ class ExportableDetector(nn.Module):
         keep = keep[_first_per_image(image[keep], rpn.post_nms_top_n(), b)]
         return boxes[keep], image[keep]
 
-    def _detect(self, levels, proposals, image, image_sizes, batch, offset: torch.Tensor):
+    def _detect(self, levels, proposals, image, image_sizes, batch, offset: torch.Tensor, vlm=None):
         rh = self.model.roi_heads
-        scores, deltas = rh.box_predictor.predict(rh.box_head(_pool(rh.box_pooler, levels, image, proposals)))
+        x = rh.box_head(_pool(rh.box_pooler, levels, image, proposals))
+        scores, deltas = rh.box_predictor.predict(x, (proposals, image), vlm)
         scores = scores[:, :-1]
         boxes = _clip(rh.box_coder.decode_single(deltas, proposals), image_sizes[image])
         n, c = scores.shape

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
+from ...modeling.clip_backbone import VLM_KEY
 from ...modeling.masks import BoxMasks, iter_full_masks
 
 
@@ -73,11 +74,13 @@ class OpenVocabDetector(nn.Module):
         labels (contiguous ids of the current vocabulary) and, with masks, BoxMasks (N, H, W), pasted on demand."""
         images = self.preprocess(batch)
         features = self.backbone(images.tensors)
-        if not isinstance(features, OrderedDict):
-            features = OrderedDict(features)
+        features = OrderedDict(features)
+        vlm = features.pop(VLM_KEY, None)  # a frozen teacher tower's region embedder: for the RoI heads only
         targets = self._targets(batch) if self.training else None
         proposals, rpn_losses = self.rpn(images, features, targets)
-        detections, roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets, batch)
+        detections, roi_losses = self.roi_heads(
+            features, proposals, images.image_sizes, targets, batch, vlm=vlm
+        )
         if self.training:
             return {**rpn_losses, **roi_losses}
         return [self._to_original(d, b) for d, b in zip(detections, batch)]

@@ -7,6 +7,7 @@ from collections import OrderedDict
 import torch
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
+from ...modeling.clip_backbone import VLM_KEY
 from ...teacher.regions import proposal_records
 from ...utils.progress import job_progress
 from .mapper import DatasetMapper, MapperConfig
@@ -16,8 +17,9 @@ from .mapper import DatasetMapper, MapperConfig
 def rpn_proposals(model, batch: list[dict], top_k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image: (boxes (K, 4) XYXY in original pixels, objectness probabilities (K,)), best first."""
     images = model.preprocess(batch)
-    features = model.backbone(images.tensors)
-    feats = list((features if isinstance(features, OrderedDict) else OrderedDict(features)).values())
+    features = OrderedDict(model.backbone(images.tensors))
+    features.pop(VLM_KEY, None)
+    feats = list(features.values())
     rpn = model.rpn
     objectness, deltas = rpn.head(feats)
     anchors = rpn.anchor_generator(images, feats)

@@ -146,8 +146,8 @@ class OpenVocabROIHeads(RoIHeads):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def _detect(self, feats, proposals, image_shapes) -> list[dict[str, torch.Tensor]]:
-        scores, deltas = self.box_predictor.predict(self._box_features(feats, proposals))
+    def _detect(self, feats, proposals, image_shapes, vlm=None) -> list[dict[str, torch.Tensor]]:
+        scores, deltas = self.box_predictor.predict(self._box_features(feats, proposals), proposals, vlm)
         # (N, 4) class-agnostic; reshape, not [:, 0]: decode returns (0, 4) for an image without proposals
         boxes = self.box_coder.decode(deltas, proposals).reshape(-1, 4)
         results = []
@@ -183,9 +183,10 @@ class OpenVocabROIHeads(RoIHeads):
         keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
-    def forward(self, features, proposals, image_shapes, targets=None, batch=None):
-        """Training: (None, losses). Inference: (per-image dicts of boxes, scores, labels [, masks]), {})."""
+    def forward(self, features, proposals, image_shapes, targets=None, batch=None, vlm=None):
+        """Training: (None, losses). Inference: (per-image dicts of boxes, scores, labels [, masks]), {}).
+        `vlm`: the backbone's region embedder (`RoIOutputs.vlm`) for methods that score with it, or None."""
         feats = self._levels(features)
         if self.training:
             return None, self._losses(feats, proposals, targets, batch)
-        return self._detect(feats, proposals, image_shapes), {}
+        return self._detect(feats, proposals, image_shapes, vlm), {}
