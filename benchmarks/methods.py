@@ -5,17 +5,19 @@ method's pipeline cost from nothing to its metrics.
 
     python benchmarks/methods.py run [--methods NAME ...] [--seeds S ...] --output-dir DIR [KEY VALUE ...]
     python benchmarks/methods.py report --output-dir DIR [--json]
+    python benchmarks/methods.py sweep --output-dir DIR --method fvlm [--seeds S ...] [--pairs A,B ...]
 
 Layout of DIR (every piece cached: `run` skips what is done and resumes what was cut):
     benchmark.json            the schedule (world, iterations, teacher, overrides): a DIR holds one
     world/                    the world (distill.data.synthetic_methods), made once, shared by the seeds
     seed{S}/shared/           stages several methods share, made once per seed with the quickstart's Pipeline:
                               text embeddings, the proposal network (the vild_text detector on the schedule),
-                              its proposals on the training images, the teacher's region store;
+                              its proposals on the training images, the teacher's region store, the ViT
+                              teacher's text embeddings (text_vit/, for the methods in VIT_METHODS);
                               costs.json holds their CPU seconds
     seed{S}/{method}/         one cell: train/ (its training, unless it is the proposal network itself) and
                               metrics.json (its metrics and its cost), written last: a cell without it is
-                              not done
+                              not done; sweep/ the evaluations of `sweep` (the same model, other test keys)
 
 Cost of a cell: CPU seconds (user + system of this process and of its reaped children: the data-loader
 workers) of each stage the method needs, shared stages counted once; teacher image-tower forwards per
@@ -36,18 +38,35 @@ from distill.data.synthetic_methods import MethodsWorldConfig
 from distill.integrations import quickstart
 from distill.integrations.backend import check_config_early
 from distill.methods import get_method_entry, method_names
+from distill.methods.fvlm import BACKBONE as CLIP_BACKBONE  # torch-free (this tool's --help stays fast)
 from distill.model_zoo import get_config_file
 from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 from distill.utils.cli import ToolParser, nonneg_int, parse_args, positive_int
 from distill.utils.outdir import lock_output_dir
 
+VIT_TEACHER = "methods-tiny-vit"  # the model zoo's ViT teacher of the methods world
 PROPOSAL_METHOD = "vild_text"  # the proposal network is this method's detector on the schedule (as in ViLD)
 # every training's iterations: about 0.8 CPU s each on 2 cores (batch 8, 128 pixels), so that a cell's training
 # and evaluation of 1,000 images fit in about 15 minutes (the config's from-scratch schedule)
 ITERS = 800
 EVAL_DATASET = "distill_synthetic_lvis_val"  # LVIS protocol: base / novel and r / c / f
-SHARED_STAGES = ("text", "proposal_network", "proposals", "regions")
-COST_STAGES = (*SHARED_STAGES, "training", "evaluation")
+SHARED_STAGES = ("text", "proposal_network", "proposals", "regions", "text_vit")
+# methods whose cells run on the schedule's ViT teacher (--vit-teacher): F-ViT is F-VLM on a ViT tower
+VIT_METHODS = ("fvit",)
+# `sweep`: (BASE_VLM_WEIGHT, NOVEL_VLM_WEIGHT) pairs evaluated on a trained F-VLM / F-ViT cell; (0, 0) is the
+# detector alone and (1, 1) the VLM alone, also reported as rows of their own
+SWEEP_PAIRS = (
+    (0.0, 0.0),
+    (1.0, 1.0),
+    (0.35, 0.65),
+    (0.1, 0.8),
+    (0.2, 0.5),
+    (0.35, 0.8),
+    (0.5, 0.8),
+    (0.1, 0.5),
+)
+SWEEP_ROWS = {(0.0, 0.0): "detector only", (1.0, 1.0): "VLM only"}
+COST_STAGES = ("text", "proposal_network", "proposals", "regions", "training", "evaluation")
 # report columns: (json name, evaluator key, table header)
 METRICS = (
     ("box_AP50_novel", "box_AP50_novel", "box AP50 novel"),
@@ -107,6 +126,8 @@ class SeedPipeline(quickstart.Pipeline):
         t = cpu_seconds()
         if stage == "text":
             result = self.text()
+        elif stage == "text_vit":
+            result = self.text_vit()
         elif stage == "proposal_network":
             weights = self._train("vild_text", ["MODEL.DISTILL.METHOD", PROPOSAL_METHOD] + self.max_iter())
             result = {"weights": weights}
@@ -124,6 +145,32 @@ class SeedPipeline(quickstart.Pipeline):
 
     def max_iter(self) -> list[str]:
         return ["SOLVER.MAX_ITER", str(self.schedule["iters"])]
+
+    def text_vit(self) -> dict:
+        """The class embeddings of the ViT teacher, in text_vit/ (the methods of VIT_METHODS train on them)."""
+        main = self.teacher_spec, self.text_dir
+        self.teacher_spec, self.text_dir = tuple(self.schedule["vit_teacher"]), self.out / "text_vit"
+        try:
+            return self.text()
+        finally:
+            self.teacher_spec, self.text_dir = main
+
+    def cell_cfg(self, method: str, extra: list[str] = ()):
+        """A cell's config: the schedule, the method, the config values it requires (`required_config`), and
+        for VIT_METHODS the ViT teacher with its class embeddings."""
+        from distill.methods import method_class
+
+        required = method_class(self.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])).required_config
+        opts = ["MODEL.DISTILL.METHOD", method, *(str(x) for kv in required.items() for x in kv)]
+        if method in VIT_METHODS:
+            arch, weights = self.schedule["vit_teacher"]
+            opts += ["MODEL.DISTILL.TEACHER.ARCH", arch, "MODEL.DISTILL.TEACHER.PRETRAINED", weights or ""]
+            for key, name in (("TRAIN", "base"), ("TEST", "all")):
+                opts += [
+                    f"MODEL.DISTILL.{key}_CLASS_EMBEDDINGS",
+                    str(self.out / "text_vit" / f"synthetic_{name}.npy"),
+                ]
+        return self.cfg("vild_text", [*opts, *extra])
 
 
 def method_needs(pipe: SeedPipeline, method: str) -> tuple[bool, bool]:
@@ -143,18 +190,19 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
 
     cell = pipe.root / f"seed{pipe.seed}" / method
     store, online = method_needs(pipe, method)
-    stages = ["text"] + (["proposal_network", "proposals", "regions"] if store else [])
+    stages = ["text_vit" if method in VIT_METHODS else "text"]
+    stages += ["proposal_network", "proposals", "regions"] if store else []
     if method == PROPOSAL_METHOD:
         stages.append("proposal_network")
     cost = {s: pipe.ensure(s)["cpu_s"] for s in stages}
+    if "text_vit" in cost:
+        cost["text"] = cost.pop("text_vit")
     if method == PROPOSAL_METHOD:  # its training is the proposal network's, counted once
         weights = pipe.ensure("proposal_network")["weights"]
-        cfg = pipe.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])
+        cfg = pipe.cell_cfg(method)
         cost["training"] = cost.pop("proposal_network")
     else:
-        cfg = pipe.cfg(
-            "vild_text", ["MODEL.DISTILL.METHOD", method, *pipe.max_iter(), "OUTPUT_DIR", str(cell / "train")]
-        )
+        cfg = pipe.cell_cfg(method, [*pipe.max_iter(), "OUTPUT_DIR", str(cell / "train")])
         t = cpu_seconds()
         weights = str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
         if not Path(weights).is_file():
@@ -166,9 +214,13 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
         metrics = pipe.backend.evaluate(cfg, model, EVAL_DATASET)
     cost["evaluation"] = round(cpu_seconds() - t, 2)
     forwards = None if online else 0.0  # an online teacher's forwards are not counted (yet)
+    num_train = max(pipe.schedule["world"]["num_train"], 1)
     if store:
-        crops = pipe.ensure("regions")["crops"]
-        forwards = crops / max(pipe.schedule["world"]["num_train"], 1)
+        forwards = pipe.ensure("regions")["crops"] / num_train
+    if (
+        cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE
+    ):  # the teacher's tower is the backbone: one forward per image seen
+        forwards = cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH / num_train
     record = {
         "method": method,
         "seed": pipe.seed,
@@ -183,6 +235,97 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
     return record
 
 
+def sweep_cell(pipe: SeedPipeline, method: str, pairs) -> list[dict]:
+    """Evaluate a trained cell of an F-VLM-style method (keys BASE_VLM_WEIGHT / NOVEL_VLM_WEIGHT) with other
+    ensemble weights; each pair cached in DIR/seed{S}/{method}/sweep/a{A}_b{B}.json."""
+    import torch
+
+    cell = pipe.root / f"seed{pipe.seed}" / method
+    weights = cell / "train" / "model_final.pth"
+    if not (cell / "metrics.json").is_file() or not weights.is_file():
+        raise DistillInputError(f"seed {pipe.seed} {method}: no trained cell to sweep (run it first)", cell)
+    node = get_method_entry(method).node
+    if "NOVEL_VLM_WEIGHT" not in get_method_entry(method).keys:
+        raise DistillInputError(f"method {method} has no BASE_VLM_WEIGHT / NOVEL_VLM_WEIGHT to sweep")
+    out = []
+    for a, b in pairs:
+        path = cell / "sweep" / f"a{a:g}_b{b:g}.json"
+        if not path.is_file():
+            keys = [
+                f"MODEL.DISTILL.{node}.BASE_VLM_WEIGHT",
+                str(a),
+                f"MODEL.DISTILL.{node}.NOVEL_VLM_WEIGHT",
+                str(b),
+            ]
+            cfg = pipe.cell_cfg(method, [*keys, "OUTPUT_DIR", str(cell / "sweep" / f"a{a:g}_b{b:g}")])
+            model = pipe.backend.load_model(cfg, str(weights))
+            with torch.no_grad():
+                metrics = pipe.backend.evaluate(cfg, model, EVAL_DATASET)
+            atomic_write_json(path, {"method": method, "seed": pipe.seed, "a": a, "b": b, "metrics": metrics})
+            print(f"[methods] seed {pipe.seed} {method} a={a:g} b={b:g}: evaluated", flush=True)
+        out.append(read_json(path, what="sweep cell"))
+    return out
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise DistillInputError(f"--pairs takes A,B pairs of numbers, got {text!r}") from None
+    if not (0 <= a <= 1 and 0 <= b <= 1):
+        raise DistillInputError(f"--pairs: weights must be in [0, 1], got {text!r}")
+    return a, b
+
+
+def cmd_sweep(args) -> int:
+    root = Path(args.output_dir)
+    if not (root / "benchmark.json").is_file():
+        raise DistillInputError("--output-dir holds no benchmark (benchmark.json): run it first", root)
+    schedule = read_json(root / "benchmark.json", what="benchmark.json")
+    lock_output_dir(root, "--output-dir")
+    pairs = [_pair(p) for p in args.pairs] if args.pairs else list(SWEEP_PAIRS)
+    seeds = (
+        args.seeds
+        if args.seeds is not None
+        else sorted(
+            int(p.parent.parent.name.removeprefix("seed"))
+            for p in root.glob(f"seed*/{args.method}/metrics.json")
+        )
+    )
+    for seed in seeds:
+        pipe = SeedPipeline(root, seed, schedule, not args.no_progress)
+        pipe.data()
+        sweep_cell(pipe, args.method, pairs)
+    print_sweep(root, args.method)
+    return 0
+
+
+def sweep_table(root: Path, method: str) -> dict:
+    """{(a, b): {metric: stats over seeds}} of the cached sweep evaluations of `method`."""
+    per: dict[tuple, dict[str, dict]] = {}
+    for path in sorted(root.glob(f"seed*/{method}/sweep/*.json")):
+        rec = read_json(path, what="sweep cell")
+        row = per.setdefault((rec["a"], rec["b"]), {})
+        for name, key, _ in METRICS:
+            row.setdefault(name, {})[str(rec["seed"])] = rec["metrics"].get(key)
+    return {pair: {k: _stats(v) for k, v in row.items()} for pair, row in sorted(per.items())}
+
+
+def print_sweep(root: Path, method: str) -> None:
+    table = sweep_table(root, method)
+    print(
+        f"\n{method}: ensemble weights a (base) / b (novel) on the validation split, mean ± std over seeds\n"
+    )
+    print("| a | b | seeds | box AP50 novel | box AP50 base | box AP50 all |\n|---|---|---|---|---|---|")
+    for (a, b), r in table.items():
+        n = len(r["box_AP50_novel"]["per_seed"])
+        print(
+            f"| {a:g} | {b:g} | {n} | "
+            + " | ".join(_cell(r[k]) for k in ("box_AP50_novel", "box_AP50_base", "box_AP50_all"))
+            + " |"
+        )
+
+
 def schedule_of(args) -> dict:
     world = dataclasses.asdict(
         MethodsWorldConfig(
@@ -193,6 +336,7 @@ def schedule_of(args) -> dict:
         "world": world,
         "iters": args.iters,
         "teacher": [args.teacher, args.teacher_weights],
+        "vit_teacher": [args.vit_teacher, args.vit_teacher_weights],
         "overrides": list(args.overrides),
     }
 
@@ -258,9 +402,13 @@ def collect(root: Path) -> dict:
         }
         for name, v in values.items():
             row.setdefault(name, {})[str(rec["seed"])] = v
-    return {
-        "methods": {m: {k: _stats(per) for k, per in row.items()} for m, row in sorted(by_method.items())}
-    }
+    methods = {m: {k: _stats(per) for k, per in row.items()} for m, row in sorted(by_method.items())}
+    for m in list(methods):  # an F-VLM-style cell evaluated at a = b = 0 and a = b = 1: rows of their own
+        table = sweep_table(root, m)
+        for pair, label in SWEEP_ROWS.items():
+            if pair in table:
+                methods[f"{m} ({label})"] = table[pair]
+    return {"methods": methods}
 
 
 def _cell(s: dict, digits: int = 1) -> str:
@@ -289,6 +437,8 @@ def print_report(table: dict, as_json: bool) -> None:
         + "|"
     )
     for m, r in rows.items():
+        if COSTS[0][0] not in r:  # a sweep's row: the cost is its cell's
+            continue
         print(f"| {m} | " + " | ".join(_cell(r[n], 0 if n.startswith("cpu") else 1) for n, _ in COSTS) + " |")
 
 
@@ -313,6 +463,14 @@ def run_parser() -> ToolParser:
     r.add_argument("--world-seed", type=nonneg_int, default=0, help="the world's seed (one world, all seeds)")
     r.add_argument("--teacher", default=quickstart.TEACHER, help="model-zoo teacher or open_clip arch")
     r.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
+    r.add_argument(
+        "--vit-teacher",
+        default=VIT_TEACHER,
+        help=f"the ViT teacher of {', '.join(VIT_METHODS)} (zoo or arch)",
+    )
+    r.add_argument(
+        "--vit-teacher-weights", default=None, help="checkpoint for --vit-teacher given as an arch"
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument(
         "overrides",
@@ -322,6 +480,16 @@ def run_parser() -> ToolParser:
         help="config overrides of every cell (not right after --methods / --seeds, which take lists)",
     )
     return r
+
+
+def sweep_parser() -> ToolParser:
+    w = ToolParser(prog="methods.py sweep", description="evaluate a trained F-VLM-style cell at other a / b")
+    w.add_argument("--output-dir", required=True)
+    w.add_argument("--method", default="fvlm", help="a method with BASE_VLM_WEIGHT / NOVEL_VLM_WEIGHT")
+    w.add_argument("--seeds", nargs="+", type=nonneg_int, default=None, help="default: every trained seed")
+    w.add_argument("--pairs", nargs="+", default=None, metavar="A,B", help="default: SWEEP_PAIRS")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return w
 
 
 def report_parser() -> ToolParser:
@@ -336,12 +504,16 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = ToolParser(prog="methods.py", description=__doc__.split("\n")[0])
     top.add_argument(
-        "command", choices=("run", "report"), help="run: the cells not yet done; report: the table"
+        "command",
+        choices=("run", "report", "sweep"),
+        help="run: the cells not yet done; report: the table; sweep: F-VLM's ensemble weights",
     )
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("run", "report"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("run", "report", "sweep"):
         top.parse_args(argv[:1])  # --help, or one line naming the commands
     if argv[0] == "report":
         return cmd_report(parse_args(report_parser(), argv[1:]))
+    if argv[0] == "sweep":
+        return cmd_sweep(parse_args(sweep_parser(), argv[1:]))
     args = parse_args(run_parser(), argv[1:])
     if len(args.overrides) % 2:
         raise DistillInputError("config overrides come in KEY VALUE pairs")

@@ -9,7 +9,7 @@ own submodules (saved in the student's checkpoint, found by the optimiser like a
     extra_rois(targets)          boxes per image pooled with the sampled RoIs (ViLD: the region-store boxes)
     losses(batch)                its losses from the sampled RoIs, its extra RoIs, the labels and its targets
     scores(outputs)              (N, C + 1) class scores at inference, background last
-    check_config(cfg)            fail early on a model config the method cannot run with
+    check_config(cfg)            fail early on a model config the method cannot run with (required_config)
     uses_teacher                 True: the trainer hands it the frozen teacher (`self.teacher`)
 
 Conventions: C classes in the current vocabulary, logits (N, C + 1) with background LAST; D the teacher's
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..modeling.ov_predictor import RoIBatch, RoIOutputs
+from ..utils.errors import DistillInputError
 from .registry import Key
 
 __all__ = ["DistillMethod", "RoIBatch", "RoIOutputs", "TargetSource"]
@@ -46,6 +47,9 @@ class DistillMethod(nn.Module):
     config_node: ClassVar[str] = ""
     config_keys: ClassVar[dict[str, Key]] = {}
     uses_teacher: ClassVar[bool] = False
+    # config values outside its node the method cannot run without (e.g. F-VLM's MODEL.BACKBONE.NAME):
+    # `check_config` refuses others in one line, benchmarks set them
+    required_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, options=None):
         """options: the method's config node (MODEL.DISTILL.<config_node>), or None for the keys' defaults."""
@@ -72,7 +76,15 @@ class DistillMethod(nn.Module):
     @classmethod
     def check_config(cls, cfg) -> None:
         """Fail early, with one clear line, on a model config the method cannot run with (called by
-        `build_method`, so by both backends' builders)."""
+        `build_method`, so by both backends' builders). The default checks `required_config`."""
+        for key, want in cls.required_config.items():
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            if node != want:
+                raise DistillInputError(
+                    f"MODEL.DISTILL.METHOD {cfg.MODEL.DISTILL.METHOD} needs {key} {want} (got {node})"
+                )
 
     # ---------------------------------------------------------------- model
     def build(self, feature_dim: int, embed_dim: int) -> None:

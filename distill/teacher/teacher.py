@@ -113,7 +113,7 @@ def create_teacher(
     check_device(str(device), "device")
     local = weights is not None and os.path.isfile(weights)
     source = None if local or weights is None else check_weights_available(arch, weights)
-    with _loading(weights, local, source), _hub_parts(arch):
+    with _loading(weights, local, source), _hub_parts(arch), _fixed_init(weights is None):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=weights, precision=precision, device=device
@@ -143,6 +143,18 @@ def create_teacher(
         precision=precision,
         world=world,
     )
+
+
+@contextlib.contextmanager
+def _fixed_init(random_weights: bool):
+    """Random weights are the same in every process (a rehearsal trains and evaluates one random tower; a frozen
+    tower's fingerprint must match), without touching the caller's random state."""
+    if not random_weights:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 def _first_line(text: str, limit: int = 300) -> str:

@@ -12,6 +12,8 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "methods.py"
 TINY = ["--seeds", "0", "--iters", "3", "--num-train", "24", "--num-val", "12", "--image-size", "64"]
+# F-ViT's cell on a random tiny ViT (the shipped one is the real schedule's)
+VIT = ["--vit-teacher", "distill-tiny-vit", "--vit-teacher-weights", "none"]
 TINY_SOLVER = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1"]
 METRICS = {"box_AP50_novel", "box_AP50_base", "box_AP50_all", "mask_AP_novel", "APr", "APc", "APf"}
 COSTS = {
@@ -37,15 +39,22 @@ def _run(*args) -> subprocess.CompletedProcess:
 
 def test_methods_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
-    r = _run("run", "--output-dir", out, "--no-progress", *TINY, *TINY_SOLVER)
+    r = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert r.returncode == 0, r.stderr[-3000:]
     methods = method_names()
     for m in methods:
         assert (out / "seed0" / m / "metrics.json").is_file()
+    # F-VLM's ensemble weights on its trained cell: the detector alone and the VLM alone become rows
+    r = _run("sweep", "--output-dir", out, "--method", "fvlm", "--pairs", "0,0", "1,1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| 0 | 0 | 1 |" in r.stdout and "| 1 | 1 | 1 |" in r.stdout
     r = _run("report", "--output-dir", out, "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads(r.stdout)["methods"]
-    assert sorted(table) == methods
+    sweep_rows = {"fvlm (detector only)", "fvlm (VLM only)"}
+    assert sorted(table) == sorted([*methods, *sweep_rows])
+    for name in sweep_rows:
+        assert set(table.pop(name)) == METRICS
     for m, row in table.items():
         assert set(row) == METRICS | COSTS
         for name, cell in row.items():
@@ -56,10 +65,15 @@ def test_methods_benchmark_smoke(tmp_path):
     assert table["vild_text"]["cpu_s_regions"]["mean"] == 0
     assert table["vild"]["teacher_forwards_per_train_image"]["mean"] > 0
     assert table["vild"]["cpu_s_regions"]["mean"] > 0
+    # F-VLM: no proposal stages, no store, but its training runs the teacher's tower on every image it sees
+    assert (
+        table["fvlm"]["cpu_s_regions"]["mean"] == 0 and table["fvlm"]["cpu_s_proposal_network"]["mean"] == 0
+    )
+    assert table["fvlm"]["teacher_forwards_per_train_image"]["mean"] == 3 * 2 / 24
     # a second run finds every cell done; another schedule in the same folder is refused
-    again = _run("run", "--output-dir", out, "--no-progress", *TINY, *TINY_SOLVER)
+    again = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert again.returncode == 0 and again.stdout.count(": cached") == len(methods), again.stderr[-2000:]
-    other = _run("run", "--output-dir", out, *TINY[:-1], "96", *TINY_SOLVER)
+    other = _run("run", "--output-dir", out, *TINY[:-1], "96", *VIT, *TINY_SOLVER)
     assert other.returncode == 2 and "another schedule" in other.stderr
 
 
@@ -82,5 +96,5 @@ def test_a_run_that_failed_before_any_stage_binds_no_schedule(tmp_path):
         "64",
     ]
     for teacher in ("no-such-teacher", "nor-this-one"):  # the second is judged on its teacher, not refused
-        r = _run("run", *tiny, "--teacher", teacher)
+        r = _run("run", *tiny, *VIT, "--teacher", teacher)
         assert r.returncode == 2 and teacher in r.stderr and "another schedule" not in r.stderr, r.stderr

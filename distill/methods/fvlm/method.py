@@ -40,14 +40,7 @@ class FVLM(DistillMethod):
 
     config_node = "FVLM"
     config_keys = KEYS
-
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        if cfg.MODEL.BACKBONE.NAME != BACKBONE:
-            raise DistillInputError(
-                f"MODEL.DISTILL.METHOD {cfg.MODEL.DISTILL.METHOD} scores regions with the teacher's tower as the "
-                f"backbone: set MODEL.BACKBONE.NAME {BACKBONE} (got {cfg.MODEL.BACKBONE.NAME})"
-            )
+    required_config = {"MODEL.BACKBONE.NAME": BACKBONE}  # the teacher's frozen tower as the backbone
 
     def vlm_probabilities(self, out: RoIOutputs) -> torch.Tensor:
         """(N, C) the VLM's softmax over the vocabulary for the RoIs of `out`."""
