@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from distill.methods.fvlm.method import vlm_ensemble
 from distill.modeling.clip_backbone import CLIPTower, default_vit_blocks
-from distill.utils import DistillInputError
+from distill.utils import DistillInputError, read_json
 from tests.methods.test_outside_method import REPO, _assert_export_matches_eager, run
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -29,6 +29,13 @@ def _teacher(arch: str):
 
 def _tower(teacher, fmt="RGB", mean=STUDENT_MEAN, std=STUDENT_STD) -> CLIPTower:
     return CLIPTower(teacher.model.visual, teacher.mean, teacher.std, mean, std, fmt)
+
+
+def test_the_backbone_name_is_one_name():
+    from distill.methods.fvlm import BACKBONE
+    from distill.modeling.clip_backbone import CLIP_BACKBONE
+
+    assert BACKBONE == CLIP_BACKBONE  # fvlm's copy keeps config loading torch-free
 
 
 # ------------------------------------------------------------------------------------------------ ensemble
@@ -182,6 +189,13 @@ def test_fvlm_trains_demos_evaluates_exports(fvlm_setup, synthetic_root, tmp_pat
             "--predictions", demo / "predictions.json", "--output", tmp_path / "metrics.json")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "AP50_novel" in (tmp_path / "metrics.json").read_text()
+    # any vocabulary at test time: the VLM branch scores the typed names, encoded by the same teacher
+    r = run("demo.py", "--weights", weights, "--input", synthetic_root / "images" / "val", "--output",
+            tmp_path / "custom", "--custom-vocabulary", "circle,square", "--score-thresh", "0.0")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    pred = read_json(tmp_path / "custom" / "predictions.json")
+    assert [c["name"] for c in pred["categories"]] == ["circle", "square"]
+    assert pred["annotations"] and {a["category_id"] for a in pred["annotations"]} <= {1, 2}
     if backend == "detectron2":
         return
     onnx_dir = tmp_path / "onnx"
