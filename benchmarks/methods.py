@@ -121,8 +121,12 @@ class SeedPipeline(quickstart.Pipeline):
     def ensure(self, stage: str) -> dict:
         """Run a shared stage unless done; its record (cpu_s and what the stage returned)."""
         done = self.costs()
-        if stage in done:
+        if stage in done and self.outputs_exist(stage, done[stage]):
             return done[stage]
+        if stage in done:  # its record was kept (a committed table), its files were not: made again
+            print(
+                f"[methods] seed {self.seed} {stage}: recorded but its files are gone, made again", flush=True
+            )
         t = cpu_seconds()
         if stage == "text":
             result = self.text()
@@ -142,6 +146,17 @@ class SeedPipeline(quickstart.Pipeline):
         done[stage] = {**result, "cpu_s": round(cpu_seconds() - t, 2)}
         atomic_write_json(self.costs_file, done, indent=1)
         return done[stage]
+
+    def outputs_exist(self, stage: str, record: dict) -> bool:
+        """Whether a recorded shared stage's files are still here (only its costs may have been kept)."""
+        paths = {
+            "text": [self.text_dir / "synthetic_all.npy"],
+            "text_vit": [self.out / "text_vit" / "synthetic_all.npy"],
+            "proposal_network": [Path(record.get("weights", self.out / "missing"))],
+            "proposals": [self.out / "proposals_train.json"],
+            "regions": [self.regions / "index.json"],
+        }[stage]
+        return all(Path(p).is_file() for p in paths)
 
     def max_iter(self) -> list[str]:
         return ["SOLVER.MAX_ITER", str(self.schedule["iters"])]

@@ -7,6 +7,10 @@ let it run on a CPU without downloads (random ViT-B-32 teacher and R50 student, 
 iteration per training at batch 1 and the configs' image sizes), as tests/recipes and
 benchmarks/recipe_rehearsal.py run it. Paths are relative to the working directory (outputs under
 output/<dataset>/) and to $DISTILL_DATASETS, as in the configs.
+
+`fvlm_recipe(dataset, backend, variant=...)` gives F-VLM / F-ViT (fvlm_r50, fvlm_r50x64, fvit_b16): prepare → text
+embeddings of the teacher whose frozen tower is the backbone → training → evaluation → demo, with no proposal or
+region stage; its rehearsal draws that teacher with random weights.
 """
 
 from __future__ import annotations
@@ -80,6 +84,120 @@ class Rehearsal:
     templates: str = "simple"
 
 
+def _text_stage(
+    dataset: str, p: Paths, teacher: str, tag: str, rehearsal: Rehearsal | None
+) -> tuple[Stage, list[str]]:
+    """The text-embedding stage of `teacher` (files tagged `tag`), and the `--pretrained` flag pair it used."""
+    out = f"output/{dataset}"
+    text_all, text_base = f"{out}/text/{dataset}_all_{tag}.npy", f"{out}/text/{dataset}_base_{tag}.npy"
+    pretrained = ["--pretrained", "none" if rehearsal else "openai"]
+    templates = ["--templates", rehearsal.templates if rehearsal else "vild"]
+    stage = Stage(
+        "text",
+        "dump_text_embeddings.py",
+        [
+            "--teacher",
+            teacher,
+            *pretrained,
+            *templates,
+            "--vocabulary",
+            p.vocabulary,
+            "--output",
+            text_all,
+            "--base-output",
+            text_base,
+        ],
+        [text_all, text_base],
+        per="class",
+    )
+    return stage, pretrained
+
+
+def _rehearsal_opts(
+    rehearsal: Rehearsal | None, base_lr: str, model_opts: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(model, evaluation, training) overrides of a rehearsal: random teacher, one template, no loader workers,
+    `rehearsal.iterations` at batch 1 with `base_lr`; three empty lists for the real recipe."""
+    if not rehearsal:
+        return [], [], []
+    model_opts = [
+        *model_opts,
+        "MODEL.DISTILL.TEACHER.PRETRAINED",
+        "none",
+        "MODEL.DISTILL.TEACHER.TEMPLATES",
+        rehearsal.templates,
+    ]
+    # no loader workers for training or evaluation (detectron2's test loader also reads NUM_WORKERS: the
+    # configs' 8 forked workers for one image cost more than they decode)
+    eval_opts = [*model_opts, "DATALOADER.NUM_WORKERS", "0"]
+    train_opts = [
+        *eval_opts,
+        "SOLVER.IMS_PER_BATCH",
+        "1",
+        "SOLVER.BASE_LR",
+        base_lr,
+        "SOLVER.MAX_ITER",
+        str(rehearsal.iterations),
+    ]
+    return model_opts, eval_opts, train_opts
+
+
+def _evaluate_and_demo(
+    p: Paths,
+    cfg: str,
+    weights: str,
+    eval_dir: str,
+    demo_dir: str,
+    b: list[str],
+    multi: list[str],
+    eval_opts: list[str],
+    model_opts: list[str],
+    rehearsal: Rehearsal | None,
+) -> list[Stage]:
+    """train_net --eval-only of `weights` into `eval_dir`, and the demo of one validation image into `demo_dir`."""
+    demo_input = (
+        rehearsal.demo_image if rehearsal and rehearsal.demo_image else f"{p.val_images}/000000000139.jpg"
+    )
+    return [
+        Stage(
+            "evaluate",
+            "train_net.py",
+            [
+                *b,
+                *multi,
+                "--eval-only",
+                "--config-file",
+                cfg,
+                "MODEL.WEIGHTS",
+                weights,
+                "OUTPUT_DIR",
+                eval_dir,
+                *eval_opts,
+            ],
+            [eval_dir],
+        ),
+        Stage(
+            "demo",
+            "demo.py",
+            [
+                *b,
+                "--config-file",
+                cfg,
+                "--weights",
+                weights,
+                "--vocabulary",
+                p.demo_vocabulary,
+                "--input",
+                demo_input,
+                "--output",
+                demo_dir,
+                *model_opts,
+            ],
+            [demo_dir],
+        ),
+    ]
+
+
 def recipe(
     dataset: str,
     backend: str = "auto",
@@ -92,65 +210,17 @@ def recipe(
     """The recipe's commands. `backend` is passed to every training / inference tool."""
     p = dataset_paths(dataset, datasets_root)
     out = f"output/{dataset}"
-    text_all, text_base = f"{out}/text/{dataset}_all_{tag}.npy", f"{out}/text/{dataset}_base_{tag}.npy"
     proposals, store = f"{out}/proposals_train_{tag}.npz", f"{out}/regions_{tag}"
     rpn_cfg, vild_cfg = f"{p.config_dir}/vild_text_r50_fpn_lsj.yaml", f"{p.config_dir}/vild_r50_fpn_lsj.yaml"
-    pretrained = [
-        "--pretrained",
-        "none" if rehearsal else "openai",
-        "--templates",
-        rehearsal.templates if rehearsal else "vild",
-    ]
-    train_opts: list[str] = []
-    model_opts: list[str] = []
-    eval_opts: list[str] = []
-    regions_opts: list[str] = ["--max-per-image", str(rehearsal.regions_per_image if rehearsal else 300)]
-    if rehearsal:
-        # random R50 (no download), batch 1 with the learning rate scaled linearly from 64, no workers
-        model_opts = [
-            "MODEL.BACKBONE.WEIGHTS",
-            "",
-            "MODEL.DISTILL.TEACHER.PRETRAINED",
-            "none",
-            "MODEL.DISTILL.TEACHER.TEMPLATES",
-            rehearsal.templates,
-        ]
-        # no loader workers for training or evaluation (detectron2's test loader also reads NUM_WORKERS: the
-        # configs' 8 forked workers for one image cost more than they decode)
-        eval_opts = [*model_opts, "DATALOADER.NUM_WORKERS", "0"]
-        train_opts = [
-            *eval_opts,
-            "SOLVER.IMS_PER_BATCH",
-            "1",
-            "SOLVER.BASE_LR",
-            "0.00125",
-            "SOLVER.MAX_ITER",
-            str(rehearsal.iterations),
-        ]
+    text, pretrained = _text_stage(dataset, p, teacher, tag, rehearsal)
+    regions_opts = ["--max-per-image", str(rehearsal.regions_per_image if rehearsal else 300)]
+    # rehearsal: random R50 (no download), batch 1 with the learning rate scaled linearly from 64
+    model_opts, eval_opts, train_opts = _rehearsal_opts(rehearsal, "0.00125", ["MODEL.BACKBONE.WEIGHTS", ""])
     b = ["--backend", backend]
     multi = [] if rehearsal else ["--num-gpus", str(gpus)]  # training and evaluation: one process per GPU
-    demo_input = (
-        rehearsal.demo_image if rehearsal and rehearsal.demo_image else f"{p.val_images}/000000000139.jpg"
-    )
     return [
         Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image"),
-        Stage(
-            "text",
-            "dump_text_embeddings.py",
-            [
-                "--teacher",
-                teacher,
-                *pretrained,
-                "--vocabulary",
-                p.vocabulary,
-                "--output",
-                text_all,
-                "--base-output",
-                text_base,
-            ],
-            [text_all, text_base],
-            per="class",
-        ),
+        text,
         Stage(
             "train_proposal_net",
             "train_net.py",
@@ -183,8 +253,7 @@ def recipe(
             [
                 "--teacher",
                 teacher,
-                pretrained[0],
-                pretrained[1],
+                *pretrained,
                 "--format",
                 p.fmt,
                 "--dataset-json",
@@ -207,41 +276,81 @@ def recipe(
             [f"{out}/vild"],
             per="iteration",
         ),
-        Stage(
-            "evaluate",
-            "train_net.py",
-            [
-                *b,
-                *multi,
-                "--eval-only",
-                "--config-file",
-                vild_cfg,
-                "MODEL.WEIGHTS",
-                f"{out}/vild/model_final.pth",
-                "OUTPUT_DIR",
-                f"{out}/vild_eval",
-                *eval_opts,
-            ],
-            [f"{out}/vild_eval"],
+        *_evaluate_and_demo(
+            p,
+            vild_cfg,
+            f"{out}/vild/model_final.pth",
+            f"{out}/vild_eval",
+            f"{out}/demo",
+            b,
+            multi,
+            eval_opts,
+            model_opts,
+            rehearsal,
         ),
+    ]
+
+
+@dataclass(frozen=True)
+class FrozenVariant:
+    """An F-VLM / F-ViT recipe: its teacher (the frozen backbone), the text files' tag, and the learning rate of
+    a rehearsal at batch 1."""
+
+    teacher: str
+    tag: str
+    rehearsal_lr: str
+
+
+# rehearsal at batch 1: F-VLM's SGD rate 0.09 at batch 64 scaled linearly; F-ViT's AdamW rate 1e-4 kept as it is
+FROZEN_VARIANTS = {
+    "fvlm_r50": FrozenVariant("RN50", "rn50", "0.00140625"),
+    "fvlm_r50x64": FrozenVariant("RN50x64", "rn50x64", "0.00140625"),
+    "fvit_b16": FrozenVariant("ViT-B-16", "vitb16", "0.0001"),
+}
+
+
+def fvlm_recipe(
+    dataset: str,
+    backend: str = "auto",
+    datasets_root: str = "$DISTILL_DATASETS",
+    rehearsal: Rehearsal | None = None,
+    variant: str = "fvlm_r50",
+    gpus: int = 8,
+) -> list[Stage]:
+    """F-VLM / F-ViT (`variant`, a key of FROZEN_VARIANTS; its config is configs/<dataset>/<variant>.yaml):
+    prepare → text embeddings of the backbone's teacher → training → evaluation → demo. No proposal network and
+    no region store: the teacher's frozen tower is the backbone and scores the regions itself."""
+    if variant not in FROZEN_VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(FROZEN_VARIANTS)}, got {variant!r}")
+    v = FROZEN_VARIANTS[variant]
+    p = dataset_paths(dataset, datasets_root)
+    out, cfg = f"output/{dataset}", f"{p.config_dir}/{variant}.yaml"
+    text, _ = _text_stage(dataset, p, v.teacher, v.tag, rehearsal)
+    # rehearsal: the random tower of MODEL.DISTILL.TEACHER (MODEL.BACKBONE.WEIGHTS is not read by the CLIP backbone)
+    model_opts, eval_opts, train_opts = _rehearsal_opts(rehearsal, v.rehearsal_lr, [])
+    b = ["--backend", backend]
+    multi = [] if rehearsal else ["--num-gpus", str(gpus)]
+    return [
+        Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image"),
+        text,
         Stage(
-            "demo",
-            "demo.py",
-            [
-                *b,
-                "--config-file",
-                vild_cfg,
-                "--weights",
-                f"{out}/vild/model_final.pth",
-                "--vocabulary",
-                p.demo_vocabulary,
-                "--input",
-                demo_input,
-                "--output",
-                f"{out}/demo",
-                *model_opts,
-            ],
-            [f"{out}/demo"],
+            "train",
+            "train_net.py",
+            [*b, *multi, "--config-file", cfg, *train_opts, "DATASETS.TEST", "()"],
+            [f"{out}/{variant}"],
+            per="iteration",
+        ),
+        *_evaluate_and_demo(
+            p,
+            cfg,
+            f"{out}/{variant}/model_final.pth",
+            f"{out}/{variant}_eval",
+            f"{out}/{variant}_demo",
+            b,
+            multi,
+            eval_opts,
+            model_opts,
+            rehearsal,
         ),
     ]
 

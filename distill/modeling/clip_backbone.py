@@ -92,6 +92,71 @@ def block_without_attention(block, x: torch.Tensor) -> torch.Tensor:
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
+def vit_dense(visual, x: torch.Tensor, blocks: Sequence[int] = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """An open_clip VisionTransformer's dense region features (CLIPSelf's, F-ViT's): the blocks run as usual but the
+    last without its attention (`block_without_attention`), then ln_post and the projection per patch token.
+
+    Args:
+        visual: `model.visual`, any patch size; gradients flow where the caller lets them (CLIPSelf trains it).
+        x: (B, 3, H, W) in the tower's normalisation, H and W multiples of the patch; positional embeddings are
+            interpolated to the (H / patch, W / patch) grid.
+        blocks: indices of blocks whose outputs to return as maps.
+    Returns:
+        ([(B, width, h, w) per index of `blocks`], (B, D, h, w) the dense embeddings, L2-normalised over D).
+    """
+    p = _patch(visual)
+    b, _, hh, ww = x.shape
+    h, w = hh // p, ww // p
+    t = visual.conv1(x).flatten(2).transpose(1, 2)  # (B, h*w, width)
+    cls = visual.class_embedding.to(t.dtype).expand(b, 1, -1)
+    t = torch.cat([cls, t], 1) + _vit_pos_embed(visual, h, w).to(t.dtype)
+    t = visual.ln_pre(t)
+    batch_first = getattr(visual.transformer, "batch_first", True)
+    resblocks = visual.transformer.resblocks
+    out = []
+    for i, blk in enumerate(resblocks):
+        if i == len(resblocks) - 1:
+            t = block_without_attention(blk, t)  # F-ViT: the last level from the attention-free block
+        else:
+            t = blk(t) if batch_first else blk(t.transpose(0, 1)).transpose(0, 1)
+        if i in blocks:
+            out.append(t[:, 1:].transpose(1, 2).reshape(b, -1, h, w))
+    dense = visual.ln_post(t[:, 1:])
+    if visual.proj is not None:
+        dense = dense @ visual.proj
+    return out, F.normalize(dense.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
+
+
+def attention_pool(pool, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's AttentionPool2d (CLIP's ResNet head) with the mean token as the only query: (N, C, g, g) →
+    (N, D), the same values as `pool(x)`, which also attends from every position and keeps the first (half of its
+    work, on 1,000 proposals an image)."""
+    x = x.flatten(2).permute(2, 0, 1)  # (g*g, N, C)
+    x = torch.cat([x.mean(0, keepdim=True), x], 0) + pool.positional_embedding[:, None, :].to(x.dtype)
+    out, _ = F.multi_head_attention_forward(
+        query=x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=x.shape[-1],
+        num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )
+    return out[0]
+
+
 def _tower_fingerprint(visual: nn.Module) -> str:
     """A short hash of the tower's weights (shapes, sums and a strided sample of each tensor): tells one teacher's
     tower from another's without reading every byte twice."""
@@ -245,32 +310,14 @@ class CLIPTower(nn.Module):
         return feats, f
 
     def _vit(self, x: torch.Tensor):
-        v, p = self.visual, self.patch
-        b, _, hh, ww = x.shape
+        p = self.patch
+        _, _, hh, ww = x.shape
         h, w = hh // p, ww // p
         if (h * p, w * p) != (hh, ww):
             raise DistillInputError(f"a ViT backbone's input must be a multiple of {p}, got {hh}x{ww}")
         if self.tower_patch != p:
             x = F.interpolate(x, size=(h * self.tower_patch, w * self.tower_patch), mode="bilinear")
-        t = v.conv1(x).flatten(2).transpose(1, 2)  # (B, h*w, width)
-        cls = v.class_embedding.to(t.dtype).expand(b, 1, -1)
-        t = torch.cat([cls, t], 1) + _vit_pos_embed(v, h, w).to(t.dtype)
-        t = v.ln_pre(t)
-        batch_first = getattr(v.transformer, "batch_first", True)
-        blocks = v.transformer.resblocks
-        out = []
-        for i, blk in enumerate(blocks):
-            if i == len(blocks) - 1:
-                t = block_without_attention(blk, t)  # F-ViT: the last level from the attention-free block
-            else:
-                t = blk(t) if batch_first else blk(t.transpose(0, 1)).transpose(0, 1)
-            if i in self.vit_blocks:
-                out.append(t[:, 1:].transpose(1, 2).reshape(b, -1, h, w))
-        dense = v.ln_post(t[:, 1:])
-        if v.proj is not None:
-            dense = dense @ v.proj
-        dense = F.normalize(dense.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
-        return out, dense
+        return vit_dense(self.visual, x, self.vit_blocks)
 
     # ---------------------------------------------------------------- the VLM's region embeddings
     def region_embeddings(
@@ -284,7 +331,7 @@ class CLIPTower(nn.Module):
                 # F-VLM: the proposals on C5, one bilinear sample per cell of the attention pool's own grid;
                 # half-pixel aligned, so the whole image at the tower's size is exactly CLIP's image path
                 x = roi_align(dense, rois, self.pool_grid, 1 / 32, sampling_ratio=1, aligned=True)
-                emb = self.visual.attnpool(x.to(next(self.visual.parameters()).dtype))
+                emb = attention_pool(self.visual.attnpool, x.to(next(self.visual.parameters()).dtype))
             else:  # F-ViT: 1 x 1 RoIAlign of the normalised dense map, adaptive sampling
                 emb = roi_align(dense, rois, 1, 1 / self.patch, sampling_ratio=0, aligned=True).flatten(1)
         return F.normalize(emb.float(), dim=-1)

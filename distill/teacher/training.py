@@ -305,7 +305,7 @@ def zero_shot_accuracy(
     dicts, meta = synthetic_dataset(benchmark_root, split)
     text = teacher.encode_text(meta.thing_classes, templates)
     novel = set(meta.contiguous_ids("novel"))
-    correct, labels = [], []
+    correct, labels, preds = [], [], []
     for d in dicts:
         if not d["annotations"]:
             continue
@@ -322,6 +322,7 @@ def zero_shot_accuracy(
         lab = torch.tensor([a["category_id"] for a in d["annotations"]])
         correct.append(pred == lab)
         labels.append(lab)
+        preds.append(pred)
     correct_t, labels_t = torch.cat(correct), torch.cat(labels)
     is_novel = torch.tensor([int(c) in novel for c in labels_t])
     per_class = {
@@ -329,10 +330,19 @@ def zero_shot_accuracy(
         for c in range(len(meta.thing_classes))
         if (labels_t == c).any()
     }
+    # the "hub": the class the teacher names most often relative to how often it is there (a text embedding
+    # near the mean region embedding draws other classes' crops)
+    n = len(meta.thing_classes)
+    predicted = torch.bincount(torch.cat(preds), minlength=n).float()
+    present = torch.bincount(labels_t, minlength=n).float()
+    ratio = predicted / present.clamp_min(1)
+    hub = int(ratio.argmax())
     return {
         "acc_all": 100 * correct_t.float().mean().item(),
         "acc_novel": 100 * correct_t[is_novel].float().mean().item(),
         "acc_base": 100 * correct_t[~is_novel].float().mean().item(),
         "num_objects": int(labels_t.numel()),
+        "hub_class": meta.thing_classes[hub],
+        "hub_ratio": float(ratio[hub]),  # predictions of the hub class / its objects
         "per_class": per_class,
     }

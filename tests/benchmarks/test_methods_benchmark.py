@@ -73,6 +73,16 @@ def test_methods_benchmark_smoke(tmp_path):
     # a second run finds every cell done; another schedule in the same folder is refused
     again = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert again.returncode == 0 and again.stdout.count(": cached") == len(methods), again.stderr[-2000:]
+    # a table kept without its files (the committed cells: metrics and costs only): a cell run later remakes
+    # the shared stage it needs rather than trusting the record
+    import shutil
+
+    shutil.rmtree(out / "seed0" / "shared" / "regions")
+    (out / "seed0" / "vild" / "metrics.json").unlink()
+    again = _run("run", "--output-dir", out, "--no-progress", "--methods", "vild", *TINY, *VIT, *TINY_SOLVER)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "regions: recorded but its files are gone, made again" in again.stdout
+    assert (out / "seed0" / "shared" / "regions" / "index.json").is_file()
     other = _run("run", "--output-dir", out, *TINY[:-1], "96", *VIT, *TINY_SOLVER)
     assert other.returncode == 2 and "another schedule" in other.stderr
 

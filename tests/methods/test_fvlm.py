@@ -75,6 +75,14 @@ def test_resnet_tower_levels_frozen_and_full_image_box_is_the_image_embedding():
     assert (vlm([torch.tensor([[0.0, 0.0, size / 2, size]])]) - want).abs().max() > 1e-4
 
 
+def test_query_only_attention_pool_is_clips():
+    from distill.modeling.clip_backbone import attention_pool
+
+    pool = _teacher("distill-tiny-rn").model.visual.attnpool
+    x = torch.randn(5, pool.k_proj.in_features, 2, 2)
+    torch.testing.assert_close(attention_pool(pool, x), pool(x), atol=1e-5, rtol=1e-5)
+
+
 def test_bgr_student_input_reaches_the_tower_as_the_same_rgb():
     t = _teacher("distill-tiny-rn")
     rgb = torch.rand(1, 3, 64, 96) * 255
