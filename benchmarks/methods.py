@@ -44,6 +44,7 @@ from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps
 from distill.utils.cli import ToolParser, nonneg_int, parse_args, positive_int
 from distill.utils.outdir import lock_output_dir
 
+TEACHER = "methods-tiny-rn"  # the model zoo's teacher of the methods world (ResNet)
 VIT_TEACHER = "methods-tiny-vit"  # the model zoo's ViT teacher of the methods world
 PROPOSAL_METHOD = "vild_text"  # the proposal network is this method's detector on the schedule (as in ViLD)
 # every training's iterations: about 0.8 CPU s each on 2 cores (batch 8, 128 pixels), so that a cell's training
@@ -476,7 +477,7 @@ def run_parser() -> ToolParser:
     r.add_argument("--num-val", type=positive_int, default=d.num_val, help="validation images of the world")
     r.add_argument("--image-size", type=positive_int, default=d.image_size, help="the world's image side")
     r.add_argument("--world-seed", type=nonneg_int, default=0, help="the world's seed (one world, all seeds)")
-    r.add_argument("--teacher", default=quickstart.TEACHER, help="model-zoo teacher or open_clip arch")
+    r.add_argument("--teacher", default=TEACHER, help="model-zoo teacher or open_clip arch")
     r.add_argument("--teacher-weights", default=None, help="checkpoint for --teacher given as an arch")
     r.add_argument(
         "--vit-teacher",
