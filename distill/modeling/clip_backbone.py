@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..teacher.vit_dense import patch_size, vit_dense
 from ..utils.errors import DistillInputError
 
 STRIDES = (4, 8, 16, 32)
@@ -64,67 +65,6 @@ def default_vit_blocks(depth: int) -> list[int]:
     if depth < 4:
         raise DistillInputError(f"a ViT backbone needs at least 4 blocks, the teacher has {depth}")
     return [round(depth * k / 4) - 1 for k in (1, 2, 3, 4)]
-
-
-def _patch(visual) -> int:
-    p = visual.patch_size
-    return int(p[0] if isinstance(p, (tuple, list)) else p)
-
-
-def _vit_pos_embed(visual, h: int, w: int) -> torch.Tensor:
-    """(1 + h*w, width) positional embedding for an (h, w) token grid: the trained grid resized bicubically."""
-    pos = visual.positional_embedding
-    g = int(round((pos.shape[0] - 1) ** 0.5))
-    if (h, w) == (g, g):
-        return pos
-    grid = pos[1:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-    return torch.cat([pos[:1].float(), grid.permute(0, 2, 3, 1).reshape(h * w, -1)], 0).to(pos.dtype)
-
-
-def block_without_attention(block, x: torch.Tensor) -> torch.Tensor:
-    """An open_clip ResidualAttentionBlock without its query-key attention: the value path, the MLP and both
-    residuals (CLIPSelf's `forward_without_attn`). x: (B, L, width) batch-first."""
-    attn = block.attn
-    width = x.shape[-1]
-    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
-    x = x + block.ls_1(attn.out_proj(v))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
-def vit_dense(visual, x: torch.Tensor, blocks: Sequence[int] = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """An open_clip VisionTransformer's dense region features (CLIPSelf's, F-ViT's): the blocks run as usual but the
-    last without its attention (`block_without_attention`), then ln_post and the projection per patch token.
-
-    Args:
-        visual: `model.visual`, any patch size; gradients flow where the caller lets them (CLIPSelf trains it).
-        x: (B, 3, H, W) in the tower's normalisation, H and W multiples of the patch; positional embeddings are
-            interpolated to the (H / patch, W / patch) grid.
-        blocks: indices of blocks whose outputs to return as maps.
-    Returns:
-        ([(B, width, h, w) per index of `blocks`], (B, D, h, w) the dense embeddings, L2-normalised over D).
-    """
-    p = _patch(visual)
-    b, _, hh, ww = x.shape
-    h, w = hh // p, ww // p
-    t = visual.conv1(x).flatten(2).transpose(1, 2)  # (B, h*w, width)
-    cls = visual.class_embedding.to(t.dtype).expand(b, 1, -1)
-    t = torch.cat([cls, t], 1) + _vit_pos_embed(visual, h, w).to(t.dtype)
-    t = visual.ln_pre(t)
-    batch_first = getattr(visual.transformer, "batch_first", True)
-    resblocks = visual.transformer.resblocks
-    out = []
-    for i, blk in enumerate(resblocks):
-        if i == len(resblocks) - 1:
-            t = block_without_attention(blk, t)  # F-ViT: the last level from the attention-free block
-        else:
-            t = blk(t) if batch_first else blk(t.transpose(0, 1)).transpose(0, 1)
-        if i in blocks:
-            out.append(t[:, 1:].transpose(1, 2).reshape(b, -1, h, w))
-    dense = visual.ln_post(t[:, 1:])
-    if visual.proj is not None:
-        dense = dense @ visual.proj
-    return out, F.normalize(dense.float(), dim=-1).transpose(1, 2).reshape(b, -1, h, w)
 
 
 def attention_pool(pool, x: torch.Tensor) -> torch.Tensor:
@@ -256,7 +196,7 @@ class CLIPTower(nn.Module):
                 )
             self.vit_blocks = blocks
             width = int(visual.conv1.out_channels)
-            self.tower_patch = _patch(visual)
+            self.tower_patch = patch_size(visual)
             # the token stride: the patch, or 16 for a patch that is not a power of two (ViT-L/14: the input is
             # resized by 14/16 first, so its tokens sit on the stride-16 grid the pooler expects)
             self.patch = self.tower_patch if self.tower_patch in (4, 8, 16, 32) else 16

@@ -21,6 +21,7 @@ from .domain import TrainingWorld, check_names, training_world
 from .learned_prompts import encode_learned, is_learned_prompts
 from .pretrained import WeightsUnavailable, check_weights_available, hub_offline, offline, sync_offline_env
 from .prompts import build_prompts
+from .vit_dense import vit_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ class Teacher:
             x = F.interpolate(x, size=(h * p, w * p), mode="bilinear", align_corners=False)
         tokens = visual.conv1(x).flatten(2).transpose(1, 2)  # (B, h*w, width)
         cls = visual.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
-        x = torch.cat([cls, tokens], 1) + self._vit_pos_embed(visual, h, w).to(tokens.dtype)
+        x = torch.cat([cls, tokens], 1) + vit_pos_embed(visual, h, w).to(tokens.dtype)
         x = visual.ln_pre(x)
         blocks = visual.transformer.resblocks
         batch_first = getattr(visual.transformer, "batch_first", True)
@@ -391,17 +392,6 @@ class Teacher:
         v = last.ls_1(attn.out_proj(v))
         v = visual.ln_post(v[:, 1:]) @ visual.proj  # (B, h*w, D)
         return v.transpose(1, 2).reshape(v.shape[0], -1, h, w)
-
-    @staticmethod
-    def _vit_pos_embed(visual, h: int, w: int) -> torch.Tensor:
-        """Positional embedding for an (h, w) token grid: the trained grid resized bicubically."""
-        pos = visual.positional_embedding
-        g = int(round((pos.shape[0] - 1) ** 0.5))
-        if (h, w) == (g, g):
-            return pos
-        grid = pos[1:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat([pos[:1].float(), grid.permute(0, 2, 3, 1).reshape(h * w, -1)], 0)
 
     @staticmethod
     def _dense_resnet(visual, x: torch.Tensor) -> torch.Tensor:
