@@ -27,6 +27,7 @@ from ..utils.errors import DistillInputError
 from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
 from .prompt_config import SUFFIX  # noqa: F401  (re-exported)
 from .prompts import processed_name
+from .text_tower import encode_with_context, text_tower
 
 FORMAT = "distill.learned_prompts/1"
 METHODS = ("coop", "detpro", "clip-adapter")
@@ -45,17 +46,6 @@ def is_learned_prompts(spec) -> bool:
 
 
 # ------------------------------------------------------------------ the text tower with context vectors
-def _text_tower(model):
-    """The open_clip text transformer pieces (CLIP keeps them on the model, CustomTextCLIP under .text)."""
-    tower = getattr(model, "text", model)
-    need = ("token_embedding", "positional_embedding", "transformer", "ln_final")
-    if not all(hasattr(tower, n) for n in need):
-        raise DistillInputError(
-            f"learned prompts need an open_clip text transformer, not {type(tower).__name__}"
-        )
-    return tower
-
-
 def text_tower_sha256(model) -> str:
     """Hash of the text tower's weights: a learned prompt only means something for the tower it was fit to."""
     if hasattr(model, "text"):
@@ -67,36 +57,6 @@ def text_tower_sha256(model) -> str:
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def encode_with_context(model, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-    """Text features with tokens 1..M replaced by context vectors.
-
-    Args:
-        tokens: (C, L) token ids of ``"<M context words> <name>."``.
-        ctx: (M, W) shared or (C, M, W) per class, in token-embedding space.
-    Returns:
-        (C, D) unnormalised text features (open_clip's encode_text with the M embeddings swapped in).
-    """
-    from open_clip.transformer import text_global_pool
-
-    tower = _text_tower(model)
-    cast = tower.transformer.get_cast_dtype() if hasattr(tower.transformer, "get_cast_dtype") else ctx.dtype
-    m = ctx.shape[-2]
-    x = tower.token_embedding(tokens).to(cast)
-    ctx = ctx.to(cast).expand(tokens.shape[0], -1, -1) if ctx.ndim == 2 else ctx.to(cast)
-    x = torch.cat([x[:, :1], ctx, x[:, 1 + m :]], 1)
-    x = x + tower.positional_embedding.to(cast)
-    x = tower.transformer(x, attn_mask=tower.attn_mask)
-    x = tower.ln_final(x)
-    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
-    x = text_global_pool(x, tokens, pool, eos_token_id=getattr(tower, "text_eos_id", None))
-    if isinstance(x, tuple):
-        x = x[0]
-    proj = tower.text_projection
-    if proj is not None:
-        x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-    return x
 
 
 def context_tokens(tokenizer, init: str, m: int) -> tuple[str, int]:
@@ -132,7 +92,7 @@ class PromptLearner(nn.Module):
         super().__init__()
         self.words, self.m = context_tokens(teacher.tokenizer, init, m)
         self.class_names = list(class_names)
-        tower = _text_tower(teacher.model)
+        tower = text_tower(teacher.model)
         with torch.no_grad():
             if init:
                 ids = teacher.tokenizer([self.words])[0, 1 : 1 + self.m].to(teacher.device)

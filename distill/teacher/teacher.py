@@ -287,6 +287,16 @@ class Teacher:
             return x
         return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
+    def encode_text_with_vectors(
+        self, tokens: torch.Tensor, vectors: torch.Tensor, start: int = 1
+    ) -> torch.Tensor:
+        """The text tower over `tokens` (C, L) with positions start .. start + M - 1 replaced by `vectors` (M, W)
+        or (C, M, W) (learned prompts' context, BARON's pseudo-words): (C, D) unnormalised, with gradients to
+        the vectors (`distill.teacher.text_tower.encode_with_vectors`)."""
+        from .text_tower import encode_with_vectors
+
+        return encode_with_vectors(self.model, tokens.to(self.device), vectors, start)
+
     # ------------------------------------------------------------------ images
     @torch.no_grad()
     def encode_image(self, crops: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

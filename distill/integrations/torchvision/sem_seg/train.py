@@ -192,7 +192,9 @@ def body_feature_cache(
     None (each step runs the ResNet) when any of its weights trains, it has BatchNorm (running statistics move
     in training), the images differ in size (a batch pads them), or the cache would exceed `max_bytes`.
     """
-    body = model.backbone.body
+    body = getattr(model.backbone, "body", None)
+    if body is None:  # not a ResNet-FPN (the teacher's frozen tower: its own forward runs without gradients)
+        return None
     if any(p.requires_grad for p in body.parameters()) or any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in body.modules()
     ):
