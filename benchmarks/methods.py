@@ -42,6 +42,7 @@ from distill.methods.fvlm import BACKBONE as CLIP_BACKBONE  # torch-free (this t
 from distill.model_zoo import get_config_file
 from distill.utils import DistillInputError, atomic_write_json, cli_entry, dumps_json, read_json
 from distill.utils.cli import ToolParser, nonneg_int, parse_args, positive_int
+from distill.utils.io import atomic_write_bytes
 from distill.utils.outdir import lock_output_dir
 
 TEACHER = "methods-tiny-rn"  # the model zoo's teacher of the methods world (ResNet)
@@ -433,36 +434,61 @@ def _cell(s: dict, digits: int = 1) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
+def render_markdown(table: dict) -> str:
+    """The report's two tables (metrics; pipeline costs) as markdown, from `collect`'s dict (or its JSON)."""
+    rows = table["methods"]
+    seeds = {m: len(r["box_AP50_novel"]["per_seed"]) for m, r in rows.items()}
+    cols = [h for _, _, h in METRICS]
+    lines = ["| method | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for m, r in rows.items():
+        lines.append(f"| {m} | {seeds[m]} | " + " | ".join(_cell(r[n]) for n, _, _ in METRICS) + " |")
+    heads = [h for _, h in COSTS]
+    lines += [
+        "",
+        "pipeline cost from nothing to the metrics (CPU seconds per stage, shared stages counted once)",
+        "",
+    ]
+    lines.append("| method | " + " | ".join(h.removeprefix("cpu_s_") for h in heads) + " |")
+    lines.append("|---" * (len(heads) + 1) + "|")
+    for m, r in rows.items():
+        if COSTS[0][0] not in r:  # a sweep's row: the cost is its cell's
+            continue
+        lines.append(
+            f"| {m} | " + " | ".join(_cell(r[n], 0 if n.startswith("cpu") else 1) for n, _ in COSTS) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+PAGE_START, PAGE_END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
+
+
+def write_page(page: Path, table: dict, json_path: Path) -> None:
+    """The table's JSON to `json_path` and its markdown between the page's PAGE_START / PAGE_END markers."""
+    text = page.read_text()
+    if PAGE_START not in text or PAGE_END not in text:
+        raise DistillInputError(f"--page has no {PAGE_START} ... {PAGE_END} block", page)
+    head, rest = text.split(PAGE_START, 1)
+    _, tail = rest.split(PAGE_END, 1)
+    atomic_write_json(json_path, table, indent=1)
+    body = f"{PAGE_START}\n<!-- made by benchmarks/methods.py report --page from {json_path.name} -->\n\n"
+    atomic_write_bytes(page, (head + body + render_markdown(table) + "\n" + PAGE_END + tail).encode())
+
+
 def print_report(table: dict, as_json: bool) -> None:
     if as_json:
         print(dumps_json(table))
         return
-    rows = table["methods"]
-    seeds = {m: len(r["box_AP50_novel"]["per_seed"]) for m, r in rows.items()}
-    cols = [h for _, _, h in METRICS]
-    print("\n| method | seeds | " + " | ".join(cols) + " |\n" + "|---" * (len(cols) + 2) + "|")
-    for m, r in rows.items():
-        print(f"| {m} | {seeds[m]} | " + " | ".join(_cell(r[n]) for n, _, _ in METRICS) + " |")
-    heads = [h for _, h in COSTS]
-    print("\npipeline cost from nothing to the metrics (CPU seconds per stage, shared stages counted once)\n")
-    print(
-        "| method | "
-        + " | ".join(h.removeprefix("cpu_s_") for h in heads)
-        + " |\n"
-        + "|---" * (len(heads) + 1)
-        + "|"
-    )
-    for m, r in rows.items():
-        if COSTS[0][0] not in r:  # a sweep's row: the cost is its cell's
-            continue
-        print(f"| {m} | " + " | ".join(_cell(r[n], 0 if n.startswith("cpu") else 1) for n, _ in COSTS) + " |")
+    print("\n" + render_markdown(table))
 
 
 def cmd_report(args) -> int:
     root = Path(args.output_dir)
     if not root.is_dir():
         raise DistillInputError("--output-dir not found", root)
-    print_report(collect(root), args.json)
+    table = collect(root)
+    if args.page:
+        write_page(Path(args.page), table, Path(args.json_out))
+    print_report(table, args.json)
     return 0
 
 
@@ -512,6 +538,10 @@ def report_parser() -> ToolParser:
     q = ToolParser(prog="methods.py report", description="print the table of the finished cells")
     q.add_argument("--output-dir", required=True)
     q.add_argument("--json", action="store_true", help="the table as one JSON line")
+    q.add_argument("--page", default=None, help="also write the table into this page's methods-table block")
+    q.add_argument(
+        "--json-out", default="docs/results/methods.json", help="with --page: the table's JSON file"
+    )
     return q
 
 

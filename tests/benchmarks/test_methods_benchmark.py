@@ -70,6 +70,14 @@ def test_methods_benchmark_smoke(tmp_path):
         table["fvlm"]["cpu_s_regions"]["mean"] == 0 and table["fvlm"]["cpu_s_proposal_network"]["mean"] == 0
     )
     assert table["fvlm"]["teacher_forwards_per_train_image"]["mean"] == 3 * 2 / 24
+    # --page writes the table's JSON and its markdown into a page's block
+    page = tmp_path / "page.md"
+    page.write_text("# title\n\n<!-- methods-table:start -->\nold\n<!-- methods-table:end -->\n\nafter\n")
+    r = _run("report", "--output-dir", out, "--page", page, "--json-out", tmp_path / "t.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = page.read_text()
+    assert "old" not in text and text.endswith("<!-- methods-table:end -->\n\nafter\n")
+    assert "| fvlm (VLM only) | 1 |" in text and json.loads((tmp_path / "t.json").read_text())["methods"]
     # a second run finds every cell done; another schedule in the same folder is refused
     again = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert again.returncode == 0 and again.stdout.count(": cached") == len(methods), again.stderr[-2000:]
@@ -106,5 +114,18 @@ def test_a_run_that_failed_before_any_stage_binds_no_schedule(tmp_path):
         "64",
     ]
     for teacher in ("no-such-teacher", "nor-this-one"):  # the second is judged on its teacher, not refused
-        r = _run("run", *tiny, *VIT, "--teacher", teacher)
+        r = _run("run", *tiny, *VIT, "--methods", "vild_text", "--teacher", teacher)
         assert r.returncode == 2 and teacher in r.stderr and "another schedule" not in r.stderr, r.stderr
+
+
+def test_the_pages_table_is_the_committed_json():
+    """docs/methods_benchmark.md shows docs/results/methods.json, rendered by the script's own function."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("methods_benchmark", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = json.loads((REPO / "docs" / "results" / "methods.json").read_text())
+    page = (REPO / "docs" / "methods_benchmark.md").read_text()
+    block = page.split(mod.PAGE_START, 1)[1].split(mod.PAGE_END, 1)[0]
+    assert mod.render_markdown(table) in block
