@@ -234,9 +234,8 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
     num_train = max(pipe.schedule["world"]["num_train"], 1)
     if store:
         forwards = pipe.ensure("regions")["crops"] / num_train
-    if (
-        cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE
-    ):  # the teacher's tower is the backbone: one forward per image seen
+    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE:
+        # the teacher's tower is the backbone: one forward per training image seen
         forwards = cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH / num_train
     record = {
         "method": method,
