@@ -339,7 +339,7 @@ def train_clipself(
     error.
     """
     from ..data.images import read_image_rgb
-    from ..utils.checkpoint import load_loop_state, load_torch_file, save_loop_state
+    from ..utils.checkpoint import load_loop_state, load_torch_file, refuse_other_settings, save_loop_state
     from ..utils.interrupt import any_rank, stop_on_signals
     from ..utils.progress import job_progress, progress_bar
     from .regions import load_proposals
@@ -369,16 +369,7 @@ def train_clipself(
     if resume and ckpt.is_file():
         state = load_torch_file(ckpt, "CLIPSelf checkpoint (delete it to start over)", weights_only=False)
         saved = state.get("config") if isinstance(state, dict) else None
-        if saved != asdict(cfg):
-            saved = saved if isinstance(saved, dict) else {}
-            diff = ", ".join(
-                f"{k} {saved.get(k)!r} vs {v!r}" for k, v in asdict(cfg).items() if saved.get(k) != v
-            )
-            raise DistillInputError(
-                f"this checkpoint was written with other settings ({diff}): pass the same flags to resume, "
-                "or choose another --output-dir",
-                ckpt,
-            )
+        refuse_other_settings(saved, asdict(cfg), ckpt)
     proposals = {}
     if cfg.proposals:
         known = [i for i in images.ids if i is not None]

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from ..data.images import read_image_rgb
 from ..data.synthetic import generate, world_config_class, world_of
-from ..utils.checkpoint import load_loop_state, load_torch_file, save_loop_state
-from ..utils.errors import DistillInputError
+from ..utils.checkpoint import load_loop_state, load_torch_file, refuse_other_settings, save_loop_state
 from ..utils.interrupt import stop_on_signals
 from ..utils.io import atomic_path, read_json
 from ..utils.progress import job_progress
@@ -201,15 +200,8 @@ def train_teacher(
         saved = state.get("config") if isinstance(state, dict) else None
         if isinstance(saved, dict):
             saved = {"world": "quickstart"} | saved  # written before the world was a setting
-        if saved is not None and saved != asdict(cfg):
-            diff = ", ".join(
-                f"{k} {saved.get(k)!r} vs {v!r}" for k, v in asdict(cfg).items() if saved.get(k) != v
-            )
-            raise DistillInputError(
-                f"this checkpoint was written with other settings ({diff}): pass the same flags to resume, "
-                "or choose another --output-dir",
-                ckpt,
-            )
+        if saved is not None:
+            refuse_other_settings(saved, asdict(cfg), ckpt)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     world = corpus_config(cfg)

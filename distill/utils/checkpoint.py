@@ -201,6 +201,20 @@ def require_checkpoint(path: str | os.PathLike, expected: str, flag: str = "--we
     return meta
 
 
+def refuse_other_settings(saved, current: dict, path) -> None:
+    """Resuming a loop state written with other settings is one line naming each difference (`saved`: the
+    checkpoint's settings dict, or None / anything else for none recorded)."""
+    if saved == current:
+        return
+    saved = saved if isinstance(saved, dict) else {}
+    diff = ", ".join(f"{k} {saved.get(k)!r} vs {v!r}" for k, v in current.items() if saved.get(k) != v)
+    raise DistillInputError(
+        f"this checkpoint was written with other settings ({diff}): pass the same flags to resume, "
+        "or choose another --output-dir",
+        path,
+    )
+
+
 def save_loop_state(path, key: str, module, opt, sched, rng, step: int, config: dict) -> None:
     """A small training loop's resumable state, written atomically: `module`'s weights under `key`, the
     optimizer, scheduler, Python and torch RNG states, the step done and the run's config."""
