@@ -69,17 +69,27 @@ def _check(stage: str, dataset: str, out) -> None:
         boxes, emb = store[1]
         assert 0 < boxes.shape[0] <= REGIONS and emb.shape == (boxes.shape[0], 512)
     elif stage == "evaluate":
-        m = read_json(out / "vild_eval" / "inference" / VAL_NAME[dataset] / "metrics.json")
-        keys = (
-            ["box_AP50_novel", "box_AP50_base", "box_AP50"]
-            if dataset == "ov_coco"
-            else ["mask_APr", "box_APr", "mask_AP"]
-        )
-        assert all(isinstance(m.get(k), float) for k in keys), m
+        check_metrics(out / "vild_eval", dataset)
     elif stage == "demo":
-        img = cv2.imread(str(out / "demo" / f"{NUM_TRAIN + 1:012d}.png"))
-        assert img is not None and img.shape[:2] == (427, 640)  # drawn at the image's own size
-        assert read_json(out / "demo" / "predictions.json")["images"][0]["height"] == 427
+        check_demo(out / "demo")
+
+
+def check_metrics(eval_dir, dataset: str) -> None:
+    """An evaluation's metrics.json has the dataset's headline numbers."""
+    m = read_json(eval_dir / "inference" / VAL_NAME[dataset] / "metrics.json")
+    keys = (
+        ["box_AP50_novel", "box_AP50_base", "box_AP50"]
+        if dataset == "ov_coco"
+        else ["mask_APr", "box_APr", "mask_AP"]
+    )
+    assert all(isinstance(m.get(k), float) for k in keys), m
+
+
+def check_demo(demo_dir) -> None:
+    """The demo drew the validation image at its own size and wrote its predictions."""
+    img = cv2.imread(str(demo_dir / f"{NUM_TRAIN + 1:012d}.png"))
+    assert img is not None and img.shape[:2] == (427, 640)  # drawn at the image's own size
+    assert read_json(demo_dir / "predictions.json")["images"][0]["height"] == 427
 
 
 def _rehearse(dataset: str, backend: str, shaped, cwd, shared_from=None) -> list[str]:

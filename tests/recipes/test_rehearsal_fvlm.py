@@ -11,7 +11,6 @@ import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import cv2
 import pytest
 import yaml
 
@@ -26,9 +25,15 @@ from benchmarks.workloads.recipes import (
 )
 from distill.data.shaped import write_shaped_tree
 from distill.teacher import ClassEmbeddings
-from distill.utils import read_json
 from tests.conftest import REPO
-from tests.recipes.test_rehearsal import CLASSES, NUM_TRAIN, NUM_VAL, VAL_NAME, _has_detectron2
+from tests.recipes.test_rehearsal import (
+    CLASSES,
+    NUM_TRAIN,
+    NUM_VAL,
+    _has_detectron2,
+    check_demo,
+    check_metrics,
+)
 
 VARIANT = {"ov_coco": "fvit_b16", "ov_lvis": "fvlm_r50"}  # one teacher kind per dataset: ViT and ResNet
 DIM = {"vitb16": 512, "rn50": 1024}
@@ -64,17 +69,9 @@ def _check(stage: str, dataset: str, out) -> None:
             dataset == "ov_lvis"
         )
     elif stage == "evaluate":
-        m = read_json(out / f"{variant}_eval" / "inference" / VAL_NAME[dataset] / "metrics.json")
-        keys = (
-            ["box_AP50_novel", "box_AP50_base", "box_AP50"]
-            if dataset == "ov_coco"
-            else ["mask_APr", "box_APr", "mask_AP"]
-        )
-        assert all(isinstance(m.get(k), float) for k in keys), m
+        check_metrics(out / f"{variant}_eval", dataset)
     elif stage == "demo":
-        img = cv2.imread(str(out / f"{variant}_demo" / f"{NUM_TRAIN + 1:012d}.png"))
-        assert img is not None and img.shape[:2] == (427, 640)  # drawn at the image's own size
-        assert read_json(out / f"{variant}_demo" / "predictions.json")["images"][0]["height"] == 427
+        check_demo(out / f"{variant}_demo")
 
 
 def _rehearse(dataset, backend, shaped, cwd, env, slots, shared: Future) -> list[str]:
