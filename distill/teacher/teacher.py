@@ -378,7 +378,50 @@ class Teacher:
             )
         return F.normalize(dense.float(), dim=1)
 
+    @torch.no_grad()
+    def encode_image_and_dense(
+        self, crops: torch.Tensor, cls_residual: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image embeddings and dense maps of the same crops from one trunk forward (BARON's teacher: a bag's
+        embedding and its regions pooled from the bag crop's dense map).
+
+        Args:
+            crops: (N, 3, S, S) normalised crops at the input size (as for `encode_image`).
+        Returns:
+            ((N, D) L2-normalised, == `encode_image(crops)`; (N, D, h, w) L2-normalised over D, == the dense
+            maps `encode_pixels` gives for the same crops: the last block's value path). `cls_residual`: for a
+            ViT, BARON's dense tokens instead (`_vit_value_head`); a ResNet's are the same either way.
+        """
+        if crops.ndim != 4 or tuple(crops.shape[1:]) != (3, self.input_size, self.input_size):
+            raise DistillInputError(
+                f"crops must be (N, 3, {self.input_size}, {self.input_size}), got {tuple(crops.shape)}"
+            )
+        x = crops.to(self.device, self.dtype)
+        visual = self.model.visual
+        if hasattr(visual, "transformer") and hasattr(visual, "conv1"):
+            t, h, w = self._vit_trunk(visual, x)
+            batch_first = getattr(visual.transformer, "batch_first", True)
+            y = visual.transformer.resblocks[-1](t if batch_first else t.transpose(0, 1))
+            pooled, _ = visual._pool(y if batch_first else y.transpose(0, 1))  # ln_post and CLS, as open_clip
+            emb = pooled @ visual.proj if visual.proj is not None else pooled
+            dense = self._vit_value_head(visual, t, h, w, cls_residual)
+        elif hasattr(visual, "attnpool") and hasattr(visual, "stem"):
+            f = self._resnet_trunk(visual, x)
+            emb, dense = visual.attnpool(f), self._resnet_value_head(visual, f)
+        else:
+            raise DistillInputError(
+                f"encode_pixels supports open_clip ViT and ModifiedResNet teachers, "
+                f"not {type(visual).__name__} ({self.arch})"
+            )
+        return F.normalize(emb.float(), dim=-1), F.normalize(dense.float(), dim=1)
+
     def _dense_vit(self, visual, x: torch.Tensor) -> torch.Tensor:
+        x, h, w = self._vit_trunk(visual, x)
+        return self._vit_value_head(visual, x, h, w)
+
+    def _vit_trunk(self, visual, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """(B, 3, H, W) normalised → ((B, 1 + h*w, width) batch-first input of the last block, h, w); the image
+        is resized to multiples of the patch, the positional embeddings to the (h, w) grid."""
         if getattr(visual, "attn_pool", None) is not None:
             raise DistillInputError(f"encode_pixels does not support attention-pooled ViTs ({self.arch})")
         p = visual.patch_size[0] if isinstance(visual.patch_size, (tuple, list)) else visual.patch_size
@@ -389,25 +432,45 @@ class Teacher:
         cls = visual.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
         x = torch.cat([cls, tokens], 1) + vit_pos_embed(visual, h, w).to(tokens.dtype)
         x = visual.ln_pre(x)
-        blocks = visual.transformer.resblocks
         batch_first = getattr(visual.transformer, "batch_first", True)
         x = x if batch_first else x.transpose(0, 1)
-        for blk in blocks[:-1]:
+        for blk in visual.transformer.resblocks[:-1]:
             x = blk(x)
         x = x if batch_first else x.transpose(0, 1)
-        last = blocks[-1]
+        return x, h, w
+
+    @staticmethod
+    def _vit_value_head(visual, x: torch.Tensor, h: int, w: int, cls_residual: bool = False) -> torch.Tensor:
+        """The last block's value path (ln_1 → value projection → out_proj, no attention, no MLP), ln_post and
+        the projection per patch token: (B, 1 + h*w, width) → (B, D, h, w) unnormalised. With `cls_residual`
+        (BARON's teacher tokens, ovdet `ResidualAttentionBlock` with return_tokens): the class token's input
+        added as the residual, then the block's MLP."""
+        last = visual.transformer.resblocks[-1]
         attn = last.attn
         width = x.shape[-1]
         v = F.linear(last.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
         v = last.ls_1(attn.out_proj(v))
+        if cls_residual:
+            v = x[:, :1] + v
+            v = v + last.ls_2(last.mlp(last.ln_2(v)))
         v = visual.ln_post(v[:, 1:]) @ visual.proj  # (B, h*w, D)
         return v.transpose(1, 2).reshape(v.shape[0], -1, h, w)
 
     @staticmethod
     def _dense_resnet(visual, x: torch.Tensor) -> torch.Tensor:
+        return Teacher._resnet_value_head(visual, Teacher._resnet_trunk(visual, x))
+
+    @staticmethod
+    def _resnet_trunk(visual, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised → (B, C, H / 32, W / 32): the stem and the four stages."""
         f = visual.stem(x)
         for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
             f = layer(f)
+        return f
+
+    @staticmethod
+    def _resnet_value_head(visual, f: torch.Tensor) -> torch.Tensor:
+        """The attention pool's value and output projections per position: (B, C, h, w) → (B, D, h, w)."""
         b, c, h, w = f.shape
         pool = visual.attnpool
         v = pool.c_proj(pool.v_proj(f.flatten(2).transpose(1, 2)))  # (B, h*w, D)
