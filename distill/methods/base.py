@@ -7,6 +7,8 @@ own submodules (saved in the student's checkpoint, found by the optimiser like a
     target_source(cfg, is_train) what both backends' mappers attach to a training record (a `TargetSource`)
     build(feature_dim, embed_dim) its heads, built once the box head's width is known
     extra_rois(targets)          boxes per image pooled with the sampled RoIs (ViLD: the region-store boxes)
+    step_rois(context)           the same from the whole step (`StepContext`: proposals, ground truth, images;
+                                 BARON: its bags); the default asks `extra_rois`
     losses(batch)                its losses from the sampled RoIs, its extra RoIs, the labels and its targets
     scores(outputs)              (N, C + 1) class scores at inference, background last
     check_config(cfg)            fail early on a model config the method cannot run with (required_config)
@@ -23,11 +25,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..modeling.ov_predictor import RoIBatch, RoIOutputs
+from ..modeling.ov_predictor import RoIBatch, RoIOutputs, StepContext
 from ..utils.errors import DistillInputError
 from .registry import Key
 
-__all__ = ["DistillMethod", "RoIBatch", "RoIOutputs", "TargetSource"]
+__all__ = ["DistillMethod", "RoIBatch", "RoIOutputs", "StepContext", "TargetSource"]
 
 
 class TargetSource:
@@ -93,6 +95,12 @@ class DistillMethod(nn.Module):
     def extra_rois(self, targets: list | None) -> list[torch.Tensor] | None:
         """Per image (M_i, 4) XYXY boxes in the input image to pool with the sampled RoIs (None: none)."""
         return None
+
+    def step_rois(self, context: StepContext) -> list[torch.Tensor] | None:
+        """Per image (M_i, 4) XYXY boxes in the input image to pool with this step's sampled RoIs (None: none);
+        what the losses need later goes to `context.state` (the same context reaches `losses` as
+        `batch.context`). The default: `extra_rois(context.targets)`."""
+        return self.extra_rois(context.targets)
 
     def losses(self, batch: RoIBatch) -> dict[str, torch.Tensor]:
         from ..modeling.losses import vild_text_loss

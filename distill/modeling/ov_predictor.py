@@ -9,7 +9,7 @@ logits and scores (N, C + 1) with background LAST (backends with background firs
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -18,6 +18,37 @@ from torch import nn
 from ..teacher.embeddings import ClassEmbeddings
 from ..utils.errors import DistillInputError
 from .heads import ClassAgnosticBoxRegressor, RegionEmbeddingHead, TextClassifier
+
+
+@dataclass
+class StepContext:
+    """One training step as the RoI heads see it before pooling: what a method's `step_rois` may use.
+
+    targets: per image, what the method's `target_source` attached (on the model's device), or None.
+    proposals: per image (P_i, 4) XYXY RPN proposals in input pixels, best first (no gradient), or None.
+    objectness: per image (P_i,) their objectness in [0, 1], or None.
+    gt_boxes: per image (G_i, 4) XYXY ground-truth boxes in input pixels, or None.
+    images: per image (3, h_i, w_i) RGB 0-255 (uint8 or float), the input image before normalisation and
+        padding (the frame of the boxes above), or None where the backend does not hand them over.
+    image_ids: (B,) int64, the records' image ids (an id that is not an integer: a stable hash of it).
+    state: what the method's `step_rois` keeps for its `losses` (this step only).
+    """
+
+    targets: list | None = None
+    proposals: list[torch.Tensor] | None = None
+    objectness: list[torch.Tensor] | None = None
+    gt_boxes: list[torch.Tensor] | None = None
+    images: list[torch.Tensor] | None = None
+    image_ids: torch.Tensor | None = None
+    state: dict = field(default_factory=dict)
+
+
+def image_id_tensor(ids: Sequence, device=None) -> torch.Tensor:
+    """(B,) int64 ids >= 0 of records' image ids (ints kept; any other id: its crc32)."""
+    import zlib
+
+    out = [i if isinstance(i, int) and i >= 0 else zlib.crc32(str(i).encode()) for i in ids]
+    return torch.tensor(out, dtype=torch.int64, device=device)
 
 
 @dataclass
@@ -33,6 +64,7 @@ class RoIBatch:
     classifier: the text classifier (vocabulary, temperature, background embedding).
     novel_mask: (C,) bool, True where a vocabulary class is novel.
     embed_head: the predictor's region-embedding head, (K, F) → (K, D).
+    context: the step's `StepContext` (with what the method's `step_rois` kept in `state`), or None.
     """
 
     features: torch.Tensor
@@ -44,6 +76,7 @@ class RoIBatch:
     classifier: TextClassifier
     novel_mask: torch.Tensor
     embed_head: nn.Module
+    context: StepContext | None = None
 
 
 @dataclass
@@ -176,12 +209,17 @@ class OpenVocabBoxPredictor(nn.Module):
         """The method's per-image (M_i, 4) boxes to pool with the sampled RoIs, or None."""
         return None if targets is None else self.method.extra_rois(targets)
 
+    def step_rois(self, context: StepContext) -> list[torch.Tensor] | None:
+        """The method's per-image (M_i, 4) boxes to pool with the sampled RoIs for this step, or None."""
+        return self.method.step_rois(context)
+
     def losses(
         self,
         x_sampled: torch.Tensor,
         labels: torch.Tensor,
         x_extra: torch.Tensor | None,
         targets: list | None,
+        context: StepContext | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The method's losses on (R, F) sampled-RoI features with (R,) labels in [0, C] and (M, F) extra-RoI
         features; returns them, the (R, 4) deltas for the backend's box loss and the (R, C + 1) logits."""
@@ -189,6 +227,15 @@ class OpenVocabBoxPredictor(nn.Module):
         x_extra = None if x_extra is None else x_extra.flatten(1)
         x, emb, logits = self(x_sampled)
         batch = RoIBatch(
-            x, emb, logits, labels, x_extra, targets, self.classifier, self.novel_mask, self.embed_head
+            x,
+            emb,
+            logits,
+            labels,
+            x_extra,
+            targets,
+            self.classifier,
+            self.novel_mask,
+            self.embed_head,
+            context,
         )
         return self.method.losses(batch), self.deltas(x), logits

@@ -90,6 +90,8 @@ def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 META_KEY = "distill"
+# where a detector's state holds its distillation method's own heads and buffers
+METHOD_PREFIX = "roi_heads.box_predictor.method."
 
 
 # tensor-name prefixes of earlier versions (before the method layer), in the order they are tried

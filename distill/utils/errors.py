@@ -80,12 +80,15 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-def check_checkpoint_fits(incompatible) -> None:
-    """fvcore/detectron2 `_load_model` result → one clear error when shapes differ or tensors are missing."""
+def check_checkpoint_fits(incompatible, fresh_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """fvcore/detectron2 `_load_model` result → one clear error when shapes differ or tensors are missing.
+    Missing tensors under `fresh_prefixes` are allowed (they keep their initial values): returned."""
+    fresh = [k for k in incompatible.missing_keys if k.startswith(fresh_prefixes)] if fresh_prefixes else []
     bad = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
-    bad += [f"{k} missing" for k in incompatible.missing_keys]
+    bad += [f"{k} missing" for k in incompatible.missing_keys if k not in fresh]
     if bad:
         raise DistillInputError(
             f"checkpoint does not fit this model ({len(bad)} problem(s), e.g. {bad[0]}): "
             "another architecture or config?"
         )
+    return fresh

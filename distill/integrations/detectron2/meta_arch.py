@@ -12,6 +12,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 
 from ...methods import METHOD_TARGETS
+from ...modeling.ov_predictor import image_id_tensor
 
 
 @META_ARCH_REGISTRY.register()
@@ -20,6 +21,14 @@ class OpenVocabRCNN(GeneralizedRCNN):
         if METHOD_TARGETS not in batched_inputs[0]:
             return None
         return [x[METHOD_TARGETS].to(self.device) for x in batched_inputs]
+
+    def _step_inputs(self, batched_inputs: list[dict]) -> dict:
+        """The records' images (RGB, 0-255, the input frame) and ids for the method's `StepContext`."""
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        if self.input_format == "BGR":
+            images = [im.flip(0) for im in images]
+        ids = image_id_tensor([x.get("image_id", i) for i, x in enumerate(batched_inputs)], self.device)
+        return {"images": images, "image_ids": ids}
 
     def forward(self, batched_inputs: list[dict]):
         """Training: dict of losses (RPN, the method's, loss_box_reg, loss_mask).
@@ -38,7 +47,12 @@ class OpenVocabRCNN(GeneralizedRCNN):
         else:
             proposals, proposal_losses = [x["proposals"].to(self.device) for x in batched_inputs], {}
         _, detector_losses = self.roi_heads(
-            images, features, proposals, gt_instances, method_targets=self._method_targets(batched_inputs)
+            images,
+            features,
+            proposals,
+            gt_instances,
+            method_targets=self._method_targets(batched_inputs),
+            step_inputs=self._step_inputs(batched_inputs),
         )
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)

@@ -25,7 +25,7 @@ from torch import nn
 from ...methods import build_method
 from ...modeling.clip_backbone import VLM_KEY
 from ...modeling.heads import TextClassifier
-from ...modeling.ov_predictor import OpenVocabBoxPredictor, split_sampled_and_extra
+from ...modeling.ov_predictor import OpenVocabBoxPredictor, StepContext, split_sampled_and_extra
 from ...teacher.embeddings import ClassEmbeddings
 from ...utils.errors import DistillInputError
 from ..shared import load_train_vocabulary
@@ -104,12 +104,17 @@ class OpenVocabOutputLayers(OpenVocabBoxPredictor):
 
     # ------------------------------------------------------------------ training
     def training_losses(
-        self, x: torch.Tensor, proposals: list[Instances], x_extra: torch.Tensor | None, targets: list | None
+        self,
+        x: torch.Tensor,
+        proposals: list[Instances],
+        x_extra: torch.Tensor | None,
+        targets: list | None,
+        context: StepContext | None = None,
     ) -> dict[str, torch.Tensor]:
         """The method's losses on the sampled RoIs' features `x` (R, F) and its extra RoIs' `x_extra` (M, F),
         and detectron2's class-agnostic box loss."""
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if proposals else x.new_zeros(0).long()
-        losses, deltas, logits = super().losses(x, gt_classes, x_extra, targets)
+        losses, deltas, logits = super().losses(x, gt_classes, x_extra, targets, context)
         self._log_classification_stats(logits.detach(), gt_classes)
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
@@ -254,27 +259,37 @@ class OpenVocabROIHeads(StandardROIHeads):
         self.num_classes = self.box_predictor.num_classes
 
     # ------------------------------------------------------------------ forward
-    def forward(self, images, features, proposals, targets=None, method_targets=None):
-        """`method_targets`: per image, what the method attached to the record (on the device), or None."""
+    def forward(self, images, features, proposals, targets=None, method_targets=None, step_inputs=None):
+        """`method_targets`: per image, what the method attached to the record (on the device), or None;
+        `step_inputs`: {"images": per image (3, h, w) RGB 0-255, "image_ids": (B,) int64} for the method's
+        `StepContext`, or None."""
         del images
         if not self.training:
             pred_instances = self._forward_box(features, proposals)
             return self.forward_with_given_boxes(features, pred_instances), {}
         if not targets:
             raise ValueError("'targets' argument is required during training")
+        context = StepContext(
+            targets=method_targets,
+            proposals=[q.proposal_boxes.tensor.detach() for q in proposals],
+            objectness=[q.objectness_logits.detach().sigmoid() for q in proposals],
+            gt_boxes=[t.gt_boxes.tensor for t in targets],
+            **(step_inputs or {}),
+        )
         proposals = self.label_and_sample_proposals(proposals, targets)
-        losses = self._forward_box(features, proposals, method_targets)
+        losses = self._forward_box(features, proposals, context)
         losses.update(self._forward_mask(features, proposals))
         return proposals, losses
 
-    def _forward_box(self, features, proposals, method_targets=None):
+    def _forward_box(self, features, proposals, context: StepContext | None = None):
         feats = [features[f] for f in self.box_in_features]
         p = self.box_predictor
         if not self.training:
             x = self.box_head(self.box_pooler(feats, [q.proposal_boxes for q in proposals]))
             rois = [q.proposal_boxes.tensor for q in proposals]
             return p.inference(p.predict(x, rois, features.get(VLM_KEY)), proposals)[0]
-        extra = p.extra_rois(method_targets)
+        context = context or StepContext()
+        extra = p.step_rois(context)
         boxes = [q.proposal_boxes for q in proposals]
         if extra is not None:
             boxes = [Boxes.cat([b, Boxes(e.to(b.tensor))]) for b, e in zip(boxes, extra)]
@@ -283,7 +298,7 @@ class OpenVocabROIHeads(StandardROIHeads):
         if extra is not None:
             x, x_extra = split_sampled_and_extra(x, [len(q) for q in proposals], [len(e) for e in extra])
             _put_scalars(num_extra_rois=x_extra.shape[0] / max(len(extra), 1))
-        return p.training_losses(x, proposals, x_extra, method_targets)
+        return p.training_losses(x, proposals, x_extra, context.targets, context)
 
 
 ROI_HEADS_REGISTRY._do_register("ViLDRoIHeads", OpenVocabROIHeads)  # the name in earlier configs

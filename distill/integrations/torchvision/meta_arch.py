@@ -78,8 +78,9 @@ class OpenVocabDetector(nn.Module):
         vlm = features.pop(VLM_KEY, None)  # a frozen teacher tower's region embedder: for the RoI heads only
         targets = self._targets(batch) if self.training else None
         proposals, rpn_losses = self.rpn(images, features, targets)
+        objectness = getattr(self.rpn, "last_scores", None) if self.training else None
         detections, roi_losses = self.roi_heads(
-            features, proposals, images.image_sizes, targets, batch, vlm=vlm
+            features, proposals, images.image_sizes, targets, batch, vlm=vlm, objectness=objectness
         )
         if self.training:
             return {**rpn_losses, **roi_losses}

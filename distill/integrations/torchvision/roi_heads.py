@@ -16,7 +16,12 @@ from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference,
 from torchvision.ops import boxes as box_ops
 
 from ...methods import METHOD_TARGETS
-from ...modeling.ov_predictor import OpenVocabBoxPredictor, split_sampled_and_extra
+from ...modeling.ov_predictor import (
+    OpenVocabBoxPredictor,
+    StepContext,
+    image_id_tensor,
+    split_sampled_and_extra,
+)
 from ...modeling.poolers import MultiScaleRoIPooler
 from ...ops.nms import batched_nms
 
@@ -105,21 +110,32 @@ class OpenVocabROIHeads(RoIHeads):
         return self.box_head(self.box_pooler(feats, boxes))
 
     # ------------------------------------------------------------------ training
-    def _losses(self, feats, proposals, targets, batch) -> dict[str, torch.Tensor]:
+    def _losses(self, feats, proposals, targets, batch, objectness=None) -> dict[str, torch.Tensor]:
+        device = proposals[0].device
+        method_targets = None
+        if batch is not None and METHOD_TARGETS in batch[0]:
+            method_targets = [b[METHOD_TARGETS].to(device) for b in batch]
+        context = StepContext(
+            targets=method_targets,
+            proposals=[p.detach() for p in proposals],
+            objectness=None if objectness is None else [o.detach() for o in objectness],
+            gt_boxes=[t["boxes"] for t in targets],
+            images=None if batch is None else [b["image"].to(device) for b in batch],
+            image_ids=None
+            if batch is None
+            else image_id_tensor([b.get("image_id", i) for i, b in enumerate(batch)], device),
+        )
         proposals, matched_idxs, tv_labels, regression_targets = self.select_training_samples(
             proposals, targets
         )
-        method_targets = None
-        if batch is not None and METHOD_TARGETS in batch[0]:
-            method_targets = [b[METHOD_TARGETS].to(proposals[0].device) for b in batch]
-        extra = self.box_predictor.extra_rois(method_targets)
+        extra = self.box_predictor.step_rois(context)
         boxes = proposals if extra is None else [torch.cat([p, e.to(p)]) for p, e in zip(proposals, extra)]
         x = self._box_features(feats, boxes)
         x_extra = None
         if extra is not None:
             x, x_extra = split_sampled_and_extra(x, [len(p) for p in proposals], [len(e) for e in extra])
         labels = _to_core_labels(torch.cat(tv_labels), self.box_predictor.num_classes)
-        losses, deltas, _ = self.box_predictor.losses(x, labels, x_extra, method_targets)
+        losses, deltas, _ = self.box_predictor.losses(x, labels, x_extra, method_targets, context)
         box = self._box_loss(deltas, torch.cat(regression_targets), labels)
         losses = {**losses, "loss_box_reg": box}
         if self.has_mask():
@@ -183,10 +199,11 @@ class OpenVocabROIHeads(RoIHeads):
         keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
-    def forward(self, features, proposals, image_shapes, targets=None, batch=None, vlm=None):
+    def forward(self, features, proposals, image_shapes, targets=None, batch=None, vlm=None, objectness=None):
         """Training: (None, losses). Inference: (per-image dicts of boxes, scores, labels [, masks]), {}).
-        `vlm`: the backbone's region embedder (`RoIOutputs.vlm`) for methods that score with it, or None."""
+        `vlm`: the backbone's region embedder (`RoIOutputs.vlm`) for methods that score with it, or None;
+        `objectness`: per image (P_i,) the RPN's scores of `proposals` (training, for the method's context)."""
         feats = self._levels(features)
         if self.training:
-            return None, self._losses(feats, proposals, targets, batch)
+            return None, self._losses(feats, proposals, targets, batch, objectness)
         return self._detect(feats, proposals, image_shapes, vlm), {}

@@ -1,4 +1,5 @@
-"""torchvision's RPN with `distill.ops.batched_nms` (the compiled CPU NMS), otherwise unchanged."""
+"""torchvision's RPN with `distill.ops.batched_nms` (the compiled CPU NMS), otherwise unchanged but for keeping the
+last proposals' objectness (`last_scores`) that torchvision's forward drops."""
 
 from __future__ import annotations
 
@@ -52,4 +53,6 @@ class RPN(RegionProposalNetwork):
             keep = batched_nms(boxes, scores, lvl, self.nms_thresh)[: self.post_nms_top_n()]
             final_boxes.append(boxes[keep])
             final_scores.append(scores[keep])
+        # torchvision's forward drops the scores; a method's StepContext reads them (this step's only)
+        self.last_scores = final_scores
         return final_boxes, final_scores

@@ -17,7 +17,7 @@ import torch
 
 from ...methods import method_class, target_source
 from ...teacher.embeddings import ClassEmbeddings
-from ...utils.checkpoint import META_KEY, inference_meta
+from ...utils.checkpoint import META_KEY, METHOD_PREFIX, inference_meta
 from ...utils.errors import DistillInputError
 from ..shared import load_train_vocabulary
 from .builders import build_detector
@@ -123,12 +123,17 @@ def train(cfg, resume: bool = False, progress: bool = True) -> torch.nn.Module:
 
 
 def _load_weights(ckpt: AtomicCheckpointer, cfg) -> None:
-    """A fresh run starts from MODEL.WEIGHTS when set."""
+    """A fresh run starts from MODEL.WEIGHTS when set; the method's own heads and state may be missing from it
+    (a checkpoint of another method, e.g. the proposal network's ViLD-text): they start fresh."""
     if cfg.MODEL.WEIGHTS:
         path = _resolve_weights(cfg.MODEL.WEIGHTS)
         if not os.path.isfile(path):
             raise DistillInputError("MODEL.WEIGHTS not found", path)
-        ckpt.load(path, checkpointables=[])
+        ckpt.fresh_prefixes = (METHOD_PREFIX,)
+        try:
+            ckpt.load(path, checkpointables=[])
+        finally:
+            ckpt.fresh_prefixes = ()
 
 
 def _resolve_weights(spec: str) -> str:

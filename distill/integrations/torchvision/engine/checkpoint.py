@@ -45,12 +45,17 @@ class AtomicCheckpointer(Checkpointer):
     def _load_file(self, f: str) -> dict:
         return read_checkpoint(f)  # a zero-byte / truncated / foreign file: one line, not a traceback
 
+    # tensors allowed to be missing (they keep their initial values): set for a training's MODEL.WEIGHTS only
+    fresh_prefixes: tuple[str, ...] = ()
+
     def _load_model(self, checkpoint):
         """Strict: a checkpoint of another architecture is one clear error, not a half-loaded model."""
         if isinstance(checkpoint.get("model"), dict):
             checkpoint["model"] = upgrade_state_dict(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
-        check_checkpoint_fits(incompatible)
+        fresh = check_checkpoint_fits(incompatible, self.fresh_prefixes)
+        if fresh:
+            self.logger.info(f"{len(fresh)} tensors of the method start fresh (not in the checkpoint)")
         return incompatible
 
 
