@@ -7,6 +7,7 @@ mappers, the trainers and the ONNX export run it through the open-vocabulary box
     vild_ensemble   ViLD ensemble             distill/methods/vild/
     fvlm            F-VLM (frozen teacher)    distill/methods/fvlm/
     fvit            F-ViT (F-VLM on a ViT)    distill/methods/fvlm/
+    baron           BARON (bags of regions)   distill/methods/baron/
 
 A method of one's own: a module that subclasses `DistillMethod` and decorates it with `register_method`,
 named in MODEL.DISTILL.IMPORTS (or declared in the `distill.methods` entry-point group of an installed
@@ -16,6 +17,7 @@ package); see docs/extend.md. This package's top level imports no torch (config 
 from __future__ import annotations
 
 # registers the built-in methods, torch-free
+from . import baron as _baron  # noqa: F401
 from . import fvlm as _fvlm  # noqa: F401
 from . import vild as _vild  # noqa: F401
 from .registry import (
