@@ -11,6 +11,10 @@ output/<dataset>/) and to $DISTILL_DATASETS, as in the configs.
 `fvlm_recipe(dataset, backend, variant=...)` gives F-VLM / F-ViT (fvlm_r50, fvlm_r50x64, fvit_b16): prepare → text
 embeddings of the teacher whose frozen tower is the backbone → training → evaluation → demo, with no proposal or
 region stage; its rehearsal draws that teacher with random weights.
+
+`baron_recipe(dataset, backend)` gives BARON: prepare → text embeddings of the ViT-B-32 teacher (ViLD's files) →
+training with the teacher's image tower online → evaluation → demo, with no proposal or region stage; its
+rehearsal takes ViLD's overrides (random teacher and R50).
 """
 
 from __future__ import annotations
@@ -142,6 +146,29 @@ def _rehearsal_opts(
     return model_opts, eval_opts, train_opts
 
 
+def _launch(backend: str, gpus: int, rehearsal: Rehearsal | None) -> tuple[list[str], list[str]]:
+    """The `--backend` flags of every training / inference tool, and the `--num-gpus` flags of training and
+    evaluation (one process per GPU; none in a rehearsal)."""
+    return ["--backend", backend], [] if rehearsal else ["--num-gpus", str(gpus)]
+
+
+def _prepare_stage(p: Paths, datasets_root: str) -> Stage:
+    return Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image")
+
+
+def _train_stage(
+    name: str, cfg: str, out_dir: str, b: list[str], multi: list[str], train_opts: list[str]
+) -> Stage:
+    """train_net of `cfg` into `out_dir` (the config's OUTPUT_DIR), without evaluation."""
+    return Stage(
+        name,
+        "train_net.py",
+        [*b, *multi, "--config-file", cfg, *train_opts, "DATASETS.TEST", "()"],
+        [out_dir],
+        per="iteration",
+    )
+
+
 def _evaluate_and_demo(
     p: Paths,
     cfg: str,
@@ -216,18 +243,11 @@ def recipe(
     regions_opts = ["--max-per-image", str(rehearsal.regions_per_image if rehearsal else 300)]
     # rehearsal: random R50 (no download), batch 1 with the learning rate scaled linearly from 64
     model_opts, eval_opts, train_opts = _rehearsal_opts(rehearsal, "0.00125", ["MODEL.BACKBONE.WEIGHTS", ""])
-    b = ["--backend", backend]
-    multi = [] if rehearsal else ["--num-gpus", str(gpus)]  # training and evaluation: one process per GPU
+    b, multi = _launch(backend, gpus, rehearsal)
     return [
-        Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image"),
+        _prepare_stage(p, datasets_root),
         text,
-        Stage(
-            "train_proposal_net",
-            "train_net.py",
-            [*b, *multi, "--config-file", rpn_cfg, *train_opts, "DATASETS.TEST", "()"],
-            [f"{out}/vild_text"],
-            per="iteration",
-        ),
+        _train_stage("train_proposal_net", rpn_cfg, f"{out}/vild_text", b, multi, train_opts),
         Stage(
             "proposals",
             "export_proposals.py",
@@ -269,13 +289,7 @@ def recipe(
             [store],
             torchrun=True,
         ),
-        Stage(
-            "train_vild",
-            "train_net.py",
-            [*b, *multi, "--config-file", vild_cfg, *train_opts, "DATASETS.TEST", "()"],
-            [f"{out}/vild"],
-            per="iteration",
-        ),
+        _train_stage("train_vild", vild_cfg, f"{out}/vild", b, multi, train_opts),
         *_evaluate_and_demo(
             p,
             vild_cfg,
@@ -327,25 +341,54 @@ def fvlm_recipe(
     out, cfg = f"output/{dataset}", f"{p.config_dir}/{variant}.yaml"
     text, _ = _text_stage(dataset, p, v.teacher, v.tag, rehearsal)
     # rehearsal: the random tower of MODEL.DISTILL.TEACHER (MODEL.BACKBONE.WEIGHTS is not read by the CLIP backbone)
-    model_opts, eval_opts, train_opts = _rehearsal_opts(rehearsal, v.rehearsal_lr, [])
-    b = ["--backend", backend]
-    multi = [] if rehearsal else ["--num-gpus", str(gpus)]
+    opts = _rehearsal_opts(rehearsal, v.rehearsal_lr, [])
+    return _one_training(p, datasets_root, text, cfg, f"{out}/{variant}", backend, gpus, opts, rehearsal)
+
+
+def baron_recipe(
+    dataset: str,
+    backend: str = "auto",
+    datasets_root: str = "$DISTILL_DATASETS",
+    rehearsal: Rehearsal | None = None,
+    gpus: int = 8,
+) -> list[Stage]:
+    """BARON (configs/<dataset>/baron_r50_fpn_lsj.yaml): prepare → text embeddings of the ViT-B-32 teacher (the
+    same files as ViLD's) → training → evaluation → demo. No proposal network and no region store: the teacher's
+    image tower crops the bags online during training."""
+    p = dataset_paths(dataset, datasets_root)
+    cfg = f"{p.config_dir}/baron_r50_fpn_lsj.yaml"
+    text, _ = _text_stage(dataset, p, "ViT-B-32", "vitb32", rehearsal)
+    # rehearsal: as ViLD's (random R50, batch 1 at the configs' rate 0.08 of batch 64 scaled linearly)
+    opts = _rehearsal_opts(rehearsal, "0.00125", ["MODEL.BACKBONE.WEIGHTS", ""])
+    out = f"output/{dataset}/baron"
+    return _one_training(p, datasets_root, text, cfg, out, backend, gpus, opts, rehearsal)
+
+
+def _one_training(
+    p: Paths,
+    datasets_root: str,
+    text: Stage,
+    cfg: str,
+    run_dir: str,
+    backend: str,
+    gpus: int,
+    opts: tuple[list[str], list[str], list[str]],
+    rehearsal: Rehearsal | None,
+) -> list[Stage]:
+    """prepare → `text` → training of `cfg` into `run_dir` → its evaluation (`run_dir`_eval) → demo
+    (`run_dir`_demo). `opts`: the (model, evaluation, training) overrides of `_rehearsal_opts`."""
+    model_opts, eval_opts, train_opts = opts
+    b, multi = _launch(backend, gpus, rehearsal)
     return [
-        Stage("prepare", p.prepare, ["--datasets-root", datasets_root], [], per="image"),
+        _prepare_stage(p, datasets_root),
         text,
-        Stage(
-            "train",
-            "train_net.py",
-            [*b, *multi, "--config-file", cfg, *train_opts, "DATASETS.TEST", "()"],
-            [f"{out}/{variant}"],
-            per="iteration",
-        ),
+        _train_stage("train", cfg, run_dir, b, multi, train_opts),
         *_evaluate_and_demo(
             p,
             cfg,
-            f"{out}/{variant}/model_final.pth",
-            f"{out}/{variant}_eval",
-            f"{out}/{variant}_demo",
+            f"{run_dir}/model_final.pth",
+            f"{run_dir}_eval",
+            f"{run_dir}_demo",
             b,
             multi,
             eval_opts,
