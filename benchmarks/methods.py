@@ -21,8 +21,15 @@ Layout of DIR (every piece cached: `run` skips what is done and resumes what was
 
 Cost of a cell: CPU seconds (user + system of this process and of its reaped children: the data-loader
 workers) of each stage the method needs, shared stages counted once; teacher image-tower forwards per
-training image (the region store's crops / training images; 0 for a method without one). The world's
+training image (the region store's crops, an online teacher's crops over the training, or a frozen-tower
+backbone's images seen, over the training images; 0 for a method without a teacher's image tower). The world's
 generation is the benchmark's, not a method's, and is left out.
+
+Schedule (`--init`): with proposal-network (default) every detector sees 2 x --iters iterations: the methods on
+the student's own backbone fine-tune the proposal network (ViLD-text's detector, --iters) for --iters more, as
+the quickstart fine-tunes ViLD, ViLD-text included (the same iterations, no teacher); the methods on another
+backbone (F-VLM's frozen tower) train 2 x --iters from scratch. With scratch every method trains --iters from
+scratch and ViLD-text's cell is the proposal network.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ EVAL_DATASET = "distill_synthetic_lvis_val"  # LVIS protocol: base / novel and r
 SHARED_STAGES = ("text", "proposal_network", "proposals", "regions", "text_vit")
 # methods whose cells run on the schedule's ViT teacher (--vit-teacher): F-ViT is F-VLM on a ViT tower
 VIT_METHODS = ("fvit",)
+# per-method settings the tiny teachers need: their text tower reads 24 positions (BARON: 9 regions x 2 words + 2)
+METHOD_OPTS = {"baron": ["MODEL.DISTILL.BARON.NUM_WORDS", "2"]}
 # `sweep`: (BASE_VLM_WEIGHT, NOVEL_VLM_WEIGHT) pairs evaluated on a trained F-VLM / F-ViT cell; (0, 0) is the
 # detector alone and (1, 1) the VLM alone, also reported as rows of their own
 SWEEP_PAIRS = (
@@ -179,6 +188,7 @@ class SeedPipeline(quickstart.Pipeline):
 
         required = method_class(self.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])).required_config
         opts = ["MODEL.DISTILL.METHOD", method, *(str(x) for kv in required.items() for x in kv)]
+        opts += METHOD_OPTS.get(method, [])
         if method in VIT_METHODS:
             arch, weights = self.schedule["vit_teacher"]
             opts += ["MODEL.DISTILL.TEACHER.ARCH", arch, "MODEL.DISTILL.TEACHER.PRETRAINED", weights or ""]
@@ -201,25 +211,49 @@ def method_needs(pipe: SeedPipeline, method: str) -> tuple[bool, bool]:
     )
 
 
+def on_proposal_network(pipe: SeedPipeline, method: str) -> bool:
+    """Whether the method's detector is the proposal network's architecture (it can start from its weights):
+    every method but those whose backbone is the teacher's frozen tower."""
+    return pipe.cell_cfg(method).MODEL.BACKBONE.NAME != CLIP_BACKBONE
+
+
+def online_teacher_crops(weights: str) -> float:
+    """The teacher crops an online-teacher method encoded over its training (its `teacher_crops` counter,
+    saved in the checkpoint with the method's state; a fine-tuned cell's count starts at 0)."""
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    state = state.get("model", state)
+    return float(sum(int(v) for k, v in state.items() if k.endswith("method.teacher_crops")))
+
+
 def run_cell(pipe: SeedPipeline, method: str) -> dict:
     """Train and evaluate one method x seed; writes DIR/seed{S}/{method}/metrics.json last."""
     import torch
 
     cell = pipe.root / f"seed{pipe.seed}" / method
     store, online = method_needs(pipe, method)
+    init = pipe.schedule.get("init", "scratch")
+    fine_tune = init == "proposal_network" and on_proposal_network(pipe, method)
     stages = ["text_vit" if method in VIT_METHODS else "text"]
     stages += ["proposal_network", "proposals", "regions"] if store else []
-    if method == PROPOSAL_METHOD:
+    if method == PROPOSAL_METHOD or fine_tune:
         stages.append("proposal_network")
-    cost = {s: pipe.ensure(s)["cpu_s"] for s in stages}
+    cost = {s: pipe.ensure(s)["cpu_s"] for s in dict.fromkeys(stages)}
     if "text_vit" in cost:
         cost["text"] = cost.pop("text_vit")
-    if method == PROPOSAL_METHOD:  # its training is the proposal network's, counted once
+    if method == PROPOSAL_METHOD and not fine_tune:  # its training is the proposal network's, counted once
         weights = pipe.ensure("proposal_network")["weights"]
         cfg = pipe.cell_cfg(method)
         cost["training"] = cost.pop("proposal_network")
     else:
-        cfg = pipe.cell_cfg(method, [*pipe.max_iter(), "OUTPUT_DIR", str(cell / "train")])
+        if fine_tune:  # ITERS more from the proposal network's weights (ViLD-text too: same iterations)
+            extra = [*pipe.max_iter(), "MODEL.WEIGHTS", pipe.ensure("proposal_network")["weights"]]
+        elif init == "proposal_network":  # from scratch, as many iterations as the rest
+            extra = ["SOLVER.MAX_ITER", str(2 * pipe.schedule["iters"])]
+        else:
+            extra = pipe.max_iter()
+        cfg = pipe.cell_cfg(method, [*extra, "OUTPUT_DIR", str(cell / "train")])
         t = cpu_seconds()
         weights = str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
         if not Path(weights).is_file():
@@ -230,8 +264,8 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
     with torch.no_grad():
         metrics = pipe.backend.evaluate(cfg, model, EVAL_DATASET)
     cost["evaluation"] = round(cpu_seconds() - t, 2)
-    forwards = None if online else 0.0  # an online teacher's forwards are not counted (yet)
     num_train = max(pipe.schedule["world"]["num_train"], 1)
+    forwards = online_teacher_crops(weights) / num_train if online else 0.0
     if store:
         forwards = pipe.ensure("regions")["crops"] / num_train
     if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE:
@@ -354,6 +388,7 @@ def schedule_of(args) -> dict:
         "teacher": [args.teacher, args.teacher_weights],
         "vit_teacher": [args.vit_teacher, args.vit_teacher_weights],
         "overrides": list(args.overrides),
+        "init": args.init.replace("-", "_"),
     }
 
 
@@ -497,6 +532,14 @@ def run_parser() -> ToolParser:
     r.add_argument("--methods", nargs="+", default=None, help="registered method names (default: all)")
     r.add_argument("--seeds", nargs="+", type=nonneg_int, default=None, help="seeds (default: 0 1 2)")
     r.add_argument("--iters", type=positive_int, default=ITERS, help="iterations of every training")
+    r.add_argument(
+        "--init",
+        choices=("proposal-network", "scratch"),
+        default="proposal-network",
+        help="proposal-network: the methods on the student's backbone fine-tune the proposal network for "
+        "--iters, the others train 2 x --iters from scratch; scratch: every method trains --iters from scratch "
+        "(ViLD-text's cell is the proposal network)",
+    )
     d = MethodsWorldConfig()
     r.add_argument("--num-train", type=positive_int, default=d.num_train, help="training images of the world")
     r.add_argument("--num-val", type=positive_int, default=d.num_val, help="validation images of the world")

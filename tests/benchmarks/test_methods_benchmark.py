@@ -69,7 +69,15 @@ def test_methods_benchmark_smoke(tmp_path):
     assert (
         table["fvlm"]["cpu_s_regions"]["mean"] == 0 and table["fvlm"]["cpu_s_proposal_network"]["mean"] == 0
     )
-    assert table["fvlm"]["teacher_forwards_per_train_image"]["mean"] == 3 * 2 / 24
+    # ... for twice the iterations: the methods on the student's backbone fine-tune the proposal network (--init)
+    assert table["fvlm"]["teacher_forwards_per_train_image"]["mean"] == 2 * 3 * 2 / 24
+    assert (out / "seed0" / "vild_text" / "train" / "model_final.pth").is_file()  # ViLD-text fine-tuned too
+    assert table["vild_text"]["cpu_s_proposal_network"]["mean"] > 0
+    # BARON: the proposal network (its start), no region store, its teacher's crops counted over its training
+    assert (
+        table["baron"]["cpu_s_regions"]["mean"] == 0 and table["baron"]["cpu_s_proposal_network"]["mean"] > 0
+    )
+    assert table["baron"]["teacher_forwards_per_train_image"]["mean"] > 0
     # --page writes the table's JSON and its markdown into a page's block
     page = tmp_path / "page.md"
     page.write_text("# title\n\n<!-- methods-table:start -->\nold\n<!-- methods-table:end -->\n\nafter\n")
