@@ -204,3 +204,40 @@ def test_baron_trains_demos_evaluates_exports(baron_setup, synthetic_root, tmp_p
     r = run("export_model.py", "--weights", weights, "--vocabulary", vocab, "--output", onnx_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_export_matches_eager(onnx_dir, weights, vocab, synthetic_root, method="baron")
+
+
+def test_a_killed_baron_run_resumes_to_the_same_weights_and_queues(baron_setup, tmp_path):
+    """The bags, the word dropout and the queues continue from the checkpoint: bit-identical to one run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    opts, _ = baron_setup
+    opts = [*opts, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0"]
+
+    def cmd(out, *flags):
+        return [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(CONFIG), "--backend",
+                "torchvision", "--no-progress", *flags, *opts, "OUTPUT_DIR", str(out)]  # fmt: skip
+
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"} | {
+        k: v for k, v in os.environ.items() if k == "PYTHONPATH"
+    }
+    a = subprocess.run(cmd(tmp_path / "a"), capture_output=True, text=True, env=env, timeout=900)
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = tmp_path / "b"
+    p = subprocess.Popen(cmd(b), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 600
+    while not (b / "model_0000001.pth").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (b / "model_final.pth").exists(), "the run finished before it was killed"
+    r = subprocess.run(cmd(b, "--resume"), capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wa = torch.load(tmp_path / "a" / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    wb = torch.load(b / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and any("method.queues.bag_teacher.embeddings" in k for k in wa)
+    diff = {k: (wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].numel()}
+    assert max(diff.values()) == 0.0, sorted(diff.items(), key=lambda kv: -kv[1])[:3]
