@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Ranks every registered distillation method on the method benchmark's synthetic world with one schedule and
-several seeds: box AP50 novel / base / all, mask AP novel, APr / APc / APf (mean ± std over seeds), and each
+"""Ranks every registered distillation method (and F-ViT on the CLIPSelf teacher: TEACHER_ROWS) on the method
+benchmark's synthetic world with one schedule and several seeds: box AP50 novel / base / all, mask AP novel, APr / APc / APf (mean ± std over seeds), and each
 method's pipeline cost from nothing to its metrics.
 
     python benchmarks/methods.py run [--methods NAME ...] [--seeds S ...] --output-dir DIR [KEY VALUE ...]
@@ -13,9 +13,9 @@ Layout of DIR (every piece cached: `run` skips what is done and resumes what was
     seed{S}/shared/           stages several methods share, made once per seed with the quickstart's Pipeline:
                               text embeddings, the proposal network (the vild_text detector on the schedule),
                               its proposals on the training images, the teacher's region store, the ViT
-                              teacher's text embeddings (text_vit/, for the methods in VIT_METHODS);
-                              costs.json holds their CPU seconds
-    seed{S}/{method}/         one cell: train/ (its training, unless it is the proposal network itself) and
+                              teacher's text embeddings (text_vit/, for the methods in VIT_METHODS) and the
+                              CLIPSelf teacher's (text_clipself/, TEACHER_ROWS); costs.json holds their CPU s
+    seed{S}/{row}/            one cell: train/ (its training, unless it is the proposal network itself) and
                               metrics.json (its metrics and its cost), written last: a cell without it is
                               not done; sweep/ the evaluations of `sweep` (the same model, other test keys)
 
@@ -59,9 +59,14 @@ PROPOSAL_METHOD = "vild_text"  # the proposal network is this method's detector 
 # and evaluation of 1,000 images fit in about 15 minutes (the config's from-scratch schedule)
 ITERS = 800
 EVAL_DATASET = "distill_synthetic_lvis_val"  # LVIS protocol: base / novel and r / c / f
-SHARED_STAGES = ("text", "proposal_network", "proposals", "regions", "text_vit")
+SHARED_STAGES = ("text", "proposal_network", "proposals", "regions", "text_vit", "text_clipself")
+CLIPSELF_TEACHER = "methods-tiny-vit-clipself"  # the ViT teacher after CLIPSelf (tools/train_clipself.py)
 # methods whose cells run on the schedule's ViT teacher (--vit-teacher): F-ViT is F-VLM on a ViT tower
 VIT_METHODS = ("fvit",)
+# rows of a method on another of the schedule's teachers: row → (method, the schedule's key of its teacher)
+TEACHER_ROWS = {"fvit_clipself": ("fvit", "clipself_teacher")}
+# each of the schedule's teachers: its class embeddings are this shared stage (and folder)
+TEXT_STAGES = {"teacher": "text", "vit_teacher": "text_vit", "clipself_teacher": "text_clipself"}
 # per-method settings the tiny teachers need: their text tower reads 24 positions (BARON: 9 regions x 2 words + 2)
 METHOD_OPTS = {"baron": ["MODEL.DISTILL.BARON.NUM_WORDS", "2"]}
 # `sweep`: (BASE_VLM_WEIGHT, NOVEL_VLM_WEIGHT) pairs evaluated on a trained F-VLM / F-ViT cell; (0, 0) is the
@@ -141,8 +146,9 @@ class SeedPipeline(quickstart.Pipeline):
         t = cpu_seconds()
         if stage == "text":
             result = self.text()
-        elif stage == "text_vit":
-            result = self.text_vit()
+        elif stage.startswith("text_"):  # another teacher's class embeddings, in their own folder
+            key = next(k for k, v in TEXT_STAGES.items() if v == stage)
+            result = self.text(tuple(self.schedule[key]), self.out / stage)
         elif stage == "proposal_network":
             weights = self._train("vild_text", ["MODEL.DISTILL.METHOD", PROPOSAL_METHOD] + self.max_iter())
             result = {"weights": weights}
@@ -162,7 +168,7 @@ class SeedPipeline(quickstart.Pipeline):
         """Whether a recorded shared stage's files are still here (only its costs may have been kept)."""
         paths = {
             "text": [self.text_dir / "synthetic_all.npy"],
-            "text_vit": [self.out / "text_vit" / "synthetic_all.npy"],
+            **{t: [self.out / t / "synthetic_all.npy"] for t in TEXT_STAGES.values() if t != "text"},
             "proposal_network": [Path(record.get("weights", self.out / "missing"))],
             "proposals": [self.out / "proposals_train.json"],
             "regions": [self.regions / "index.json"],
@@ -172,32 +178,37 @@ class SeedPipeline(quickstart.Pipeline):
     def max_iter(self) -> list[str]:
         return ["SOLVER.MAX_ITER", str(self.schedule["iters"])]
 
-    def text_vit(self) -> dict:
-        """The class embeddings of the ViT teacher, in text_vit/ (the methods of VIT_METHODS train on them)."""
-        main = self.teacher_spec, self.text_dir
-        self.teacher_spec, self.text_dir = tuple(self.schedule["vit_teacher"]), self.out / "text_vit"
-        try:
-            return self.text()
-        finally:
-            self.teacher_spec, self.text_dir = main
-
-    def cell_cfg(self, method: str, extra: list[str] = ()):
-        """A cell's config: the schedule, the method, the config values it requires (`required_config`), and
-        for VIT_METHODS the ViT teacher with its class embeddings."""
+    def cell_cfg(self, row: str, extra: list[str] = ()):
+        """A row's config: the schedule, its method, the config values the method requires
+        (`required_config`), and, where the row runs on another of the schedule's teachers (`teacher_key`), that
+        teacher with its class embeddings."""
         from distill.methods import method_class
 
+        method, key = method_of(row), teacher_key(row)
         required = method_class(self.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])).required_config
         opts = ["MODEL.DISTILL.METHOD", method, *(str(x) for kv in required.items() for x in kv)]
         opts += METHOD_OPTS.get(method, [])
-        if method in VIT_METHODS:
-            arch, weights = self.schedule["vit_teacher"]
+        if key != "teacher":
+            arch, weights = self.schedule[key]
             opts += ["MODEL.DISTILL.TEACHER.ARCH", arch, "MODEL.DISTILL.TEACHER.PRETRAINED", weights or ""]
-            for key, name in (("TRAIN", "base"), ("TEST", "all")):
+            for node, name in (("TRAIN", "base"), ("TEST", "all")):
                 opts += [
-                    f"MODEL.DISTILL.{key}_CLASS_EMBEDDINGS",
-                    str(self.out / "text_vit" / f"synthetic_{name}.npy"),
+                    f"MODEL.DISTILL.{node}_CLASS_EMBEDDINGS",
+                    str(self.out / TEXT_STAGES[key] / f"synthetic_{name}.npy"),
                 ]
         return self.cfg("vild_text", [*opts, *extra])
+
+
+def method_of(row: str) -> str:
+    """The registered method a table row runs (a row of TEACHER_ROWS runs its method on another teacher)."""
+    return TEACHER_ROWS[row][0] if row in TEACHER_ROWS else row
+
+
+def teacher_key(row: str) -> str:
+    """The schedule's key of the teacher a row runs on: teacher, vit_teacher or clipself_teacher."""
+    if row in TEACHER_ROWS:
+        return TEACHER_ROWS[row][1]
+    return "vit_teacher" if row in VIT_METHODS else "teacher"
 
 
 def method_needs(pipe: SeedPipeline, method: str) -> tuple[bool, bool]:
@@ -211,10 +222,10 @@ def method_needs(pipe: SeedPipeline, method: str) -> tuple[bool, bool]:
     )
 
 
-def on_proposal_network(pipe: SeedPipeline, method: str) -> bool:
-    """Whether the method's detector is the proposal network's architecture (it can start from its weights):
+def on_proposal_network(pipe: SeedPipeline, row: str) -> bool:
+    """Whether the row's detector is the proposal network's architecture (it can start from its weights):
     every method but those whose backbone is the teacher's frozen tower."""
-    return pipe.cell_cfg(method).MODEL.BACKBONE.NAME != CLIP_BACKBONE
+    return pipe.cell_cfg(row).MODEL.BACKBONE.NAME != CLIP_BACKBONE
 
 
 def online_teacher_crops(weights: str) -> float:
@@ -227,21 +238,23 @@ def online_teacher_crops(weights: str) -> float:
     return float(sum(int(v) for k, v in state.items() if k.endswith("method.teacher_crops")))
 
 
-def run_cell(pipe: SeedPipeline, method: str) -> dict:
-    """Train and evaluate one method x seed; writes DIR/seed{S}/{method}/metrics.json last."""
+def run_cell(pipe: SeedPipeline, row: str) -> dict:
+    """Train and evaluate one row (a method, or a method on another teacher) x seed; writes
+    DIR/seed{S}/{row}/metrics.json last."""
     import torch
 
-    cell = pipe.root / f"seed{pipe.seed}" / method
+    method = method_of(row)
+    cell = pipe.root / f"seed{pipe.seed}" / row
     store, online = method_needs(pipe, method)
     init = pipe.schedule.get("init", "scratch")
-    fine_tune = init == "proposal_network" and on_proposal_network(pipe, method)
-    stages = ["text_vit" if method in VIT_METHODS else "text"]
+    fine_tune = init == "proposal_network" and on_proposal_network(pipe, row)
+    text = TEXT_STAGES[teacher_key(row)]
+    stages = [text]
     stages += ["proposal_network", "proposals", "regions"] if store else []
     if method == PROPOSAL_METHOD or fine_tune:
         stages.append("proposal_network")
     cost = {s: pipe.ensure(s)["cpu_s"] for s in dict.fromkeys(stages)}
-    if "text_vit" in cost:
-        cost["text"] = cost.pop("text_vit")
+    cost["text"] = cost.pop(text)
     if method == PROPOSAL_METHOD and not fine_tune:  # its training is the proposal network's, counted once
         weights = pipe.ensure("proposal_network")["weights"]
         cfg = pipe.cell_cfg(method)
@@ -253,7 +266,7 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
             extra = ["SOLVER.MAX_ITER", str(2 * pipe.schedule["iters"])]
         else:
             extra = pipe.max_iter()
-        cfg = pipe.cell_cfg(method, [*extra, "OUTPUT_DIR", str(cell / "train")])
+        cfg = pipe.cell_cfg(row, [*extra, "OUTPUT_DIR", str(cell / "train")])
         t = cpu_seconds()
         weights = str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
         if not Path(weights).is_file():
@@ -272,7 +285,7 @@ def run_cell(pipe: SeedPipeline, method: str) -> dict:
         # the teacher's tower is the backbone: one forward per training image seen
         forwards = cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH / num_train
     record = {
-        "method": method,
+        "method": row,
         "seed": pipe.seed,
         "metrics": metrics,
         "cost": {
@@ -294,8 +307,9 @@ def sweep_cell(pipe: SeedPipeline, method: str, pairs) -> list[dict]:
     weights = cell / "train" / "model_final.pth"
     if not (cell / "metrics.json").is_file() or not weights.is_file():
         raise DistillInputError(f"seed {pipe.seed} {method}: no trained cell to sweep (run it first)", cell)
-    node = get_method_entry(method).node
-    if "NOVEL_VLM_WEIGHT" not in get_method_entry(method).keys:
+    entry = get_method_entry(method_of(method))
+    node = entry.node
+    if "NOVEL_VLM_WEIGHT" not in entry.keys:
         raise DistillInputError(f"method {method} has no BASE_VLM_WEIGHT / NOVEL_VLM_WEIGHT to sweep")
     out = []
     for a, b in pairs:
@@ -387,6 +401,7 @@ def schedule_of(args) -> dict:
         "iters": args.iters,
         "teacher": [args.teacher, args.teacher_weights],
         "vit_teacher": [args.vit_teacher, args.vit_teacher_weights],
+        "clipself_teacher": [args.clipself_teacher, args.clipself_teacher_weights],
         "overrides": list(args.overrides),
         "init": args.init.replace("-", "_"),
     }
@@ -410,9 +425,9 @@ def check_schedule(root: Path, schedule: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    methods = args.methods or method_names()
+    methods = args.methods or [*method_names(), *TEACHER_ROWS]
     for m in methods:
-        get_method_entry(m)  # an unknown name is one line before any stage runs
+        get_method_entry(method_of(m))  # an unknown name is one line before any stage runs
     check_config_early(get_config_file(quickstart.CONFIG), args.overrides)  # a typo'd key, too
     root = Path(args.output_dir)
     lock_output_dir(root, "--output-dir")
@@ -554,6 +569,14 @@ def run_parser() -> ToolParser:
     )
     r.add_argument(
         "--vit-teacher-weights", default=None, help="checkpoint for --vit-teacher given as an arch"
+    )
+    r.add_argument(
+        "--clipself-teacher",
+        default=CLIPSELF_TEACHER,
+        help=f"the ViT teacher after CLIPSelf, of the rows {', '.join(TEACHER_ROWS)} (zoo or arch)",
+    )
+    r.add_argument(
+        "--clipself-teacher-weights", default=None, help="checkpoint for --clipself-teacher given as an arch"
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument(

@@ -14,6 +14,7 @@ SCRIPT = REPO / "benchmarks" / "methods.py"
 TINY = ["--seeds", "0", "--iters", "3", "--num-train", "24", "--num-val", "12", "--image-size", "64"]
 # F-ViT's cell on a random tiny ViT (the shipped one is the real schedule's)
 VIT = ["--vit-teacher", "distill-tiny-vit", "--vit-teacher-weights", "none"]
+VIT += ["--clipself-teacher", "distill-tiny-vit", "--clipself-teacher-weights", "none"]
 TINY_SOLVER = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1"]
 METRICS = {"box_AP50_novel", "box_AP50_base", "box_AP50_all", "mask_AP_novel", "APr", "APc", "APf"}
 COSTS = {
@@ -41,7 +42,7 @@ def test_methods_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     r = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert r.returncode == 0, r.stderr[-3000:]
-    methods = method_names()
+    methods = [*method_names(), "fvit_clipself"]  # F-ViT on the CLIPSelf teacher: a row of its own
     for m in methods:
         assert (out / "seed0" / m / "metrics.json").is_file()
     # F-VLM's ensemble weights on its trained cell: the detector alone and the VLM alone become rows
@@ -78,6 +79,12 @@ def test_methods_benchmark_smoke(tmp_path):
         table["baron"]["cpu_s_regions"]["mean"] == 0 and table["baron"]["cpu_s_proposal_network"]["mean"] > 0
     )
     assert table["baron"]["teacher_forwards_per_train_image"]["mean"] > 0
+    # the CLIPSelf row trains F-ViT on its own teacher's class embeddings
+    import torch
+
+    ckpt = out / "seed0" / "fvit_clipself" / "train" / "model_final.pth"
+    cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["distill"]["config"]
+    assert "text_clipself/synthetic_base.npy" in cfg and "METHOD: fvit" in cfg
     # --page writes the table's JSON and its markdown into a page's block
     page = tmp_path / "page.md"
     page.write_text("# title\n\n<!-- methods-table:start -->\nold\n<!-- methods-table:end -->\n\nafter\n")
