@@ -3,7 +3,7 @@
 
     python tools/train_clipself.py --world methods --pretrained PATH --output-dir output/clipself
     python tools/train_clipself.py --images coco/train2017 --arch ViT-B-16 --pretrained openai \\
-        --image-size 1024 --warmup 1000 --steps 58000 --batch-size 2 --proposals proposals.npz
+        --image-size 1024 --warmup 1000 --steps 44358 --batch-size 2 --proposals proposals.npz
     torchrun --nproc-per-node 8 tools/train_clipself.py ...       # one shard of the images per process
     python tools/train_clipself.py ... --resume                    # continue after a kill (same flags)
 

@@ -15,6 +15,11 @@ region stage; its rehearsal draws that teacher with random weights.
 `baron_recipe(dataset, backend)` gives BARON: prepare → text embeddings of the ViT-B-32 teacher (ViLD's files) →
 training with the teacher's image tower online → evaluation → demo, with no proposal or region stage; its
 rehearsal takes ViLD's overrides (random teacher and R50).
+
+`clipself_recipe(dataset, backend)` gives F-ViT with a CLIPSelf teacher: prepare → CLIPSelf on COCO train2017 from
+ViT-B-16 / openai (torchrun; the same run for both datasets) → text embeddings of that teacher → F-ViT training
+(configs/<dataset>/fvit_b16_clipself.yaml) → evaluation → demo; its rehearsal runs CLIPSelf one step at 1024 px from
+random weights, and every later stage loads the tower from the file that step wrote.
 """
 
 from __future__ import annotations
@@ -89,12 +94,18 @@ class Rehearsal:
 
 
 def _text_stage(
-    dataset: str, p: Paths, teacher: str, tag: str, rehearsal: Rehearsal | None
+    dataset: str,
+    p: Paths,
+    teacher: str,
+    tag: str,
+    rehearsal: Rehearsal | None,
+    weights: str | None = None,
 ) -> tuple[Stage, list[str]]:
-    """The text-embedding stage of `teacher` (files tagged `tag`), and the `--pretrained` flag pair it used."""
+    """The text-embedding stage of `teacher` (files tagged `tag`), and the `--pretrained` flag pair it used:
+    `weights` (a file a recipe's earlier stage writes, rehearsal or not), else openai (none in a rehearsal)."""
     out = f"output/{dataset}"
     text_all, text_base = f"{out}/text/{dataset}_all_{tag}.npy", f"{out}/text/{dataset}_base_{tag}.npy"
-    pretrained = ["--pretrained", "none" if rehearsal else "openai"]
+    pretrained = ["--pretrained", weights or ("none" if rehearsal else "openai")]
     templates = ["--templates", rehearsal.templates if rehearsal else "vild"]
     stage = Stage(
         "text",
@@ -118,19 +129,15 @@ def _text_stage(
 
 
 def _rehearsal_opts(
-    rehearsal: Rehearsal | None, base_lr: str, model_opts: list[str]
+    rehearsal: Rehearsal | None, base_lr: str, model_opts: list[str], random_teacher: bool = True
 ) -> tuple[list[str], list[str], list[str]]:
-    """(model, evaluation, training) overrides of a rehearsal: random teacher, one template, no loader workers,
+    """(model, evaluation, training) overrides of a rehearsal: random teacher (unless `random_teacher` is False:
+    the config's own teacher file, which the rehearsal made), one template, no loader workers,
     `rehearsal.iterations` at batch 1 with `base_lr`; three empty lists for the real recipe."""
     if not rehearsal:
         return [], [], []
-    model_opts = [
-        *model_opts,
-        "MODEL.DISTILL.TEACHER.PRETRAINED",
-        "none",
-        "MODEL.DISTILL.TEACHER.TEMPLATES",
-        rehearsal.templates,
-    ]
+    teacher = ["MODEL.DISTILL.TEACHER.PRETRAINED", "none"] if random_teacher else []
+    model_opts = [*model_opts, *teacher, "MODEL.DISTILL.TEACHER.TEMPLATES", rehearsal.templates]
     # no loader workers for training or evaluation (detectron2's test loader also reads NUM_WORKERS: the
     # configs' 8 forked workers for one image cost more than they decode)
     eval_opts = [*model_opts, "DATALOADER.NUM_WORKERS", "0"]
@@ -362,6 +369,82 @@ def baron_recipe(
     opts = _rehearsal_opts(rehearsal, "0.00125", ["MODEL.BACKBONE.WEIGHTS", ""])
     out = f"output/{dataset}/baron"
     return _one_training(p, datasets_root, text, cfg, out, backend, gpus, opts, rehearsal)
+
+
+CLIPSELF_DIR = "output/clipself_vitb16"
+CLIPSELF_TEACHER = f"{CLIPSELF_DIR}/teacher_fp16.safetensors"  # train_clipself's file (teacher_<save dtype>)
+COCO_TRAIN2017_IMAGES = 118_287
+
+
+def clipself_steps(
+    gpus: int = 8, batch: int = 2, epochs: int = 6, images: int = COCO_TRAIN2017_IMAGES
+) -> int:
+    """CLIPSelf's schedule in steps: `epochs` x ceil(`images` / (`batch` per process x `gpus`)); fewer GPUs keep
+    the epochs (more steps). 6 epochs of COCO train2017 at 2 x 8: 44,358."""
+    return epochs * -(-images // (batch * gpus))
+
+
+def _clipself_stage(datasets_root: str, rehearsal: Rehearsal | None, gpus: int) -> Stage:
+    """CLIPSelf on COCO train2017 from ViT-B-16 / openai with its B/16 settings (1024 px, grids of m <= 6 rows
+    and <= 20 cells, AdamW 1e-5 / 0.1, warm-up 1,000 then cosine, 2 images per process, 6 epochs, student
+    ratio 0.7) into CLIPSELF_DIR; a rehearsal: random weights, one step of one image at the same size."""
+    coco = dataset_paths("ov_coco", datasets_root)
+    pretrained, steps, batch = ("none", 1, 1) if rehearsal else ("openai", clipself_steps(gpus), 2)
+    return Stage(
+        "clipself",
+        "train_clipself.py",
+        [
+            "--images",
+            coco.train_images,
+            "--arch",
+            "ViT-B-16",
+            "--pretrained",
+            pretrained,
+            "--image-size",
+            "1024",
+            "--max-split",
+            "6",
+            "--max-cells",
+            "20",
+            "--lr",
+            "1e-5",
+            "--weight-decay",
+            "0.1",
+            "--warmup",
+            "1000",
+            "--student-ratio",
+            "0.7",
+            "--batch-size",
+            str(batch),
+            "--steps",
+            str(steps),
+            "--output-dir",
+            CLIPSELF_DIR,
+        ],
+        [CLIPSELF_TEACHER],
+        torchrun=True,
+        per="iteration",
+    )
+
+
+def clipself_recipe(
+    dataset: str,
+    backend: str = "auto",
+    datasets_root: str = "$DISTILL_DATASETS",
+    rehearsal: Rehearsal | None = None,
+    gpus: int = 8,
+) -> list[Stage]:
+    """F-ViT with the CLIPSelf teacher (configs/<dataset>/fvit_b16_clipself.yaml): prepare → CLIPSelf on COCO
+    train2017 (the same run, and file, for both datasets) → text embeddings of that teacher (its text tower is
+    openai's, but the files name the teacher the config checks them against) → training → evaluation → demo."""
+    p = dataset_paths(dataset, datasets_root)
+    cfg = f"{p.config_dir}/fvit_b16_clipself.yaml"
+    text, _ = _text_stage(dataset, p, "ViT-B-16", "vitb16_clipself", rehearsal, weights=CLIPSELF_TEACHER)
+    # rehearsal: F-ViT's (AdamW 1e-4 at batch 1) with the config's teacher, the file the CLIPSelf stage wrote
+    opts = _rehearsal_opts(rehearsal, FROZEN_VARIANTS["fvit_b16"].rehearsal_lr, [], random_teacher=False)
+    out = f"output/{dataset}/fvit_b16_clipself"
+    prepare, *rest = _one_training(p, datasets_root, text, cfg, out, backend, gpus, opts, rehearsal)
+    return [prepare, _clipself_stage(datasets_root, rehearsal, gpus), *rest]
 
 
 def _one_training(

@@ -22,7 +22,7 @@ class CLIPSelfConfig:
     batch_size: int = 16  # images per step (per process under torchrun; CLIPSelf: 2 per GPU x 8)
     lr: float = 1e-5
     weight_decay: float = 0.1
-    warmup: int = 50  # CLIPSelf: 1,000 of ~59k steps
+    warmup: int = 50  # CLIPSelf: 1,000 of ~44k steps (6 epochs of COCO at 2 x 8)
     schedule: str = "cosine"
     image_size: int = 128  # the student's input: longer side, padded to a square multiple of the patch
     student_ratio: float = 0.7  # CLIPSelf: 0.7 for B/16, 0.95 for L/14
