@@ -59,12 +59,26 @@ PROPOSAL_METHOD = "vild_text"  # the proposal network is this method's detector 
 # and evaluation of 1,000 images fit in about 15 minutes (the config's from-scratch schedule)
 ITERS = 800
 EVAL_DATASET = "distill_synthetic_lvis_val"  # LVIS protocol: base / novel and r / c / f
-SHARED_STAGES = ("text", "proposal_network", "proposals", "regions", "text_vit", "text_clipself")
+SHARED_STAGES = (
+    "text",
+    "proposal_network",
+    "proposals",
+    "regions",
+    "text_vit",
+    "text_clipself",
+    "text_coop",
+    "text_detpro",
+)
 CLIPSELF_TEACHER = "methods-tiny-vit-clipself"  # the ViT teacher after CLIPSelf (tools/train_clipself.py)
 # methods whose cells run on the schedule's ViT teacher (--vit-teacher): F-ViT is F-VLM on a ViT tower
 VIT_METHODS = ("fvit",)
 # rows of a method on another of the schedule's teachers: row → (method, the schedule's key of its teacher)
 TEACHER_ROWS = {"fvit_clipself": ("fvit", "clipself_teacher")}
+# rows of a method on learned prompts' class embeddings (tools/train_prompts.py on the seed's data, the
+# schedule's teacher): row → (method, prompt method); CoOp learns from ground-truth crops, DetPro from the
+# region store's proposals
+PROMPT_ROWS = {"vild_coop": ("vild", "coop"), "vild_detpro": ("vild", "detpro")}
+PROMPT_STEPS = 300  # tools/train_prompts.py's default (--prompt-steps)
 # each of the schedule's teachers: its class embeddings are this shared stage (and folder)
 TEXT_STAGES = {"teacher": "text", "vit_teacher": "text_vit", "clipself_teacher": "text_clipself"}
 # per-method settings the tiny teachers need: their text tower reads 24 positions (BARON: 9 regions x 2 words + 2)
@@ -146,6 +160,8 @@ class SeedPipeline(quickstart.Pipeline):
         t = cpu_seconds()
         if stage == "text":
             result = self.text()
+        elif stage in ("text_coop", "text_detpro"):  # learned prompts, then the class embeddings they give
+            result = self.prompts(stage.removeprefix("text_"))
         elif stage.startswith("text_"):  # another teacher's class embeddings, in their own folder
             key = next(k for k, v in TEXT_STAGES.items() if v == stage)
             result = self.text(tuple(self.schedule[key]), self.out / stage)
@@ -168,7 +184,11 @@ class SeedPipeline(quickstart.Pipeline):
         """Whether a recorded shared stage's files are still here (only its costs may have been kept)."""
         paths = {
             "text": [self.text_dir / "synthetic_all.npy"],
-            **{t: [self.out / t / "synthetic_all.npy"] for t in TEXT_STAGES.values() if t != "text"},
+            **{
+                t: [self.out / t / "synthetic_all.npy"]
+                for t in (*TEXT_STAGES.values(), "text_coop", "text_detpro")
+                if t != "text"
+            },
             "proposal_network": [Path(record.get("weights", self.out / "missing"))],
             "proposals": [self.out / "proposals_train.json"],
             "regions": [self.regions / "index.json"],
@@ -178,30 +198,71 @@ class SeedPipeline(quickstart.Pipeline):
     def max_iter(self) -> list[str]:
         return ["SOLVER.MAX_ITER", str(self.schedule["iters"])]
 
+    def prompts(self, method: str) -> dict:
+        """Learned prompts of `method` (coop: the training images' ground-truth crops; detpro: the region store's
+        proposals) for the base classes, seeded by the seed, in prompts/; the class embeddings they give in
+        text_{method}/. DetPro needs the region store (made first)."""
+        from distill.data import synthetic_dataset
+        from distill.teacher import create_teacher
+        from distill.teacher.prompt_training import (
+            PromptTrainConfig,
+            gt_crop_samples,
+            store_samples,
+            train_prompts,
+        )
+
+        if method == "detpro":
+            self.ensure("regions")
+        teacher = create_teacher(*self.teacher_spec)
+        dicts, meta = synthetic_dataset(self.out / "synthetic", "train")
+        base = [meta.thing_classes[i] for i in meta.contiguous_ids("base")]
+        if method == "coop":
+            data = gt_crop_samples(teacher, dicts, meta, base, self.progress)
+        else:
+            from distill.data.region_store import RegionEmbeddingStore
+
+            data = store_samples(RegionEmbeddingStore(self.regions), dicts, meta, base)
+        path = self.out / "prompts" / f"{method}.safetensors"
+        steps = self.schedule.get("prompt_steps", PROMPT_STEPS)
+        cfg = PromptTrainConfig(method=method, steps=steps, seed=self.seed)
+        source = {"dataset": "methods world", "split": "train", "source": method}
+        train_prompts(teacher, data, base, cfg, path, self.out / "prompts" / f"{method}.work", source,
+                      progress=self.progress)  # fmt: skip
+        return {"steps": steps, **self.text(None, self.out / f"text_{method}", str(path))}
+
     def cell_cfg(self, row: str, extra: list[str] = ()):
         """A row's config: the schedule, its method, the config values the method requires
         (`required_config`), and, where the row runs on another of the schedule's teachers (`teacher_key`), that
         teacher with its class embeddings."""
         from distill.methods import method_class
 
-        method, key = method_of(row), teacher_key(row)
+        method, key, text = method_of(row), teacher_key(row), text_stage(row)
         required = method_class(self.cfg("vild_text", ["MODEL.DISTILL.METHOD", method])).required_config
         opts = ["MODEL.DISTILL.METHOD", method, *(str(x) for kv in required.items() for x in kv)]
         opts += METHOD_OPTS.get(method, [])
         if key != "teacher":
             arch, weights = self.schedule[key]
             opts += ["MODEL.DISTILL.TEACHER.ARCH", arch, "MODEL.DISTILL.TEACHER.PRETRAINED", weights or ""]
+        if text != "text":
             for node, name in (("TRAIN", "base"), ("TEST", "all")):
                 opts += [
                     f"MODEL.DISTILL.{node}_CLASS_EMBEDDINGS",
-                    str(self.out / TEXT_STAGES[key] / f"synthetic_{name}.npy"),
+                    str(self.out / text / f"synthetic_{name}.npy"),
                 ]
         return self.cfg("vild_text", [*opts, *extra])
 
 
 def method_of(row: str) -> str:
-    """The registered method a table row runs (a row of TEACHER_ROWS runs its method on another teacher)."""
-    return TEACHER_ROWS[row][0] if row in TEACHER_ROWS else row
+    """The registered method a table row runs (a row of TEACHER_ROWS runs its method on another teacher, one of
+    PROMPT_ROWS on learned prompts' class embeddings)."""
+    return {**TEACHER_ROWS, **PROMPT_ROWS}.get(row, (row,))[0]
+
+
+def text_stage(row: str) -> str:
+    """The shared stage of the row's class embeddings."""
+    if row in PROMPT_ROWS:
+        return f"text_{PROMPT_ROWS[row][1]}"
+    return TEXT_STAGES[teacher_key(row)]
 
 
 def teacher_key(row: str) -> str:
@@ -248,13 +309,15 @@ def run_cell(pipe: SeedPipeline, row: str) -> dict:
     store, online = method_needs(pipe, method)
     init = pipe.schedule.get("init", "scratch")
     fine_tune = init == "proposal_network" and on_proposal_network(pipe, row)
-    text = TEXT_STAGES[teacher_key(row)]
-    stages = [text]
-    stages += ["proposal_network", "proposals", "regions"] if store else []
+    texts = list(dict.fromkeys([TEXT_STAGES[teacher_key(row)], text_stage(row)]))
+    stages = texts[:1] + (["proposal_network", "proposals", "regions"] if store else [])
     if method == PROPOSAL_METHOD or fine_tune:
         stages.append("proposal_network")
+    stages += texts[
+        1:
+    ]  # learned prompts last: DetPro's learn from the region store, made (and counted) before
     cost = {s: pipe.ensure(s)["cpu_s"] for s in dict.fromkeys(stages)}
-    cost["text"] = cost.pop(text)
+    cost["text"] = sum(cost.pop(t) for t in texts)  # the class embeddings the row uses, from nothing
     if method == PROPOSAL_METHOD and not fine_tune:  # its training is the proposal network's, counted once
         weights = pipe.ensure("proposal_network")["weights"]
         cfg = pipe.cell_cfg(method)
@@ -404,6 +467,7 @@ def schedule_of(args) -> dict:
         "clipself_teacher": [args.clipself_teacher, args.clipself_teacher_weights],
         "overrides": list(args.overrides),
         "init": args.init.replace("-", "_"),
+        "prompt_steps": args.prompt_steps,
     }
 
 
@@ -425,7 +489,7 @@ def check_schedule(root: Path, schedule: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    methods = args.methods or [*method_names(), *TEACHER_ROWS]
+    methods = args.methods or [*method_names(), *TEACHER_ROWS, *PROMPT_ROWS]
     for m in methods:
         get_method_entry(method_of(m))  # an unknown name is one line before any stage runs
     check_config_early(get_config_file(quickstart.CONFIG), args.overrides)  # a typo'd key, too
@@ -547,6 +611,12 @@ def run_parser() -> ToolParser:
     r.add_argument("--methods", nargs="+", default=None, help="registered method names (default: all)")
     r.add_argument("--seeds", nargs="+", type=nonneg_int, default=None, help="seeds (default: 0 1 2)")
     r.add_argument("--iters", type=positive_int, default=ITERS, help="iterations of every training")
+    r.add_argument(
+        "--prompt-steps",
+        type=positive_int,
+        default=PROMPT_STEPS,
+        help=f"training steps of the learned prompts of {', '.join(PROMPT_ROWS)}",
+    )
     r.add_argument(
         "--init",
         choices=("proposal-network", "scratch"),

@@ -102,14 +102,17 @@ class Pipeline:
         self.backend.register_datasets(self.out)  # out/synthetic as distill_synthetic_{train,val}
         return {"root": str(root), "backend": self.backend.name, "iters": list(self.iters)}
 
-    def text(self, teacher_spec: tuple | None = None, text_dir: Path | None = None) -> dict:
-        """The class embeddings of the world's vocabulary by `teacher_spec` (default the pipeline's teacher),
-        into `text_dir` (default the pipeline's text folder)."""
+    def text(
+        self, teacher_spec: tuple | None = None, text_dir: Path | None = None, templates: str = "vild"
+    ) -> dict:
+        """The class embeddings of the world's vocabulary by `teacher_spec` (default the pipeline's teacher)
+        with `templates` (a template set or a learned-prompt file), into `text_dir` (default the pipeline's
+        text folder)."""
         text_dir = self.text_dir if text_dir is None else Path(text_dir)
         _, meta = synthetic_dataset(self.out / "synthetic", "val")
         teacher = _teacher.create_teacher(*(teacher_spec or self.teacher_spec))
-        emb = teacher.encode_text(meta.thing_classes, "vild")
-        prov = {**teacher.provenance(), "templates": "vild", "vocabulary": "synthetic"}
+        emb = teacher.encode_text(meta.thing_classes, templates)
+        prov = {**teacher.provenance(), "templates": templates, "vocabulary": "synthetic"}
         base = meta.contiguous_ids("base")
         _teacher.ClassEmbeddings(emb, meta.thing_classes, prov).save(text_dir / "synthetic_all.npy")
         _teacher.ClassEmbeddings(emb[base], [meta.thing_classes[i] for i in base], prov).save(

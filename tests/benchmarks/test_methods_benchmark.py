@@ -12,6 +12,7 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "methods.py"
 TINY = ["--seeds", "0", "--iters", "3", "--num-train", "24", "--num-val", "12", "--image-size", "64"]
+TINY += ["--prompt-steps", "2"]
 # F-ViT's cell on a random tiny ViT (the shipped one is the real schedule's)
 VIT = ["--vit-teacher", "distill-tiny-vit", "--vit-teacher-weights", "none"]
 VIT += ["--clipself-teacher", "distill-tiny-vit", "--clipself-teacher-weights", "none"]
@@ -29,12 +30,16 @@ COSTS = {
 }
 
 
-def _run(*args) -> subprocess.CompletedProcess:
+def _env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # the checkout under test, not an installed copy (the script's own folder is first on its path)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def _run(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=_env(), timeout=600
     )
 
 
@@ -42,7 +47,8 @@ def test_methods_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     r = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert r.returncode == 0, r.stderr[-3000:]
-    methods = [*method_names(), "fvit_clipself"]  # F-ViT on the CLIPSelf teacher: a row of its own
+    # rows of their own: F-ViT on the CLIPSelf teacher, ViLD on CoOp's and DetPro's learned prompts
+    methods = [*method_names(), "fvit_clipself", "vild_coop", "vild_detpro"]
     for m in methods:
         assert (out / "seed0" / m / "metrics.json").is_file()
     # F-VLM's ensemble weights on its trained cell: the detector alone and the VLM alone become rows
@@ -85,6 +91,13 @@ def test_methods_benchmark_smoke(tmp_path):
     ckpt = out / "seed0" / "fvit_clipself" / "train" / "model_final.pth"
     cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["distill"]["config"]
     assert "text_clipself/synthetic_base.npy" in cfg and "METHOD: fvit" in cfg
+    # ... and ViLD on the learned prompts' class embeddings (their learning is the row's text cost)
+    for prompts in ("coop", "detpro"):
+        ckpt = out / "seed0" / f"vild_{prompts}" / "train" / "model_final.pth"
+        cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["distill"]["config"]
+        assert f"text_{prompts}/synthetic_base.npy" in cfg and "METHOD: vild\n" in cfg
+        assert (out / "seed0" / "shared" / "prompts" / f"{prompts}.safetensors").is_file()
+        assert table[f"vild_{prompts}"]["cpu_s_regions"]["mean"] > 0
     # --page writes the table's JSON and its markdown into a page's block
     page = tmp_path / "page.md"
     page.write_text("# title\n\n<!-- methods-table:start -->\nold\n<!-- methods-table:end -->\n\nafter\n")
@@ -93,6 +106,15 @@ def test_methods_benchmark_smoke(tmp_path):
     text = page.read_text()
     assert "old" not in text and text.endswith("<!-- methods-table:end -->\n\nafter\n")
     assert "| fvlm (VLM only) | 1 |" in text and json.loads((tmp_path / "t.json").read_text())["methods"]
+    # the novel classes in two groups by their names' words (benchmarks/novel_words.py), per cell
+    words = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "novel_words.py"), "--output-dir", str(out), "--json"],
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )  # fmt: skip
+    assert words.returncode == 0, words.stderr[-2000:]
+    split = json.loads(words.stdout)
+    assert split["groups"] == {"novel_shared": 15, "novel_unshared": 4}
+    assert sorted(split["rows"]) == sorted(methods)
     # a second run finds every cell done; another schedule in the same folder is refused
     again = _run("run", "--output-dir", out, "--no-progress", *TINY, *VIT, *TINY_SOLVER)
     assert again.returncode == 0 and again.stdout.count(": cached") == len(methods), again.stderr[-2000:]
@@ -106,7 +128,7 @@ def test_methods_benchmark_smoke(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "regions: recorded but its files are gone, made again" in again.stdout
     assert (out / "seed0" / "shared" / "regions" / "index.json").is_file()
-    other = _run("run", "--output-dir", out, *TINY[:-1], "96", *VIT, *TINY_SOLVER)
+    other = _run("run", "--output-dir", out, *TINY[:-3], "96", *TINY[-2:], *VIT, *TINY_SOLVER)  # image size
     assert other.returncode == 2 and "another schedule" in other.stderr
 
 
@@ -144,3 +166,23 @@ def test_the_pages_table_is_the_committed_json():
     page = (REPO / "docs" / "methods_benchmark.md").read_text()
     block = page.split(mod.PAGE_START, 1)[1].split(mod.PAGE_END, 1)[0]
     assert mod.render_markdown(table) in block
+
+
+def test_novel_classes_split_by_their_names_words():
+    import importlib.util
+
+    from distill.data.synthetic_methods import METHODS_CATEGORIES
+
+    spec = importlib.util.spec_from_file_location("novel_words", SCRIPT.parent / "novel_words.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cats = [
+        {"id": 1, "name": "red car", "split": "base"},
+        {"id": 2, "name": "blue bus", "split": "base"},
+        {"id": 3, "name": "red bus", "split": "novel"},
+        {"id": 4, "name": "kite", "split": "novel"},
+    ]
+    assert mod.word_groups(cats) == {"novel_shared": (3,), "novel_unshared": (4,)}
+    names = {c["id"]: c["name"] for c in METHODS_CATEGORIES}
+    groups = mod.word_groups(METHODS_CATEGORIES)
+    assert sorted(names[i] for i in groups["novel_unshared"]) == ["bolt", "kite", "octagon", "pentagon"]
