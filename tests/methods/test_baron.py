@@ -17,7 +17,7 @@ from tests.methods.test_outside_method import REPO, _assert_export_matches_eager
 FEAT = 32
 
 
-def _method(**options):
+def _method(seed=0, **options):
     from distill.config import get_cfg
     from distill.methods.baron.method import BARON
     from distill.teacher import create_teacher
@@ -27,8 +27,8 @@ def _method(**options):
     node.NUM_WORDS = 2
     for k, v in options.items():
         node[k] = v
+    torch.manual_seed(seed)  # as the trainers seed the process with SEED before building the model
     m = BARON(node)
-    torch.manual_seed(0)
     m.set_teacher(create_teacher("distill-tiny-rn", "none"))
     m.build(FEAT, m.teacher.dim)
     return m.train()
@@ -97,6 +97,10 @@ def test_the_draws_are_a_function_of_the_step():
     b.load_state_dict(a.state_dict())  # a resumed copy draws what the original draws next
     assert int(b.step) == 2
     assert torch.equal(a.step_rois(_context())[0], b.step_rois(_context())[0])
+    # another seed (SEED) draws other bags at the same step
+    other = _method(seed=1)
+    assert int(other.draw_seed) == 1 and int(a.draw_seed) == 0
+    assert other._generator().initial_seed() != _method(seed=0)._generator().initial_seed()
 
 
 def test_teacher_bag_embedding_is_the_crop_of_the_spanning_box():

@@ -35,6 +35,12 @@ class BARON(DistillMethod):
     config_keys = KEYS
     uses_teacher = True
 
+    def __init__(self, options=None):
+        super().__init__(options)
+        # the process's seed (the trainers seed it with SEED before building the model; read here, before the
+        # teacher is made), saved with the model: the draws are a function of it and of the step
+        self.register_buffer("draw_seed", torch.tensor(torch.initial_seed() % 2**31, dtype=torch.int64))
+
     def build(self, feature_dim: int, embed_dim: int) -> None:
         model = self.teacher.model
         tower = text_tower(model)  # one line for a teacher whose text tower takes no embeddings
@@ -62,7 +68,8 @@ class BARON(DistillMethod):
                 for k in ("bag_student", "bag_teacher", "single_student", "single_teacher")
             }
         )
-        # in the checkpoint: the draws of a resumed run continue from its step; the counts feed the benchmark
+        # in the checkpoint: the draws of a resumed run continue from its seed and step; the counts feed the
+        # benchmark
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.int64))
         self.register_buffer("images_without_bags", torch.zeros((), dtype=torch.int64))
@@ -77,9 +84,10 @@ class BARON(DistillMethod):
 
     # ---------------------------------------------------------------- bags
     def _generator(self) -> torch.Generator:
-        """This step's draws: a function of the step (and the process's rank), so a resumed run draws the same."""
+        """This step's draws: a function of the seed, the step and the process's rank, so a resumed run draws
+        what the uninterrupted one would."""
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        return torch.Generator().manual_seed(int(self.step) * 1_000_003 + rank)
+        return torch.Generator().manual_seed((int(self.draw_seed) * 1_000_003 + int(self.step)) * 1024 + rank)
 
     def step_rois(self, context: StepContext) -> list[torch.Tensor] | None:
         if not self.training:
