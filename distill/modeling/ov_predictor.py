@@ -28,8 +28,10 @@ class StepContext:
     proposals: per image (P_i, 4) XYXY RPN proposals in input pixels, best first (no gradient), or None.
     objectness: per image (P_i,) their objectness in [0, 1], or None.
     gt_boxes: per image (G_i, 4) XYXY ground-truth boxes in input pixels, or None.
-    images: per image (3, h_i, w_i) RGB 0-255 (uint8 or float), the input image before normalisation and
-        padding (the frame of the boxes above), or None where the backend does not hand them over.
+    images: per image (3, h_i, w_i) 0-255 (uint8 or float) in `image_format`'s channel order, the input image
+        before normalisation and padding (the frame of the boxes above), where the loader left it (a method that
+        reads it asks `rgb_image`), or None where the backend does not hand them over.
+    image_format: "RGB" or "BGR".
     image_ids: (B,) int64, the records' image ids (an id that is not an integer: a stable hash of it).
     state: what the method's `step_rois` keeps for its `losses` (this step only).
     """
@@ -39,8 +41,14 @@ class StepContext:
     objectness: list[torch.Tensor] | None = None
     gt_boxes: list[torch.Tensor] | None = None
     images: list[torch.Tensor] | None = None
+    image_format: str = "RGB"
     image_ids: torch.Tensor | None = None
     state: dict = field(default_factory=dict)
+
+    def rgb_image(self, i: int, device=None) -> torch.Tensor:
+        """(3, h, w) float32 RGB 0-255 of image i, on `device`."""
+        image = self.images[i].to(device).float()
+        return image.flip(0) if self.image_format == "BGR" else image
 
 
 def image_id_tensor(ids: Sequence, device=None) -> torch.Tensor:

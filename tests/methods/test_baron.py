@@ -109,7 +109,7 @@ def test_teacher_bag_embedding_is_the_crop_of_the_spanning_box():
     boxes = m.step_rois(ctx)
     bags = ctx.state["baron_bags"][0]
     plan = m._plan(ctx.state["baron_bags"], ctx.image_ids, "cpu")
-    teacher_bag, single = m._teacher_embeddings(ctx.images, ctx.state["baron_bags"], plan)
+    teacher_bag, single = m._teacher_embeddings(ctx, ctx.state["baron_bags"], plan)
     assert single is None and teacher_bag.shape == (plan["seq_bag"].shape[0], m.teacher.dim)
     t = m.teacher
     crop = t.crop_regions(ctx.images[0].float() / 255, bags[0].spanned_box[None], geometry="stretch")
@@ -245,3 +245,17 @@ def test_a_killed_baron_run_resumes_to_the_same_weights_and_queues(baron_setup, 
     assert wa.keys() == wb.keys() and any("method.queues.bag_teacher.embeddings" in k for k in wa)
     diff = {k: (wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].numel()}
     assert max(diff.values()) == 0.0, sorted(diff.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_a_bgr_backend_s_images_reach_the_teacher_as_rgb():
+    rgb, bgr = _context(), _context()
+    bgr.images, bgr.image_format = [im.flip(0) for im in bgr.images], "BGR"  # detectron2's channel order
+    m = _method(SINGLE_WEIGHT=0.0)
+    m.step_rois(rgb)
+    bags = rgb.state["baron_bags"]
+    plan = m._plan(bags, rgb.image_ids, "cpu")
+    want, _ = m._teacher_embeddings(rgb, bags, plan)
+    got, _ = m._teacher_embeddings(bgr, bags, plan)
+    torch.testing.assert_close(got, want)
+    flipped = StepContext(images=bgr.images, image_format="RGB")  # the same pixels read as RGB differ
+    assert not torch.allclose(m._teacher_embeddings(flipped, bags, plan)[0], want)

@@ -23,12 +23,11 @@ class OpenVocabRCNN(GeneralizedRCNN):
         return [x[METHOD_TARGETS].to(self.device) for x in batched_inputs]
 
     def _step_inputs(self, batched_inputs: list[dict]) -> dict:
-        """The records' images (RGB, 0-255, the input frame) and ids for the method's `StepContext`."""
-        images = [x["image"].to(self.device) for x in batched_inputs]
-        if self.input_format == "BGR":
-            images = [im.flip(0) for im in images]
+        """The records' images (0-255, the input frame, where the loader left them: a method that reads them
+        moves them) and ids for the method's `StepContext`."""
         ids = image_id_tensor([x.get("image_id", i) for i, x in enumerate(batched_inputs)], self.device)
-        return {"images": images, "image_ids": ids}
+        images = [x["image"] for x in batched_inputs]
+        return {"images": images, "image_format": self.input_format, "image_ids": ids}
 
     def forward(self, batched_inputs: list[dict]):
         """Training: dict of losses (RPN, the method's, loss_box_reg, loss_mask).

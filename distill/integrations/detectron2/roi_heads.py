@@ -261,8 +261,7 @@ class OpenVocabROIHeads(StandardROIHeads):
     # ------------------------------------------------------------------ forward
     def forward(self, images, features, proposals, targets=None, method_targets=None, step_inputs=None):
         """`method_targets`: per image, what the method attached to the record (on the device), or None;
-        `step_inputs`: {"images": per image (3, h, w) RGB 0-255, "image_ids": (B,) int64} for the method's
-        `StepContext`, or None."""
+        `step_inputs`: the `StepContext` fields images, image_format and image_ids, or None."""
         del images
         if not self.training:
             pred_instances = self._forward_box(features, proposals)

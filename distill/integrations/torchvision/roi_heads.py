@@ -120,7 +120,9 @@ class OpenVocabROIHeads(RoIHeads):
             proposals=[p.detach() for p in proposals],
             objectness=None if objectness is None else [o.detach() for o in objectness],
             gt_boxes=[t["boxes"] for t in targets],
-            images=None if batch is None else [b["image"].to(device) for b in batch],
+            images=None
+            if batch is None
+            else [b["image"] for b in batch],  # RGB, moved by a method that reads them
             image_ids=None
             if batch is None
             else image_id_tensor([b.get("image_id", i) for i, b in enumerate(batch)], device),

@@ -132,7 +132,7 @@ class BARON(DistillMethod):
         student_bag, student_single = self._student_embeddings(
             batch.extra_features, plan, ctx.state["baron_generator"]
         )
-        teacher_bag, teacher_single = self._teacher_embeddings(ctx.images, bags, plan)
+        teacher_bag, teacher_single = self._teacher_embeddings(ctx, bags, plan)
         q = self.queues
         losses["loss_bag"] = self.option("BAG_WEIGHT") * bag_loss(
             student_bag,
@@ -234,16 +234,16 @@ class BARON(DistillMethod):
         return bag_emb, sums / keep.sum(1, keepdim=True).to(sums)
 
     @torch.no_grad()
-    def _teacher_embeddings(self, images: list[torch.Tensor], bags: list[list], plan: dict):
-        """The teacher's (S, D) bag embeddings (each bag's spanning box cropped from its image, stretched to the
-        teacher's input, one crop per bag) and (R, D) region embeddings (its dense features of the crop pooled
-        over the region), L2-normalised, float32."""
+    def _teacher_embeddings(self, ctx: StepContext, bags: list[list], plan: dict):
+        """The teacher's (S, D) bag embeddings (each bag's spanning box cropped from its image, RGB whatever the
+        backend's channel order, stretched to the teacher's input, one crop per bag) and (R, D) region
+        embeddings (its dense features of the crop pooled over the region), L2-normalised, float32."""
         t = self.teacher
         crops = []
-        for image, image_bags in zip(images, bags):
+        for i, image_bags in enumerate(bags):
             if not image_bags:
                 continue
-            img = image.float() / 255.0
+            img = ctx.rgb_image(i, t.device) / 255.0
             spans = torch.stack([b.spanned_box for b in image_bags]).to(img.device)
             crops.append(crop_resize_normalize(img, spans, t.input_size, t.mean, t.std, geometry="stretch"))
         crops = torch.cat(crops)
