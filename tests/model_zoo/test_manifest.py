@@ -138,3 +138,22 @@ def test_download_tool_errors(lab):
     assert len(r.stderr.strip().splitlines()) == 1
     r = tool()
     assert r.returncode == 2 and "give --all" in r.stderr
+
+
+def test_every_shipped_weights_file_is_package_data():
+    """A wheel carries the weights the built-in manifest ships (the package-data globs of pyproject.toml)."""
+    import fnmatch
+    import json
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "distill"
+    ]
+    shipped = [e["path"] for e in json.loads(MANIFEST.read_text())["models"] if e.get("path")]
+    assert shipped, "the built-in manifest ships no file"
+    for path in shipped:
+        rel = f"model_zoo/{path}"
+        assert (REPO / "distill" / rel).is_file(), rel
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), (
+            f"{rel} is not package data: add it to pyproject.toml"
+        )
