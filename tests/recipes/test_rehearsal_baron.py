@@ -169,7 +169,8 @@ def test_baron_recipes_name_their_configs_and_files():
 
 
 def test_baron_configs_load_on_detectron2():
-    d2 = pytest.importorskip("distill.integrations.detectron2", reason="detectron2 is not installed")
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (INSTALL.md: detectron2)")
+    d2 = pytest.importorskip("distill.integrations.detectron2")
     for dataset in DATASETS:
         cfg = d2.load_detectron2_config(str(REPO / "configs" / dataset / CONFIG))
         assert cfg.MODEL.DISTILL.METHOD == "baron" and cfg.MODEL.DISTILL.BARON.TOPK == TOPK[dataset]

@@ -165,7 +165,8 @@ def test_clipself_steps_are_six_epochs_of_coco():
 
 
 def test_clipself_configs_load_on_detectron2():
-    d2 = pytest.importorskip("distill.integrations.detectron2", reason="detectron2 is not installed")
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (INSTALL.md: detectron2)")
+    d2 = pytest.importorskip("distill.integrations.detectron2")
     for dataset in DATASETS:
         cfg = d2.load_detectron2_config(str(REPO / "configs" / dataset / f"{RUN}.yaml"))
         assert cfg.MODEL.DISTILL.TEACHER.PRETRAINED == CLIPSELF_TEACHER
