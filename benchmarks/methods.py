@@ -549,7 +549,9 @@ def _cell(s: dict, digits: int = 1) -> str:
 
 def render_markdown(table: dict) -> str:
     """The report's two tables (metrics; pipeline costs) as markdown, from `collect`'s dict (or its JSON)."""
-    rows = table["methods"]
+    rows = dict(
+        sorted(table["methods"].items())
+    )  # the JSON's order (sorted keys): a method, then its sweep rows
     seeds = {m: len(r["box_AP50_novel"]["per_seed"]) for m, r in rows.items()}
     cols = [h for _, _, h in METRICS]
     lines = ["| method | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
