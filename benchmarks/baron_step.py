@@ -29,11 +29,12 @@ import inspect
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from workloads.train_steps import NUM_CLASSES, REGIONS, random_batch, time_steps
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -41,8 +42,6 @@ VARIANTS = {
     "baron": "configs/ov_coco/baron_r50_fpn_lsj.yaml",
 }
 DIM = 512  # ViT-B/32's embedding width
-NUM_CLASSES = 48
-REGIONS = 300
 PARTS = (
     "bag_sampling",
     "crops",
@@ -51,34 +50,6 @@ PARTS = (
     "text_tower_backward",
     "losses",
 )
-
-
-def _batch(size: int, batch: int, dim: int, with_regions: bool, seed: int):
-    """fvlm_step's batch: uint8 images, 6 ground-truth boxes each, ViLD's 300 store regions when asked."""
-    import torch
-
-    from distill.methods import METHOD_TARGETS, RegionTargets
-
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batch):
-        xy = torch.rand(6, 2, generator=g) * size * 0.6
-        boxes = torch.cat([xy, xy + 16 + torch.rand(6, 2, generator=g) * size * 0.3], 1).clamp(max=size - 1)
-        rec = {
-            "image": torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g),
-            "boxes": boxes,
-            "labels": torch.randint(0, NUM_CLASSES, (6,), generator=g),
-            "scale": (1.0, 1.0),
-            "height": size,
-            "width": size,
-        }
-        if with_regions:
-            rxy = torch.rand(REGIONS, 2, generator=g) * size * 0.7
-            rboxes = torch.cat([rxy, rxy + 8 + torch.rand(REGIONS, 2, generator=g) * size * 0.3], 1)
-            emb = torch.nn.functional.normalize(torch.randn(REGIONS, dim, generator=g), dim=1)
-            rec[METHOD_TARGETS] = RegionTargets(rboxes.clamp(max=size - 1), emb.half())
-        out.append(rec)
-    return out
 
 
 class _Timers:
@@ -271,31 +242,18 @@ def child(variant: str, size: int, batch: int, steps: int, device: str, confiden
     vocab = ClassEmbeddings(F.normalize(torch.randn(NUM_CLASSES, DIM), dim=1), names, {})
     model = build_detector(cfg, vocab).to(device).train()
     optimizer = build_optimizer(cfg, model)
-    data = _batch(size, batch, DIM, variant == "vild", 0)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = 0.0
-    for k in range(steps + 1):
-        if k == 1:  # the first step allocates; timing starts after it
-            if device == "cuda":
-                torch.cuda.synchronize()
+    data = random_batch(size, batch, DIM, variant == "vild", 0)
+    counts = {}
+
+    def before_step(k: int) -> None:
+        if k == 1:  # the timed steps start: their parts and counts only
             timers.on = True
-            counts = {
-                k: int(v) for k, v in model.named_buffers() if k.endswith(("teacher_crops", "images_seen"))
-            }
-            t0 = time.perf_counter()
+            counts.update(
+                {n: int(v) for n, v in model.named_buffers() if n.endswith(("teacher_crops", "images_seen"))}
+            )
         timers.step = k
-        losses = model(data)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    seconds, peak = time_steps(model, optimizer, data, steps, device, before_step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out = {"s_per_step": seconds, "peak_bytes": peak, "trainable_params": trainable}
     if variant == "vild":

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from workloads.train_steps import NUM_CLASSES, random_batch, time_steps
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -28,35 +28,6 @@ VARIANTS = {
     "fvlm": ("configs/ov_coco/fvlm_r50.yaml", 1024),
     "fvit": ("configs/ov_coco/fvit_b16.yaml", 512),
 }
-NUM_CLASSES = 48
-REGIONS = 300
-
-
-def _batch(size: int, batch: int, dim: int, with_regions: bool, seed: int):
-    import torch
-
-    from distill.methods import METHOD_TARGETS, RegionTargets
-
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batch):
-        xy = torch.rand(6, 2, generator=g) * size * 0.6
-        boxes = torch.cat([xy, xy + 16 + torch.rand(6, 2, generator=g) * size * 0.3], 1).clamp(max=size - 1)
-        rec = {
-            "image": torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g),
-            "boxes": boxes,
-            "labels": torch.randint(0, NUM_CLASSES, (6,), generator=g),
-            "scale": (1.0, 1.0),
-            "height": size,
-            "width": size,
-        }
-        if with_regions:
-            rxy = torch.rand(REGIONS, 2, generator=g) * size * 0.7
-            rboxes = torch.cat([rxy, rxy + 8 + torch.rand(REGIONS, 2, generator=g) * size * 0.3], 1)
-            emb = torch.nn.functional.normalize(torch.randn(REGIONS, dim, generator=g), dim=1)
-            rec[METHOD_TARGETS] = RegionTargets(rboxes.clamp(max=size - 1), emb.half())
-        out.append(rec)
-    return out
 
 
 def child(variant: str, size: int, batch: int, steps: int, device: str) -> dict:
@@ -85,26 +56,8 @@ def child(variant: str, size: int, batch: int, steps: int, device: str) -> dict:
     vocab = ClassEmbeddings(F.normalize(torch.randn(NUM_CLASSES, dim), dim=1), names, {})
     model = build_detector(cfg, vocab).to(device).train()
     optimizer = build_optimizer(cfg, model)
-    data = _batch(size, batch, dim, variant == "vild", 0)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = 0.0
-    for k in range(steps + 1):
-        if k == 1:  # the first step allocates; timing starts after it
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        losses = model(data)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    data = random_batch(size, batch, dim, variant == "vild", 0)
+    seconds, peak = time_steps(model, optimizer, data, steps, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"s_per_step": seconds, "peak_bytes": peak, "trainable_params": trainable}
 
