@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from distill.methods.base import RoIBatch, StepContext
 from distill.modeling.heads import RegionEmbeddingHead, TextClassifier
 from distill.utils import DistillInputError
-from tests.methods.test_outside_method import REPO, _assert_export_matches_eager, run
+from tests.methods.test_outside_method import REPO, _assert_export_matches_eager, run, tool_setup
 
 FEAT = 32
 
@@ -140,30 +140,7 @@ CONFIG = REPO / "configs/synthetic/baron_tiny_rn.yaml"
 @pytest.fixture(scope="module")
 def baron_setup(synthetic_root, tmp_path_factory):
     """(KEY VALUE overrides for BARON on the quickstart's tiny teacher, vocabulary file)."""
-    from distill.config import load_config
-    from distill.data.synthetic import SYNTHETIC_CATEGORIES
-    from distill.teacher import ClassEmbeddings
-    from tests.integrations.export.conftest import SMALL_MODEL
-
-    work = tmp_path_factory.mktemp("baron")
-    names = [c["name"] for c in SYNTHETIC_CATEGORIES]
-    t = load_config(str(CONFIG)).MODEL.DISTILL.TEACHER
-    emb = F.normalize(torch.randn(len(names), 128, generator=torch.Generator().manual_seed(0)), dim=1)
-    ClassEmbeddings(emb, names, {"teacher": {"arch": t.ARCH, "pretrained": t.PRETRAINED}}).save(
-        work / "all.npy"
-    )
-    bench = synthetic_root.parent / "synthetic"  # DATASETS.ROOT's layout
-    if not bench.exists():
-        bench.symlink_to(synthetic_root)
-    opts = [
-        *SMALL_MODEL,
-        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", work / "all.npy",
-        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", work / "all.npy",
-        "DATASETS.ROOT", synthetic_root.parent,
-        "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-        "DATASETS.TEST", "()",
-    ]  # fmt: skip
-    return [str(o) for o in opts], work / "all.npy"
+    return tool_setup(synthetic_root, tmp_path_factory.mktemp("baron"), CONFIG)
 
 
 def test_too_many_words_in_the_tool_is_one_line(baron_setup, tmp_path):

@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from distill.methods.fvlm.method import vlm_ensemble
 from distill.modeling.clip_backbone import CLIPTower, default_vit_blocks
 from distill.utils import DistillInputError, read_json
-from tests.methods.test_outside_method import REPO, _assert_export_matches_eager, run
+from tests.methods.test_outside_method import REPO, _assert_export_matches_eager, run, tool_setup
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -135,30 +134,9 @@ def test_a_checkpoint_of_another_teachers_tower_is_refused():
 @pytest.fixture(scope="module")
 def fvlm_setup(synthetic_root, tmp_path_factory):
     """(KEY VALUE overrides for F-VLM on the quickstart's tiny teacher, vocabulary file)."""
-    from distill.config import load_config
-    from distill.data.synthetic import SYNTHETIC_CATEGORIES
-    from distill.teacher import ClassEmbeddings
-    from tests.integrations.export.conftest import SMALL_MODEL
-
-    work = tmp_path_factory.mktemp("fvlm")
-    names = [c["name"] for c in SYNTHETIC_CATEGORIES]
-    t = load_config(str(REPO / "configs/synthetic/fvlm_tiny_rn.yaml")).MODEL.DISTILL.TEACHER
-    emb = F.normalize(torch.randn(len(names), 128, generator=torch.Generator().manual_seed(0)), dim=1)
-    ClassEmbeddings(emb, names, {"teacher": {"arch": t.ARCH, "pretrained": t.PRETRAINED}}).save(
-        work / "all.npy"
+    return tool_setup(
+        synthetic_root, tmp_path_factory.mktemp("fvlm"), REPO / "configs/synthetic/fvlm_tiny_rn.yaml"
     )
-    bench = synthetic_root.parent / "synthetic"
-    if not bench.exists():
-        bench.symlink_to(synthetic_root)
-    opts = [
-        *SMALL_MODEL,
-        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", work / "all.npy",
-        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", work / "all.npy",
-        "DATASETS.ROOT", synthetic_root.parent,
-        "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-        "DATASETS.TEST", "()",
-    ]  # fmt: skip
-    return [str(o) for o in opts], work / "all.npy"
 
 
 CONFIG = REPO / "configs/synthetic/fvlm_tiny_rn.yaml"

@@ -119,6 +119,37 @@ def setup(synthetic_root, tmp_path_factory):
     return config, opts, work
 
 
+def tool_setup(synthetic_root, work, config) -> tuple[list[str], object]:
+    """(KEY VALUE overrides that train `config` on the quickstart's world for 3 iterations with a small model,
+    its vocabulary file): random class embeddings with the config teacher's provenance, in `work`."""
+    import torch
+    import torch.nn.functional as F
+
+    from distill.config import load_config
+    from distill.data.synthetic import SYNTHETIC_CATEGORIES
+    from distill.teacher import ClassEmbeddings
+    from tests.integrations.export.conftest import SMALL_MODEL
+
+    names = [c["name"] for c in SYNTHETIC_CATEGORIES]
+    t = load_config(str(config)).MODEL.DISTILL.TEACHER
+    emb = F.normalize(torch.randn(len(names), 128, generator=torch.Generator().manual_seed(0)), dim=1)
+    ClassEmbeddings(emb, names, {"teacher": {"arch": t.ARCH, "pretrained": t.PRETRAINED}}).save(
+        work / "all.npy"
+    )
+    bench = synthetic_root.parent / "synthetic"  # DATASETS.ROOT's layout
+    if not bench.exists():
+        bench.symlink_to(synthetic_root)
+    opts = [
+        *SMALL_MODEL,
+        "MODEL.DISTILL.TRAIN_CLASS_EMBEDDINGS", work / "all.npy",
+        "MODEL.DISTILL.TEST_CLASS_EMBEDDINGS", work / "all.npy",
+        "DATASETS.ROOT", synthetic_root.parent,
+        "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+        "DATASETS.TEST", "()",
+    ]  # fmt: skip
+    return [str(o) for o in opts], work / "all.npy"
+
+
 def run(tool: str, *args) -> subprocess.CompletedProcess:
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
