@@ -4,7 +4,10 @@
 zero-shot top-1 on a synthetic world's validation objects, base / novel, at several input scales.
 
     python benchmarks/vlm_regions.py [--teacher methods-tiny-rn] [--world-root DIR] [--images 300]
-        [--scales 1 2 4]
+        [--scales 1 2 4] [--split val]
+
+`--split train` scores the training images' boxes (base classes only: the training annotations have no novel
+ones), to tell a teacher that does not fit the boxes it was tuned on (CLIPSelf) from one that does not generalise.
 
 The world defaults to the methods benchmark's (made on first use under output/methods/world). Prints a table
 and one line of JSON.
@@ -27,6 +30,7 @@ def main() -> int:
     p.add_argument("--world-root", default=None, help="a methods world (default: output/methods/world)")
     p.add_argument("--images", type=int, default=300, help="validation images (default 300)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="input scales")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="the world's split (default val)")
     a = p.parse_args()
 
     import torch
@@ -41,7 +45,7 @@ def main() -> int:
 
     root = Path(a.world_root) if a.world_root else generate("output/methods/world", MethodsWorldConfig())
     teacher = create_teacher(a.teacher, a.pretrained)
-    dicts, meta = synthetic_dataset(root, "val")
+    dicts, meta = synthetic_dataset(root, a.split)
     dicts = [d for d in dicts if d["annotations"]][: a.images]
     text = teacher.encode_text(meta.thing_classes, "vild")
     tower = CLIPTower(teacher.model.visual, teacher.mean, teacher.std, STUDENT_MEAN, STUDENT_STD)
@@ -71,15 +75,17 @@ def main() -> int:
         c, n = torch.cat(correct).float(), torch.cat(is_novel)
         rows[mode] = {
             "all": 100 * c.mean().item(),
-            "base": 100 * c[~n].mean().item(),
-            "novel": 100 * c[n].mean().item(),
+            "base": 100 * c[~n].mean().item() if (~n).any() else None,
+            "novel": 100 * c[n].mean().item() if n.any() else None,
             "objects": int(c.numel()),
         }
-    print(f"zero-shot top-1 of {a.teacher} on {len(dicts)} validation images' objects\n")
+    print(f"zero-shot top-1 of {a.teacher} on {len(dicts)} {a.split} images' objects\n")
     print("| regions | all | base | novel |\n|---|---|---|---|")
     for mode, r in rows.items():
-        print(f"| {mode} | {r['all']:.1f} | {r['base']:.1f} | {r['novel']:.1f} |")
-    print(json.dumps({"teacher": a.teacher, "images": len(dicts), "rows": rows}))
+        novel = "-" if r["novel"] is None else f"{r['novel']:.1f}"
+        base = "-" if r["base"] is None else f"{r['base']:.1f}"
+        print(f"| {mode} | {r['all']:.1f} | {base} | {novel} |")
+    print(json.dumps({"teacher": a.teacher, "split": a.split, "images": len(dicts), "rows": rows}))
     return 0
 
 
