@@ -256,22 +256,20 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def base_provenance(teacher, cfg: CLIPSelfConfig) -> dict:
-    """The base teacher: arch, pretrained tag / zoo name / path, the weights' sha256 where they are a file."""
+    """The base teacher: arch, pretrained tag / zoo name / path, the weights' sha256 where they are a file. A
+    model-zoo base is named, not located (where the zoo keeps its file differs between machines)."""
     prov = {"arch": teacher.arch, "pretrained": cfg.pretrained, "sha256": None}
-    path = None
     if cfg.pretrained and os.path.isfile(cfg.pretrained):
-        path = cfg.pretrained
+        prov["path"] = str(Path(cfg.pretrained).resolve())
+        prov["sha256"] = sha256_file(cfg.pretrained)
     elif teacher.pretrained:
         from ..model_zoo import has_entry
 
         if has_entry(teacher.pretrained):
             from ..model_zoo import get_checkpoint
 
-            path = str(get_checkpoint(teacher.pretrained))
             prov["zoo_name"] = teacher.pretrained
-    if path:
-        prov["path"] = str(Path(path).resolve())
-        prov["sha256"] = sha256_file(path)
+            prov["sha256"] = sha256_file(get_checkpoint(teacher.pretrained))
     return prov
 
 

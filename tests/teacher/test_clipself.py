@@ -168,6 +168,16 @@ def test_base_weights_file_sha256_is_recorded(images, tmp_path, tiny_weights):
     assert base["sha256"] == clipself.sha256_file(tiny_weights)
 
 
+def test_a_zoo_base_is_named_with_its_sha256_not_its_path():
+    from distill.model_zoo import get_checkpoint
+    from distill.teacher import create_teacher
+
+    teacher = create_teacher("methods-tiny-vit", None)
+    prov = clipself.base_provenance(teacher, _cfg(pretrained="methods-tiny-vit"))
+    assert prov["zoo_name"] == "methods-tiny-vit" and "path" not in prov
+    assert prov["sha256"] == clipself.sha256_file(get_checkpoint("methods-tiny-vit"))
+
+
 # ---------------------------------------------------------------------------------------------- resume
 def test_a_signal_saves_the_step_and_a_resume_ends_the_same(images, tmp_path, monkeypatch):
     ims = clipself.ImageSet.from_folder(images)
