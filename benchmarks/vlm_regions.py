@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How well a teacher's frozen tower names ground-truth boxes from inside the whole image (F-VLM's VLM branch,
 `distill.modeling.clip_backbone`), against the same boxes cropped (ViLD's region store, the zero-shot check):
-zero-shot top-1 on a synthetic world's validation objects, base / novel, at several input scales.
+zero-shot top-1 on a synthetic world's validation objects, base / novel, at several input scales; and how far
+apart the crops' embeddings of one class and of two classes are (mean cosine).
 
     python benchmarks/vlm_regions.py [--teacher methods-tiny-rn] [--world-root DIR] [--images 300]
         [--scales 1 2 4] [--split val]
@@ -51,9 +52,9 @@ def main() -> int:
     tower = CLIPTower(teacher.model.visual, teacher.mean, teacher.std, STUDENT_MEAN, STUDENT_STD)
     novel = set(meta.contiguous_ids("novel"))
     mean, std = torch.tensor(STUDENT_MEAN).view(1, 3, 1, 1), torch.tensor(STUDENT_STD).view(1, 3, 1, 1)
-    rows = {}
+    rows, crop_cosine = {}, {}
     for mode in ["crops"] + [f"in image x{s:g}" for s in a.scales]:
-        correct, is_novel = [], []
+        correct, is_novel, embs, labels = [], [], [], []
         for d in dicts:
             img = read_image_rgb(d["file_name"])
             boxes = torch.tensor(
@@ -72,6 +73,16 @@ def main() -> int:
             lab = torch.tensor([x["category_id"] for x in d["annotations"]])
             correct.append(pred == lab)
             is_novel.append(torch.tensor([int(c) in novel for c in lab]))
+            embs.append(F.normalize(emb.float(), dim=-1))
+            labels.append(lab)
+        if mode == "crops":  # how far apart the crops of one class and of two classes are
+            e, lab = torch.cat(embs), torch.cat(labels)
+            sim, same = e @ e.t(), lab[:, None] == lab[None]
+            off = ~torch.eye(len(lab), dtype=torch.bool)
+            crop_cosine = {
+                "same_class": sim[same & off].mean().item() if (same & off).any() else None,
+                "other_class": sim[~same].mean().item() if (~same).any() else None,
+            }
         c, n = torch.cat(correct).float(), torch.cat(is_novel)
         rows[mode] = {
             "all": 100 * c.mean().item(),
@@ -85,7 +96,18 @@ def main() -> int:
         novel = "-" if r["novel"] is None else f"{r['novel']:.1f}"
         base = "-" if r["base"] is None else f"{r['base']:.1f}"
         print(f"| {mode} | {r['all']:.1f} | {base} | {novel} |")
-    print(json.dumps({"teacher": a.teacher, "split": a.split, "images": len(dicts), "rows": rows}))
+    cos = {k: "-" if v is None else f"{v:.2f}" for k, v in crop_cosine.items()}
+    print(
+        f"\nmean cosine of two crops' embeddings: same class {cos['same_class']}, other classes {cos['other_class']}"
+    )
+    out = {
+        "teacher": a.teacher,
+        "split": a.split,
+        "images": len(dicts),
+        "rows": rows,
+        "crop_cosine": crop_cosine,
+    }
+    print(json.dumps(out))
     return 0
 
 

@@ -56,6 +56,9 @@ def test_vlm_regions_both_splits(tmp_path):
         for row in rec["rows"].values():
             assert row["objects"] > 0
             assert 0.0 <= row["all"] <= 100.0 and (row["base"] is None or 0.0 <= row["base"] <= 100.0)
+        cos = rec["crop_cosine"]
+        assert -1.0 <= cos["other_class"] <= 1.0
+        assert cos["same_class"] is None or -1.0 <= cos["same_class"] <= 1.0
     assert all(row["novel"] is None for row in out["train"]["rows"].values())
     # the validation split holds novel objects in a world of this size only by chance: a number or None
     assert all(row["novel"] is None or 0.0 <= row["novel"] <= 100.0 for row in out["val"]["rows"].values())
