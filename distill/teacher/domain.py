@@ -105,6 +105,21 @@ def _checkpoint_world(weights: str) -> str:
     return meta.get("world", "quickstart") if isinstance(meta, dict) else "quickstart"
 
 
+def _derived_from(weights: str) -> dict | None:
+    """The base teacher a derived teacher file was made from (a CLIPSelf teacher names it in its metadata's
+    provenance: arch, pretrained, zoo_name or path), or None."""
+    if not str(weights).endswith(".safetensors"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            base = json.loads((f.metadata() or {}).get("provenance", "{}")).get("base")
+    except Exception:  # an unreadable file is reported by the loader, not here
+        return None
+    return base if isinstance(base, dict) else None
+
+
 def _zoo_world(name: str) -> TrainingWorld | None:
     from ..model_zoo import get_entry
 
@@ -128,6 +143,19 @@ def training_world(arch: str, pretrained: str | None) -> TrainingWorld | None:
             return _zoo_world(name)
     if not pretrained:
         return None
+    base = _derived_from(pretrained)
+    if base is not None:  # it knows what its base teacher knew (CLIPSelf adds no words)
+        spec = base.get("zoo_name") or base.get("path") or base.get("pretrained")
+        if spec and spec != pretrained:
+            world = training_world(base.get("arch") or arch, spec)
+            if world is not None:
+                return TrainingWorld(
+                    f"{arch} teacher ({Path(pretrained).name}, from {Path(spec).name})",
+                    world.domain,
+                    world.classes,
+                    world.attributes,
+                )
+            return None
     if (MODEL_CONFIG_DIR / f"{arch}.json").is_file():
         return synthetic_world(f"{arch} teacher ({Path(pretrained).name})", _checkpoint_world(pretrained))
     return None

@@ -43,6 +43,37 @@ def test_shipped_teacher_records_the_words_it_was_trained_on():
     assert training_world("distill-tiny-vit", "/x/teacher_fp16.pt").classes == tuple(SHAPES)
 
 
+def _derived_file(path, base: dict):
+    """A teacher file as tools/train_clipself.py writes it: its base teacher in the metadata's provenance."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"provenance": json.dumps({"base": base})})
+    return str(path)
+
+
+def test_a_clipself_teacher_knows_what_its_base_knew(tmp_path):
+    from distill.data.synthetic_methods import METHODS_CATEGORIES
+
+    zoo = _derived_file(
+        tmp_path / "a.safetensors", {"arch": "distill-tiny-vit", "zoo_name": "methods-tiny-vit"}
+    )
+    world = training_world("distill-tiny-vit", zoo)
+    assert world.classes == tuple(c["name"] for c in METHODS_CATEGORIES)
+    assert "a.safetensors" in world.label and "methods-tiny-vit" in world.label
+    assert world.unknown(["striped heart", "pentagon", "cat"]) == ["cat"]
+    # a base that is itself a file: what that file's base knew
+    chained = _derived_file(tmp_path / "b.safetensors", {"arch": "distill-tiny-vit", "path": zoo})
+    assert training_world("distill-tiny-vit", chained).classes == world.classes
+    # a real CLIP base, or random weights: nothing narrow to warn about
+    real = _derived_file(tmp_path / "c.safetensors", {"arch": "ViT-B-16", "pretrained": "openai"})
+    assert training_world("ViT-B-16", real) is None
+    rand = _derived_file(tmp_path / "d.safetensors", {"arch": "distill-tiny-vit", "pretrained": "none"})
+    assert training_world("distill-tiny-vit", rand) is None
+
+
 def test_unknown_names():
     world = training_world("synthetic-tiny-teacher", None)
     names = ["cat", "red star", "the circle", "Hexagon", "dog", "123", "star_ring"]
