@@ -29,7 +29,7 @@ def main() -> int:
     p.add_argument("--teacher", default="methods-tiny-rn", help="model-zoo teacher or open_clip arch")
     p.add_argument("--pretrained", default=None, help="weights for --teacher given as an arch")
     p.add_argument("--world-root", default=None, help="a methods world (default: output/methods/world)")
-    p.add_argument("--images", type=int, default=300, help="validation images (default 300)")
+    p.add_argument("--images", type=int, default=300, help="images of --split with objects (default 300)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="input scales")
     p.add_argument("--split", choices=("val", "train"), default="val", help="the world's split (default val)")
     a = p.parse_args()
