@@ -11,6 +11,7 @@ Each warning is logged once per process.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -91,18 +92,23 @@ def _checkpoint_world(weights: str) -> str:
     metadata; tools/train_teacher.py writes the weights beside their corpus (``corpus/meta.json`` names its
     world); a file moved elsewhere counts as the quickstart's."""
     if str(weights).endswith(".safetensors"):  # written with its world in the metadata
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(weights), "pt") as f:
-                return (f.metadata() or {}).get("world", "quickstart")
-        except Exception:  # an unreadable file is reported by the loader, not here
-            return "quickstart"
+        return (_safetensors_metadata(weights) or {}).get("world", "quickstart")
     try:
         meta = json.loads((Path(weights).parent / "corpus" / "meta.json").read_text())
     except (OSError, ValueError):
         return "quickstart"
     return meta.get("world", "quickstart") if isinstance(meta, dict) else "quickstart"
+
+
+def _safetensors_metadata(weights: str) -> dict | None:
+    """A .safetensors file's metadata (empty without any), None for an unreadable file (the loader reports it)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            return f.metadata() or {}
+    except Exception:
+        return None
 
 
 def _derived_from(weights: str) -> dict | None:
@@ -111,11 +117,8 @@ def _derived_from(weights: str) -> dict | None:
     if not str(weights).endswith(".safetensors"):
         return None
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt") as f:
-            base = json.loads((f.metadata() or {}).get("provenance", "{}")).get("base")
-    except Exception:  # an unreadable file is reported by the loader, not here
+        base = json.loads((_safetensors_metadata(weights) or {}).get("provenance", "{}")).get("base")
+    except (ValueError, AttributeError):  # provenance that is not a json object: no base named
         return None
     return base if isinstance(base, dict) else None
 
@@ -149,12 +152,8 @@ def training_world(arch: str, pretrained: str | None) -> TrainingWorld | None:
         if spec and spec != pretrained:
             world = training_world(base.get("arch") or arch, spec)
             if world is not None:
-                return TrainingWorld(
-                    f"{arch} teacher ({Path(pretrained).name}, from {Path(spec).name})",
-                    world.domain,
-                    world.classes,
-                    world.attributes,
-                )
+                label = f"{arch} teacher ({Path(pretrained).name}, from {Path(spec).name})"
+                return dataclasses.replace(world, label=label)
             return None
     if (MODEL_CONFIG_DIR / f"{arch}.json").is_file():
         return synthetic_world(f"{arch} teacher ({Path(pretrained).name})", _checkpoint_world(pretrained))
